@@ -1,0 +1,235 @@
+"""The engine interface every workload is written against.
+
+An engine either *connects* to an existing cluster (``address`` given: what the operator's runner
+pod does) or *starts* a real local cluster with exactly N worker processes on loopback (what
+``testbed run`` does).  It waits until all N workers are up before anything is timed, and it tears
+down only what it started.
+
+Workloads use a small, framework-neutral vocabulary whose implementations are each framework's
+idiomatic fast path:
+
+* ``put(obj)``: place data in the cluster once (Ray object store / Dask ``scatter`` with
+  ``broadcast=True, hash=False`` / the object itself locally);
+* ``map(fn, items, *shared)``: one task per item; ``shared`` are handles from ``put``;
+* ``tiny_tasks(fn, arg, count, sync)``: the per-task-overhead probe;
+* ``joblib()``: a context manager selecting the framework's joblib backend;
+* ``dask_scheduler()``: how Dask collections are computed (distributed client, Ray's
+  ``ray_dask_get``), or ``None`` when the framework has no Dask scheduler.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Sequence
+
+import psutil
+
+from ..errors import RunError
+
+
+class Engine(ABC):
+    framework: str = ""
+
+    def __init__(self, workers: int, address: str | None = None, *, cpus_per_worker: float = 1,
+                 memory_per_worker: int = 2 * 2**30, startup_timeout: float = 300,
+                 max_retries: int = 3):
+        self.workers = workers
+        self.address = address
+        self.cpus_per_worker = cpus_per_worker
+        self.memory_per_worker = memory_per_worker
+        self.startup_timeout = startup_timeout
+        self.max_retries = max_retries
+        self.started_cluster = False
+        self.startup_seconds: float | None = None
+        self.tasks = 0
+        self._procs: list[subprocess.Popen] = []
+        self._workdir: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> float:
+        """Start or connect, wait for every worker; returns the start-up seconds."""
+        t0 = time.perf_counter()
+        try:
+            if self.address:
+                self._connect(self.address)
+            else:
+                self.started_cluster = True
+                self._start_local()
+            self._wait_for_workers(self.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.perf_counter() - t0
+        return self.startup_seconds
+
+    @abstractmethod
+    def _connect(self, address: str) -> None: ...
+
+    @abstractmethod
+    def _start_local(self) -> None: ...
+
+    @abstractmethod
+    def _wait_for_workers(self, timeout: float) -> None: ...
+
+    def stop(self) -> None:
+        self._disconnect()
+        self._stop_processes()
+
+    def _disconnect(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def __enter__(self) -> "Engine":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- the workload vocabulary -----------------------------------------------------------
+    @abstractmethod
+    def put(self, obj: Any) -> Any: ...
+
+    def release(self, handle: Any) -> None:
+        """Drop a handle returned by ``put``."""
+
+    @abstractmethod
+    def map(self, fn: Callable, items: Sequence[Any], *shared: Any) -> list[Any]: ...
+
+    @abstractmethod
+    def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]: ...
+
+    @abstractmethod
+    def joblib(self) -> AbstractContextManager: ...
+
+    def dask_scheduler(self) -> Any:
+        return None
+
+    @property
+    def parallelism(self) -> int:
+        """How many tasks can run at once: the natural number of chunks to split work into."""
+        return max(1, int(round(self.workers * max(1, self.cpus_per_worker))))
+
+    # -- measurement -----------------------------------------------------------------------
+    @abstractmethod
+    def start_sampling(self, interval: float) -> None: ...
+
+    @abstractmethod
+    def stop_sampling(self) -> list[dict[str, Any]]: ...
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "framework": self.framework,
+            "workers": self.workers,
+            "address": self.address,
+            "started_cluster": self.started_cluster,
+            "cpus_per_worker": self.cpus_per_worker,
+            "memory_per_worker": self.memory_per_worker,
+            "max_retries": self.max_retries,
+        }
+
+    # -- fault injection (clusters this engine started) -------------------------------------
+    def worker_processes(self) -> list[psutil.Process]:
+        """The top-level process of each worker this engine started (empty when connected)."""
+        return []
+
+    # -- helpers for subclasses that start processes ----------------------------------------
+    def _workdir_path(self, prefix: str) -> str:
+        if self._workdir is None:
+            # Short path: Ray puts unix sockets under it (107-byte limit).
+            self._workdir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        return self._workdir
+
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None,
+               log: str | None = None) -> subprocess.Popen:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        try:
+            p = subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        except FileNotFoundError:
+            raise RunError(f"cannot start {args[0]!r}: command not found") from None
+        finally:
+            if log:
+                out.close()
+        self._procs.append(p)
+        return p
+
+    def _stop_processes(self, grace: float = 3.0) -> None:
+        """Terminate what we started (and all of its descendants), workers before heads."""
+        if not self._procs:
+            self._cleanup_workdir()
+            return
+        for group in (self._procs[1:], self._procs[:1]):  # workers first, then head/scheduler
+            tree: list[psutil.Process] = []
+            for p in group:
+                try:
+                    root = psutil.Process(p.pid)
+                    tree += [root] + root.children(recursive=True)
+                except psutil.Error:
+                    pass
+            for p in group:
+                _signal_group(p, signal.SIGTERM)
+            _, alive = psutil.wait_procs(tree, timeout=grace)
+            for proc in alive:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            for p in group:
+                _signal_group(p, signal.SIGKILL)
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        self._procs = []
+        self._cleanup_workdir()
+
+    def _cleanup_workdir(self) -> None:
+        if self._workdir and not os.environ.get("TESTBED_KEEP_LOGS"):
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        self._workdir = None
+
+    def _check_alive(self, what: str) -> None:
+        for p in self._procs:
+            if p.poll() is not None:
+                log = self._log_tail()
+                raise RunError(f"{what} exited with status {p.returncode} during start-up{log}")
+
+    def _log_tail(self) -> str:
+        if not self._workdir:
+            return ""
+        tails = []
+        for name in sorted(os.listdir(self._workdir)):
+            if name.endswith(".log"):
+                with open(os.path.join(self._workdir, name), errors="replace") as f:
+                    lines = [ln.rstrip() for ln in f.readlines()[-3:] if ln.strip()]
+                if lines:
+                    tails.append(f"  {name}: " + " | ".join(lines))
+        return (":\n" + "\n".join(tails)) if tails else ""
+
+
+def _signal_group(p: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               poll: float = 0.1, check: Callable[[], None] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check:
+            check()
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise RunError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)

@@ -1,0 +1,39 @@
+"""Dask-on-Ray: Dask graphs executed by Ray's scheduler (``ray.util.dask.ray_dask_get``).
+
+The cluster is a Ray cluster (same start-up as :class:`RayEngine`); every ``map`` and every Dask
+collection becomes a Dask graph whose tasks Ray runs.  Shared data lives in Ray's object store:
+``ObjectRef`` arguments inside the graph are resolved by Ray.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from .ray_engine import RayEngine
+
+
+class DaskOnRayEngine(RayEngine):
+    framework = "dask-on-ray"
+
+    def map(self, fn: Callable, items: Sequence[Any], *shared: Any) -> list[Any]:
+        import dask
+        from ray.util.dask import ray_dask_get
+
+        self.tasks += len(items)
+        parts = [dask.delayed(fn, pure=False)(item, *shared) for item in items]
+        return list(dask.compute(*parts, scheduler=ray_dask_get))
+
+    def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]:
+        import dask
+        from ray.util.dask import ray_dask_get
+
+        self.tasks += count
+        if sync:
+            return [dask.delayed(fn, pure=False)(arg).compute(scheduler=ray_dask_get)
+                    for _ in range(count)]
+        parts = [dask.delayed(fn, pure=False)(arg) for _ in range(count)]
+        return list(dask.compute(*parts, scheduler=ray_dask_get))
+
+    def dask_scheduler(self) -> Any:
+        from ray.util.dask import ray_dask_get
+
+        return ray_dask_get

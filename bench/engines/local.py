@@ -1,0 +1,92 @@
+"""The single-process baseline: plain Python / scikit-learn / torch with a stated thread count.
+
+``workers`` is the number of threads: BLAS/OpenMP pools are limited to it (threadpoolctl), torch
+uses it, and ``map`` runs on a thread pool of that size.  Workloads run their canonical
+single-process implementation on this engine; that is the figure every framework is compared with.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+from ..measure import TreeSampler
+from .base import Engine
+
+
+class LocalEngine(Engine):
+    framework = "local"
+
+    def __init__(self, workers: int = 1, address: str | None = None, **kw: Any):
+        super().__init__(workers, None, **kw)
+        self.threads = workers
+        self._limits = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._sampler: TreeSampler | None = None
+
+    def _connect(self, address: str) -> None:  # pragma: no cover - never called
+        raise AssertionError("the local engine has no cluster to connect to")
+
+    def _start_local(self) -> None:
+        from threadpoolctl import threadpool_limits
+        import torch
+
+        self._limits = threadpool_limits(limits=self.threads)
+        self._torch_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.started_cluster = False
+
+    def _wait_for_workers(self, timeout: float) -> None:
+        return None
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
+
+    @property
+    def parallelism(self) -> int:
+        return self.threads
+
+    def put(self, obj: Any) -> Any:
+        return obj
+
+    def map(self, fn: Callable, items: Sequence[Any], *shared: Any) -> list[Any]:
+        self.tasks += len(items)
+        if self._pool is None:
+            return [fn(item, *shared) for item in items]
+        return list(self._pool.map(lambda item: fn(item, *shared), items))
+
+    def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]:
+        # Plain Python: the baseline that shows what a "task" costs without a framework.
+        return [fn(arg) for _ in range(count)]
+
+    @contextmanager
+    def _joblib(self) -> Iterator[None]:
+        from joblib import parallel_config
+
+        with parallel_config(backend="threading" if self.threads > 1 else "sequential",
+                             n_jobs=self.threads):
+            yield
+
+    def joblib(self) -> AbstractContextManager:
+        return self._joblib()
+
+    def start_sampling(self, interval: float) -> None:
+        self._sampler = TreeSampler(interval=interval, include_root=True)
+        self._sampler.start()
+
+    def stop_sampling(self) -> list[dict[str, Any]]:
+        if self._sampler is None:
+            return []
+        out = self._sampler.stop()
+        self._sampler = None
+        out["id"] = "local"
+        return [out]

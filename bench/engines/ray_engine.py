@@ -1,0 +1,287 @@
+"""Ray: tasks, the object store and Ray's joblib backend.
+
+Local clusters mirror a KubeRay cluster: a head node with no CPUs (it only schedules, like a
+head pod started with ``num-cpus: 0``) and N worker nodes, each ``ray start`` on its own
+loopback address (127.0.0.x) so that no traffic leaves loopback; Ray rewrites 127.0.0.1 to an
+external interface address, other loopback addresses it keeps.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import sys
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import psutil
+
+from ..errors import RunError
+from .base import Engine, wait_until
+
+_LOOPBACK = itertools.count(2)
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def _free_port(ip: str = "") -> int:
+    """A port free on every interface, never handed out twice by this process.
+
+    Ray's own "find a free port" races when several nodes start at once on one host, so each
+    node gets explicit ports.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind((ip, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+_WORKER_PORT_BLOCKS = itertools.count()
+
+
+def _node_ports(temp_dir: str) -> list[str]:
+    """Explicit ports and a temp dir of its own (for its unix sockets) for one node.
+
+    Ray's defaults race when several nodes start at once on one host.
+    """
+    os.makedirs(temp_dir, exist_ok=True)
+    block = next(_WORKER_PORT_BLOCKS) % 40
+    low = 10002 + block * 200
+    return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--min-worker-port={low}", f"--max-worker-port={low + 199}",
+            f"--temp-dir={temp_dir}"]
+
+
+def _ray_bin() -> str:
+    return os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def _next_loopback() -> str:
+    # 127.0.0.2 .. 127.0.0.254, cycling; a fresh base per engine keeps repeated starts apart.
+    n = next(_LOOPBACK)
+    return f"127.0.{(n // 253) % 250}.{2 + n % 253}"
+
+
+class RayEngine(Engine):
+    framework = "ray"
+
+    def __init__(self, workers: int, address: str | None = None, **kw: Any):
+        super().__init__(workers, address, **kw)
+        self._samplers: list[Any] = []
+        self._remotes: dict[Callable, Any] = {}
+        self._worker_nodes: list[str] = []
+        self._head_ip: str | None = None
+        self._node_procs: list[Any] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+                "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+
+    def _start_local(self) -> None:
+        work = self._workdir_path("tb-ray-")
+        head_ip = _next_loopback()
+        port = _free_port()
+        common = ["--block", "--disable-usage-stats"]
+        obj_store = max(78 * 2**20, min(self.memory_per_worker // 4, 2**30))
+        self._spawn([_ray_bin(), "start", "--head", f"--node-ip-address={head_ip}",
+                     f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
+                     f"--object-store-memory={78 * 2**20}", "--include-dashboard=false", *_node_ports(os.path.join(work, "h")),
+                     *common],
+                    env=self._env(), log=os.path.join(work, "head.log"))
+        self._head_ip = head_ip
+        address = f"{head_ip}:{port}"
+        # Wait until the GCS answers before adding workers (they'd fail to register otherwise).
+        wait_until(lambda: _port_open(head_ip, port), self.startup_timeout, "the Ray head's GCS",
+                   check=lambda: self._check_alive("ray head"))
+        cpus = max(1, int(self.cpus_per_worker))
+        for i in range(self.workers):
+            ip = _next_loopback()
+            self._spawn([_ray_bin(), "start", f"--address={address}", f"--node-ip-address={ip}",
+                         f"--num-cpus={cpus}", f"--memory={self.memory_per_worker}",
+                         f"--object-store-memory={obj_store}",
+                         *_node_ports(os.path.join(work, f"w{i}")), *common],
+                        env=self._env(), log=os.path.join(work, f"worker{i}.log"))
+        self._connect(address, node_ip=head_ip)
+
+    def _connect(self, address: str, node_ip: str | None = None) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        kw: dict[str, Any] = {}
+        node_ip = node_ip or os.environ.get("TESTBED_NODE_IP")
+        if node_ip:
+            kw["_node_ip_address"] = node_ip
+        if address.startswith("ray://"):
+            raise RunError(
+                f"address {address!r}: Ray Client (ray://) adds a proxy hop to every call; run "
+                "the runner on the head (RayJob) and pass the GCS address host:port"
+            )
+        try:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR",
+                     configure_logging=False, **kw)
+        except Exception as e:
+            raise RunError(f"cannot connect to the Ray cluster at {address!r}: {_short(e)}") from None
+
+    def _wait_for_workers(self, timeout: float) -> None:
+        import ray
+
+        def ready() -> bool:
+            nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
+            self._worker_nodes = [n["NodeID"] for n in nodes]
+            return len(nodes) >= self.workers
+
+        check = (lambda: self._check_alive("a ray node")) if self.started_cluster else None
+        wait_until(ready, timeout, f"{self.workers} Ray worker node(s) to join", poll=0.2,
+                   check=check)
+        self._worker_nodes = self._worker_nodes[: self.workers]
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus:
+            self.cpus_per_worker = cpus / max(1, len(self._worker_nodes))
+        self._start_samplers()
+
+    def _disconnect(self) -> None:
+        import ray
+
+        self._samplers = []
+        self._remotes.clear()
+        if ray.is_initialized():
+            ray.shutdown()
+
+    # -- vocabulary ------------------------------------------------------------------------
+    def _remote(self, fn: Callable) -> Any:
+        import ray
+
+        r = self._remotes.get(fn)
+        if r is None:
+            r = ray.remote(max_retries=self.max_retries, retry_exceptions=False,
+                           scheduling_strategy="SPREAD")(fn)
+            self._remotes[fn] = r
+        return r
+
+    def put(self, obj: Any) -> Any:
+        import ray
+
+        return ray.put(obj)
+
+    def release(self, handle: Any) -> None:
+        del handle  # the object store frees it once no reference is left
+
+    def map(self, fn: Callable, items: Sequence[Any], *shared: Any) -> list[Any]:
+        import ray
+
+        r = self._remote(fn)
+        self.tasks += len(items)
+        return ray.get([r.remote(item, *shared) for item in items])
+
+    def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]:
+        import ray
+
+        r = self._remote(fn)
+        self.tasks += count
+        if sync:
+            return [ray.get(r.remote(arg)) for _ in range(count)]
+        return ray.get([r.remote(arg) for _ in range(count)])
+
+    @contextmanager
+    def _joblib(self) -> Iterator[None]:
+        from joblib import parallel_config
+        from ray.util.joblib import register_ray
+
+        register_ray()
+        with parallel_config(backend="ray", n_jobs=self.parallelism):
+            yield
+
+    def joblib(self) -> AbstractContextManager:
+        return self._joblib()
+
+    # -- measurement -----------------------------------------------------------------------
+    def _start_samplers(self) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        Sampler = ray.remote(num_cpus=0, max_restarts=0)(NodeSampler)
+        self._samplers = [
+            Sampler.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(node)
+            for node in self._worker_nodes
+        ]
+        ray.get([s.ping.remote() for s in self._samplers])
+
+    def start_sampling(self, interval: float) -> None:
+        import ray
+
+        ray.get([s.start.remote(interval) for s in self._samplers])
+
+    def stop_sampling(self) -> list[dict[str, Any]]:
+        import ray
+
+        out = []
+        for s in self._samplers:
+            try:
+                out.append(ray.get(s.stop.remote(), timeout=30))
+            except Exception as e:  # a dead node: its figures are gone, say so
+                out.append({"id": None, "error": _short(e)})
+        return out
+
+    def worker_processes(self) -> list[psutil.Process]:
+        procs = []
+        for p in self._procs[1:]:
+            try:
+                procs.append(psutil.Process(p.pid))
+            except psutil.Error:
+                pass
+        return procs
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["worker_nodes"] = list(self._worker_nodes)
+        return d
+
+
+class NodeSampler:
+    """A zero-CPU actor pinned to one node: samples the node's raylet and everything under it."""
+
+    def __init__(self, node_id: str):
+        self.node_id = node_id
+        self._sampler = None
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def start(self, interval: float) -> None:
+        from bench.measure import TreeSampler
+
+        raylet = psutil.Process(os.getpid()).parent()
+        self._sampler = TreeSampler(raylet.pid if raylet else os.getpid(), interval)
+        self._sampler.start()
+
+    def stop(self) -> dict[str, Any]:
+        from bench.measure import summarize_samples
+
+        out = self._sampler.stop() if self._sampler else summarize_samples([], [])
+        self._sampler = None
+        out["id"] = self.node_id[:12]
+        out["node"] = self.node_id
+        return out
+
+
+def _port_open(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:300]

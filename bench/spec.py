@@ -1,0 +1,279 @@
+"""The Benchmark spec: one pydantic model shared by the CLI, the runner and the operator.
+
+Field names are snake_case in Python and camelCase in YAML/the CRD (both are accepted when
+reading).  Every model forbids unknown fields so that a typo is an error naming the field.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from .params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES
+
+FRAMEWORKS = ("local", "ray", "dask", "dask-on-ray")
+DISTRIBUTED_FRAMEWORKS = ("ray", "dask", "dask-on-ray")
+DATASETS = ("digits", "synthetic", "file", "s3")
+MAX_WORKERS = 1024
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run; the message names the field and what was expected."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=False
+    )
+
+
+class WorkloadSpec(_Model):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in WORKLOAD_NAMES:
+            raise ValueError(f"unknown workload {v!r}; expected one of {', '.join(WORKLOAD_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_params(self) -> "WorkloadSpec":
+        # Validate (and fill defaults) with the workload's own model; errors keep the param path.
+        self.params = PARAMS[self.name].model_validate(self.params).model_dump()
+        return self
+
+
+class DatasetSpec(_Model):
+    name: str = "digits"
+    scale: PositiveInt = 1
+    """digits: the 1,797 rows are tiled this many times (with a little jitter)."""
+    samples: PositiveInt = 10_000
+    features: PositiveInt = 64
+    classes: int = Field(default=10, ge=2)
+    kind: Literal["classification", "blobs"] = "classification"
+    noise: float = Field(default=0.01, ge=0)
+    """classification: fraction of flipped labels; blobs: extra cluster standard deviation."""
+    informative: PositiveInt | None = None
+    path: str | None = None
+    uri: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    format: Literal["csv", "parquet", "npz"] | None = None
+    target: str = "target"
+    """Label column for CSV/Parquet files."""
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; expected one of {', '.join(DATASETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_source(self) -> "DatasetSpec":
+        if self.name == "file" and not self.path:
+            raise ValueError("dataset 'file' needs 'path' (a .csv, .parquet or .npz file)")
+        if self.name == "s3":
+            if not self.uri:
+                raise ValueError("dataset 's3' needs 'uri' of the form s3://bucket/key")
+            m = re.fullmatch(r"s3://([^/]+)/(.+)", self.uri)
+            if not m:
+                raise ValueError(f"uri {self.uri!r} is not of the form s3://bucket/key")
+        if self.name == "synthetic" and self.informative and self.informative > self.features:
+            raise ValueError(
+                f"informative ({self.informative}) cannot exceed features ({self.features})"
+            )
+        return self
+
+
+class ResourcesSpec(_Model):
+    cpu: str = "1"
+    memory: str = "2Gi"
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: Any) -> str:
+        v = str(v)
+        if not re.fullmatch(r"\d+(\.\d+)?m?", v):
+            raise ValueError(f"cpu {v!r} is not a Kubernetes CPU quantity (e.g. '1', '500m')")
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _mem(cls, v: Any) -> str:
+        v = str(v)
+        if not re.fullmatch(r"\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?", v):
+            raise ValueError(f"memory {v!r} is not a Kubernetes memory quantity (e.g. '2Gi')")
+        return v
+
+    def memory_bytes(self) -> int:
+        return parse_quantity(self.memory)
+
+    def cpu_count(self) -> float:
+        return float(self.cpu[:-1]) / 1000 if self.cpu.endswith("m") else float(self.cpu)
+
+
+class FaultSpec(_Model):
+    kill_workers: int = Field(default=1, ge=0)
+    after_seconds: float | None = Field(default=None, ge=0)
+    after_fraction: float | None = Field(default=None, gt=0, lt=1)
+    """Kill once this fraction of the workload's fault-free median time has passed."""
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _when(self) -> "FaultSpec":
+        if self.after_seconds is None and self.after_fraction is None:
+            self.after_seconds = 1.0
+        if self.after_seconds is not None and self.after_fraction is not None:
+            raise ValueError("give either afterSeconds or afterFraction, not both")
+        return self
+
+
+class BenchmarkSpec(_Model):
+    name: str = "default"
+    frameworks: list[str] = Field(default_factory=lambda: ["ray", "dask"], min_length=1)
+    workers: list[PositiveInt] = Field(default_factory=lambda: [1, 2], min_length=1)
+    workloads: list[WorkloadSpec] = Field(
+        default_factory=lambda: [WorkloadSpec(name=w) for w in DEFAULT_WORKLOADS], min_length=1
+    )
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    repeats: int = Field(default=3, ge=1, le=1000)
+    warmup: int = Field(default=1, ge=0, le=100)
+    baselines: bool = True
+    """Also run the single-process ``local`` baseline with 1 thread and with every core."""
+    worker_resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    timeout_seconds: int = Field(default=1800, ge=1, le=7 * 24 * 3600)
+    """Per trial: cluster start-up plus every run of one workload."""
+    faults: FaultSpec | None = None
+    sample_interval: float = Field(default=0.1, gt=0, le=10)
+    """Seconds between CPU/memory samples on each worker."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_workload(cls, data: Any) -> Any:
+        # The CRD sketch has `workload: {name, params}`; accept it as a one-element list.
+        if isinstance(data, dict) and "workload" in data:
+            if "workloads" in data:
+                raise ValueError("give either 'workload' or 'workloads', not both")
+            data = dict(data)
+            data["workloads"] = [data.pop("workload")]
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", v):
+            raise ValueError(
+                f"name {v!r} must be a DNS label: lowercase letters, digits and '-', 1-63 chars"
+            )
+        return v
+
+    @field_validator("frameworks")
+    @classmethod
+    def _frameworks(cls, v: list[str]) -> list[str]:
+        for f in v:
+            if f not in FRAMEWORKS:
+                raise ValueError(f"unknown framework {f!r}; expected one of {', '.join(FRAMEWORKS)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: list[int]) -> list[int]:
+        for w in v:
+            if w > MAX_WORKERS:
+                raise ValueError(f"worker count {w} is above the maximum of {MAX_WORKERS}")
+        return sorted(set(v))
+
+    def trials(self, cores: int | None = None) -> list[tuple[str, int]]:
+        """(framework, workers) pairs in run order: local baselines first, then each framework."""
+        cores = cores or os.cpu_count() or 1
+        out: list[tuple[str, int]] = []
+        local_threads = sorted({1, cores}) if self.baselines else []
+        if "local" in self.frameworks:
+            local_threads = sorted(set(local_threads) | set(self.workers))
+        out += [("local", t) for t in local_threads]
+        out += [(f, w) for f in self.frameworks if f != "local" for w in self.workers]
+        return out
+
+
+_QUANTITY = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18,
+             "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def parse_quantity(q: str) -> int:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTPE]i?|[kmgtpe])?", q)
+    if not m:
+        raise SpecError(f"{q!r} is not a quantity")
+    return int(float(m.group(1)) * _QUANTITY[m.group(2) or ""])
+
+
+def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in e and e["type"] not in ("value_error",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{prefix}.{loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+    # Accept a whole Benchmark resource (apiVersion/kind/metadata/spec) as well as a bare spec.
+    if "spec" in data and ("kind" in data or "apiVersion" in data):
+        spec = dict(data.get("spec") or {})
+        name = (data.get("metadata") or {}).get("name")
+        if name and "name" not in spec:
+            spec["name"] = name
+        data = spec
+    try:
+        return BenchmarkSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, prefix=source)) from None
+
+
+def load_spec(path: str | os.PathLike | None) -> BenchmarkSpec:
+    if path is None:
+        return BenchmarkSpec()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"spec file {str(p)!r} does not exist") from None
+    except OSError as e:
+        raise SpecError(f"spec file {str(p)!r} cannot be read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise SpecError(f"spec file {str(p)!r} is not valid YAML{at}") from None
+    return parse_spec(data, source=p.name)

@@ -1,0 +1,224 @@
+"""Tables, figures, reports and comparisons built from hand-made records."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bench.errors import UsageError
+from bench.report import (
+    compare,
+    compare_command,
+    make_figures,
+    render_compare,
+    render_table,
+    report_command,
+    table_text,
+    write_report,
+)
+from bench.results import append_record, summarize
+
+try:  # tests/ on sys.path (pytest's default rootdir-relative import)
+    from test_results_stats import make_record
+except ImportError:  # tests imported as a package
+    from tests.test_results_stats import make_record
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def sample_records():
+    """Two workloads, local baselines, ray and dask at 1 and 2 workers, one failure, a fault."""
+    recs = []
+    for workload, t1, metric, q in (("knn", 4.0, "accuracy", 0.97), ("kmeans", 1.2, "inertia", 1234.5)):
+        recs.append(make_record(workload, "local", 1, [t1, t1 * 1.01, t1 * 0.99], metric=metric, quality=q))
+        recs.append(make_record(workload, "local", 4, [t1 / 3] * 3, metric=metric, quality=q))
+        recs.append(make_record(workload, "ray", 1, [t1 * 1.1] * 3, metric=metric, quality=q))
+        recs.append(make_record(workload, "ray", 2, [t1 * 0.55] * 3, metric=metric, quality=q))
+        recs.append(make_record(workload, "dask", 1, [t1 * 1.2] * 3, metric=metric, quality=q))
+    recs.append(make_record("knn", "dask", 2, state="failed", error="KilledWorker: boom"))
+    recs.append(make_record("kmeans", "dask", 2, [0.7, 0.71, 0.69], metric="inertia", quality=1250.0,
+                            faults={"killed": 1, "recovered": True}))
+    return recs
+
+
+def console():
+    return Console(record=True, width=220, color_system=None)
+
+
+# ---- tables ------------------------------------------------------------------------------
+
+def test_table_text_has_cells_and_labels():
+    text = table_text(summarize(sample_records()))
+    for label in ("knn", "kmeans", "local 1t", "local 4t", "ray ×1", "ray ×2", "dask ×1",
+                  "dask ×2", "FAILED"):
+        assert label in text, label
+    assert "4.000 ±0.040" in text  # knn local 1t: median 4.0, IQR 0.04
+    assert "2.200 ±0.000" in text  # knn ray x2
+    assert "2.00×" in text  # ray speedup 4.4 / 2.2
+    assert "\x1b[" not in text
+
+
+def test_render_table_prints_both_tables():
+    c = console()
+    render_table(summarize(sample_records()), c)
+    out = c.export_text()
+    assert "Run Time Performance" in out and "Scaling" in out
+    assert "FAILED" in out
+
+
+# ---- figures -----------------------------------------------------------------------------
+
+def test_make_figures_writes_every_kind(tmp_path):
+    paths = make_figures(sample_records(), tmp_path)
+    assert {p.name for p in paths} == {"time_vs_workers.png", "speedup_efficiency.png",
+                                       "phases.png", "resources.png"}
+    for p in paths:
+        data = p.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_make_figures_skips_resources_without_samples(tmp_path):
+    recs = [make_record(workers=w, seconds=[1.0 / w], resources={"workers": []}) for w in (1, 2)]
+    names = {p.name for p in make_figures(recs, tmp_path)}
+    assert "resources.png" not in names
+    assert "time_vs_workers.png" in names
+
+
+# ---- reports -----------------------------------------------------------------------------
+
+def test_html_report(tmp_path):
+    out = write_report(sample_records(), tmp_path / "report.html", "html")
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    for needle in ("knn", "kmeans", "4.000 ±0.040", "FAILED", "Fault injection",
+                   "How to read", "hostname"):
+        assert needle in text, needle
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) == 4
+    import base64
+    assert all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
+    assert not list(tmp_path.glob("*_figures"))  # self-contained
+
+
+def test_markdown_report(tmp_path):
+    out = write_report(sample_records(), tmp_path / "report.md", "md")
+    text = out.read_text()
+    for needle in ("# Ray vs Dask", "knn", "kmeans", "4.000 ±0.040", "**FAILED**",
+                   "## Fault injection", "| ray ×2 |"):
+        assert needle in text, needle
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 4
+    for link in links:
+        assert link.startswith("report_figures/")
+        png = tmp_path / link
+        assert png.is_file() and png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_no_fault_table_without_faults(tmp_path):
+    recs = [r for r in sample_records() if not r["faults"]]
+    text = write_report(recs, tmp_path / "r.md", "md").read_text()
+    assert "Fault injection" not in text
+
+
+def test_quality_section_compares_with_local(tmp_path):
+    text = write_report(sample_records(), tmp_path / "r.md", "md").read_text()
+    section = text.split("## Quality vs the local baseline")[1].split("## ")[0]
+    assert "| kmeans | inertia | dask ×2 | 1250 | 1234 | +15.5000 |" in section
+
+
+def test_write_report_rejects_unknown_format(tmp_path):
+    with pytest.raises(UsageError):
+        write_report(sample_records(), tmp_path / "r.pdf", "pdf")
+
+
+# ---- compare -----------------------------------------------------------------------------
+
+def test_compare_flags_slowdown_and_noise():
+    a = [make_record(workers=1, seconds=[1.0, 1.01, 0.99]),
+         make_record(workers=2, seconds=[0.5, 0.51, 0.49]),
+         make_record(framework="dask", workers=1, seconds=[1.0])]
+    b = [make_record(workers=1, seconds=[2.0, 2.02, 1.98]),
+         make_record(workers=2, seconds=[0.505, 0.515, 0.495]),
+         make_record(framework="local", workers=1, seconds=[3.0])]
+    rows = {(r["framework"], r["workers"]): r for r in compare(a, b)}
+    slow = rows[("ray", 1)]
+    assert slow["verdict"] == "slower" and slow["change"] == pytest.approx(1.0)
+    assert rows[("ray", 2)]["verdict"] == "within noise"
+    assert rows[("ray", 2)]["change"] == pytest.approx(0.01)
+    assert rows[("dask", 1)]["verdict"] == "only in A" and rows[("dask", 1)]["median_b"] is None
+    assert rows[("local", 1)]["verdict"] == "only in B" and rows[("local", 1)]["median_a"] is None
+
+
+def test_compare_faster_and_failed():
+    a = [make_record(workers=1, seconds=[2.0, 2.0, 2.0]), make_record(workers=2, seconds=[1.0])]
+    b = [make_record(workers=1, seconds=[1.0, 1.0, 1.0]),
+         make_record(workers=2, state="failed", error="x")]
+    rows = {r["workers"]: r for r in compare(a, b)}
+    assert rows[1]["verdict"] == "faster"
+    assert rows[2]["verdict"] == "failed in B" and rows[2]["change"] is None
+
+
+def test_render_compare_shows_dash_for_missing():
+    a = [make_record(workers=1, seconds=[1.0])]
+    b = [make_record(workers=1, seconds=[2.0]), make_record(workers=2, seconds=[1.0])]
+    c = console()
+    render_compare(compare(a, b), c)
+    out = c.export_text()
+    assert "slower" in out and "only in B" in out and "—" in out and "+100.0%" in out
+
+
+# ---- CLI glue ----------------------------------------------------------------------------
+
+def write_jsonl(path: Path, records):
+    for r in records:
+        append_record(path, r)
+    return path
+
+
+def test_report_command_writes_inferred_format(tmp_path):
+    results = write_jsonl(tmp_path / "results.jsonl", sample_records())
+    c = console()
+    assert report_command(str(results), str(tmp_path / "out.md"), None, c) == 0
+    assert (tmp_path / "out.md").is_file() and (tmp_path / "out_figures").is_dir()
+    assert "Run Time Performance" in c.export_text()
+    assert report_command(str(results), str(tmp_path / "out.html"), None, console()) == 0
+    assert "data:image/png;base64," in (tmp_path / "out.html").read_text()
+
+
+def test_report_command_prints_only_without_out(tmp_path):
+    results = write_jsonl(tmp_path / "results.jsonl", sample_records())
+    c = console()
+    assert report_command(str(results), None, None, c) == 0
+    assert "knn" in c.export_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
+
+
+def test_report_command_unknown_suffix(tmp_path):
+    results = write_jsonl(tmp_path / "results.jsonl", sample_records())
+    with pytest.raises(UsageError, match="format"):
+        report_command(str(results), str(tmp_path / "out.txt"), None, console())
+    assert report_command(str(results), str(tmp_path / "out.txt"), "md", console()) == 0
+
+
+def test_missing_and_empty_files_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        report_command(str(tmp_path / "nope.jsonl"), None, None, console())
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(UsageError, match="has no result records"):
+        report_command(str(empty), None, None, console())
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("not json\n" + json.dumps({"x": 1}) + "\n")
+    with pytest.raises(UsageError, match="has no result records"):
+        compare_command(str(junk), str(empty), console())
+
+
+def test_compare_command(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [make_record(seconds=[1.0, 1.0, 1.0])])
+    b = write_jsonl(tmp_path / "b.jsonl", [make_record(seconds=[2.0, 2.0, 2.0])])
+    c = console()
+    assert compare_command(str(a), str(b), c) == 0
+    assert "slower" in c.export_text()

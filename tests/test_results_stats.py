@@ -1,0 +1,231 @@
+"""Statistics over result records: pure functions, known inputs, expected outputs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.results import (
+    append_record,
+    describe,
+    is_beyond_noise,
+    latest_records,
+    read_records,
+    summarize,
+)
+
+
+def make_record(workload="knn", framework="ray", workers=1, seconds=(1.0, 1.0, 1.0),
+                state="succeeded", error=None, quality=0.95, metric="accuracy",
+                run_id="r1", phases=None, resources=None, faults=None):
+    seconds = list(seconds) if state == "succeeded" else []
+    return {
+        "run_id": run_id, "benchmark": "test", "time": "2026-01-01T00:00:00Z",
+        "framework": framework, "workers": workers, "workload": workload, "params": {},
+        "dataset": {"name": "digits", "samples": 1797, "features": 64, "classes": 10},
+        "state": state, "error": error,
+        "phases": phases or {"startup": 2.0, "load": 0.5, "distribute": 0.25,
+                             "warmup": [1.0], "compute": seconds},
+        "seconds": seconds, "median": None, "iqr": None, "min": None,
+        "quality": {metric: quality} if state == "succeeded" else {},
+        "quality_metric": metric, "tasks": 4,
+        "resources": resources or {"workers": [], "cpu_mean": 90.0, "cpu_peak": 100.0,
+                                   "rss_peak": 200 * 2**20},
+        "extra": {}, "environment": {"hostname": "h", "cores": 4}, "faults": faults,
+    }
+
+
+def by_key(rows):
+    return {(r["workload"], r["framework"], r["workers"]): r for r in rows}
+
+
+# ---- describe ----------------------------------------------------------------------------
+
+def test_describe_known_values():
+    d = describe([1, 2, 3, 4, 5])
+    assert d["median"] == 3.0
+    assert d["iqr"] == 2.0  # q75 = 4, q25 = 2 (linear interpolation)
+    assert (d["min"], d["max"], d["mean"], d["n"]) == (1.0, 5.0, 3.0, 5)
+
+
+def test_describe_interpolates_percentiles():
+    d = describe([1.0, 2.0, 3.0, 4.0])
+    assert d["median"] == 2.5
+    assert d["iqr"] == pytest.approx(3.25 - 1.75)
+
+
+def test_describe_single_value_has_zero_iqr():
+    d = describe([0.7])
+    assert d == {**d, "median": 0.7, "iqr": 0.0, "min": 0.7, "max": 0.7, "n": 1}
+
+
+@pytest.mark.parametrize("empty", [[], None])
+def test_describe_empty(empty):
+    d = describe(empty)
+    assert d["n"] == 0
+    assert all(d[k] is None for k in ("median", "iqr", "min", "max", "mean"))
+
+
+# ---- summarize ---------------------------------------------------------------------------
+
+def test_speedup_and_efficiency():
+    rows = by_key(summarize([
+        make_record(workers=1, seconds=[2.0, 2.0, 2.0]),
+        make_record(workers=2, seconds=[1.0, 1.0, 1.0]),
+        make_record(workers=4, seconds=[1.0, 1.0, 1.0]),
+    ]))
+    assert rows[("knn", "ray", 1)]["speedup"] == 1.0
+    assert rows[("knn", "ray", 1)]["efficiency"] == 1.0
+    assert rows[("knn", "ray", 2)]["speedup"] == 2.0
+    assert rows[("knn", "ray", 2)]["efficiency"] == 1.0
+    assert rows[("knn", "ray", 4)]["speedup"] == 2.0
+    assert rows[("knn", "ray", 4)]["efficiency"] == 0.5
+
+
+def test_speedup_base_is_smallest_worker_count():
+    rows = by_key(summarize([
+        make_record(workers=2, seconds=[4.0]),
+        make_record(workers=8, seconds=[1.0]),
+    ]))
+    assert rows[("knn", "ray", 8)]["speedup"] == 4.0
+    assert rows[("knn", "ray", 8)]["efficiency"] == 1.0  # 4x speedup for 4x workers
+
+
+def test_vs_local_baselines():
+    rows = by_key(summarize([
+        make_record(framework="local", workers=1, seconds=[4.0]),
+        make_record(framework="local", workers=4, seconds=[2.0]),
+        make_record(framework="dask", workers=2, seconds=[1.0]),
+    ]))
+    dask = rows[("knn", "dask", 2)]
+    assert dask["vs_local_1"] == 4.0
+    assert dask["vs_local_all"] == 2.0
+    local4 = rows[("knn", "local", 4)]
+    assert local4["speedup"] == 2.0 and local4["efficiency"] == 0.5
+
+
+def test_missing_baselines_are_none():
+    row = summarize([make_record(framework="dask", workers=2, seconds=[1.0])])[0]
+    assert row["vs_local_1"] is None and row["vs_local_all"] is None
+    assert row["speedup"] == 1.0  # its own smallest worker count
+
+
+def test_failed_trial_keeps_state_and_error_with_no_figures():
+    rows = by_key(summarize([
+        make_record(workers=1, seconds=[2.0]),
+        make_record(workers=2, state="failed", error="worker died"),
+    ]))
+    failed = rows[("knn", "ray", 2)]
+    assert failed["state"] == "failed" and failed["error"] == "worker died"
+    for k in ("median", "iqr", "min", "speedup", "efficiency", "vs_local_1", "quality",
+              "startup", "cpu_mean", "rss_peak"):
+        assert failed[k] is None, k
+
+
+def test_failed_base_makes_speedup_unknown():
+    rows = by_key(summarize([
+        make_record(workers=1, state="failed", error="boom"),
+        make_record(workers=2, seconds=[1.0]),
+    ]))
+    assert rows[("knn", "ray", 2)]["speedup"] is None
+    assert rows[("knn", "ray", 2)]["efficiency"] is None
+
+
+def test_last_record_wins():
+    rows = summarize([
+        make_record(seconds=[5.0], run_id="old"),
+        make_record(seconds=[1.0], run_id="new"),
+    ])
+    assert len(rows) == 1
+    assert rows[0]["median"] == 1.0
+
+
+def test_row_fields():
+    row = summarize([make_record(seconds=[1.0, 2.0, 3.0, 4.0, 5.0], quality=0.9)])[0]
+    assert (row["median"], row["iqr"], row["min"], row["n"]) == (3.0, 2.0, 1.0, 5)
+    assert row["quality_metric"] == "accuracy" and row["quality"] == 0.9
+    assert (row["startup"], row["load"], row["distribute"]) == (2.0, 0.5, 0.25)
+    assert row["cpu_mean"] == 90.0 and row["rss_peak"] == 200 * 2**20
+    assert row["state"] == "succeeded" and row["error"] is None
+
+
+def test_quality_delta_against_local():
+    rows = by_key(summarize([
+        make_record(framework="local", workers=1, quality=0.96),
+        make_record(framework="local", workers=4, quality=0.97),
+        make_record(framework="ray", workers=2, quality=0.95),
+    ]))
+    ray = rows[("knn", "ray", 2)]
+    assert ray["quality_local"] == 0.97
+    assert ray["quality_delta"] == pytest.approx(-0.02)
+
+
+def test_rows_are_ordered():
+    rows = summarize([
+        make_record(workload="knn", framework="dask", workers=2),
+        make_record(workload="knn", framework="ray", workers=2),
+        make_record(workload="knn", framework="ray", workers=1),
+        make_record(workload="kmeans", framework="local", workers=1),
+        make_record(workload="knn", framework="local", workers=1),
+    ])
+    assert [(r["workload"], r["framework"], r["workers"]) for r in rows] == [
+        ("knn", "local", 1), ("knn", "ray", 1), ("knn", "ray", 2), ("knn", "dask", 2),
+        ("kmeans", "local", 1),
+    ]
+
+
+def test_latest_records_keys():
+    latest = latest_records([make_record(workers=1), make_record(workers=1, run_id="b")])
+    assert list(latest) == [("knn", "ray", 1)]
+    assert latest[("knn", "ray", 1)]["run_id"] == "b"
+
+
+# ---- is_beyond_noise ---------------------------------------------------------------------
+
+def test_doubling_is_beyond_noise():
+    assert is_beyond_noise([1.0, 1.02, 0.98, 1.01], [2.0, 2.03, 1.97, 2.01])
+
+
+def test_one_percent_is_within_noise():
+    assert not is_beyond_noise([1.0, 1.0, 1.0], [1.01, 1.01, 1.01])
+
+
+def test_change_inside_iqr_is_noise():
+    # Medians differ by 20 %, but the spread of A is wider than that.
+    assert not is_beyond_noise([0.5, 1.0, 1.5, 2.0], [1.45, 1.5, 1.55])
+
+
+def test_single_runs_use_only_the_relative_rule():
+    assert is_beyond_noise([1.0], [1.1])
+    assert not is_beyond_noise([1.0], [1.04])
+
+
+def test_empty_side_is_not_beyond_noise():
+    assert not is_beyond_noise([], [1.0])
+    assert not is_beyond_noise([1.0], [])
+
+
+# ---- JSON Lines robustness ---------------------------------------------------------------
+
+def test_torn_last_line_is_skipped(tmp_path):
+    path = tmp_path / "results.jsonl"
+    good = make_record()
+    path.write_text(json.dumps(good) + "\n" + json.dumps(make_record(workers=2))[:40])
+    records = read_records(path)
+    assert len(records) == 1 and records[0]["workers"] == 1
+
+
+def test_append_after_torn_line_starts_new_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(make_record()) + "\n" + '{"workload": "knn", "fram')
+    append_record(path, make_record(workers=2))
+    records = read_records(path)
+    assert [r["workers"] for r in records] == [1, 2]
+    assert path.read_text().endswith("\n")
+
+
+def test_append_creates_file_and_directories(tmp_path):
+    path = tmp_path / "sub" / "results.jsonl"
+    append_record(path, make_record())
+    append_record(path, make_record(workers=2))
+    assert [r["workers"] for r in read_records(path)] == [1, 2]
