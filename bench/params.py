@@ -82,9 +82,9 @@ class DataFrameParams(_Params):
 
 
 class TasksParams(_Params):
-    count: PositiveInt = 2_000
+    count: PositiveInt = 1_000
     """Tiny tasks submitted asynchronously (throughput, per-task overhead)."""
-    sync_count: PositiveInt = 200
+    sync_count: PositiveInt = 100
     """Tiny tasks submitted one at a time, each awaited (round-trip latency)."""
     n: int = Field(default=20, ge=0, le=1000)
     """Each task computes factorial(n)."""

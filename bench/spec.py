@@ -51,10 +51,20 @@ class WorkloadSpec(_Model):
             raise ValueError(f"unknown workload {v!r}; expected one of {', '.join(WORKLOAD_NAMES)}")
         return v
 
-    @model_validator(mode="after")
-    def _check_params(self) -> "WorkloadSpec":
-        # Validate (and fill defaults) with the workload's own model; errors keep the param path.
-        self.params = PARAMS[self.name].model_validate(self.params).model_dump()
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_params(cls, data: Any, handler: Any) -> "WorkloadSpec":
+        self = handler(data)
+        # Validate (and fill defaults) with the workload's own model; errors keep the path
+        # below "params" so the message names e.g. workloads.0.params.n_neighbors.
+        try:
+            self.params = PARAMS[self.name].model_validate(self.params).model_dump()
+        except ValidationError as e:
+            raise ValidationError.from_exception_data(
+                cls.__name__,
+                [{"type": err["type"], "loc": ("params", *err["loc"]), "input": err["input"],
+                  "ctx": err.get("ctx", {})} for err in e.errors()],
+            ) from None
         return self
 
 

@@ -13,8 +13,9 @@ idiomatic fast path:
 * ``map(fn, items, *shared)``: one task per item; ``shared`` are handles from ``put``;
 * ``tiny_tasks(fn, arg, count, sync)``: the per-task-overhead probe;
 * ``joblib()``: a context manager selecting the framework's joblib backend;
-* ``dask_scheduler()``: how Dask collections are computed (distributed client, Ray's
-  ``ray_dask_get``), or ``None`` when the framework has no Dask scheduler.
+* ``dask_context()``: a context manager under which Dask collections are persisted and
+  computed on this cluster (distributed client / Ray's ``ray_dask_get``); frameworks without a
+  Dask scheduler raise.
 """
 from __future__ import annotations
 
@@ -107,8 +108,8 @@ class Engine(ABC):
     @abstractmethod
     def joblib(self) -> AbstractContextManager: ...
 
-    def dask_scheduler(self) -> Any:
-        return None
+    def dask_context(self) -> AbstractContextManager:
+        raise NotImplementedError(f"{self.framework} has no Dask scheduler")
 
     @property
     def parallelism(self) -> int:

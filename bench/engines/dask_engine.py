@@ -119,8 +119,8 @@ class DaskEngine(Engine):
     def joblib(self) -> AbstractContextManager:
         return self._joblib()
 
-    def dask_scheduler(self) -> Any:
-        return self.client.get
+    def dask_context(self) -> AbstractContextManager:
+        return self.client.as_current()
 
     # -- measurement -----------------------------------------------------------------------
     def start_sampling(self, interval: float) -> None:

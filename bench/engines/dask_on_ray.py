@@ -6,6 +6,7 @@ collection becomes a Dask graph whose tasks Ray runs.  Shared data lives in Ray'
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any, Callable, Sequence
 
 from .ray_engine import RayEngine
@@ -33,7 +34,9 @@ class DaskOnRayEngine(RayEngine):
         parts = [dask.delayed(fn, pure=False)(arg) for _ in range(count)]
         return list(dask.compute(*parts, scheduler=ray_dask_get))
 
-    def dask_scheduler(self) -> Any:
+    def dask_context(self) -> AbstractContextManager:
+        import dask
         from ray.util.dask import ray_dask_get
 
-        return ray_dask_get
+        # Distributed's p2p shuffle needs a distributed scheduler: shuffle with tasks here.
+        return dask.config.set({"scheduler": ray_dask_get, "dataframe.shuffle.method": "tasks"})

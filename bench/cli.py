@@ -1,0 +1,298 @@
+"""``testbed``: run benchmarks, report and compare results, and the in-pod runner.
+
+Exit status: 0 success, 1 a run failure (some trial failed, unreachable cluster, timeout),
+2 a usage error (bad spec or flag, missing file).  No traceback unless ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import RunError, TestbedError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 with usage; keep that, shorter
+        self.print_usage(sys.stderr)
+        self.exit(2, f"testbed: error: {message}\n")
+
+
+def _csv(kind: str):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{kind}: expected a comma-separated list, got {text!r}")
+        return items
+    return parse
+
+
+def _int_list(text: str) -> list[int]:
+    out = []
+    for t in text.split(","):
+        t = t.strip()
+        try:
+            v = int(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected positive integers like 1,2,4; got {t!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"worker counts must be positive; got {v}")
+        out.append(v)
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def _add_spec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", help="Benchmark spec (YAML); defaults apply when omitted")
+    p.add_argument("--framework", "-f", type=_csv("--framework"), action="extend",
+                   help="ray, dask, dask-on-ray, local (comma-separated or repeated)")
+    p.add_argument("--workers", "-w", type=_int_list, help="worker counts to sweep, e.g. 1,2,4")
+    p.add_argument("--workload", "-l", type=_csv("--workload"), action="extend",
+                   help="knn, kmeans, pca, gridsearch, classify, cnn, resnet18, dataframe, tasks, noop")
+    p.add_argument("--dataset", help="digits, synthetic, file, s3")
+    p.add_argument("--samples", type=_positive_int, help="synthetic dataset rows")
+    p.add_argument("--features", type=_positive_int, help="synthetic dataset columns")
+    p.add_argument("--path", help="dataset file (.csv, .parquet, .npz)")
+    p.add_argument("--uri", help="dataset S3 object, s3://bucket/key")
+    p.add_argument("--endpoint-url", help="S3 endpoint (MinIO, Ceph, ...)")
+    p.add_argument("--repeats", type=_positive_int, help="timed repetitions per trial")
+    p.add_argument("--warmup", type=_nonneg_int, help="untimed runs before the timed ones")
+    p.add_argument("--timeout", type=_positive_int, help="seconds per trial")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the local 1-thread/all-cores baselines")
+
+
+def _spec_from_args(args: argparse.Namespace):
+    from .spec import SpecError, load_spec, parse_spec
+
+    try:
+        spec = load_spec(args.spec)
+        data = spec.model_dump(by_alias=True, exclude_none=True)
+        if args.framework:
+            data["frameworks"] = args.framework
+        if args.workers:
+            data["workers"] = args.workers
+        if args.workload:
+            data["workloads"] = [{"name": n} for n in args.workload]
+        ds = data["dataset"]
+        for flag, key in (("dataset", "name"), ("samples", "samples"), ("features", "features"),
+                          ("path", "path"), ("uri", "uri"), ("endpoint_url", "endpointUrl")):
+            v = getattr(args, flag, None)
+            if v is not None:
+                ds[key] = v
+        if args.dataset and args.dataset != spec.dataset.name and "informative" in ds:
+            ds.pop("informative")
+        for flag, key in (("repeats", "repeats"), ("warmup", "warmup"), ("timeout", "timeoutSeconds")):
+            v = getattr(args, flag, None)
+            if v is not None:
+                data[key] = v
+        if getattr(args, "no_baselines", False):
+            data["baselines"] = False
+        return parse_spec(data, source="spec" if not args.spec else Path(args.spec).name)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+
+
+def _console():
+    """A rich console; when output is not a terminal (CI logs, pipes) use a wide fixed width."""
+    import shutil
+
+    from rich.console import Console
+
+    c = Console(highlight=False)
+    if not c.is_terminal:
+        c = Console(highlight=False, width=max(140, shutil.get_terminal_size((140, 40)).columns))
+    return c
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .report import render_table, write_report
+    from .results import summarize
+    from .runner import new_run_id, run_benchmark
+
+    spec = _spec_from_args(args)
+    console = _console()
+    run_id = new_run_id()
+    out = args.out or os.path.join("results", f"{spec.name}-{run_id}.jsonl")
+    trials = spec.trials()
+    total = len(trials) * len(spec.workloads)
+    console.print(f"[bold]testbed run[/] {spec.name}: {len(spec.workloads)} workload(s) × "
+                  f"{len(trials)} framework/worker combination(s) = {total} trials, "
+                  f"dataset {spec.dataset.name}, {spec.repeats} repeats; results → {out}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def on_record(rec: dict[str, Any]) -> None:
+            progress.advance(task)
+            console.print(_trial_line(rec))
+
+        result = run_benchmark(spec, out, run_id=run_id, on_record=on_record,
+                               on_status=lambda msg: progress.update(task, description=msg))
+    console.print()
+    rows = summarize(result.records)
+    render_table(rows, console=console)
+    if args.report:
+        path = write_report(result.records, args.report,
+                            "md" if args.report.endswith((".md", ".markdown")) else "html")
+        console.print(f"report written to {path}")
+    console.print(f"results: {out}  (testbed report {out} --out report.html)")
+    if result.failed:
+        names = ", ".join(f"{r['workload']}/{r['framework']}x{r['workers']}" for r in result.failed[:5])
+        raise RunError(f"{len(result.failed)} of {len(result.records)} trials failed ({names}); "
+                       f"see 'error' in {out}")
+    return 0
+
+
+def _trial_line(rec: dict[str, Any]) -> str:
+    who = f"{rec['workload']:<10} {rec['framework']:>11} ×{rec['workers']:<2}"
+    if rec["state"] != "succeeded":
+        return f"  [red]✗[/] {who} FAILED: {rec['error']}"
+    q = rec["quality"].get(rec["quality_metric"])
+    qs = f"{rec['quality_metric']}={q:.4g}" if isinstance(q, (int, float)) else ""
+    ph = rec["phases"]
+    fault = ""
+    if rec.get("faults") and rec["faults"].get("applicable"):
+        f = rec["faults"]
+        fault = f"  fault: {'finished' if f.get('finished') else 'FAILED'} in {f['seconds']:.2f}s"
+    return (f"  [green]✓[/] {who} median {rec['median']:.4f}s (IQR {rec['iqr']:.4f})  {qs}  "
+            f"start {ph['startup'] or 0:.1f}s  distribute {ph['distribute'] or 0:.3f}s{fault}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report_command
+
+    return report_command(args.results, args.out, args.format, _console())
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .report import compare_command
+
+    return compare_command(args.a, args.b, _console())
+
+
+def cmd_runner(args: argparse.Namespace) -> int:
+    """In-pod entry point: connect to a cluster, run one framework × workers, emit JSON."""
+    from .runner import run_benchmark
+    from .spec import SpecError, parse_spec
+
+    if args.spec_json:
+        try:
+            data = json.loads(args.spec_json)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--spec-json is not valid JSON: {e.msg} at position {e.pos}") from None
+        try:
+            spec = parse_spec(data, source="spec")
+        except SpecError as e:
+            raise UsageError(str(e)) from None
+    else:
+        ns = argparse.Namespace(**{k: None for k in ("framework", "workers", "workload", "dataset",
+                                                      "samples", "features", "path", "uri",
+                                                      "endpoint_url", "repeats", "warmup", "timeout")})
+        ns.spec, ns.no_baselines = args.spec, True
+        spec = _spec_from_args(ns)
+    if args.framework not in ("ray", "dask", "dask-on-ray", "local"):
+        raise UsageError(f"--framework: unknown framework {args.framework!r}; expected ray, dask, dask-on-ray or local")
+    if args.framework != "local" and not args.address:
+        raise UsageError("--address: the runner connects to an existing cluster; give its address "
+                         "(Ray GCS host:port, Dask scheduler tcp://host:port)")
+    to_stdout = args.out in (None, "-")
+    out = args.out if not to_stdout else os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), f"testbed-runner-{os.getpid()}.jsonl")
+    result = run_benchmark(spec, out, address=args.address, trials=[(args.framework, args.workers)],
+                           on_status=lambda m: print(m, file=sys.stderr, flush=True))
+    if to_stdout:
+        print(json.dumps({"run_id": result.run_id, "records": result.records}, default=str))
+        try:
+            os.unlink(out)
+        except OSError:
+            pass
+    if result.failed:
+        raise RunError(f"{len(result.failed)} of {len(result.records)} trials failed: "
+                       f"{result.failed[0]['error']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="testbed", description="Benchmark Ray against Dask on ML workloads.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a benchmark on local Ray/Dask clusters")
+    _add_spec_flags(run)
+    run.add_argument("--out", "-o", help="results file (JSON Lines, appended); default results/<name>-<run id>.jsonl")
+    run.add_argument("--report", help="also write a report (.html or .md)")
+    run.set_defaults(fn=cmd_run)
+
+    rep = sub.add_parser("report", help="tables and an HTML/Markdown report from a results file")
+    rep.add_argument("results")
+    rep.add_argument("--out", "-o", help="report file (.html or .md)")
+    rep.add_argument("--format", choices=("html", "md"))
+    rep.set_defaults(fn=cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="compare two results files")
+    cmp_.add_argument("a")
+    cmp_.add_argument("b")
+    cmp_.set_defaults(fn=cmd_compare)
+
+    rn = sub.add_parser("runner", help="in-pod entry point: run one trial against a cluster")
+    rn.add_argument("--framework", required=True)
+    rn.add_argument("--workers", type=_positive_int, required=True)
+    rn.add_argument("--address", help="Ray GCS host:port or Dask scheduler tcp://host:port")
+    g = rn.add_mutually_exclusive_group()
+    g.add_argument("--spec", help="spec YAML file")
+    g.add_argument("--spec-json", help="spec as JSON text")
+    rn.add_argument("--out", "-o", help="results file (JSON Lines); '-' or omitted: JSON on stdout")
+    rn.set_defaults(fn=cmd_runner)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get("TESTBED_DEBUG"))
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except TestbedError as e:
+        if debug:
+            raise
+        print(f"testbed: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("testbed: interrupted; results measured so far are on disk", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unexpected failure: one line, the traceback behind --debug
+        if debug:
+            raise
+        print(f"testbed: error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The measuring harness: one trial = (workload, framework, workers) on one cluster.
+
+For each (framework, workers) the engine starts (or connects to) a cluster once; each workload
+then runs as its own trial on it:
+
+1. ``distribute``: data into the cluster (timed: *distribute*);
+2. ``warmup`` untimed runs (code loaded, caches warm, worker pools started);
+3. ``repeats`` timed runs (*compute*), with CPU/memory sampled on every worker meanwhile;
+4. optionally one faulted run (``spec.faults``): K workers SIGKILLed mid-run;
+5. the record is appended to the results file at once.
+
+Cluster start-up and dataset loading are timed once and stored with every record.  A trial
+that fails or times out is recorded as failed with its reason; the run goes on.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .datasets import Dataset, load_dataset
+from .engines import Engine, make_engine
+from .errors import RunError, TestbedError, UsageError
+from .measure import combine_workers, environment
+from .results import append_record, describe
+from .spec import BenchmarkSpec, WorkloadSpec
+from .workloads import Workload, get_workload
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["state"] != "succeeded"]
+
+
+class TrialTimeout(RunError):
+    pass
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def check_workloads(spec: BenchmarkSpec, data: Dataset) -> None:
+    """Checks that need the loaded data (run before any cluster starts)."""
+    for i, w in enumerate(spec.workloads):
+        if w.name == "pca" and w.params["n_components"] > data.X_train.shape[1]:
+            raise UsageError(
+                f"workloads.{i}.params.n_components: {w.params['n_components']} is more than "
+                f"the dataset's {data.X_train.shape[1]} features"
+            )
+        if w.name == "kmeans" and w.params["n_clusters"] > len(data.X_train):
+            raise UsageError(f"workloads.{i}.params.n_clusters: more clusters than rows")
+        if w.name == "gridsearch" and w.params["cv"] > min(_class_counts(data)):
+            raise UsageError(
+                f"workloads.{i}.params.cv: {w.params['cv']} folds but the smallest class has "
+                f"only {min(_class_counts(data))} training rows"
+            )
+        if w.name in ("cnn", "resnet18") and data.X_train.shape[1] != 64:
+            raise UsageError(
+                f"workloads.{i}.name: {w.name} needs 8x8 images (64 features, e.g. the digits "
+                f"dataset); this dataset has {data.X_train.shape[1]}"
+            )
+
+
+def _class_counts(data: Dataset) -> list[int]:
+    import numpy as np
+
+    return list(np.unique(data.y_train, return_counts=True)[1])
+
+
+def run_benchmark(
+    spec: BenchmarkSpec,
+    out: str,
+    *,
+    address: str | None = None,
+    trials: list[tuple[str, int]] | None = None,
+    run_id: str | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run every trial of ``spec``; records are appended to ``out`` as they complete."""
+    run_id = run_id or new_run_id()
+    result = RunResult(run_id)
+    status = on_status or (lambda msg: None)
+    env = environment()
+    trials = trials if trials is not None else spec.trials()
+
+    status(f"loading dataset {spec.dataset.name}")
+    t0 = time.perf_counter()
+    data = load_dataset(spec.dataset)
+    load_seconds = time.perf_counter() - t0
+    check_workloads(spec, data)
+
+    for framework, workers in trials:
+        engine: Engine | None = None
+        for wl in spec.workloads:
+            base = _base_record(spec, run_id, env, framework, workers, wl, data, load_seconds)
+            try:
+                if engine is None:
+                    status(f"starting {framework} with {workers} worker(s)")
+                    engine = _make_engine(spec, framework, workers, address)
+                    engine.start()
+                status(f"{wl.name} on {framework} x{workers}")
+                rec = _run_trial(engine, wl, data, spec, base)
+            except TestbedError as e:
+                rec = _failed(base, engine, str(e))
+            except Exception as e:  # a workload or framework error: record it, keep going
+                rec = _failed(base, engine, f"{type(e).__name__}: {e}", traceback.format_exc())
+            if rec["state"] != "succeeded" and engine is not None and rec.get("_restart"):
+                _stop_quietly(engine)
+                engine = None
+            rec.pop("_restart", None)
+            append_record(out, rec)
+            result.records.append(rec)
+            if on_record:
+                on_record(rec)
+            if rec.get("faults") and engine is not None and engine.started_cluster:
+                # Workers were killed: the next workload gets a fresh, whole cluster.
+                _stop_quietly(engine)
+                engine = None
+        if engine is not None:
+            _stop_quietly(engine)
+    return result
+
+
+def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str | None) -> Engine:
+    res = spec.worker_resources
+    return make_engine(
+        framework, workers, address if framework != "local" else None,
+        cpus_per_worker=max(1.0, res.cpu_count()),
+        memory_per_worker=res.memory_bytes(),
+        startup_timeout=float(spec.timeout_seconds),
+    )
+
+
+def _stop_quietly(engine: Engine) -> None:
+    try:
+        engine.stop()
+    except Exception:
+        pass
+
+
+def _base_record(spec: BenchmarkSpec, run_id: str, env: dict, framework: str, workers: int,
+                 wl: WorkloadSpec, data: Dataset, load_seconds: float) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "benchmark": spec.name,
+        "framework": framework,
+        "workers": workers,
+        "workload": wl.name,
+        "params": wl.params,
+        "dataset": data.meta,
+        "state": "running",
+        "error": None,
+        "phases": {"startup": None, "load": load_seconds, "distribute": None,
+                   "warmup": [], "compute": []},
+        "seconds": [],
+        "quality": {},
+        "quality_metric": get_workload(wl.name).quality_metric,
+        "tasks": 0,
+        "resources": None,
+        "extra": {},
+        "environment": dict(env, worker_resources=spec.worker_resources.model_dump(),
+                            repeats=spec.repeats, warmup=spec.warmup),
+        "faults": None,
+    }
+
+
+def _finish(rec: dict[str, Any], engine: Engine | None) -> dict[str, Any]:
+    rec["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    stats = describe(rec["seconds"])
+    rec["median"], rec["iqr"], rec["min"] = stats["median"], stats["iqr"], stats["min"]
+    if engine is not None:
+        rec["phases"]["startup"] = engine.startup_seconds
+        rec["environment"]["engine"] = engine.describe()
+        if engine.framework == "local":
+            rec["environment"]["threads"] = engine.workers
+    return rec
+
+
+def _failed(base: dict[str, Any], engine: Engine | None, message: str,
+            tb: str | None = None) -> dict[str, Any]:
+    rec = dict(base)
+    rec["state"] = "failed"
+    rec["error"] = message.strip().splitlines()[0][:500] if message.strip() else "failed"
+    if tb:
+        rec["extra"] = dict(rec["extra"], traceback=tb[-4000:])
+    rec["_restart"] = True
+    return _finish(rec, engine)
+
+
+def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: BenchmarkSpec,
+               base: dict[str, Any]) -> dict[str, Any]:
+    """Run one trial under the spec's timeout; the body runs in a thread we can abandon."""
+    rec = dict(base, phases=dict(base["phases"]))
+    box: dict[str, Any] = {}
+    started = time.perf_counter()
+
+    def body() -> None:
+        try:
+            _trial_body(engine, get_workload(wl_spec.name), wl_spec.params, data, spec, rec)
+        except BaseException as e:  # handed to the waiting thread
+            box["error"] = e
+            box["tb"] = traceback.format_exc()
+
+    budget = max(0.0, spec.timeout_seconds - (engine.startup_seconds or 0.0))
+    t = threading.Thread(target=body, name=f"trial-{wl_spec.name}", daemon=True)
+    t.start()
+    t.join(budget)
+    if t.is_alive():
+        # Stop the cluster so the abandoned run's tasks die with it; partial timings are kept.
+        msg = (f"timed out after {time.perf_counter() - started:.0f}s (timeoutSeconds="
+               f"{spec.timeout_seconds}, {len(rec['seconds'])} of {spec.repeats} repeats done)")
+        if engine.framework == "local":
+            raise RunError(f"{wl_spec.name} on local x{engine.workers}: {msg}; a local run "
+                           "cannot be interrupted, stopping")
+        return _failed(rec, engine, msg)
+    if "error" in box:
+        err = box["error"]
+        if isinstance(err, UsageError):
+            raise err
+        if isinstance(err, TestbedError):
+            return _failed(rec, engine, str(err))
+        return _failed(rec, engine, f"{type(err).__name__}: {err}", box.get("tb"))
+    rec["state"] = "succeeded"
+    return _finish(rec, engine)
+
+
+def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Dataset,
+                spec: BenchmarkSpec, rec: dict[str, Any]) -> None:
+    t0 = time.perf_counter()
+    state = wl.distribute(engine, data, params)
+    rec["phases"]["distribute"] = time.perf_counter() - t0
+    try:
+        for _ in range(spec.warmup):
+            t0 = time.perf_counter()
+            wl.run(engine, state, params)
+            rec["phases"]["warmup"].append(time.perf_counter() - t0)
+
+        tasks_before = engine.tasks
+        engine.start_sampling(spec.sample_interval)
+        seconds = rec["seconds"]
+        outcome = None
+        loop_start = time.perf_counter()
+        try:
+            for _ in range(spec.repeats):
+                t0 = time.perf_counter()
+                outcome = wl.run(engine, state, params)
+                seconds.append(time.perf_counter() - t0)
+        finally:
+            loop_wall = time.perf_counter() - loop_start
+            workers = engine.stop_sampling()
+        rec["phases"]["compute"] = list(seconds)
+        rec["resources"] = combine_workers(workers)
+        rec["tasks"] = (engine.tasks - tasks_before) // spec.repeats
+        rec["quality"] = outcome.quality
+        rec["extra"] = dict(outcome.extra)
+        rec["extra"]["harness_overhead_s"] = (loop_wall - sum(seconds)) / spec.repeats
+
+        if spec.faults is not None:
+            rec["faults"] = _faulted_run(engine, wl, state, params, spec, rec)
+    finally:
+        try:
+            wl.release(engine, state)
+        except Exception:
+            pass
+
+
+def _faulted_run(engine: Engine, wl: Workload, state: Any, params: dict[str, Any],
+                 spec: BenchmarkSpec, rec: dict[str, Any]) -> dict[str, Any]:
+    """One more run during which K worker processes are SIGKILLed."""
+    f = spec.faults
+    info: dict[str, Any] = {
+        "kill_workers": f.kill_workers, "after_seconds": f.after_seconds,
+        "after_fraction": f.after_fraction, "seed": f.seed,
+        "max_retries": engine.max_retries,
+    }
+    procs = engine.worker_processes()
+    if not procs:
+        info["applicable"] = False
+        info["reason"] = ("the engine did not start these workers (local baseline or connected "
+                          "cluster); faults are injected only into clusters the testbed started")
+        return info
+    info["applicable"] = True
+    delay = f.after_seconds if f.after_seconds is not None else f.after_fraction * (rec["median"] or describe(rec["seconds"])["median"])
+    victims = random.Random(f.seed).sample(procs, min(f.kill_workers, len(procs)))
+    killed: list[dict[str, Any]] = []
+
+    def kill() -> None:
+        for p in victims:
+            try:
+                children = p.children(recursive=True)
+                for c in [p] + children:
+                    c.kill()
+                killed.append({"pid": p.pid, "at": time.perf_counter() - t0})
+            except Exception as e:  # already gone
+                killed.append({"pid": p.pid, "error": type(e).__name__})
+
+    timer = threading.Timer(delay, kill)
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        out = wl.run(engine, state, params)
+        info["finished"] = True
+        info["quality"] = out.quality
+        baseline = rec["quality"]
+        matches = wl.matches(out.quality, baseline)
+        info["quality_matches"] = all(matches.values()) if matches else None
+    except Exception as e:
+        info["finished"] = False
+        info["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]
+    finally:
+        info["seconds"] = time.perf_counter() - t0
+        timer.cancel()
+        timer.join()
+    info["killed"] = killed
+    info["killed_before_end"] = bool(killed) and all("at" in k for k in killed)
+    median = describe(rec["seconds"])["median"]
+    info["penalty_seconds"] = info["seconds"] - median if median is not None else None
+    return info

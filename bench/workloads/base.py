@@ -1,0 +1,90 @@
+"""The workload plug-in interface.
+
+A workload is three steps, run by one harness (:mod:`bench.runner`):
+
+``distribute(engine, data, params)``  once per trial, timed as the *distribute* phase: put the
+                                      data into the cluster (object store / scatter / nothing);
+``run(engine, state, params)``        the timed work, repeated; returns an :class:`Outcome`
+                                      with a quality figure;
+``release(engine, state)``            drop what ``distribute`` placed.
+
+On the ``local`` engine ``run`` is the canonical single-process scikit-learn/torch/pandas
+implementation with the engine's thread count: the baseline whose quality figure every framework
+must reproduce within ``tolerance``.  On the other engines it is the framework's own parallel
+version, written against the engine vocabulary (``put``/``map``/``joblib``/``dask_scheduler``),
+whose implementations are each framework's idiomatic fast path.
+
+Functions shipped to workers are module-level so that they pickle by reference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..datasets import Dataset
+from ..engines.base import Engine
+
+
+@dataclass
+class Outcome:
+    quality: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Workload:
+    name: ClassVar[str]
+    quality_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    # Allowed difference from the local baseline, per quality key: (absolute, relative).
+    tolerance: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def distribute(self, engine: Engine, data: Dataset, params: dict[str, Any]) -> Any:
+        return {
+            "X_train": engine.put(data.X_train),
+            "y_train": engine.put(data.y_train),
+            "X_test": engine.put(data.X_test),
+            "y_test": data.y_test,
+            "n_train": len(data.X_train),
+            "n_test": len(data.X_test),
+        }
+
+    def run(self, engine: Engine, state: Any, params: dict[str, Any]) -> Outcome:
+        if engine.framework == "local":
+            return self.run_local(engine, state, params)
+        return self.run_distributed(engine, state, params)
+
+    def run_local(self, engine: Engine, state: Any, params: dict[str, Any]) -> Outcome:
+        raise NotImplementedError
+
+    def run_distributed(self, engine: Engine, state: Any, params: dict[str, Any]) -> Outcome:
+        raise NotImplementedError
+
+    def release(self, engine: Engine, state: Any) -> None:
+        if isinstance(state, dict):
+            for v in state.values():
+                if not isinstance(v, (int, float, str, np.ndarray)) and v is not None:
+                    engine.release(v)
+
+    @classmethod
+    def matches(cls, quality: dict[str, float], baseline: dict[str, float]) -> dict[str, bool]:
+        """Per quality key: is ``quality`` within tolerance of ``baseline``?"""
+        out = {}
+        for key, (absolute, relative) in cls.tolerance.items():
+            if key not in quality or key not in baseline:
+                continue
+            a, b = quality[key], baseline[key]
+            out[key] = abs(a - b) <= max(absolute, relative * abs(b))
+        return out
+
+
+def chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split range(n) into ``parts`` contiguous (lo, hi) slices of near-equal size."""
+    parts = max(1, min(parts, n))
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
