@@ -55,8 +55,10 @@ class GridSearch(Workload):
         if params["mode"] == "joblib":
             with engine.joblib():
                 gs = self._search_cv(params, engine.parallelism).fit(state["X_local"], state["y_local"])
+            fits = len(gs.cv_results_["params"]) * params["cv"]
+            engine.tasks += fits  # one joblib task per fit, run by the framework's backend
             return Outcome({"best_score": float(gs.best_score_)},
-                           {"best_params": gs.best_params_, "mode": "joblib"})
+                           {"best_params": gs.best_params_, "fits": fits, "mode": "joblib"})
         candidates = list(itertools.product(params["C"], params["gamma"]))
         jobs = [(c, tr, te) for c in candidates for tr, te in state["folds"]]
         scores = np.array(engine.map(fit_score, jobs, state["X"], state["y"]))

@@ -1,0 +1,131 @@
+"""Engine integration: real local Ray, Dask and Dask-on-Ray clusters with two workers.
+
+Every workload runs on every framework and its quality figure is compared with the
+single-process scikit-learn/pandas/torch baseline on the same data.
+"""
+import os
+import time
+
+import psutil
+import pytest
+
+from bench.datasets import load_dataset
+from bench.engines import make_engine
+from bench.spec import DatasetSpec, WorkloadSpec
+from bench.workloads import get_workload
+
+pytestmark = pytest.mark.slow
+
+FRAMEWORKS = ["dask", "ray", "dask-on-ray"]
+
+# Small parameters: the point is equal quality, not timing.
+CASES = {
+    "knn": {},
+    "kmeans": {"n_init": 2},
+    "kmeans-lloyd": {"strategy": "lloyd", "max_iter": 50},
+    "pca": {},
+    "gridsearch": {"C": [1.0, 10.0], "gamma": [0.001, 0.005]},
+    "gridsearch-joblib": {"C": [1.0, 10.0], "gamma": [0.001], "mode": "joblib"},
+    "classify": {"n_estimators": 16, "max_iter": 1000},
+    "cnn": {"epochs": 3},
+    "resnet18": {"steps": 2, "width": 8, "batch_size": 16},
+    "dataframe": {"rows": 20_000, "keys": 100, "partitions_per_worker": 2},
+    "tasks": {"count": 100, "sync_count": 10},
+    "noop": {},
+}
+
+
+def _params(case):
+    name = case.split("-")[0]
+    return name, WorkloadSpec(name=name, params=CASES[case]).params
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DatasetSpec())
+
+
+_BASELINES = {}
+
+
+@pytest.fixture(scope="module")
+def baseline(digits):
+    """Quality of a case on the local single-thread baseline (computed once per case)."""
+    def get(case):
+        if case not in _BASELINES:
+            engine = make_engine("local", 1)
+            engine.start()
+            try:
+                name, params = _params(case)
+                wl = get_workload(name)
+                state = wl.distribute(engine, digits, params)
+                _BASELINES[case] = wl.run(engine, state, params).quality
+            finally:
+                engine.stop()
+        return _BASELINES[case]
+    return get
+
+
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def cluster(request):
+    engine = make_engine(request.param, 2, startup_timeout=180)
+    engine.start()
+    procs = engine.worker_processes()
+    yield engine
+    engine.stop()
+    # Teardown removed exactly what was started: no worker process survives.
+    gone, alive = psutil.wait_procs(procs, timeout=15)
+    assert not alive, f"{request.param} left processes behind: {alive}"
+
+
+def whoami(i, delay):
+    time.sleep(delay)  # simulated work so both single-threaded workers get tasks
+    return os.getpid()
+
+
+def test_cluster_has_exactly_two_workers_and_spreads_tasks(cluster):
+    assert cluster.started_cluster and cluster.startup_seconds > 0
+    assert cluster.parallelism == 2
+    assert len(cluster.worker_processes()) == 2
+    pids = set(cluster.map(whoami, list(range(8)), 0.2))
+    # Ray reuses one worker process per node; Dask has one process per worker.
+    assert len(pids) >= 2
+
+
+def test_sampling_measures_each_worker(cluster):
+    cluster.start_sampling(0.05)
+    cluster.map(whoami, list(range(4)), 0.2)
+    workers = cluster.stop_sampling()
+    assert len(workers) == 2
+    for w in workers:
+        assert w["samples"] >= 2 and w["rss_peak"] > 20 * 2**20, w
+
+
+def test_put_once_use_many(cluster):
+    import numpy as np
+
+    from bench.workloads.pca import gram_chunk
+
+    X = np.arange(40.0).reshape(10, 4)
+    h = cluster.put(X)
+    out = cluster.map(gram_chunk, [(0, 5), (5, 10)], h)
+    assert sum(o[0] for o in out) == 10
+    assert np.allclose(sum(o[2] for o in out), X.T @ X)
+    cluster.release(h)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_workload_quality_matches_baseline(cluster, digits, baseline, case):
+    name, params = _params(case)
+    base = baseline(case)
+    wl = get_workload(name)
+    tasks_before = cluster.tasks
+    state = wl.distribute(cluster, digits, params)
+    try:
+        out = wl.run(cluster, state, params)
+    finally:
+        wl.release(cluster, state)
+    matches = wl.matches(out.quality, base)
+    assert matches and all(matches.values()), (case, out.quality, base)
+    if name != "noop":
+        assert cluster.tasks > tasks_before
