@@ -54,10 +54,12 @@ class ClassifyParams(_Params):
 
 
 class CnnParams(_Params):
-    epochs: PositiveInt = 8
-    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 20
+    """Passes each worker makes over its shard (the local baseline: over the whole training set)."""
+    batch_size: PositiveInt = 32
     """Per-worker batch size for each local step."""
-    lr: float = Field(default=0.05, gt=0)
+    lr: float = Field(default=0.5, gt=0)
+    """Peak learning rate of plain SGD, decayed to 0 by a cosine schedule over the run's steps."""
     local_steps: PositiveInt = 4
     """SGD steps each worker takes between weight averages (1 = synchronous gradient averaging)."""
     seed: int = 0

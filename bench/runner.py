@@ -103,13 +103,22 @@ def run_benchmark(
 
     for framework, workers in trials:
         engine: Engine | None = None
+        startup_error: str | None = None
         for wl in spec.workloads:
             base = _base_record(spec, run_id, env, framework, workers, wl, data, load_seconds)
             try:
+                if startup_error is not None:
+                    raise RunError(startup_error)
                 if engine is None:
                     status(f"starting {framework} with {workers} worker(s)")
-                    engine = _make_engine(spec, framework, workers, address)
-                    engine.start()
+                    candidate = _make_engine(spec, framework, workers, address)
+                    try:
+                        candidate.start()
+                    except TestbedError as e:
+                        # Do not retry the same start for every workload: fail them all.
+                        startup_error = f"{framework} x{workers} did not start: {e}"
+                        raise RunError(startup_error) from None
+                    engine = candidate
                 status(f"{wl.name} on {framework} x{workers}")
                 rec = _run_trial(engine, wl, data, spec, base)
             except TestbedError as e:

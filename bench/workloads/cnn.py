@@ -57,7 +57,8 @@ class Cnn(Workload):
         elapsed = time.perf_counter() - t0
         _, acc = tn.evaluate(model, state["X_test"], state["y_test"])
         return Outcome({"accuracy": acc, "loss": last},
-                       {"rounds": params["epochs"] * per_pass, "shards": 1,
+                       {"rounds": math.ceil(params["epochs"] * per_pass / params["local_steps"]),
+                        "steps": params["epochs"] * per_pass, "shards": 1,
                         "samples_per_s": seen / elapsed, "params": tn.param_count(model)})
 
     def run_distributed(self, engine, state, params) -> Outcome:
@@ -78,5 +79,6 @@ class Cnn(Workload):
         _, acc = tn.evaluate_distributed(engine, state["X_test"], np.asarray(state["y_test"]),
                                          state["n_test"], weights, spec)
         return Outcome({"accuracy": acc, "loss": loss},
-                       {"rounds": rounds, "shards": len(parts), "samples_per_s": seen / elapsed,
+                       {"rounds": rounds, "steps": rounds * params["local_steps"],
+                        "shards": len(parts), "samples_per_s": seen / elapsed,
                         "params": tn.param_count(model)})

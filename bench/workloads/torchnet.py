@@ -77,7 +77,8 @@ class ResNet18(nn.Module):
     about 11.17M parameters with 10 classes).
     """
 
-    def __init__(self, width: int = 64, n_classes: int = N_CLASSES, in_channels: int = 1):
+    def __init__(self, width: int = 64, n_classes: int = N_CLASSES, in_channels: int = 1,
+                 bn_momentum: float | None = None):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -100,6 +101,10 @@ class ResNet18(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+                # Cumulative running statistics instead of an exponential average: the
+                # benchmark trains for a few dozen steps only, after which momentum 0.1 would
+                # still carry a large share of the initial (0, 1) statistics into evaluation.
+                m.momentum = bn_momentum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -197,9 +202,12 @@ def average_weights(weight_sets: Sequence[Any], counts: Sequence[float] | None =
     total = c.sum()
     out = []
     for arrays in zip(*sets):
-        acc = np.zeros(np.shape(arrays[0]), dtype=np.float64)
-        for ci, arr in zip(c, arrays):
-            acc += ci * np.asarray(arr, dtype=np.float64)
+        # In place, one float64 scratch buffer: ~11M-value vectors every round.
+        acc = np.multiply(arrays[0], c[0], dtype=np.float64)
+        tmp = np.empty_like(acc) if len(arrays) > 1 else None
+        for ci, arr in zip(c[1:], arrays[1:]):
+            np.multiply(arr, ci, out=tmp, dtype=np.float64)
+            acc += tmp
         acc /= total
         dtype = np.asarray(arrays[0]).dtype
         if np.issubdtype(dtype, np.integer):
