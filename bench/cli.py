@@ -273,6 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    from .runner import ABANDONED
+
+    if any(t.is_alive() for t in ABANDONED):
+        # A timed-out trial's thread is still busy; everything is on disk, so leave now
+        # instead of waiting for it at interpreter shutdown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or bool(os.environ.get("TESTBED_DEBUG"))
     args = build_parser().parse_args(argv)

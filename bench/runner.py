@@ -42,8 +42,9 @@ class RunResult:
         return [r for r in self.records if r["state"] != "succeeded"]
 
 
-class TrialTimeout(RunError):
-    pass
+# Trial threads abandoned on timeout: Python cannot stop a thread; the CLI exits hard when any
+# is still running, after every record is on disk.
+ABANDONED: list[threading.Thread] = []
 
 
 def new_run_id() -> str:
@@ -227,6 +228,7 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: Bench
     t.start()
     t.join(budget)
     if t.is_alive():
+        ABANDONED.append(t)
         # Stop the cluster so the abandoned run's tasks die with it; partial timings are kept.
         msg = (f"timed out after {time.perf_counter() - started:.0f}s (timeoutSeconds="
                f"{spec.timeout_seconds}, {len(rec['seconds'])} of {spec.repeats} repeats done)")

@@ -98,6 +98,7 @@ class RayEngine(Engine):
                     env=self._env(), log=os.path.join(work, "head.log"))
         self._head_ip = head_ip
         address = f"{head_ip}:{port}"
+        self._gcs_address = address
         # Wait until the GCS answers before adding workers (they'd fail to register otherwise).
         wait_until(lambda: _port_open(head_ip, port), self.startup_timeout, "the Ray head's GCS",
                    check=lambda: self._check_alive("ray head"))

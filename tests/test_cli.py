@@ -1,0 +1,186 @@
+"""The testbed command end to end, as a user runs it: real processes, real clusters, real files."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.results import read_records
+
+TESTBED = [sys.executable, "-m", "bench.cli"]
+
+
+def testbed(*args, timeout=600, env=None, cwd=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([*TESTBED, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=e, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One real run on Ray and Dask (2 workers) with the local baselines."""
+    d = tmp_path_factory.mktemp("run")
+    out, report = d / "results.jsonl", d / "report.html"
+    p = testbed("run", "-f", "ray,dask", "-w", "2", "-l", "knn,tasks", "--repeats", "2",
+                "--out", out, "--report", report)
+    return p, out, report
+
+
+@pytest.mark.slow
+def test_run_end_to_end(full_run):
+    p, out, report = full_run
+    assert p.returncode == 0, p.stderr + p.stdout
+    recs = read_records(out)
+    keys = {(r["workload"], r["framework"], r["workers"]) for r in recs}
+    assert keys == {(w, f, n) for w in ("knn", "tasks")
+                    for f, n in (("local", 1), ("local", os.cpu_count()), ("ray", 2), ("dask", 2))}
+    for r in recs:
+        assert r["state"] == "succeeded", r["error"]
+        assert len(r["seconds"]) == 2 and r["median"] > 0
+        assert r["phases"]["distribute"] is not None and r["phases"]["load"] > 0
+        assert r["environment"]["versions"]["ray"] == "2.60.0"
+        if r["framework"] != "local":
+            assert r["phases"]["startup"] > 0 and r["tasks"] > 0
+            assert len(r["resources"]["workers"]) == 2
+    knn = {r["framework"]: r["quality"]["accuracy"] for r in recs if r["workload"] == "knn"}
+    assert len(set(knn.values())) == 1  # every framework predicts exactly like scikit-learn
+    tasks = [r for r in recs if r["workload"] == "tasks" and r["framework"] != "local"]
+    assert all(r["extra"]["per_task_us_async"] > 0 for r in tasks)
+    # The summary table: rows are workloads, columns framework × workers.
+    assert "Run Time Performance" in p.stdout
+    assert "ray ×2" in p.stdout and "dask ×2" in p.stdout and "local 1t" in p.stdout
+    html = report.read_text()
+    assert "data:image/png;base64," in html and "knn" in html
+
+
+@pytest.mark.slow
+def test_report_and_compare_commands(full_run, tmp_path):
+    _, out, _ = full_run
+    p = testbed("report", out, "--out", tmp_path / "r.md")
+    assert p.returncode == 0, p.stderr
+    md = (tmp_path / "r.md").read_text()
+    assert "knn" in md and "![" in md
+    p = testbed("compare", out, out)
+    assert p.returncode == 0, p.stderr
+    assert "within noise" in p.stdout
+
+
+def _no_traceback(p):
+    assert "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "-f", "spark"], "spec.frameworks: unknown framework 'spark'"),
+    (["run", "-w", "0"], "worker counts must be positive"),
+    (["run", "-w", "two"], "expected positive integers"),
+    (["run", "--repeats", "0"], "must be at least 1"),
+    (["run", "-l", "sorting"], "unknown workload 'sorting'"),
+    (["run", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["run", "missing-spec.yaml"], "spec file 'missing-spec.yaml' does not exist"),
+    (["run", "--dataset", "file", "--path", "/nonexistent/x.csv"],
+     "dataset.path: file '/nonexistent/x.csv' does not exist"),
+    (["run", "--dataset", "s3", "--uri", "s3:/bad"], "s3://bucket/key"),
+    (["report", "/nonexistent/results.jsonl"], "/nonexistent/results.jsonl"),
+    (["runner", "--framework", "ray", "--workers", "1"], "--address"),
+    (["runner", "--framework", "ray", "--workers", "1", "--address", "h:1", "--spec-json", "{"],
+     "--spec-json is not valid JSON"),
+])
+def test_usage_errors_exit_2_with_a_clear_message(args, words, tmp_path):
+    p = testbed(*args, cwd=tmp_path)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert words in p.stderr, p.stderr
+    _no_traceback(p)
+
+
+def test_semantic_spec_errors_name_the_param(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("workload: {name: pca, params: {n_components: 100}}\nbaselines: false\n")
+    p = testbed("run", spec, "--out", tmp_path / "r.jsonl")
+    assert p.returncode == 2
+    assert "workloads.0.params.n_components: 100 is more than the dataset's 64 features" in p.stderr
+    _no_traceback(p)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workers: [1, 2\n")
+    p = testbed("run", bad)
+    assert p.returncode == 2 and "not valid YAML at line" in p.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    p = testbed("--debug", "run", "-f", "spark")
+    assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+def test_unreachable_cluster_is_a_run_failure(tmp_path):
+    spec = json.dumps({"workload": {"name": "noop"}, "timeoutSeconds": 3})
+    p = testbed("runner", "--framework", "dask", "--workers", "1",
+                "--address", "tcp://127.0.0.1:1", "--spec-json", spec, "--out", tmp_path / "r.jsonl")
+    assert p.returncode == 1
+    assert "cannot connect to the Dask scheduler at 'tcp://127.0.0.1:1'" in p.stderr
+    _no_traceback(p)
+    rec = read_records(tmp_path / "r.jsonl")[0]
+    assert rec["state"] == "failed" and "cannot connect" in rec["error"]
+
+
+@pytest.mark.slow
+def test_timeout_fails_the_trial_and_keeps_earlier_results(tmp_path):
+    import yaml
+
+    # 300 SVC fits on one worker take far longer than the 12 s allowed.
+    grid = {"C": [float(c) for c in range(1, 301)], "gamma": [0.001]}
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "frameworks": ["dask"], "workers": [1], "baselines": False, "timeoutSeconds": 12,
+        "repeats": 1, "workloads": [{"name": "noop"}, {"name": "gridsearch", "params": grid},
+                                    {"name": "noop"}]}))
+    out = tmp_path / "r.jsonl"
+    p = testbed("run", spec, "--out", out)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "1 of 3 trials failed" in p.stderr
+    _no_traceback(p)
+    recs = read_records(out)
+    assert [r["state"] for r in recs] == ["succeeded", "failed", "succeeded"]
+    assert "timed out after" in recs[1]["error"] and "timeoutSeconds=12" in recs[1]["error"]
+
+
+@pytest.mark.slow
+def test_runner_connects_to_an_existing_dask_cluster(tmp_path):
+    from bench.engines import make_engine
+
+    cluster = make_engine("dask", 2)
+    cluster.start()
+    try:
+        spec = json.dumps({"workload": {"name": "knn"}, "repeats": 2, "warmup": 1})
+        p = testbed("runner", "--framework", "dask", "--workers", "2",
+                    "--address", cluster._scheduler_address, "--spec-json", spec)
+        assert p.returncode == 0, p.stderr
+        doc = json.loads(p.stdout)
+        (rec,) = doc["records"]
+        assert rec["state"] == "succeeded" and rec["workers"] == 2
+        assert rec["environment"]["engine"]["started_cluster"] is False
+        assert len(rec["resources"]["workers"]) == 2
+        # The runner left the cluster it connected to running.
+        assert len(cluster.client.scheduler_info(n_workers=-1)["workers"]) == 2
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow
+def test_runner_connects_to_an_existing_ray_cluster(tmp_path):
+    from bench.engines import make_engine
+
+    cluster = make_engine("ray", 1)
+    cluster.start()
+    try:
+        gcs = cluster._gcs_address
+        spec = json.dumps({"workload": {"name": "pca"}, "repeats": 2})
+        out = tmp_path / "r.jsonl"
+        p = testbed("runner", "--framework", "ray", "--workers", "1", "--address", gcs,
+                    "--spec-json", spec, "--out", out, env={"TESTBED_NODE_IP": cluster._head_ip})
+        assert p.returncode == 0, p.stderr
+        (rec,) = read_records(out)
+        assert rec["state"] == "succeeded" and rec["environment"]["engine"]["started_cluster"] is False
+        assert rec["quality"]["explained_variance"] > 0.5
+    finally:
+        cluster.stop()
