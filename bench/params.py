@@ -60,7 +60,7 @@ class CnnParams(_Params):
     """Per-worker batch size for each local step."""
     lr: float = Field(default=0.5, gt=0)
     """Peak learning rate of plain SGD, decayed to 0 by a cosine schedule over the run's steps."""
-    local_steps: PositiveInt = 4
+    local_steps: PositiveInt = 8
     """SGD steps each worker takes between weight averages (1 = synchronous gradient averaging)."""
     seed: int = 0
 

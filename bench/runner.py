@@ -101,6 +101,8 @@ def run_benchmark(
     data = load_dataset(spec.dataset)
     load_seconds = time.perf_counter() - t0
     check_workloads(spec, data)
+    if any(w.name in ("cnn", "resnet18") for w in spec.workloads):
+        import torch  # noqa: F401  (imported once here, not inside a timed phase)
 
     for framework, workers in trials:
         engine: Engine | None = None
@@ -218,7 +220,8 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: Bench
 
     def body() -> None:
         try:
-            _trial_body(engine, get_workload(wl_spec.name), wl_spec.params, data, spec, rec)
+            with engine.work_context():
+                _trial_body(engine, get_workload(wl_spec.name), wl_spec.params, data, spec, rec)
         except BaseException as e:  # handed to the waiting thread
             box["error"] = e
             box["tb"] = traceback.format_exc()
@@ -247,8 +250,20 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: Bench
     return _finish(rec, engine)
 
 
+def _thread_pools() -> dict[str, int]:
+    """Effective OpenMP/BLAS pool sizes as seen by the calling thread (the trial's)."""
+    from threadpoolctl import threadpool_info
+
+    out: dict[str, int] = {}
+    for pool in threadpool_info():
+        api = pool.get("user_api", "?")
+        out[api] = max(out.get(api, 0), int(pool.get("num_threads") or 0))
+    return out
+
+
 def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Dataset,
                 spec: BenchmarkSpec, rec: dict[str, Any]) -> None:
+    rec["environment"]["driver_threadpools"] = _thread_pools()
     t0 = time.perf_counter()
     state = wl.distribute(engine, data, params)
     rec["phases"]["distribute"] = time.perf_counter() - t0

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Sequence
 
 import psutil
@@ -110,6 +110,14 @@ class Engine(ABC):
 
     def dask_context(self) -> AbstractContextManager:
         raise NotImplementedError(f"{self.framework} has no Dask scheduler")
+
+    def work_context(self) -> AbstractContextManager:
+        """Entered by the harness in the thread that runs the workload.
+
+        Thread-pool limits (OpenMP's thread count among them) are per calling thread, so they
+        must be set in the thread that does the work, not where the engine was started.
+        """
+        return nullcontext()
 
     @property
     def parallelism(self) -> int:

@@ -28,12 +28,18 @@ class LocalEngine(Engine):
         raise AssertionError("the local engine has no cluster to connect to")
 
     def _start_local(self) -> None:
-        from threadpoolctl import threadpool_limits
-        import torch
+        import sys
 
+        from threadpoolctl import threadpool_limits
+
+        # OpenMP/BLAS limits for this thread; the harness's trial thread sets its own through
+        # work_context() (OpenMP's thread count is per calling thread).
         self._limits = threadpool_limits(limits=self.threads)
-        self._torch_threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        # torch is imported by the harness before any timing when a torch workload runs.
+        self._torch = sys.modules.get("torch")
+        if self._torch is not None:
+            self._torch_threads = self._torch.get_num_threads()
+            self._torch.set_num_threads(self.threads)
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.started_cluster = False
 
@@ -47,13 +53,17 @@ class LocalEngine(Engine):
         if self._limits is not None:
             self._limits.restore_original_limits()
             self._limits = None
-            import torch
-
-            torch.set_num_threads(self._torch_threads)
+            if self._torch is not None:
+                self._torch.set_num_threads(self._torch_threads)
 
     @property
     def parallelism(self) -> int:
         return self.threads
+
+    def work_context(self):
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=self.threads)
 
     def put(self, obj: Any) -> Any:
         return obj

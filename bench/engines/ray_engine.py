@@ -82,8 +82,11 @@ class RayEngine(Engine):
 
     # -- lifecycle -------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
+        # Ray sets OMP_NUM_THREADS per task; pin the BLAS pools of the node processes too.
+        threads = str(max(1, int(self.cpus_per_worker)))
         return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
-                "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+                "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "OPENBLAS_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads}
 
     def _start_local(self) -> None:
         work = self._workdir_path("tb-ray-")
