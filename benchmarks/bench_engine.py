@@ -112,6 +112,7 @@ def overheads(out_dir: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-default", action="store_true", help="skip the default-run timing")
+    ap.add_argument("--skip-overheads", action="store_true", help="skip sections 3 and 4")
     ap.add_argument("--samples", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", help="directory for the results files (default: a temp dir)")
@@ -123,7 +124,8 @@ def main() -> None:
     if not args.skip_default:
         default_run(out_dir)
     synthetic(out_dir, args.samples, args.repeats)
-    overheads(out_dir)
+    if not args.skip_overheads:
+        overheads(out_dir)
 
 
 if __name__ == "__main__":

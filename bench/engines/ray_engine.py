@@ -93,11 +93,13 @@ class RayEngine(Engine):
         head_ip = _next_loopback()
         port = _free_port()
         common = ["--block", "--disable-usage-stats"]
+        # The driver runs on the head (as a RayJob's does), so its ray.put() lands in the head's
+        # object store: size it like a worker's, or large datasets spill to disk.
         obj_store = max(78 * 2**20, min(self.memory_per_worker // 4, 2**30))
         self._spawn([_ray_bin(), "start", "--head", f"--node-ip-address={head_ip}",
                      f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
-                     f"--object-store-memory={78 * 2**20}", "--include-dashboard=false", *_node_ports(os.path.join(work, "h")),
-                     *common],
+                     f"--object-store-memory={obj_store}", "--include-dashboard=false",
+                     *_node_ports(os.path.join(work, "h")), *common],
                     env=self._env(), log=os.path.join(work, "head.log"))
         self._head_ip = head_ip
         address = f"{head_ip}:{port}"
