@@ -47,15 +47,17 @@ def default_run(out_dir: Path) -> float:
     return wall
 
 
-def synthetic(out_dir: Path, samples: int, repeats: int) -> None:
+def synthetic(out_dir: Path, samples: int, repeats: int, only: list[str]) -> None:
     section(f"2. synthetic {samples:,} x 64: knn and kmeans, 2 workers vs local")
     spec = parse_spec({
         "name": "synthetic-scaling",
         "frameworks": ["ray", "dask"], "workers": [2], "repeats": repeats, "warmup": 1,
         "dataset": {"name": "synthetic", "samples": samples, "features": 64, "classes": 10,
                     "testSize": 0.05, "seed": 0},
-        "workloads": [{"name": "knn", "params": {"chunks_per_worker": 2}},
-                      {"name": "kmeans", "params": {"n_clusters": 10, "n_init": 4, "max_iter": 50}}],
+        "workloads": [w for w in ({"name": "knn", "params": {"chunks_per_worker": 2}},
+                                  {"name": "kmeans", "params": {"n_clusters": 10, "n_init": 4,
+                                                                "max_iter": 50}})
+                      if w["name"] in only],
         "workerResources": {"cpu": "1", "memory": "4Gi"},
     })
     out = out_dir / "synthetic.jsonl"
@@ -67,7 +69,7 @@ def synthetic(out_dir: Path, samples: int, repeats: int) -> None:
                                             f"{r['error'] or ''}", flush=True))
     rows = {(r["workload"], r["framework"], r["workers"]): r for r in summarize(read_records(out))}
     print(f"\n  {'workload':<8} {'framework':<6} {'median s':>9} {'vs local 1t':>12} {'vs local 2t':>12}  verdict")
-    for wl in ("knn", "kmeans"):
+    for wl in only:
         for fw in ("ray", "dask"):
             r = rows.get((wl, fw, 2))
             if not r or r["median"] is None:
@@ -114,6 +116,7 @@ def main() -> None:
     ap.add_argument("--skip-default", action="store_true", help="skip the default-run timing")
     ap.add_argument("--skip-overheads", action="store_true", help="skip sections 3 and 4")
     ap.add_argument("--samples", type=int, default=200_000)
+    ap.add_argument("--workloads", default="knn,kmeans", help="section 2: knn, kmeans or both")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", help="directory for the results files (default: a temp dir)")
     args = ap.parse_args()
@@ -123,7 +126,7 @@ def main() -> None:
     print(f"results in {out_dir}; cores {os.cpu_count()}")
     if not args.skip_default:
         default_run(out_dir)
-    synthetic(out_dir, args.samples, args.repeats)
+    synthetic(out_dir, args.samples, args.repeats, args.workloads.split(","))
     if not args.skip_overheads:
         overheads(out_dir)
 

@@ -27,7 +27,7 @@ CASES = {
     "gridsearch": {"C": [1.0, 10.0], "gamma": [0.001, 0.005]},
     "gridsearch-joblib": {"C": [1.0, 10.0], "gamma": [0.001], "mode": "joblib"},
     "classify": {"n_estimators": 16, "max_iter": 1000},
-    "cnn": {"epochs": 3},
+    "cnn": {"epochs": 8},  # fewer epochs: accuracy still unstable (3 epochs: 0.83 vs 0.88)
     "resnet18": {"steps": 2, "width": 8, "batch_size": 16},
     "dataframe": {"rows": 20_000, "keys": 100, "partitions_per_worker": 2},
     "tasks": {"count": 100, "sync_count": 10},
