@@ -36,9 +36,7 @@ class Cnn(Workload):
 
     @staticmethod
     def _spec(params) -> dict:
-        return {"arch": "cnn", "width": 0, "lr": float(params["lr"]),
-                "seed": int(params["seed"]), "local_steps": int(params["local_steps"]),
-                "batch_size": int(params["batch_size"])}
+        return tn.shard_spec("cnn", params)
 
     def run_local(self, engine, state, params) -> Outcome:
         X, y = state["X_train"], state["y_train"]

@@ -46,9 +46,7 @@ class ResNet18(Workload):
 
     @staticmethod
     def _spec(params) -> dict:
-        return {"arch": "resnet18", "width": int(params["width"]), "lr": float(params["lr"]),
-                "seed": int(params["seed"]), "local_steps": int(params["local_steps"]),
-                "batch_size": int(params["batch_size"]),
+        return {**tn.shard_spec("resnet18", params, params["width"]),
                 "total_steps": int(params["steps"]) * int(params["local_steps"])}
 
     def run_local(self, engine, state, params) -> Outcome:

@@ -270,6 +270,13 @@ def _model_for(spec: dict[str, Any]) -> nn.Module:
     return models[key]
 
 
+def shard_spec(arch: str, params: dict[str, Any], width: int = 0) -> dict[str, Any]:
+    """The training settings every ``train_shard`` task receives, from workload params."""
+    return {"arch": arch, "width": int(width), "lr": float(params["lr"]),
+            "seed": int(params["seed"]), "local_steps": int(params["local_steps"]),
+            "batch_size": int(params["batch_size"])}
+
+
 def train_shard(bounds: tuple[int, int], X: np.ndarray, y: np.ndarray,
                 weights: Sequence[np.ndarray], spec: dict[str, Any]
                 ) -> tuple[list[np.ndarray], float, int]:
