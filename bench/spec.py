@@ -117,17 +117,21 @@ class ResourcesSpec(_Model):
     cpu: str = "1"
     memory: str = "2Gi"
 
-    @field_validator("cpu")
+    @field_validator("cpu", mode="before")
     @classmethod
     def _cpu(cls, v: Any) -> str:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"cpu {v!r} is not a Kubernetes CPU quantity (e.g. '1', '500m')")
         v = str(v)
         if not re.fullmatch(r"\d+(\.\d+)?m?", v):
             raise ValueError(f"cpu {v!r} is not a Kubernetes CPU quantity (e.g. '1', '500m')")
         return v
 
-    @field_validator("memory")
+    @field_validator("memory", mode="before")
     @classmethod
     def _mem(cls, v: Any) -> str:
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise ValueError(f"memory {v!r} is not a Kubernetes memory quantity (e.g. '2Gi')")
         v = str(v)
         if not re.fullmatch(r"\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?", v):
             raise ValueError(f"memory {v!r} is not a Kubernetes memory quantity (e.g. '2Gi')")

@@ -132,14 +132,17 @@ class RayEngine(Engine):
                 "the runner on the head (RayJob) and pass the GCS address host:port"
             )
         host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
+        if address == "auto":
+            pass  # a RayJob driver on the head: Ray finds the local cluster (RAY_ADDRESS)
+        elif not host or not port.isdigit():
             raise RunError(f"address {address!r}: expected the Ray GCS address as host:port")
         # ray.init retries an unreachable GCS for minutes: check reachability within our timeout.
-        try:
-            wait_until(lambda: _port_open(host, int(port)), min(self.startup_timeout, 120),
-                       f"the Ray GCS at {address}", poll=0.5)
-        except RunError as e:
-            raise RunError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
+        if address != "auto":
+            try:
+                wait_until(lambda: _port_open(host, int(port)), min(self.startup_timeout, 120),
+                           f"the Ray GCS at {address}", poll=0.5)
+            except RunError as e:
+                raise RunError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
         try:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(address=address, log_to_driver=False, logging_level="ERROR",

@@ -1,0 +1,236 @@
+"""Pure manifest builders: ``build_*_manifest(...) -> dict``, no Kubernetes API calls.
+
+One trial = one framework × worker count. For each trial the operator applies:
+
+* Ray: a ``ray.io/v1`` **RayJob** with an inline ``rayClusterSpec`` (head with ``num-cpus: 0``
+  plus one worker group of exactly N replicas). Its entrypoint runs ``testbed runner`` as the
+  driver *on the head* (``--address auto``), so the timed work does not go through Ray Client.
+  :func:`build_raycluster_manifest` renders the same cluster on its own (for ``keepClusters``).
+* Dask: a ``kubernetes.dask.org/v1`` **DaskCluster** (scheduler + N workers) and a
+  ``batch/v1`` **Job** running ``testbed runner`` as the Dask client pod.
+
+Every object carries an owner reference to its Benchmark (deleted with it) and the labels
+``testbed.dev/benchmark``, ``testbed.dev/framework`` and ``testbed.dev/workers``.  Pods run
+as non-root, without privilege escalation, with all capabilities dropped and a RuntimeDefault
+seccomp profile.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from bench.spec import BenchmarkSpec
+
+from .crd import GROUP, KIND, VERSION
+
+RAY_GCS_PORT = 6379
+DASK_SCHEDULER_PORT = 8786
+DASK_DASHBOARD_PORT = 8787
+RUNNER_USER = 1000
+
+
+def trial_name(benchmark: str, framework: str, workers: int) -> str:
+    """A DNS-1035 label unique per trial (≤ 40 chars: KubeRay/Dask append suffixes)."""
+    base = re.sub(r"[^a-z0-9-]", "-", f"{benchmark}-{framework}-{workers}".lower()).strip("-")
+    if len(base) <= 40 and base[0].isalpha():
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    head = re.sub(r"^[^a-z]+", "", base)[:30].strip("-") or "bm"
+    return f"{head}-{digest}"
+
+
+def labels(benchmark: str, framework: str, workers: int) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "testbed", "app.kubernetes.io/managed-by": "testbed-operator",
+            f"{GROUP}/benchmark": benchmark[:63], f"{GROUP}/framework": framework,
+            f"{GROUP}/workers": str(workers)}
+
+
+def owner_reference(benchmark: dict[str, Any]) -> dict[str, Any]:
+    meta = benchmark["metadata"]
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
+            "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def _metadata(benchmark: dict[str, Any], name: str, framework: str, workers: int) -> dict[str, Any]:
+    return {"name": name, "namespace": benchmark["metadata"]["namespace"],
+            "labels": labels(benchmark["metadata"]["name"], framework, workers),
+            "ownerReferences": [owner_reference(benchmark)]}
+
+
+def _resources(spec: BenchmarkSpec) -> dict[str, Any]:
+    r = spec.worker_resources
+    amounts = {"cpu": r.cpu, "memory": r.memory}
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True, "runAsUser": RUNNER_USER}
+
+
+def _pod_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": RUNNER_USER, "fsGroup": RUNNER_USER,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _container(name: str, image: str, args: list[str], spec: BenchmarkSpec,
+               ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    c: dict[str, Any] = {
+        "name": name, "image": image, "imagePullPolicy": "IfNotPresent", "args": args,
+        "resources": _resources(spec), "securityContext": _security(),
+        "env": [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+                {"name": "OMP_NUM_THREADS", "value": str(max(1, int(spec.worker_resources.cpu_count())))}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if ports:
+        c["ports"] = ports
+    return c
+
+
+def _pod(containers: list[dict[str, Any]], restart: str | None = None) -> dict[str, Any]:
+    pod: dict[str, Any] = {"containers": containers, "securityContext": _pod_security(),
+                           "volumes": [{"name": "tmp", "emptyDir": {}}]}
+    if restart:
+        pod["restartPolicy"] = restart
+    return pod
+
+
+def runner_args(spec: BenchmarkSpec, framework: str, workers: int, address: str) -> list[str]:
+    """The ``testbed runner`` command line: the spec travels as JSON (no shell involved)."""
+    payload = spec.model_dump(by_alias=True, exclude_none=True)
+    payload["baselines"] = False
+    return ["testbed", "runner", "--framework", framework, "--workers", str(workers),
+            "--address", address, "--spec-json", json.dumps(payload, sort_keys=True)]
+
+
+# -- Ray ------------------------------------------------------------------------------------
+def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str) -> dict[str, Any]:
+    cpus = str(max(1, int(spec.worker_resources.cpu_count())))
+    head_ports = [{"containerPort": RAY_GCS_PORT, "name": "gcs-server"},
+                  {"containerPort": 8265, "name": "dashboard"},
+                  {"containerPort": 8080, "name": "metrics"}]
+    return {
+        "headGroupSpec": {
+            # The head only schedules (like the local engine's head); the driver runs here.
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0",
+                               "metrics-export-port": "8080"},
+            "serviceType": "ClusterIP",
+            "template": {"spec": _pod([_container("ray-head", image, [], spec, head_ports)])},
+        },
+        "workerGroupSpecs": [{
+            "groupName": "workers",
+            "replicas": workers, "minReplicas": workers, "maxReplicas": workers,
+            "rayStartParams": {"num-cpus": cpus, "metrics-export-port": "8080"},
+            "template": {"spec": _pod([_container(
+                "ray-worker", image, [], spec, [{"containerPort": 8080, "name": "metrics"}])])},
+        }],
+    }
+
+
+def build_raycluster_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, workers: int,
+                              image: str) -> dict[str, Any]:
+    name = trial_name(benchmark["metadata"]["name"], "ray", workers)
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+            "metadata": _metadata(benchmark, name, "ray", workers),
+            "spec": ray_cluster_spec(spec, workers, image)}
+
+
+def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, workers: int,
+                          image: str, framework: str = "ray") -> dict[str, Any]:
+    """RayJob for ``ray`` or ``dask-on-ray`` trials: the runner is the job's driver on the head."""
+    name = trial_name(benchmark["metadata"]["name"], framework, workers)
+    entrypoint = " ".join(_shell_quote(a) for a in runner_args(spec, framework, workers, "auto"))
+    return {
+        "apiVersion": "ray.io/v1", "kind": "RayJob",
+        "metadata": _metadata(benchmark, name, framework, workers),
+        "spec": {
+            "entrypoint": entrypoint,
+            "submissionMode": "K8sJobMode",
+            "shutdownAfterJobFinishes": not spec_keep_clusters(benchmark),
+            "ttlSecondsAfterFinished": 0,
+            "activeDeadlineSeconds": spec.timeout_seconds,
+            "backoffLimit": 0,
+            "rayClusterSpec": ray_cluster_spec(spec, workers, image),
+        },
+    }
+
+
+def spec_keep_clusters(benchmark: dict[str, Any]) -> bool:
+    return bool((benchmark.get("spec") or {}).get("keepClusters", False))
+
+
+def _shell_quote(arg: str) -> str:
+    # RayJob's entrypoint is a shell command line: quote every argument (the spec JSON holds
+    # user strings).
+    import shlex
+
+    return shlex.quote(arg)
+
+
+# -- Dask -----------------------------------------------------------------------------------
+def build_daskcluster_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, workers: int,
+                               image: str) -> dict[str, Any]:
+    name = trial_name(benchmark["metadata"]["name"], "dask", workers)
+    nthreads = str(max(1, int(spec.worker_resources.cpu_count())))
+    memory = str(spec.worker_resources.memory_bytes())
+    scheduler = _container(
+        "scheduler", image, ["dask", "scheduler", "--port", str(DASK_SCHEDULER_PORT),
+                             "--dashboard-address", f":{DASK_DASHBOARD_PORT}"], spec,
+        [{"name": "tcp-comm", "containerPort": DASK_SCHEDULER_PORT, "protocol": "TCP"},
+         {"name": "http-dashboard", "containerPort": DASK_DASHBOARD_PORT, "protocol": "TCP"}])
+    scheduler["readinessProbe"] = {"httpGet": {"port": "http-dashboard", "path": "/health"},
+                                   "initialDelaySeconds": 0, "periodSeconds": 5}
+    worker = _container(
+        "worker", image, ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", nthreads,
+                          "--memory-limit", memory, "--dashboard", "--dashboard-address", ":8788"],
+        spec, [{"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}])
+    return {
+        "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
+        "metadata": _metadata(benchmark, name, "dask", workers),
+        "spec": {
+            "worker": {"replicas": workers, "spec": _pod([worker])},
+            "scheduler": {
+                "spec": _pod([scheduler]),
+                "service": {
+                    "type": "ClusterIP",
+                    "selector": {"dask.org/cluster-name": name, "dask.org/component": "scheduler"},
+                    "ports": [{"name": "tcp-comm", "protocol": "TCP", "port": DASK_SCHEDULER_PORT,
+                               "targetPort": "tcp-comm"},
+                              {"name": "http-dashboard", "protocol": "TCP",
+                               "port": DASK_DASHBOARD_PORT, "targetPort": "http-dashboard"}],
+                },
+            },
+        },
+    }
+
+
+def dask_scheduler_address(benchmark: dict[str, Any], workers: int) -> str:
+    name = trial_name(benchmark["metadata"]["name"], "dask", workers)
+    ns = benchmark["metadata"]["namespace"]
+    # dask-kubernetes names the scheduler Service "<cluster>-scheduler".
+    return f"tcp://{name}-scheduler.{ns}.svc:{DASK_SCHEDULER_PORT}"
+
+
+def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str,
+                              workers: int, image: str, address: str) -> dict[str, Any]:
+    """The Dask client pod: a Job running ``testbed runner`` against the scheduler."""
+    name = trial_name(benchmark["metadata"]["name"], framework, workers) + "-runner"
+    runner = _container("runner", image, runner_args(spec, framework, workers, address), spec)
+    runner["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    runner["securityContext"]["readOnlyRootFilesystem"] = True
+    pod = _pod([runner], restart="Never")
+    pod["serviceAccountName"] = "testbed-runner"
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": _metadata(benchmark, name, framework, workers),
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": spec.timeout_seconds,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": labels(benchmark["metadata"]["name"], framework,
+                                                       workers)},
+                         "spec": pod},
+        },
+    }

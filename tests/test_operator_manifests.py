@@ -1,0 +1,203 @@
+"""The Benchmark CRD and the manifests the operator applies, validated against the real schemas:
+Kubernetes core types (kubernetes-validate), KubeRay v1.7.0 CRDs (../shared/schemas/kuberay,
+read in place) and the Dask CRDs shipped inside the dask-kubernetes wheel."""
+import copy
+import json
+import os
+import shlex
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from bench.spec import BenchmarkSpec, parse_spec
+from testbed_operator import manifests as m
+from testbed_operator.crd import build_crd, crd_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBERAY = ROOT.parent / "shared" / "schemas" / "kuberay"
+K8S = "1.33.0"
+
+BENCHMARK = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
+             "metadata": {"name": "digits-knn", "namespace": "bench", "uid": "1234-abcd"},
+             "spec": {"frameworks": ["ray", "dask"], "workers": [1, 2],
+                      "workload": {"name": "knn"}}}
+IMAGE = "testbed-runner:0.1.0"
+
+
+def _openapi_to_jsonschema(node):
+    """OpenAPI v3.0 (Kubernetes) → JSON Schema draft 4: nullable, int-or-string."""
+    if isinstance(node, list):
+        return [_openapi_to_jsonschema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _openapi_to_jsonschema(v) for k, v in node.items()
+           if not k.startswith("x-kubernetes") and k not in ("nullable", "format")}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def _crd_validator(crd, version):
+    ver = next(v for v in crd["spec"]["versions"] if v["name"] == version)
+    return jsonschema.Draft4Validator(_openapi_to_jsonschema(ver["schema"]["openAPIV3Schema"]))
+
+
+def _errors(validator, obj):
+    return sorted(f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj))
+
+
+@pytest.fixture(scope="module")
+def benchmark_schema():
+    return _crd_validator(build_crd(), "v1alpha1")
+
+
+def test_crd_file_matches_the_generator():
+    assert (ROOT / "operator" / "crds" / "benchmark.yaml").read_text() == crd_yaml(), \
+        "regenerate: python -m testbed_operator.crd > operator/crds/benchmark.yaml"
+
+
+def test_crd_is_a_valid_customresourcedefinition():
+    kubernetes_validate.validate(build_crd(), K8S, strict=True)
+    ver = build_crd()["spec"]["versions"][0]
+    assert ver["subresources"] == {"status": {}}
+    assert [c["name"] for c in ver["additionalPrinterColumns"]] == \
+        ["Phase", "Workload", "Frameworks", "Progress", "Age"]
+    spec = ver["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert spec["frameworks"]["items"]["enum"] == ["local", "ray", "dask", "dask-on-ray"]
+    assert "knn" in spec["workloads"]["items"]["properties"]["name"]["enum"]
+    assert spec["workers"]["items"]["minimum"] == 0 and spec["workers"]["items"]["exclusiveMinimum"]
+    assert spec["repeats"]["minimum"] == 1
+
+
+def test_every_example_benchmark_validates(benchmark_schema):
+    examples = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples").glob("*.yaml"))]
+    resources = [e for e in examples if e.get("kind") == "Benchmark"]
+    bare = [{"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
+             "metadata": {"name": e["name"]}, "spec": {k: v for k, v in e.items() if k != "name"}}
+            for e in examples if "kind" not in e]
+    assert len(resources) + len(bare) == len(examples) >= 4
+    for obj in resources + bare:
+        assert _errors(benchmark_schema, obj) == [], obj["metadata"]["name"]
+        parse_spec(obj)  # and the engine's model accepts it too
+
+
+def test_the_default_spec_round_trips_through_the_schema(benchmark_schema):
+    data = BenchmarkSpec().model_dump(by_alias=True, exclude_none=True)
+    data.pop("name")
+    assert _errors(benchmark_schema, {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
+                                      "metadata": {"name": "x"}, "spec": data}) == []
+
+
+@pytest.mark.parametrize("patch, where", [
+    ({"frameworks": ["spark"]}, "spec/frameworks/0"),
+    ({"workers": [0]}, "spec/workers/0"),
+    ({"repeats": 0}, "spec/repeats"),
+    ({"workload": {"name": "sorting"}}, "spec/workload/name"),
+    ({"dataset": {"name": "imagenet"}}, "spec/dataset/name"),
+    ({"timeoutSeconds": "soon"}, "spec/timeoutSeconds"),
+    ({"failurePolicy": "retry"}, "spec/failurePolicy"),
+])
+def test_the_schema_rejects_bad_specs_at_the_field(benchmark_schema, patch, where):
+    obj = copy.deepcopy(BENCHMARK)
+    obj["spec"].update(patch)
+    errs = _errors(benchmark_schema, obj)
+    assert errs and errs[0].startswith(where), errs
+
+
+def _kuberay(name):
+    path = KUBERAY / name
+    if not path.exists():
+        pytest.skip(f"KubeRay CRD schemas not found at {KUBERAY} (../shared/schemas/kuberay)")
+    return _crd_validator(yaml.safe_load(path.read_text()), "v1")
+
+
+def _dask(name):
+    import dask_kubernetes
+
+    path = (Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm"
+            / "dask-kubernetes-operator" / "crds" / name)
+    return _crd_validator(yaml.safe_load(path.read_text()), "v1")
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_raycluster_and_rayjob_validate_against_kuberay(workers):
+    spec = parse_spec(BENCHMARK)
+    rc = m.build_raycluster_manifest(BENCHMARK, spec, workers, IMAGE)
+    assert _errors(_kuberay("ray.io_rayclusters.yaml"), rc) == []
+    group = rc["spec"]["workerGroupSpecs"][0]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == workers
+    assert rc["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    rj = m.build_rayjob_manifest(BENCHMARK, spec, workers, IMAGE)
+    assert _errors(_kuberay("ray.io_rayjobs.yaml"), rj) == []
+    assert rj["spec"]["submissionMode"] == "K8sJobMode" and rj["spec"]["shutdownAfterJobFinishes"]
+    for obj in (rc, rj):
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
+        for pod in _pods(obj):
+            kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod",
+                                          "metadata": {"name": "p"}, "spec": pod}, K8S, strict=True)
+
+
+def _pods(obj):
+    spec = obj["spec"].get("rayClusterSpec", obj["spec"])
+    yield spec["headGroupSpec"]["template"]["spec"]
+    for g in spec["workerGroupSpecs"]:
+        yield g["template"]["spec"]
+
+
+def test_rayjob_entrypoint_is_the_runner_with_the_spec_quoted():
+    hostile = copy.deepcopy(BENCHMARK)
+    hostile["spec"]["dataset"] = {"name": "file", "path": "/data/x.csv'; rm -rf / #\"$(id)"}
+    spec = parse_spec(hostile)
+    rj = m.build_rayjob_manifest(hostile, spec, 2, IMAGE)
+    argv = shlex.split(rj["spec"]["entrypoint"])
+    assert argv[:8] == ["testbed", "runner", "--framework", "ray", "--workers", "2",
+                        "--address", "auto"]
+    assert argv[8] == "--spec-json"
+    again = parse_spec(json.loads(argv[9]))
+    assert again.dataset.path == spec.dataset.path and again.baselines is False
+    assert again.workloads == spec.workloads
+
+
+@pytest.mark.parametrize("workers", [1, 6])
+def test_daskcluster_validates_against_the_dask_kubernetes_crd(workers):
+    spec = parse_spec(BENCHMARK)
+    dc = m.build_daskcluster_manifest(BENCHMARK, spec, workers, IMAGE)
+    assert _errors(_dask("daskcluster.yaml"), dc) == []
+    assert dc["spec"]["worker"]["replicas"] == workers
+    for pod in (dc["spec"]["worker"]["spec"], dc["spec"]["scheduler"]["spec"]):
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                                      "spec": pod}, K8S, strict=True)
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+           "spec": dc["spec"]["scheduler"]["service"]}
+    kubernetes_validate.validate(svc, K8S, strict=True)
+
+
+def test_runner_job_validates_and_runs_the_runner_as_non_root():
+    spec = parse_spec(BENCHMARK)
+    address = m.dask_scheduler_address(BENCHMARK, 2)
+    assert address == "tcp://digits-knn-dask-2-scheduler.bench.svc:8786"
+    job = m.build_runner_job_manifest(BENCHMARK, spec, "dask", 2, IMAGE, address)
+    kubernetes_validate.validate(job, K8S, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"][:8] == ["testbed", "runner", "--framework", "dask", "--workers", "2",
+                             "--address", address]
+    assert pod["securityContext"]["runAsNonRoot"] and not c["securityContext"]["allowPrivilegeEscalation"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == spec.timeout_seconds
+
+
+@pytest.mark.parametrize("name", ["digits-knn", "a" * 63, "9lives", "x"])
+def test_trial_names_are_short_dns_labels(name):
+    for fw in ("ray", "dask", "dask-on-ray"):
+        n = m.trial_name(name, fw, 128)
+        assert len(n) <= 40 and n[0].isalpha() and n == n.lower()
+        assert all(ch.isalnum() or ch == "-" for ch in n) and not n.endswith("-")
+    assert m.trial_name("a" * 63, "ray", 1) != m.trial_name("a" * 63, "ray", 2)
