@@ -1,0 +1,158 @@
+"""The trial state machine as pure functions over ``Benchmark.status``.
+
+The Kopf handlers (to come) only read the status, call these, and patch the result back, so
+every step is idempotent and an operator restarted mid-trial resumes from the status:
+
+* :func:`initial_status`: the plan, one trial per framework × worker count, all ``Pending``;
+* :func:`next_trial`: the trial to work on: the one already ``Running`` (resume, never start a
+  second), else the first ``Pending``; ``None`` when nothing is left or the policy says stop;
+* :func:`start_trial` / :func:`finish_trial`: state transitions; ``finish_trial`` stores the
+  runner's result records (timings, quality, CPU/memory, error) in the trial;
+* :func:`refresh`: phase, progress, message, conditions and the summary (median, IQR, speedup,
+  efficiency per framework × workers, computed by the engine's own statistics).
+
+Trial states: Pending → Running → Succeeded | Failed.  Benchmark phases: Pending → Running →
+Succeeded (every trial succeeded) | Failed (a trial failed; with ``failurePolicy: stop`` the
+remaining trials are skipped, with ``continue`` they still run).
+"""
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from bench.results import summarize
+from bench.spec import BenchmarkSpec
+
+PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
+DONE = (SUCCEEDED, FAILED, SKIPPED)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def plan(spec: BenchmarkSpec) -> list[tuple[str, int]]:
+    """Trials in run order: each framework's sweep, one at a time (no timing interference)."""
+    return [(f, w) for f in spec.frameworks for w in spec.workers]
+
+
+def initial_status(spec: BenchmarkSpec) -> dict[str, Any]:
+    trials = [{"framework": f, "workers": w, "state": PENDING, "attempts": 0}
+              for f, w in plan(spec)]
+    status = {"phase": PENDING, "trials": trials, "summary": [], "conditions": [],
+              "workload": ",".join(w.name for w in spec.workloads),
+              "frameworks": ",".join(spec.frameworks)}
+    return refresh(status, "continue")
+
+
+def _stopped(status: dict[str, Any], policy: str) -> bool:
+    return policy == "stop" and any(t["state"] == FAILED for t in status["trials"])
+
+
+def next_trial(status: dict[str, Any], policy: str = "continue") -> int | None:
+    trials = status["trials"]
+    for i, t in enumerate(trials):
+        if t["state"] == RUNNING:
+            return i  # resume: never start a second trial while one runs
+    if _stopped(status, policy):
+        return None
+    return next((i for i, t in enumerate(trials) if t["state"] == PENDING), None)
+
+
+def start_trial(status: dict[str, Any], index: int, policy: str = "continue") -> dict[str, Any]:
+    status = copy.deepcopy(status)
+    t = status["trials"][index]
+    if t["state"] == RUNNING:
+        return status  # idempotent: already started (e.g. a retried handler)
+    if t["state"] != PENDING:
+        raise ValueError(f"trial {index} is {t['state']}, cannot start it")
+    t.update(state=RUNNING, startedAt=now(), attempts=t.get("attempts", 0) + 1)
+    return refresh(status, policy)
+
+
+def finish_trial(status: dict[str, Any], index: int, records: Iterable[dict[str, Any]] = (),
+                 error: str | None = None, policy: str = "continue") -> dict[str, Any]:
+    """Store a trial's outcome; failed when ``error`` is given or any record failed."""
+    status = copy.deepcopy(status)
+    t = status["trials"][index]
+    if t["state"] in DONE:
+        return refresh(status, policy)  # idempotent: a result delivered twice changes nothing
+    records = list(records)
+    failed = [r for r in records if r.get("state") != "succeeded"]
+    if error is None and not records:
+        error = "the runner produced no result records"
+    if error is None and failed:
+        error = failed[0].get("error") or "a workload failed"
+    t.update(state=FAILED if error else SUCCEEDED, finishedAt=now(), error=error,
+             results=[_trial_result(r) for r in records])
+    if _stopped(status, policy):
+        for other in status["trials"]:
+            if other["state"] == PENDING:
+                other.update(state=SKIPPED, error="skipped: an earlier trial failed "
+                                                  "(failurePolicy: stop)")
+    return refresh(status, policy)
+
+
+def _trial_result(r: dict[str, Any]) -> dict[str, Any]:
+    res = r.get("resources") or {}
+    return {
+        "workload": r.get("workload"), "state": r.get("state"), "error": r.get("error"),
+        "seconds": r.get("seconds", []), "median": r.get("median"), "iqr": r.get("iqr"),
+        "phases": {k: v for k, v in (r.get("phases") or {}).items() if not isinstance(v, list)},
+        "qualityMetric": r.get("quality_metric"),
+        "quality": (r.get("quality") or {}).get(r.get("quality_metric") or "", None),
+        "cpu": res.get("cpu_mean"), "memory": res.get("rss_peak"), "tasks": r.get("tasks"),
+    }
+
+
+def _as_record(trial: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild the engine's record shape from what the status keeps (survives restarts)."""
+    metric = res.get("qualityMetric") or ""
+    return {"workload": res.get("workload"), "framework": trial["framework"],
+            "workers": trial["workers"], "state": res.get("state"), "error": res.get("error"),
+            "seconds": res.get("seconds") or [], "phases": res.get("phases") or {},
+            "quality_metric": metric, "quality": {metric: res.get("quality")},
+            "resources": {"cpu_mean": res.get("cpu"), "rss_peak": res.get("memory")}}
+
+
+def refresh(status: dict[str, Any], policy: str) -> dict[str, Any]:
+    """Derive phase, progress, message, conditions and summary from the trials."""
+    trials = status["trials"]
+    done = sum(t["state"] in DONE for t in trials)
+    failed = [t for t in trials if t["state"] == FAILED]
+    running = any(t["state"] == RUNNING for t in trials)
+    left = next_trial(status, policy) is not None
+    if not running and not left and done:
+        phase = FAILED if failed else SUCCEEDED
+    elif running or done:
+        phase = RUNNING
+    else:
+        phase = PENDING
+    status["phase"] = phase
+    status["progress"] = f"{done}/{len(trials)}"
+    if failed:
+        first = failed[0]
+        status["message"] = (f"{len(failed)} trial(s) failed; first: {first['framework']} "
+                             f"x{first['workers']}: {first.get('error')}")
+    else:
+        status["message"] = {PENDING: "waiting to start", RUNNING: f"{done} of {len(trials)} trials done",
+                             SUCCEEDED: "all trials succeeded"}[phase]
+    records = [_as_record(t, res) for t in trials for res in t.get("results", [])]
+    status["summary"] = [
+        {k: row.get(k) for k in ("workload", "framework", "workers", "median", "iqr",
+                                 "speedup", "efficiency", "quality", "state")}
+        for row in summarize(records)
+    ] if records else []
+    _condition(status, "Completed", phase in (SUCCEEDED, FAILED), phase, status["message"])
+    return status
+
+
+def _condition(status: dict[str, Any], kind: str, true: bool, reason: str, message: str) -> None:
+    value = "True" if true else "False"
+    conds = [c for c in status.get("conditions", []) if c["type"] != kind]
+    old = next((c for c in status.get("conditions", []) if c["type"] == kind), None)
+    changed = old is None or old["status"] != value or old.get("reason") != reason
+    conds.append({"type": kind, "status": value, "reason": reason, "message": message,
+                  "lastTransitionTime": now() if changed else old["lastTransitionTime"]})
+    status["conditions"] = conds
