@@ -1,0 +1,102 @@
+"""The operator's Prometheus metrics (prometheus-client, own registry).
+
+Trial results are re-exported from ``Benchmark.status`` on every status change, so they
+outlive the short-lived runner pods and survive an operator restart (the new process rebuilds
+them from the statuses it reads).
+
+Metric names (all prefixed ``testbed_``):
+
+* ``trial_duration_seconds``   median compute seconds per benchmark/framework/workload/workers
+* ``trial_speedup``, ``trial_efficiency``   against 1 worker of the same framework
+* ``trials``                   trials per benchmark and state
+* ``benchmarks``               benchmarks per phase
+* ``reconcile_errors_total``   handler errors per benchmark
+* ``time_to_first_trial_seconds``   from apply to the first trial's cluster resource created
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import start_http_server
+
+TRIAL_LABELS = ("namespace", "benchmark", "framework", "workload", "workers")
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.duration = Gauge("testbed_trial_duration_seconds",
+                              "Median compute seconds of a trial's timed repeats", TRIAL_LABELS,
+                              registry=r)
+        self.speedup = Gauge("testbed_trial_speedup",
+                             "Speedup against the smallest worker count of the same framework",
+                             TRIAL_LABELS, registry=r)
+        self.efficiency = Gauge("testbed_trial_efficiency", "Speedup divided by relative workers",
+                                TRIAL_LABELS, registry=r)
+        self.trials = Gauge("testbed_trials", "Trials by state", ("namespace", "benchmark", "state"),
+                            registry=r)
+        self.benchmarks = Gauge("testbed_benchmarks", "Benchmarks by phase", ("phase",), registry=r)
+        self.errors = Counter("testbed_reconcile_errors", "Reconcile errors",
+                              ("namespace", "benchmark"), registry=r)
+        self.first_trial = Histogram(
+            "testbed_time_to_first_trial_seconds",
+            "Seconds from a Benchmark's creation to its first trial's cluster resource",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self._phases: dict[tuple[str, str], str] = {}
+        self._series: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+
+    def observe_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Export one Benchmark's status (idempotent: call on every status change)."""
+        key = (namespace, name)
+        self._phases[key] = status.get("phase", "Pending")
+        for phase in ("Pending", "Running", "Succeeded", "Failed"):
+            self.benchmarks.labels(phase).set(sum(p == phase for p in self._phases.values()))
+        for state in ("Pending", "Running", "Succeeded", "Failed", "Skipped"):
+            self.trials.labels(namespace, name, state).set(
+                sum(t.get("state") == state for t in status.get("trials", [])))
+        seen = set()
+        for row in status.get("summary", []):
+            if row.get("median") is None:
+                continue
+            labels = (namespace, name, row["framework"], row["workload"], str(row["workers"]))
+            seen.add(labels)
+            self.duration.labels(*labels).set(row["median"])
+            for gauge, field in ((self.speedup, "speedup"), (self.efficiency, "efficiency")):
+                if row.get(field) is not None:
+                    gauge.labels(*labels).set(row[field])
+        for labels in self._series.get(key, set()) - seen:
+            self._remove(labels)
+        self._series[key] = seen
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted Benchmark: drop its series."""
+        key = (namespace, name)
+        for labels in self._series.pop(key, set()):
+            self._remove(labels)
+        for state in ("Pending", "Running", "Succeeded", "Failed", "Skipped"):
+            try:
+                self.trials.remove(namespace, name, state)
+            except KeyError:
+                pass
+        self._phases.pop(key, None)
+        for phase in ("Pending", "Running", "Succeeded", "Failed"):
+            self.benchmarks.labels(phase).set(sum(p == phase for p in self._phases.values()))
+
+    def _remove(self, labels: tuple[str, ...]) -> None:
+        for gauge in (self.duration, self.speedup, self.efficiency):
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                pass
+
+    def reconcile_error(self, namespace: str, name: str) -> None:
+        self.errors.labels(namespace, name).inc()
+
+    def first_trial_started(self, seconds: float) -> None:
+        self.first_trial.observe(seconds)
+
+    def serve(self, port: int, addr: str = "127.0.0.1"):
+        """Serve /metrics; returns (server, thread). Bind 0.0.0.0 only inside a pod."""
+        return start_http_server(port, addr=addr, registry=self.registry)

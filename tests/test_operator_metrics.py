@@ -1,0 +1,77 @@
+"""Operator metrics: re-exported from Benchmark.status and scraped over real HTTP on loopback."""
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from testbed_operator import trials as tr
+from testbed_operator.metrics import OperatorMetrics
+from test_operator_trials import SPEC, records  # noqa: F401  (real runner records fixture)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+@pytest.fixture
+def served():
+    m = OperatorMetrics()
+    port = _free_port()
+    server, thread = m.serve(port)
+    yield m, port
+    server.shutdown()
+    server.server_close()
+
+
+def _sample(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_trial_results_are_scraped_from_the_status(served, records):  # noqa: F811
+    m, port = served
+    s = tr.initial_status(SPEC)
+    m.observe_status("bench", "digits", s)
+    got = _scrape(port)
+    assert _sample(got, "testbed_benchmarks", phase="Pending") == 1
+    assert _sample(got, "testbed_trials", namespace="bench", benchmark="digits", state="Pending") == 4
+    for i, w in ((0, 1), (1, 2)):
+        s = tr.finish_trial(tr.start_trial(s, i), i, records[w])
+    m.observe_status("bench", "digits", s)
+    m.first_trial_started(0.3)
+    m.reconcile_error("bench", "digits")
+    got = _scrape(port)
+    lbl = dict(namespace="bench", benchmark="digits", framework="ray", workload="knn")
+    row = next(r for r in s["summary"] if r["workload"] == "knn" and r["workers"] == 2)
+    assert _sample(got, "testbed_trial_duration_seconds", **lbl, workers="2") == pytest.approx(row["median"])
+    assert _sample(got, "testbed_trial_speedup", **lbl, workers="2") == pytest.approx(row["speedup"])
+    assert _sample(got, "testbed_trial_efficiency", **lbl, workers="2") == pytest.approx(row["efficiency"])
+    assert _sample(got, "testbed_trials", namespace="bench", benchmark="digits", state="Succeeded") == 2
+    assert _sample(got, "testbed_benchmarks", phase="Running") == 1
+    assert _sample(got, "testbed_reconcile_errors_total", namespace="bench", benchmark="digits") == 1
+    assert _sample(got, "testbed_time_to_first_trial_seconds_count") == 1
+    assert _sample(got, "testbed_time_to_first_trial_seconds_bucket", le="0.5") == 1
+
+
+def test_a_new_process_rebuilds_the_same_series_and_deleted_benchmarks_disappear(records):  # noqa: F811
+    s = tr.initial_status(SPEC)
+    s = tr.finish_trial(tr.start_trial(s, 0), 0, records[1])
+    first, second = OperatorMetrics(), OperatorMetrics()  # second: after an operator restart
+    first.observe_status("bench", "digits", s)
+    second.observe_status("bench", "digits", s)
+
+    def series(m):
+        return sorted((x.name, tuple(sorted(x.labels.items())), x.value)
+                      for fam in m.registry.collect() for x in fam.samples
+                      if x.name.startswith("testbed_trial"))
+    assert series(first) == series(second) and series(first)
+    second.forget("bench", "digits")
+    assert series(second) == []
