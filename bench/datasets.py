@@ -29,10 +29,6 @@ class Dataset:
     def X(self) -> np.ndarray:
         return np.concatenate([self.X_train, self.X_test])
 
-    @property
-    def y(self) -> np.ndarray:
-        return np.concatenate([self.y_train, self.y_test])
-
 
 def load_dataset(spec: DatasetSpec) -> Dataset:
     if spec.name == "digits":

@@ -11,8 +11,7 @@ import platform
 import socket
 import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 
@@ -126,17 +125,6 @@ def worker_stop_sampling(dask_worker=None) -> dict[str, Any]:
     out["pid"] = os.getpid()
     out["host"] = socket.gethostname()
     return out
-
-
-@contextmanager
-def timer() -> Iterator[list[float]]:
-    """``with timer() as t: ...`` then ``t[0]`` holds the elapsed seconds."""
-    box: list[float] = []
-    t0 = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box.append(time.perf_counter() - t0)
 
 
 def environment() -> dict[str, Any]:

@@ -76,18 +76,6 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
-def write_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Replace a results file atomically (write a sibling temp file, fsync, rename)."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True, default=_json_default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
-
-
 def _json_default(o: Any) -> Any:
     try:
         import numpy as np

@@ -25,7 +25,6 @@ from pydantic.alias_generators import to_camel
 from .params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES
 
 FRAMEWORKS = ("local", "ray", "dask", "dask-on-ray")
-DISTRIBUTED_FRAMEWORKS = ("ray", "dask", "dask-on-ray")
 DATASETS = ("digits", "synthetic", "file", "s3")
 MAX_WORKERS = 1024
 

@@ -3,7 +3,6 @@ Kubernetes core types (kubernetes-validate), KubeRay v1.7.0 CRDs (../shared/sche
 read in place) and the Dask CRDs shipped inside the dask-kubernetes wheel."""
 import copy
 import json
-import os
 import shlex
 from pathlib import Path
 

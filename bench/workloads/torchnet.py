@@ -23,6 +23,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .base import chunks
+
 N_CLASSES = 10
 SIDE = 8
 
@@ -360,15 +362,9 @@ def evaluate_distributed(engine: Any, X: Any, y: np.ndarray, n: int, weights: np
     """(mean loss, accuracy) on the test rows, scored by ``parallelism`` tasks."""
     w = engine.put(weights)
     try:
-        parts = _chunks(n, engine.parallelism)
+        parts = chunks(n, engine.parallelism)
         res = engine.map(eval_chunk, parts, X, y, w, spec)
     finally:
         engine.release(w)
     rows = max(1, sum(r[2] for r in res))
     return sum(r[0] for r in res) / rows, sum(r[1] for r in res) / rows
-
-
-def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
-    from .base import chunks
-
-    return chunks(n, parts)
