@@ -195,6 +195,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_runner(args: argparse.Namespace) -> int:
     """In-pod entry point: connect to a cluster, run one framework × workers, emit JSON."""
+    if not args.result_configmap:
+        return _run_runner(args, None)
+    # The operator's result channel (testbed_operator.channel): imported only here, so the
+    # engine itself carries no Kubernetes dependency.
+    try:
+        from testbed_operator.channel import parse_target, publish
+    except ImportError as e:
+        raise UsageError(f"--result-configmap needs the operator extra "
+                         f"(pip install 'raydask-testbed[operator]'): {e}") from None
+    try:
+        parse_target(args.result_configmap)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    def send(payload: dict[str, Any]) -> None:
+        try:
+            publish(args.result_configmap, payload)
+        except Exception as e:  # the API is unreachable or the service account lacks rights
+            err = RunError(f"--result-configmap {args.result_configmap}: cannot publish the "
+                           f"results: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            err.published = True  # nothing more to try
+            raise err from None
+
+    try:
+        return _run_runner(args, send)
+    except TestbedError as e:
+        if not getattr(e, "published", False):
+            send({"error": str(e), "records": []})
+        raise
+
+
+def _run_runner(args: argparse.Namespace, send: Any) -> int:
     from .runner import run_benchmark
     from .spec import SpecError, parse_spec
 
@@ -223,15 +255,20 @@ def cmd_runner(args: argparse.Namespace) -> int:
         os.environ.get("TMPDIR", "/tmp"), f"testbed-runner-{os.getpid()}.jsonl")
     result = run_benchmark(spec, out, address=args.address, trials=[(args.framework, args.workers)],
                            on_status=lambda m: print(m, file=sys.stderr, flush=True))
+    payload = {"run_id": result.run_id, "records": result.records}
+    if send is not None:
+        send(payload)
     if to_stdout:
-        print(json.dumps({"run_id": result.run_id, "records": result.records}, default=str))
+        print(json.dumps(payload, default=str))
         try:
             os.unlink(out)
         except OSError:
             pass
     if result.failed:
-        raise RunError(f"{len(result.failed)} of {len(result.records)} trials failed: "
+        err = RunError(f"{len(result.failed)} of {len(result.records)} trials failed: "
                        f"{result.failed[0]['error']}")
+        err.published = send is not None
+        raise err
     return 0
 
 
@@ -265,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--spec", help="spec YAML file")
     g.add_argument("--spec-json", help="spec as JSON text")
     rn.add_argument("--out", "-o", help="results file (JSON Lines); '-' or omitted: JSON on stdout")
+    rn.add_argument("--result-configmap", metavar="NAMESPACE/NAME",
+                    help="also publish the results to this ConfigMap (the operator's result "
+                         "channel; uses the pod's service account or $KUBECONFIG)")
     rn.set_defaults(fn=cmd_runner)
     return p
 

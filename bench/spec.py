@@ -95,6 +95,13 @@ class DatasetSpec(_Model):
             raise ValueError(f"unknown dataset {v!r}; expected one of {', '.join(DATASETS)}")
         return v
 
+    @field_validator("uri")
+    @classmethod
+    def _s3_uri(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"s3://([^/]+)/(.+)", v):
+            raise ValueError(f"{v!r} is not of the form s3://bucket/key")
+        return v
+
     @model_validator(mode="after")
     def _check_source(self) -> "DatasetSpec":
         if self.name == "file" and not self.path:
@@ -102,9 +109,6 @@ class DatasetSpec(_Model):
         if self.name == "s3":
             if not self.uri:
                 raise ValueError("dataset 's3' needs 'uri' of the form s3://bucket/key")
-            m = re.fullmatch(r"s3://([^/]+)/(.+)", self.uri)
-            if not m:
-                raise ValueError(f"uri {self.uri!r} is not of the form s3://bucket/key")
         if self.name == "synthetic" and self.informative and self.informative > self.features:
             raise ValueError(
                 f"informative ({self.informative}) cannot exceed features ({self.features})"

@@ -161,6 +161,12 @@ def test_rayjob_entrypoint_is_the_runner_with_the_spec_quoted():
     again = parse_spec(json.loads(argv[9]))
     assert again.dataset.path == spec.dataset.path and again.baselines is False
     assert again.workloads == spec.workloads
+    # Results go to the trial's ConfigMap, written with the runner's service account.
+    assert argv[10:] == ["--result-configmap", "bench/digits-knn-ray-2-result"]
+    assert rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"][
+        "serviceAccountName"] == "testbed-runner"
+    env = yaml.safe_load(rj["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert json.loads(env["TESTBED_RESULT_OWNER"])["uid"] == "1234-abcd"
 
 
 @pytest.mark.parametrize("workers", [1, 6])
@@ -190,7 +196,10 @@ def test_runner_job_validates_and_runs_the_runner_as_non_root():
     assert pod["securityContext"]["runAsNonRoot"] and not c["securityContext"]["allowPrivilegeEscalation"]
     assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
-    assert job["spec"]["activeDeadlineSeconds"] == spec.timeout_seconds
+    assert job["spec"]["activeDeadlineSeconds"] == m.run_deadline_seconds(spec) == spec.timeout_seconds + 120
+    assert c["args"][-2:] == ["--result-configmap", "bench/digits-knn-dask-2-result"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert json.loads(env["TESTBED_RESULT_OWNER"])["name"] == "digits-knn"
 
 
 @pytest.mark.parametrize("name", ["digits-knn", "a" * 63, "9lives", "x"])

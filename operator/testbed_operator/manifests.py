@@ -21,8 +21,11 @@ import json
 import re
 from typing import Any
 
+import yaml
+
 from bench.spec import BenchmarkSpec
 
+from .channel import OWNER_ENV, configmap_name
 from .crd import GROUP, KIND, VERSION
 
 RAY_GCS_PORT = 6379
@@ -97,12 +100,25 @@ def _pod(containers: list[dict[str, Any]], restart: str | None = None) -> dict[s
     return pod
 
 
-def runner_args(spec: BenchmarkSpec, framework: str, workers: int, address: str) -> list[str]:
-    """The ``testbed runner`` command line: the spec travels as JSON (no shell involved)."""
+def result_target(benchmark: dict[str, Any], framework: str, workers: int) -> str:
+    """``NAMESPACE/NAME`` of the trial's result ConfigMap (see :mod:`.channel`)."""
+    name = configmap_name(trial_name(benchmark["metadata"]["name"], framework, workers))
+    return f"{benchmark['metadata']['namespace']}/{name}"
+
+
+def runner_args(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str, workers: int,
+                address: str) -> list[str]:
+    """The ``testbed runner`` command line: the spec travels as JSON (no shell involved), the
+    results go to the trial's ConfigMap."""
     payload = spec.model_dump(by_alias=True, exclude_none=True)
     payload["baselines"] = False
     return ["testbed", "runner", "--framework", framework, "--workers", str(workers),
-            "--address", address, "--spec-json", json.dumps(payload, sort_keys=True)]
+            "--address", address, "--spec-json", json.dumps(payload, sort_keys=True),
+            "--result-configmap", result_target(benchmark, framework, workers)]
+
+
+def _owner_env(benchmark: dict[str, Any]) -> dict[str, str]:
+    return {OWNER_ENV: json.dumps(owner_reference(benchmark), sort_keys=True)}
 
 
 # -- Ray ------------------------------------------------------------------------------------
@@ -141,7 +157,11 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
                           image: str, framework: str = "ray") -> dict[str, Any]:
     """RayJob for ``ray`` or ``dask-on-ray`` trials: the runner is the job's driver on the head."""
     name = trial_name(benchmark["metadata"]["name"], framework, workers)
-    entrypoint = " ".join(_shell_quote(a) for a in runner_args(spec, framework, workers, "auto"))
+    entrypoint = " ".join(_shell_quote(a) for a in runner_args(benchmark, spec, framework, workers,
+                                                               "auto"))
+    cluster = ray_cluster_spec(spec, workers, image)
+    # The driver runs on the head: it publishes its results with the runner's service account.
+    cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"] = "testbed-runner"
     return {
         "apiVersion": "ray.io/v1", "kind": "RayJob",
         "metadata": _metadata(benchmark, name, framework, workers),
@@ -150,11 +170,23 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
             "submissionMode": "K8sJobMode",
             "shutdownAfterJobFinishes": not spec_keep_clusters(benchmark),
             "ttlSecondsAfterFinished": 0,
-            "activeDeadlineSeconds": spec.timeout_seconds,
+            # Counted from the RayJob's creation: cluster start-up plus the run.
+            "activeDeadlineSeconds": startup_timeout_seconds(benchmark) + run_deadline_seconds(spec),
             "backoffLimit": 0,
-            "rayClusterSpec": ray_cluster_spec(spec, workers, image),
+            "runtimeEnvYAML": yaml.safe_dump({"env_vars": _owner_env(benchmark)}),
+            "rayClusterSpec": cluster,
         },
     }
+
+
+def run_deadline_seconds(spec: BenchmarkSpec, grace: int = 120) -> int:
+    """How long a trial's runner may take once its cluster is ready: ``timeoutSeconds`` per
+    workload (the engine enforces each) plus a grace for connecting and loading data."""
+    return spec.timeout_seconds * max(1, len(spec.workloads)) + grace
+
+
+def startup_timeout_seconds(benchmark: dict[str, Any]) -> int:
+    return int((benchmark.get("spec") or {}).get("startupTimeoutSeconds", 600))
 
 
 def spec_keep_clusters(benchmark: dict[str, Any]) -> bool:
@@ -217,7 +249,9 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
                               workers: int, image: str, address: str) -> dict[str, Any]:
     """The Dask client pod: a Job running ``testbed runner`` against the scheduler."""
     name = trial_name(benchmark["metadata"]["name"], framework, workers) + "-runner"
-    runner = _container("runner", image, runner_args(spec, framework, workers, address), spec)
+    runner = _container("runner", image, runner_args(benchmark, spec, framework, workers, address),
+                        spec)
+    runner["env"] += [{"name": k, "value": v} for k, v in _owner_env(benchmark).items()]
     runner["terminationMessagePolicy"] = "FallbackToLogsOnError"
     runner["securityContext"]["readOnlyRootFilesystem"] = True
     pod = _pod([runner], restart="Never")
@@ -227,7 +261,7 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
         "metadata": _metadata(benchmark, name, framework, workers),
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": spec.timeout_seconds,
+            "activeDeadlineSeconds": run_deadline_seconds(spec),
             "ttlSecondsAfterFinished": 3600,
             "template": {"metadata": {"labels": labels(benchmark["metadata"]["name"], framework,
                                                        workers)},
