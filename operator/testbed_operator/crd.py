@@ -101,6 +101,9 @@ def spec_schema() -> dict[str, Any]:
                               "description": "After a failed trial: run the rest, or stop."}
     props["keepClusters"] = {"type": "boolean", "default": False,
                              "description": "Keep each trial's cluster after the trial."}
+    props["startupTimeoutSeconds"] = {
+        "type": "integer", "minimum": 1, "default": 600,
+        "description": "Seconds a trial's cluster may take to become ready before the trial fails."}
     props["resultsUri"] = {"type": "string", "pattern": r"^s3://[^/]+(/.*)?$",
                            "description": "Optional s3://bucket/prefix for result JSON objects."}
     return schema

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.spec import BenchmarkSpec, SpecError, parse_quantity, parse_spec
 
-OPERATOR_FIELDS = ("image", "failurePolicy", "keepClusters", "resultsUri")
+OPERATOR_FIELDS = ("image", "failurePolicy", "keepClusters", "resultsUri", "startupTimeoutSeconds")
 
 
 class BenchmarkInvalid(ValueError):
@@ -42,6 +42,10 @@ def validate_benchmark(body: dict[str, Any], quotas: list[dict[str, Any]] = ()) 
         raise BenchmarkInvalid(f"spec.resultsUri: {uri!r} is not of the form s3://bucket[/prefix]")
     if extra.get("failurePolicy", "continue") not in ("continue", "stop"):
         raise BenchmarkInvalid("spec.failurePolicy: expected 'continue' or 'stop'")
+    startup = extra.get("startupTimeoutSeconds", 600)
+    if isinstance(startup, bool) or not isinstance(startup, int) or startup < 1:
+        raise BenchmarkInvalid(f"spec.startupTimeoutSeconds: expected a whole number of seconds "
+                               f">= 1, got {startup!r}")
     for quota in quotas:
         check_quota(spec, quota)
     return spec

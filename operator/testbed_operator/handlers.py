@@ -1,0 +1,532 @@
+"""Kopf handlers: a ``Benchmark`` becomes trials, each trial a KubeRay or Dask cluster plus a runner.
+
+One **daemon per Benchmark** drives its trials one after the other.  It keeps no state of its
+own: everything it needs to resume lives in ``Benchmark.status`` (the pure state machine in
+:mod:`.trials`) and in the child objects, whose names are deterministic per trial.  So an
+operator restarted at any point re-reads the status, adopts the objects that already exist
+(a create answered *409* returns the existing object) and never starts a trial twice: a trial
+whose runner was submitted (``trial.submittedAt``) but whose object has vanished fails instead
+of being submitted again.
+
+Per trial:
+
+* ``ray`` / ``dask-on-ray``: a ``RayJob`` with an inline cluster; the runner is the job's
+  driver on the head (K8sJobMode, not Ray Client).  Ready when ``jobDeploymentStatus`` leaves
+  ``Initializing``; done at ``Complete``/``Failed`` (``jobStatus`` SUCCEEDED/FAILED/STOPPED).
+* ``dask``: a ``DaskCluster`` (ready at ``status.phase == Running``, as the Dask operator sets
+  it), then a runner ``Job`` (done at its ``Complete``/``Failed`` condition).
+* The runner publishes its records to the trial's ConfigMap (:mod:`.channel`); the operator
+  copies them into ``status.trials[i]``, optionally uploads them to ``spec.resultsUri`` (S3),
+  deletes the ConfigMap and (unless ``keepClusters``) the cluster and the runner.
+* Timeouts: ``spec.startupTimeoutSeconds`` for the cluster to become ready, and the run
+  deadline (:func:`.manifests.run_deadline_seconds`) once it is; either fails the trial with
+  the reason, and ``spec.failurePolicy`` decides whether the rest still run.
+
+Trials of *all* Benchmarks share ``max_concurrent_trials`` slots (default 1) so that timings do
+not disturb each other; waiting Benchmarks get their slot in arrival order.  After a restart,
+trials that the status shows Running hold their slots before any new trial may start.
+
+Deleting a Benchmark cancels its daemon and the ``on.delete`` handler (behind Kopf's
+finalizer) deletes every child by label, so a running trial stops.  Invalid specs set phase
+Failed with a message that names the field, once, without retries.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+import kopf
+
+from bench.spec import BenchmarkSpec
+
+from . import channel, manifests, trials
+from .crd import GROUP, PLURAL, VERSION
+from .kube import Kube
+from .metrics import OperatorMetrics
+from .validation import BenchmarkInvalid, split_spec, validate_benchmark
+
+log = logging.getLogger("testbed.operator")
+
+FINALIZER = f"{GROUP}/finalizer"
+RAYJOB = ("ray.io/v1", "RayJob")
+DASKCLUSTER = ("kubernetes.dask.org/v1", "DaskCluster")
+JOB = ("batch/v1", "Job")
+CONFIGMAP = ("v1", "ConfigMap")
+RAY_FRAMEWORKS = ("ray", "dask-on-ray")
+
+
+@dataclass
+class OperatorConfig:
+    namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
+    default_image: str = "testbed-runner:latest"
+    max_concurrent_trials: int = 1
+    poll_seconds: float = 1.0
+    run_grace_seconds: int = 120  # on top of timeoutSeconds x workloads, see _run_trial
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    # Kopf's watch settings; tests shorten them.
+    watch_server_timeout: float = 300
+    error_backoffs: tuple[float, ...] = (1, 2, 5, 10, 20)
+
+
+class TrialSlots:
+    """At most ``limit`` trials at once across Benchmarks, granted in arrival order.
+
+    ``running_elsewhere`` returns the Benchmarks whose status shows a Running trial (read from
+    the API), so after a restart the resumed trials count before their daemons get here."""
+
+    def __init__(self, limit: int, running_elsewhere: Callable[[], Awaitable[set[tuple[str, str]]]],
+                 poll: float):
+        self.limit = max(1, limit)
+        self.held: set[tuple[str, str]] = set()
+        self._queue: collections.deque[tuple[str, str]] = collections.deque()
+        self._cond = asyncio.Condition()
+        self._running_elsewhere = running_elsewhere
+        self._poll = poll
+
+    def hold(self, key: tuple[str, str]) -> None:
+        """A resumed trial: it is running already, so it takes its slot unconditionally."""
+        self.held.add(key)
+
+    async def acquire(self, key: tuple[str, str]) -> None:
+        async with self._cond:
+            self._queue.append(key)
+        try:
+            while True:
+                async with self._cond:
+                    if self._queue[0] == key and len(self.held) < self.limit:
+                        busy = self.held | (await self._running_elsewhere() - {key})
+                        if len(busy) < self.limit:
+                            self._queue.popleft()
+                            self.held.add(key)
+                            return
+                    try:
+                        await asyncio.wait_for(self._cond.wait(), self._poll)
+                    except TimeoutError:
+                        pass
+        finally:
+            async with self._cond:
+                if key in self._queue:
+                    self._queue.remove(key)
+                self._cond.notify_all()
+
+    async def release(self, key: tuple[str, str]) -> None:
+        async with self._cond:
+            self.held.discard(key)
+            self._cond.notify_all()
+
+    def waiting(self, key: tuple[str, str]) -> int:
+        """Trials queued before this one (for the status message)."""
+        try:
+            return list(self._queue).index(key)
+        except ValueError:
+            return 0
+
+
+def _ts(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _short(e: BaseException) -> str:
+    body = getattr(e, "body", None)
+    if body:
+        try:
+            return f"{getattr(e, 'status', '')} {json.loads(body).get('message', body)}"[:400]
+        except (ValueError, AttributeError):
+            pass
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
+
+
+class TrialOutcome:
+    def __init__(self, records: list[dict[str, Any]] | None = None, error: str | None = None):
+        self.records = records or []
+        self.error = error
+
+
+class BenchmarkOperator:
+    """What the handlers share: the API client, the config, the metrics and the slots."""
+
+    def __init__(self, kube: Kube, config: OperatorConfig, metrics: OperatorMetrics | None = None):
+        self.kube = kube
+        self.config = config
+        self.metrics = metrics or OperatorMetrics()
+        self.slots = TrialSlots(config.max_concurrent_trials, self._running_elsewhere,
+                                config.poll_seconds)
+        self.submissions: collections.Counter[str] = collections.Counter()  # for tests/benchmarks
+
+    # -- helpers ---------------------------------------------------------------------------
+    async def _running_elsewhere(self) -> set[tuple[str, str]]:
+        out = set()
+        for ns in self.config.namespaces or [None]:
+            items = await self.kube.list_benchmarks(ns)
+            for b in items:
+                st = b.get("status") or {}
+                if any(t.get("state") == trials.RUNNING for t in st.get("trials") or []):
+                    out.add((b["metadata"]["namespace"], b["metadata"]["name"]))
+        return out
+
+    async def _save(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        await self.kube.patch_benchmark_status(ns, name, status)
+        self.metrics.observe_status(ns, name, status)
+
+    # -- the daemon ------------------------------------------------------------------------
+    async def drive(self, ns: str, name: str, logger: logging.Logger | logging.LoggerAdapter) -> None:
+        backoff = list(self.config.error_backoffs)
+        attempt = 0
+        while True:
+            try:
+                await self._drive_once(ns, name, logger)
+                return
+            except asyncio.CancelledError:
+                raise
+            except BenchmarkGone:
+                return
+            except Exception as e:  # an API error or a bug: count it, retry with backoff
+                self.metrics.reconcile_error(ns, name)
+                delay = backoff[min(attempt, len(backoff) - 1)]
+                attempt += 1
+                logger.error(f"reconcile error (retrying in {delay:g} s): {_short(e)}")
+                await asyncio.sleep(delay)
+
+    async def _drive_once(self, ns: str, name: str, logger: Any) -> None:
+        body = await self.kube.get_benchmark(ns, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        status = body.get("status") or {}
+        planned = bool(status.get("trials"))
+        if status.get("phase") in (trials.SUCCEEDED, trials.FAILED) and (
+                planned or status.get("reason") == "InvalidSpec"):
+            self.metrics.observe_status(ns, name, status)
+            await self._cleanup_done(body, status)
+            return
+        _, extra = split_spec(body)
+        policy = extra.get("failurePolicy", "continue")
+        try:
+            quotas = [] if planned else await self.kube.list("v1", "ResourceQuota", ns)
+            spec = validate_benchmark(body, quotas)
+        except BenchmarkInvalid as e:
+            logger.error(f"invalid Benchmark: {e}")
+            await self._save(ns, name, invalid_status(str(e)))
+            return
+        if not planned:
+            status = trials.initial_status(spec)
+            status["observedGeneration"] = body["metadata"].get("generation")
+            await self._save(ns, name, status)
+            logger.info(f"planned {len(status['trials'])} trial(s)")
+        else:
+            self.metrics.observe_status(ns, name, status)
+            await self._cleanup_done(body, status)
+        key = (ns, name)
+        while (i := trials.next_trial(status, policy)) is not None:
+            trial = status["trials"][i]
+            if trial["state"] == trials.PENDING:
+                if self.slots.held and status.get("message") != "waiting for a trial slot":
+                    status["message"] = "waiting for a trial slot"
+                    await self._save(ns, name, status)
+                await self.slots.acquire(key)
+                try:
+                    status = trials.start_trial(status, i, policy)
+                    await self._save(ns, name, status)
+                except BaseException:
+                    await self.slots.release(key)
+                    raise
+                logger.info(f"trial {trial['framework']} x{trial['workers']} started")
+            else:
+                self.slots.hold(key)
+                logger.info(f"resuming trial {trial['framework']} x{trial['workers']}")
+            try:
+                status = await self._run_trial(body, spec, extra, status, i, logger)
+            finally:
+                await self.slots.release(key)
+        status = trials.refresh(status, policy)
+        await self._save(ns, name, status)
+        logger.info(f"benchmark {status['phase']}: {status['message']}")
+
+    # -- one trial -------------------------------------------------------------------------
+    async def _run_trial(self, body: dict[str, Any], spec: BenchmarkSpec, extra: dict[str, Any],
+                         status: dict[str, Any], i: int, logger: Any) -> dict[str, Any]:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        policy = extra.get("failurePolicy", "continue")
+        trial = status["trials"][i]
+        fw, workers = trial["framework"], trial["workers"]
+        tname = manifests.trial_name(name, fw, workers)
+        image = extra.get("image") or self.config.default_image
+        startup_limit = float(extra.get("startupTimeoutSeconds", 600))
+        run_limit = float(manifests.run_deadline_seconds(spec, self.config.run_grace_seconds))
+
+        async def mark(**fields: Any) -> None:
+            nonlocal status
+            status["trials"][i].update(fields)
+            await self._save(ns, name, status)
+
+        if fw in RAY_FRAMEWORKS:
+            outcome = await self._ray_trial(body, spec, status, i, fw, workers, tname, image,
+                                            startup_limit, run_limit, mark)
+        else:
+            outcome = await self._dask_trial(body, spec, status, i, workers, tname, image,
+                                             startup_limit, run_limit, mark)
+        if outcome.error is None or not outcome.records:
+            outcome = await self._collect(ns, tname, outcome)
+        fresh = await self.kube.get_benchmark(ns, name)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            raise BenchmarkGone()  # deleted meanwhile: on.delete cleans up
+        status = trials.finish_trial(status, i, outcome.records, outcome.error, policy)
+        done = status["trials"][i]
+        if extra.get("resultsUri"):
+            done.update(await self._upload(extra["resultsUri"], ns, name, done, outcome.records))
+        await self._save(ns, name, status)
+        logger.info(f"trial {fw} x{workers} {done['state']}"
+                    + (f": {done['error']}" if done.get("error") else ""))
+        await self._cleanup_trial(ns, name, fw, workers, manifests.spec_keep_clusters(body))
+        return status
+
+    async def _create_once(self, manifest: dict[str, Any], trial: dict[str, Any],
+                           field_name: str, mark: Callable[..., Awaitable[None]],
+                           applied_at: float | None = None) -> dict[str, Any] | None:
+        """Create a trial's object exactly once: after ``field_name`` is recorded in the trial,
+        a missing object means it was deleted (returns None), not that it must be created."""
+        meta = manifest["metadata"]
+        if trial.get(field_name):
+            return await self.kube.get(manifest["apiVersion"], manifest["kind"], meta["namespace"],
+                                       meta["name"])
+        obj, created = await self.kube.create(manifest)
+        if created:
+            self.submissions[f"{meta['namespace']}/{manifest['kind']}/{meta['name']}"] += 1
+            if applied_at is not None:  # the Benchmark's first cluster resource
+                self.metrics.first_trial_started(max(0.0, time.time() - applied_at))
+        await mark(**{field_name: trials.now()})
+        return obj
+
+    async def _ray_trial(self, body, spec, status, i, fw, workers, tname, image, startup_limit,
+                         run_limit, mark) -> TrialOutcome:
+        manifest = manifests.build_rayjob_manifest(body, spec, workers, image, fw)
+        trial = status["trials"][i]
+        obj = await self._create_once(manifest, trial, "submittedAt", mark,
+                                      _applied_at(body) if i == 0 else None)
+        if trial.get("cluster") is None:
+            await mark(cluster=f"RayJob/{tname}")
+        ns = body["metadata"]["namespace"]
+        while True:
+            if obj is None:
+                return TrialOutcome(error=f"RayJob {tname} was deleted before the trial finished")
+            st = obj.get("status") or {}
+            deploy, job = st.get("jobDeploymentStatus") or "", st.get("jobStatus") or ""
+            if not trial.get("clusterReadyAt") and (deploy not in ("", "Initializing") or job):
+                await mark(clusterReadyAt=trials.now(),
+                           clusterStartupSeconds=round(time.time() - _ts(trial["startedAt"]), 3))
+            if deploy in ("Complete", "Failed", "ValidationFailed") or job in (
+                    "SUCCEEDED", "FAILED", "STOPPED"):
+                if job == "SUCCEEDED":
+                    return TrialOutcome()
+                reason = st.get("reason") or ""
+                msg = st.get("message") or ""
+                return TrialOutcome(error=f"RayJob {tname} ended with jobStatus={job or '?'}, "
+                                          f"jobDeploymentStatus={deploy}"
+                                          + (f" ({reason}: {msg})" if reason or msg else ""))
+            err = self._deadline(trial, startup_limit, run_limit,
+                                 f"RayJob {tname} (jobDeploymentStatus={deploy or 'unset'})")
+            if err:
+                return TrialOutcome(error=err)
+            await asyncio.sleep(self.config.poll_seconds)
+            obj = await self.kube.get(*RAYJOB, ns, tname)
+
+    async def _dask_trial(self, body, spec, status, i, workers, tname, image, startup_limit,
+                          run_limit, mark) -> TrialOutcome:
+        ns = body["metadata"]["namespace"]
+        trial = status["trials"][i]
+        cluster = await self._create_once(
+            manifests.build_daskcluster_manifest(body, spec, workers, image), trial, "clusterCreatedAt",
+            mark, _applied_at(body) if i == 0 else None)
+        if trial.get("cluster") is None:
+            await mark(cluster=f"DaskCluster/{tname}")
+        while not trial.get("clusterReadyAt"):
+            if cluster is None:
+                return TrialOutcome(error=f"DaskCluster {tname} was deleted before the trial finished")
+            phase = (cluster.get("status") or {}).get("phase") or ""
+            if phase == "Running":
+                await mark(clusterReadyAt=trials.now(),
+                           clusterStartupSeconds=round(time.time() - _ts(trial["startedAt"]), 3))
+                break
+            if phase == "Error":
+                return TrialOutcome(error=f"DaskCluster {tname} reports phase Error")
+            err = self._deadline(trial, startup_limit, run_limit,
+                                 f"DaskCluster {tname} (phase={phase or 'unset'})")
+            if err:
+                return TrialOutcome(error=err)
+            await asyncio.sleep(self.config.poll_seconds)
+            cluster = await self.kube.get(*DASKCLUSTER, ns, tname)
+        address = manifests.dask_scheduler_address(body, workers)
+        job_manifest = manifests.build_runner_job_manifest(body, spec, "dask", workers, image, address)
+        job = await self._create_once(job_manifest, trial, "submittedAt", mark)
+        jname = job_manifest["metadata"]["name"]
+        while True:
+            if job is None:
+                return TrialOutcome(error=f"runner Job {jname} was deleted before the trial finished")
+            finished = job_finished(job)
+            if finished is not None:
+                ok, why = finished
+                return TrialOutcome() if ok else TrialOutcome(error=f"runner Job {jname} failed: {why}")
+            err = self._deadline(trial, startup_limit, run_limit, f"runner Job {jname}")
+            if err:
+                return TrialOutcome(error=err)
+            await asyncio.sleep(self.config.poll_seconds)
+            job = await self.kube.get(*JOB, ns, jname)
+
+    def _deadline(self, trial: dict[str, Any], startup_limit: float, run_limit: float,
+                  what: str) -> str | None:
+        now = time.time()
+        ready = _ts(trial.get("clusterReadyAt"))
+        if ready is None:
+            waited = now - _ts(trial["startedAt"])
+            if waited > startup_limit:
+                return (f"timed out: {what} was not ready within startupTimeoutSeconds="
+                        f"{startup_limit:g}")
+        elif now - ready > run_limit:
+            return (f"timed out: {what} did not finish within {run_limit:g} s of the cluster "
+                    f"being ready (timeoutSeconds per workload plus start-up grace)")
+        return None
+
+    async def _collect(self, ns: str, tname: str, outcome: TrialOutcome) -> TrialOutcome:
+        """Read the runner's ConfigMap; its records (and its error) beat the Job's reason."""
+        cm = await self.kube.get(*CONFIGMAP, ns, channel.configmap_name(tname))
+        if cm is None:
+            if outcome.error:
+                return TrialOutcome(error=outcome.error + " (the runner published no results)")
+            return TrialOutcome(error=f"the runner finished but published no results "
+                                      f"(ConfigMap {channel.configmap_name(tname)} is missing)")
+        payload = channel.read_payload(cm)
+        records = payload.get("records") or []
+        error = payload.get("error") if not records else None
+        if error is None and not records:
+            error = outcome.error or "the runner published no result records"
+        elif error and outcome.error:
+            error = f"{error} ({outcome.error})"
+        return TrialOutcome(records, error)
+
+    async def _upload(self, uri: str, ns: str, name: str, trial: dict[str, Any],
+                      records: list[dict[str, Any]]) -> dict[str, Any]:
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        key = "/".join(p for p in (prefix.strip("/"), ns, name,
+                                   f"{trial['framework']}-{trial['workers']}.json") if p)
+        doc = json.dumps({"benchmark": name, "namespace": ns, "trial": trial, "records": records},
+                         default=str, sort_keys=True).encode()
+
+        def put() -> None:
+            import boto3
+
+            boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=doc,
+                                          ContentType="application/json")
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, put)
+            return {"resultsObject": f"s3://{bucket}/{key}"}
+        except Exception as e:  # the results are in the status anyway; say why the copy failed
+            return {"resultsUploadError": f"s3://{bucket}/{key}: {_short(e)}"}
+
+    # -- cleanup ---------------------------------------------------------------------------
+    async def _cleanup_trial(self, ns: str, name: str, fw: str, workers: int, keep: bool) -> None:
+        tname = manifests.trial_name(name, fw, workers)
+        await self.kube.delete(*CONFIGMAP, ns, channel.configmap_name(tname))
+        if keep:
+            return
+        if fw in RAY_FRAMEWORKS:
+            await self.kube.delete(*RAYJOB, ns, tname)
+        else:
+            await self.kube.delete(*JOB, ns, f"{tname}-runner")
+            await self.kube.delete(*DASKCLUSTER, ns, tname)
+
+    async def _cleanup_done(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        """After a restart: finish the cleanup of trials that ended just before it."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        keep = manifests.spec_keep_clusters(body)
+        for t in status.get("trials") or []:
+            if t["state"] in (trials.SUCCEEDED, trials.FAILED) and t.get("cluster"):
+                await self._cleanup_trial(ns, name, t["framework"], t["workers"], keep)
+
+    async def delete_children(self, ns: str, name: str) -> int:
+        """Every object labelled with this Benchmark, whatever its trial's state."""
+        selector = f"{GROUP}/benchmark={name[:63]}"
+        n = 0
+        for api_version, kind in (RAYJOB, ("ray.io/v1", "RayCluster"), JOB, DASKCLUSTER, CONFIGMAP):
+            for obj in await self.kube.list(api_version, kind, ns, selector):
+                n += await self.kube.delete(api_version, kind, ns, obj["metadata"]["name"])
+        return n
+
+
+class BenchmarkGone(Exception):
+    """The Benchmark was deleted while its trial ran; the delete handler cleans up."""
+
+
+def _applied_at(body: dict[str, Any]) -> float | None:
+    return _ts(body["metadata"].get("creationTimestamp"))
+
+
+def job_finished(job: dict[str, Any]) -> tuple[bool, str] | None:
+    """(succeeded, reason) once a batch/v1 Job has finished, else None."""
+    st = job.get("status") or {}
+    for c in st.get("conditions") or []:
+        if c.get("status") != "True":
+            continue
+        if c.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return True, ""
+        if c.get("type") in ("Failed", "FailureTarget"):
+            return False, f"{c.get('reason') or 'Failed'}: {c.get('message') or ''}".rstrip(": ")
+    if st.get("succeeded"):
+        return True, ""
+    return None
+
+
+def invalid_status(message: str) -> dict[str, Any]:
+    return {"phase": trials.FAILED, "reason": "InvalidSpec", "message": message, "trials": [],
+            "summary": [], "progress": "0/0",
+            "conditions": [{"type": "Completed", "status": "True", "reason": "InvalidSpec",
+                            "message": message, "lastTransitionTime": trials.now()}]}
+
+
+# -- Kopf wiring ------------------------------------------------------------------------------
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """Attach the handlers to ``registry``; they find the :class:`BenchmarkOperator` in
+    ``memo.operator`` (``kopf.operator(memo=kopf.Memo(operator=...))``)."""
+    res = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration")
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = config.watch_server_timeout
+        settings.watching.client_timeout = config.watch_server_timeout + 10
+        settings.networking.error_backoffs = list(config.error_backoffs)
+        settings.scanning.disabled = True
+
+    @kopf.daemon(**res, id="trials", cancellation_timeout=0.0, initial_delay=0)
+    async def run_trials(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        await memo.operator.drive(namespace, name, logger)
+
+    @kopf.on.delete(**res, id="cleanup")
+    async def cleanup(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        n = await memo.operator.delete_children(namespace, name)
+        memo.operator.metrics.forget(namespace, name)
+        logger.info(f"deleted {n} child object(s)")
+
+    @kopf.on.event(**res, id="metrics")
+    def export(type: str, name: str, namespace: str, status: dict[str, Any], memo: kopf.Memo,
+               **_: Any) -> None:
+        if type == "DELETED":
+            memo.operator.metrics.forget(namespace, name)
+        elif status:
+            memo.operator.metrics.observe_status(namespace, name, dict(status))
+
+    @kopf.on.probe(registry=registry, id="trialsRunning")
+    def running(memo: kopf.Memo, **_: Any) -> int:
+        return len(memo.operator.slots.held)

@@ -1,0 +1,322 @@
+"""The controllers a real cluster would run, played against the API emulator over HTTP.
+
+* **KubeRay** (RayJob): sets ``jobDeploymentStatus: Initializing``, starts a real local Ray
+  cluster with the RayJob's worker count, sets ``Running``/``RUNNING`` with ``rayClusterName``
+  and ``dashboardURL``, runs ``spec.entrypoint`` as the driver against it (``RAY_ADDRESS`` is
+  the head, like a driver on the head pod, with the runtime env's and the head container's
+  environment), then sets ``jobStatus`` ``SUCCEEDED``/``FAILED`` and
+  ``jobDeploymentStatus`` ``Complete``/``Failed``.
+* **Dask operator** (DaskCluster): sets ``status.phase`` ``Created`` then, once a real local
+  scheduler and N workers are up, ``Running`` (what dask-kubernetes sets when the scheduler
+  Service exists).
+* **kubelet + cluster DNS** (batch/v1 Job): runs ``command + args`` of the pod template's
+  first container with its environment.  Only the Dask scheduler Service's DNS name
+  (``<cluster>-scheduler.<ns>.svc:8786``) is rewritten to the local scheduler's address.  Sets
+  ``startTime``/``active``, then ``succeeded`` with a ``Complete`` condition or ``failed``
+  with ``Failed``/``BackoffLimitExceeded``.
+
+The runner processes talk to the emulator through ``$KUBECONFIG`` (standing in for the pod's
+service account) to publish their results.
+
+``fast=True`` replaces clusters and runner with the *fast fake runner*: the objects become
+ready at once and a plausible result ConfigMap is published directly (for the operator
+benchmark with many Benchmarks).  Knobs for fault tests: ``never_ready`` (cluster names that
+never become ready), ``crash`` (names whose runner exits 1 without publishing anything),
+``gate`` (an event every runner waits for before it starts).
+
+Every start is counted in ``starts`` (``Kind/name`` → count): tests assert nothing ran twice.
+Deleted objects have their processes stopped; only processes started here are touched.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RAYJOBS = "/apis/ray.io/v1/namespaces/{ns}/rayjobs"
+DASKCLUSTERS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
+JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
+CONFIGMAPS = "/api/v1/namespaces/{ns}/configmaps"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class LocalCluster:
+    """tests/local_cluster.py in its own process group: started and stopped by us only."""
+
+    def __init__(self, framework: str, workers: int):
+        self.framework, self.workers = framework, workers
+        self.proc: asyncio.subprocess.Process | None = None
+        self.info: dict[str, Any] = {}
+
+    async def start(self, timeout: float = 150) -> dict[str, Any]:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, os.path.join(HERE, "local_cluster.py"), self.framework,
+            str(self.workers), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            start_new_session=True)
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"local {self.framework} cluster exited with {await self.proc.wait()}")
+        self.info = json.loads(line)
+        return self.info
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 30)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+
+
+def fake_records(argv: list[str]) -> dict[str, Any]:
+    """What the fast fake runner publishes: one succeeded record per workload, timings that
+    scale with the worker count (shape of bench.runner's records)."""
+    args = dict(zip(argv[::2], argv[1::2]))
+    spec = json.loads(args.get("--spec-json", "{}"))
+    framework, workers = args.get("--framework", "ray"), int(args.get("--workers", "1"))
+    names = [w["name"] for w in spec.get("workloads") or [spec.get("workload") or {"name": "knn"}]]
+    out = []
+    for name in names:
+        base = 1.0 if framework == "ray" else 1.1
+        secs = [round(base / workers * (1 + 0.01 * k), 4) for k in range(spec.get("repeats", 3))]
+        out.append({"workload": name, "framework": framework, "workers": workers,
+                    "state": "succeeded", "error": None, "seconds": secs,
+                    "phases": {"startup": 0.1, "load": 0.01, "distribute": 0.02},
+                    "quality_metric": "accuracy", "quality": {"accuracy": 0.97},
+                    "resources": {"cpu_mean": 50.0, "rss_peak": 2**27}})
+    return {"run_id": "fake", "records": out}
+
+
+class FakeControllers:
+    def __init__(self, url: str, namespace: str, kubeconfig: str, *, fast: bool = False,
+                 never_ready: set[str] | None = None, crash: set[str] | None = None,
+                 gate: asyncio.Event | None = None):
+        self.url, self.ns, self.kubeconfig, self.fast = url.rstrip("/"), namespace, kubeconfig, fast
+        self.never_ready = never_ready or set()
+        self.crash = crash or set()
+        self.gate = gate
+        self.starts: collections.Counter[str] = collections.Counter()
+        self.exits: dict[str, int] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._work: dict[str, asyncio.Task] = {}
+        self._clusters: dict[str, LocalCluster] = {}
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._dask_addresses: dict[str, str] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def __aenter__(self) -> "FakeControllers":
+        self._session = aiohttp.ClientSession(self.url)
+        for path, fn in ((RAYJOBS, self._rayjob), (DASKCLUSTERS, self._daskcluster),
+                         (JOBS, self._job)):
+            self._tasks.append(asyncio.create_task(self._watch(path.format(ns=self.ns), fn)))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for t in [*self._tasks, *self._work.values()]:
+            t.cancel()
+        await asyncio.gather(*self._tasks, *self._work.values(), return_exceptions=True)
+        for key in list(self._procs):
+            await self._kill(key)
+        await asyncio.gather(*(c.stop() for c in self._clusters.values()), return_exceptions=True)
+        await self._session.close()
+
+    async def _watch(self, path: str, handler: Any) -> None:
+        rv = None
+        while True:
+            params = {"watch": "true", "timeoutSeconds": "30"}
+            if rv:
+                params["resourceVersion"] = rv
+            try:
+                async with self._session.get(path, params=params,
+                                             timeout=aiohttp.ClientTimeout(total=None)) as r:
+                    async for line in r.content:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event["object"]
+                        rv = obj["metadata"].get("resourceVersion", rv)
+                        await self._dispatch(event["type"], obj, handler)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                await asyncio.sleep(0.1)
+
+    async def _dispatch(self, etype: str, obj: dict[str, Any], handler: Any) -> None:
+        key = f"{obj['kind']}/{obj['metadata']['name']}"
+        if etype == "ADDED" and key not in self._work:
+            self._work[key] = asyncio.create_task(self._guard(key, handler(key, obj)))
+        elif etype == "DELETED" or (etype == "MODIFIED" and obj["metadata"].get("deletionTimestamp")):
+            task = self._work.pop(key, None)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await self._kill(key)
+            cluster = self._clusters.pop(key, None)
+            if cluster is not None:
+                await cluster.stop()
+
+    async def _guard(self, key: str, coro: Any) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a harness bug must be visible, not a silent hang
+            print(f"fake controller {key}: {type(e).__name__}: {e}", file=sys.stderr)
+            raise
+
+    async def _patch_status(self, plural_path: str, name: str, status: dict[str, Any]) -> None:
+        # DaskCluster's CRD declares no status subresource: the Dask operator patches the
+        # object itself, as done here.
+        sub = "" if plural_path == DASKCLUSTERS else "/status"
+        async with self._session.patch(f"{plural_path.format(ns=self.ns)}/{name}{sub}",
+                                       data=json.dumps({"status": status}), headers=MERGE) as r:
+            if r.status == 404:  # deleted meanwhile
+                return
+            r.raise_for_status()
+
+    async def _cluster(self, key: str, framework: str, workers: int) -> dict[str, Any]:
+        cluster = LocalCluster(framework, workers)
+        self._clusters[key] = cluster
+        return await cluster.start()
+
+    # -- KubeRay ---------------------------------------------------------------------------
+    async def _rayjob(self, key: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        spec = obj["spec"]
+        self.starts[key] += 1
+        await self._patch_status(RAYJOBS, name, {"jobDeploymentStatus": "Initializing",
+                                                 "jobStatus": "", "startTime": _now()})
+        if name in self.never_ready:
+            return
+        workers = sum(g["replicas"] for g in spec["rayClusterSpec"]["workerGroupSpecs"])
+        env = {}
+        if not self.fast:
+            info = await self._cluster(key, "ray", workers)
+            env = {"RAY_ADDRESS": info["address"], "TESTBED_NODE_IP": info["head_ip"]}
+        await self._patch_status(RAYJOBS, name, {
+            "jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "rayClusterName": f"{name}-raycluster",
+            "dashboardURL": f"{name}-head-svc.{self.ns}.svc:8265", "jobId": f"{name}-job"})
+        head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        env.update({e["name"]: e["value"] for e in head.get("env", []) if "value" in e})
+        runtime = yaml.safe_load(spec.get("runtimeEnvYAML") or "{}") or {}
+        env.update(runtime.get("env_vars") or {})
+        code = await self._execute(key, shlex.split(spec["entrypoint"]), env)
+        await self._patch_status(RAYJOBS, name, {
+            "jobStatus": "SUCCEEDED" if code == 0 else "FAILED",
+            "jobDeploymentStatus": "Complete" if code == 0 else "Failed",
+            "endTime": _now(), "message": "" if code == 0 else f"driver exited with code {code}"})
+        if spec.get("shutdownAfterJobFinishes") and key in self._clusters:
+            await self._clusters.pop(key).stop()
+
+    # -- Dask operator ---------------------------------------------------------------------
+    async def _daskcluster(self, key: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        self.starts[key] += 1
+        await self._patch_status(DASKCLUSTERS, name, {"phase": "Created"})
+        if name in self.never_ready:
+            return
+        workers = obj["spec"]["worker"]["replicas"]
+        address = "tcp://127.0.0.1:1" if self.fast else (await self._cluster(key, "dask", workers))["address"]
+        self._dask_addresses[f"{name}-scheduler.{self.ns}.svc"] = address
+        await self._patch_status(DASKCLUSTERS, name, {"phase": "Running"})
+
+    # -- kubelet ---------------------------------------------------------------------------
+    async def _job(self, key: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        self.starts[key] += 1
+        c = obj["spec"]["template"]["spec"]["containers"][0]
+        argv = list(c.get("command") or []) + list(c.get("args") or [])
+        for i, arg in enumerate(argv):  # cluster DNS: the scheduler Service's name
+            m = re.fullmatch(r"tcp://([^:/]+):\d+", arg)
+            if m and m.group(1) in self._dask_addresses:
+                argv[i] = self._dask_addresses[m.group(1)]
+        env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+        await self._patch_status(JOBS, name, {"startTime": _now(), "active": 1})
+        code = await self._execute(key, argv, env)
+        if code == 0:
+            status = {"active": 0, "succeeded": 1, "completionTime": _now(), "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached"}]}
+        else:
+            msg = "Job has reached the specified backoff limit"
+            status = {"active": 0, "failed": 1, "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": msg},
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": msg}]}
+        await self._patch_status(JOBS, name, status)
+
+    # -- running a runner ------------------------------------------------------------------
+    async def _execute(self, key: str, argv: list[str], env: dict[str, str]) -> int:
+        if self.gate is not None:
+            await self.gate.wait()
+        name = key.split("/", 1)[1]
+        if name in self.crash or name.removesuffix("-runner") in self.crash:
+            self.exits[key] = 1
+            return 1  # e.g. the image cannot start: nothing published
+        if self.fast:
+            await self._publish_fake(argv)
+            self.exits[key] = 0
+            return 0
+        full = {**os.environ, **env, "KUBECONFIG": self.kubeconfig,
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+                "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "operator"), HERE])}
+        proc = await asyncio.create_subprocess_exec(*argv, env=full, start_new_session=True,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        self._procs[key] = proc
+        _, err = await proc.communicate()
+        self._procs.pop(key, None)
+        self.exits[key] = proc.returncode
+        if proc.returncode:
+            sys.stderr.write(f"[{key} exited {proc.returncode}]\n{err.decode()[-3000:]}\n")
+        return proc.returncode
+
+    async def _kill(self, key: str) -> None:
+        proc = self._procs.pop(key, None)
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    async def _publish_fake(self, argv: list[str]) -> None:
+        from testbed_operator.channel import build_result_configmap, parse_target
+
+        target = argv[argv.index("--result-configmap") + 1]
+        ns, name = parse_target(target)
+        body = build_result_configmap(ns, name, fake_records(argv[2:]))
+        async with self._session.post(CONFIGMAPS.format(ns=ns), json=body) as r:
+            r.raise_for_status()
+
+
+async def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> Any:
+    """Await until ``predicate()`` (sync or async) is truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(poll)

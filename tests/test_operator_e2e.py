@@ -1,0 +1,129 @@
+"""The real Kopf operator against the API emulator, with fake KubeRay / Dask operator / kubelet
+controllers that start real local clusters and run the real ``testbed runner``."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import urllib.request
+
+import pytest
+
+from fake_controllers import FakeControllers, wait_for
+from k8s_emulator import serve_emulator, write_kubeconfig
+from operator_harness import Api, benchmark, finished, running_operator
+
+NS = "ns1"
+RAYJOBS = "/apis/ray.io/v1/namespaces/{ns}/rayjobs"
+DASKCLUSTERS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
+JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
+CONFIGMAPS = "/api/v1/namespaces/{ns}/configmaps"
+BENCHMARKS = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks"
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    async with serve_emulator(NS) as k8s:
+        api = Api(k8s.url, NS)
+        kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", k8s.url, NS))
+        try:
+            yield k8s, api, kubeconfig
+        finally:
+            await api.close()
+
+
+async def no_children(api: Api) -> bool:
+    for path in (RAYJOBS, DASKCLUSTERS, JOBS):
+        if await api.items(path):
+            return False
+    return not [c for c in await api.items(CONFIGMAPS) if c["metadata"]["name"].endswith("-result")]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " ") and not labels:
+            return float(line.rsplit(" ", 1)[1])
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.index("}") + 1]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.slow
+async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch):
+    """The issue's end-to-end test: real clusters, real runners, results in status, metrics
+    and S3 (moto on loopback), every child removed, nothing ran twice."""
+    from moto.server import ThreadedMotoServer
+
+    import boto3
+
+    k8s, api, kubeconfig = cluster
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    s3.start()
+    try:
+        endpoint = f"http://127.0.0.1:{s3._server.server_port}"
+        for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
+                     "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        boto3.client("s3").create_bucket(Bucket="results")
+        async with FakeControllers(k8s.url, NS, kubeconfig) as fake, \
+                running_operator(k8s.url, NS) as running:
+            code, _ = await api.apply(benchmark(
+                "e2e", frameworks=["ray", "dask"], workers=[1, 2],
+                workload={"name": "knn", "params": {"n_neighbors": 5}}, dataset={"name": "digits"},
+                repeats=2, warmup=0, resultsUri="s3://results/runs"))
+            assert code in (200, 201)
+            obj = await finished(api, "e2e", 600)
+            await wait_for(lambda: no_children(api), 60, "children to be deleted")
+            status = obj["status"]
+            assert status["phase"] == "Succeeded", status["message"]
+            assert status["progress"] == "4/4"
+            assert [(t["framework"], t["workers"], t["state"]) for t in status["trials"]] == [
+                ("ray", 1, "Succeeded"), ("ray", 2, "Succeeded"),
+                ("dask", 1, "Succeeded"), ("dask", 2, "Succeeded")]
+            for t in status["trials"]:
+                (res,) = t["results"]
+                assert res["state"] == "succeeded" and len(res["seconds"]) == 2
+                assert res["median"] > 0 and res["qualityMetric"] == "accuracy"
+                assert res["quality"] > 0.9  # KNN on digits
+                assert res["cpu"] is not None and res["memory"] > 0
+                assert {"startup", "load", "distribute"} <= set(res["phases"])
+                assert t["clusterStartupSeconds"] >= 0 and t["resultsObject"].startswith("s3://results/runs/ns1/e2e/")
+                doc = json.loads(boto3.client("s3").get_object(
+                    Bucket="results", Key=t["resultsObject"].split("/", 3)[3])["Body"].read())
+                assert doc["records"][0]["seconds"] == res["seconds"]
+            rows = {(r["framework"], r["workers"]): r for r in status["summary"]}
+            assert set(rows) == {("ray", 1), ("ray", 2), ("dask", 1), ("dask", 2)}
+            for fw in ("ray", "dask"):
+                assert rows[(fw, 1)]["speedup"] == pytest.approx(1.0)
+                assert rows[(fw, 2)]["speedup"] == pytest.approx(
+                    rows[(fw, 1)]["median"] / rows[(fw, 2)]["median"], rel=1e-6)
+            # Each cluster resource and runner was created once and run once.
+            assert set(fake.starts.values()) == {1} and len(fake.starts) == 6
+            assert set(running.op.submissions.values()) == {1}
+            assert all(code == 0 for code in fake.exits.values())
+            # Metrics, scraped over HTTP, re-exported from the status.
+            text = await asyncio.to_thread(scrape, running.op.config.metrics_port)
+            for (fw, w), row in rows.items():
+                got = sample(text, "testbed_trial_duration_seconds", benchmark="e2e", framework=fw,
+                             workers=str(w), workload="knn")
+                assert got == pytest.approx(row["median"])
+                assert sample(text, "testbed_trial_speedup", benchmark="e2e", framework=fw,
+                              workers=str(w)) == pytest.approx(row["speedup"])
+            assert sample(text, "testbed_trials", benchmark="e2e", state="Succeeded") == 4
+            assert sample(text, "testbed_benchmarks", phase="Succeeded") == 1
+            assert sample(text, "testbed_time_to_first_trial_seconds_count") == 1
+            assert sample(text, "testbed_reconcile_errors_total", benchmark="e2e") is None
+            # Kopf's liveness endpoint answers, with our probe in it.
+            with urllib.request.urlopen(running.liveness, timeout=10) as r:
+                assert r.status == 200 and "trialsRunning" in json.loads(r.read())
+    finally:
+        s3.stop()
