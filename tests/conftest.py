@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Functions defined in test modules are pickled by reference: the worker processes the tests
@@ -10,3 +12,19 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    """The operator tier's Kubernetes: the API emulator with every CRD, a namespace ``ns1``,
+    a kubeconfig for it (for runner processes), and a plain HTTP client."""
+    from k8s_emulator import serve_emulator, write_kubeconfig
+    from operator_harness import Api
+
+    async with serve_emulator("ns1") as k8s:
+        api = Api(k8s.url, "ns1")
+        kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", k8s.url, "ns1"))
+        try:
+            yield k8s, api, kubeconfig
+        finally:
+            await api.close()

@@ -241,6 +241,9 @@ async def _parse_request(raw_request: aiohttp.web.BaseRequest, id: int) -> rende
 
 
 # ----------------------------------------------------------------------------------- emulator
+REQUEST_WINDOW = 512
+
+
 @attrs.define(kw_only=True)
 class PatchedEmulator(KubernetesEmulator):
     """``kmock.KubernetesEmulator`` with the gaps listed in the module docstring fixed."""
@@ -250,6 +253,9 @@ class PatchedEmulator(KubernetesEmulator):
     _validators: dict = attrs.field(factory=dict, init=False)   # resource -> Draft4Validator (lazy)
     _custom: set = attrs.field(factory=set, init=False)         # resources defined by CRDs
     _log: list = attrs.field(factory=list, init=False)          # [(rv, resource, event)], for replays
+    # Every request served, for assertions. kmock's own ``_requests`` is trimmed to a window:
+    # its DSL matches each request by scanning all earlier ones (O(n^2) over a long run).
+    history: list = attrs.field(factory=list, init=False)
 
     # ------------------------------------------------------------------------ registration
     def add_crd(self, crd: dict) -> list[resource]:
@@ -320,10 +326,13 @@ class PatchedEmulator(KubernetesEmulator):
         await raw_request.read()
         raw_response: aiohttp.web.StreamResponse | None = None
         try:
-            if self.limit is not None and len(self._requests) >= self.limit:
+            if self.limit is not None and len(self.history) >= self.limit:
                 raise apps.KMockError("Too many requests have been served so far.")
-            request = await _parse_request(raw_request, id=len(self._requests))
+            request = await _parse_request(raw_request, id=len(self.history))
+            self.history.append(request)
             self._requests.append(request)
+            if len(self._requests) > REQUEST_WINDOW:
+                del self._requests[:-REQUEST_WINDOW // 2]
             try:
                 return await self._handle(request)
             except rendering.StreamingError as e:

@@ -11,7 +11,6 @@ import urllib.request
 import pytest
 
 from fake_controllers import FakeControllers, wait_for
-from k8s_emulator import serve_emulator, write_kubeconfig
 from operator_harness import Api, benchmark, finished, running_operator
 
 NS = "ns1"
@@ -20,17 +19,6 @@ DASKCLUSTERS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
 JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
 CONFIGMAPS = "/api/v1/namespaces/{ns}/configmaps"
 BENCHMARKS = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks"
-
-
-@pytest.fixture
-async def cluster(tmp_path):
-    async with serve_emulator(NS) as k8s:
-        api = Api(k8s.url, NS)
-        kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", k8s.url, NS))
-        try:
-            yield k8s, api, kubeconfig
-        finally:
-            await api.close()
 
 
 async def no_children(api: Api) -> bool:

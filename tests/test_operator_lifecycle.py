@@ -7,22 +7,10 @@ import asyncio
 import pytest
 
 from fake_controllers import FakeControllers, wait_for
-from k8s_emulator import serve_emulator, write_kubeconfig
 from operator_harness import Api, benchmark, finished, running_operator
 
 NS = "ns1"
 JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
-
-
-@pytest.fixture
-async def cluster(tmp_path):
-    async with serve_emulator(NS) as k8s:
-        api = Api(k8s.url, NS)
-        kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", k8s.url, NS))
-        try:
-            yield k8s, api, kubeconfig
-        finally:
-            await api.close()
 
 
 async def test_fast_benchmark_succeeds(cluster):
@@ -58,7 +46,7 @@ async def test_restart_in_the_middle_of_a_trial_resumes_without_running_it_twice
         # The second operator created nothing of the resumed trial, only the next trial's RayJob.
         assert sum(first.op.submissions.values()) == 2
         assert dict(second.op.submissions) == {"ns1/RayJob/rs-ray-1": 1}
-        creates = [r for r in k8s.emulator._requests
+        creates = [r for r in k8s.emulator.history
                    if r.method.value == "POST" and r.resource is not None
                    and r.resource.plural in ("jobs", "daskclusters", "rayjobs")]
         assert len(creates) == 3
@@ -186,7 +174,7 @@ async def test_semantically_invalid_specs_fail_once_naming_the_field(cluster, sp
     assert st["conditions"][0]["reason"] == "InvalidSpec" and st["trials"] == []
     assert ok["status"]["phase"] == "Succeeded"
     assert not [k for k in fake.starts if "inv-" in k]  # nothing was created for it
-    status_patches = [r for r in k8s.emulator._requests if r.method.value == "PATCH"
+    status_patches = [r for r in k8s.emulator.history if r.method.value == "PATCH"
                       and r.name == "inv" and r.subresource == "status"]
     assert len(status_patches) == 1  # set once, no retry loop
     assert not running.op.metrics.errors._metrics  # no reconcile errors

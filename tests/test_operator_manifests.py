@@ -13,6 +13,7 @@ import yaml
 
 from bench.spec import BenchmarkSpec, parse_spec
 from testbed_operator import manifests as m
+from k8s_emulator import openapi_to_jsonschema
 from testbed_operator.crd import build_crd, crd_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,25 +27,9 @@ BENCHMARK = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
 IMAGE = "testbed-runner:0.1.0"
 
 
-def _openapi_to_jsonschema(node):
-    """OpenAPI v3.0 (Kubernetes) → JSON Schema draft 4: nullable, int-or-string."""
-    if isinstance(node, list):
-        return [_openapi_to_jsonschema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _openapi_to_jsonschema(v) for k, v in node.items()
-           if not k.startswith("x-kubernetes") and k not in ("nullable", "format")}
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    return out
-
-
 def _crd_validator(crd, version):
     ver = next(v for v in crd["spec"]["versions"] if v["name"] == version)
-    return jsonschema.Draft4Validator(_openapi_to_jsonschema(ver["schema"]["openAPIV3Schema"]))
+    return jsonschema.Draft4Validator(openapi_to_jsonschema(ver["schema"]["openAPIV3Schema"]))
 
 
 def _errors(validator, obj):
