@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from fake_controllers import FakeControllers, wait_for
-from operator_harness import Api, benchmark, finished, running_operator
+from operator_harness import benchmark, finished, running_operator
 
 NS = "ns1"
 JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"

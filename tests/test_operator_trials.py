@@ -106,9 +106,9 @@ def test_a_runner_without_results_fails_its_trial():
 def test_the_status_fits_the_crd_status_schema(records):
     import jsonschema
 
-    from test_operator_manifests import _openapi_to_jsonschema
+    from k8s_emulator import openapi_to_jsonschema
 
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
-    validator = jsonschema.Draft4Validator(_openapi_to_jsonschema(schema))
+    validator = jsonschema.Draft4Validator(openapi_to_jsonschema(schema))
     s = tr.finish_trial(tr.start_trial(tr.initial_status(SPEC), 0), 0, records[1])
     assert list(validator.iter_errors(json.loads(json.dumps(s)))) == []

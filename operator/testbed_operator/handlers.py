@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 import kopf
@@ -121,12 +121,6 @@ class TrialSlots:
             self.held.discard(key)
             self._cond.notify_all()
 
-    def waiting(self, key: tuple[str, str]) -> int:
-        """Trials queued before this one (for the status message)."""
-        try:
-            return list(self._queue).index(key)
-        except ValueError:
-            return 0
 
 
 def _ts(text: str | None) -> float | None:
