@@ -259,14 +259,20 @@ def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
     return "\n".join(lines)
 
 
+# Fields of a Benchmark resource's spec that only the Kubernetes operator reads (see
+# testbed_operator.crd); the engine's model does not have them.
+OPERATOR_FIELDS = ("image", "failurePolicy", "keepClusters", "resultsUri", "startupTimeoutSeconds")
+
+
 def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
     # Accept a whole Benchmark resource (apiVersion/kind/metadata/spec) as well as a bare spec.
+    # Its Kubernetes-only fields (image, failure policy, ...) concern the operator, not a run.
     if "spec" in data and ("kind" in data or "apiVersion" in data):
-        spec = dict(data.get("spec") or {})
+        spec = {k: v for k, v in (data.get("spec") or {}).items() if k not in OPERATOR_FIELDS}
         name = (data.get("metadata") or {}).get("name")
         if name and "name" not in spec:
             spec["name"] = name

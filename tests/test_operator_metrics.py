@@ -55,6 +55,11 @@ def test_trial_results_are_scraped_from_the_status(served, records):  # noqa: F8
     assert _sample(got, "testbed_trial_speedup", **lbl, workers="2") == pytest.approx(row["speedup"])
     assert _sample(got, "testbed_trial_efficiency", **lbl, workers="2") == pytest.approx(row["efficiency"])
     assert _sample(got, "testbed_trials", namespace="bench", benchmark="digits", state="Succeeded") == 2
+    res = s["trials"][1]["results"][0]
+    assert _sample(got, "testbed_trial_cpu_percent", **lbl, workers="2") == pytest.approx(res["cpu"])
+    assert _sample(got, "testbed_trial_memory_bytes", **lbl, workers="2") == res["memory"] > 0
+    assert _sample(got, "testbed_trial_attempts", namespace="bench", benchmark="digits",
+                   framework="ray", workers="2") == 1
     assert _sample(got, "testbed_benchmarks", phase="Running") == 1
     assert _sample(got, "testbed_reconcile_errors_total", namespace="bench", benchmark="digits") == 1
     assert _sample(got, "testbed_time_to_first_trial_seconds_count") == 1
@@ -75,3 +80,25 @@ def test_a_new_process_rebuilds_the_same_series_and_deleted_benchmarks_disappear
     assert series(first) == series(second) and series(first)
     second.forget("bench", "digits")
     assert series(second) == []
+
+
+def test_per_task_overhead_of_the_tasks_workload_is_exported():
+    from bench.spec import parse_spec
+
+    spec = parse_spec({"frameworks": ["dask"], "workers": [1], "workload": {"name": "tasks"}})
+    rec = {"workload": "tasks", "framework": "dask", "workers": 1, "state": "succeeded",
+           "seconds": [0.5, 0.6], "phases": {}, "quality_metric": "correct",
+           "quality": {"correct": 1.0}, "resources": {"cpu_mean": 90.0, "rss_peak": 10},
+           "extra": {"per_task_us_async": 2000.0, "per_task_us_sync": 12000.0, "tasks_per_s": 500}}
+    s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
+    assert s["trials"][0]["results"][0]["perTaskMicros"] == {"async": 2000.0, "sync": 12000.0}
+    m = OperatorMetrics()
+    m.observe_status("ns", "t", s)
+    got = {(x.name, tuple(sorted(x.labels.items()))): x.value
+           for fam in m.registry.collect() for x in fam.samples}
+    lbl = dict(namespace="ns", benchmark="t", framework="dask", workload="tasks", workers="1")
+    assert _sample(got, "testbed_task_overhead_seconds", **lbl, mode="async") == pytest.approx(0.002)
+    assert _sample(got, "testbed_task_overhead_seconds", **lbl, mode="sync") == pytest.approx(0.012)
+    m.forget("ns", "t")
+    assert not [k for k in ((x.name, x.labels) for fam in m.registry.collect() for x in fam.samples)
+                if k[0].startswith(("testbed_task", "testbed_trial"))]

@@ -207,7 +207,7 @@ class BenchmarkOperator:
             quotas = [] if planned else await self.kube.list("v1", "ResourceQuota", ns)
             spec = validate_benchmark(body, quotas)
         except BenchmarkInvalid as e:
-            logger.error(f"invalid Benchmark: {e}")
+            logger.warning(f"invalid Benchmark: {e}")
             await self._save(ns, name, invalid_status(str(e)))
             return
         if not planned:
@@ -277,8 +277,10 @@ class BenchmarkOperator:
         if extra.get("resultsUri"):
             done.update(await self._upload(extra["resultsUri"], ns, name, done, outcome.records))
         await self._save(ns, name, status)
-        logger.info(f"trial {fw} x{workers} {done['state']}"
-                    + (f": {done['error']}" if done.get("error") else ""))
+        if done.get("error"):
+            logger.warning(f"trial {fw} x{workers} {done['state']}: {done['error']}")
+        else:
+            logger.info(f"trial {fw} x{workers} {done['state']}")
         await self._cleanup_trial(ns, name, fw, workers, manifests.spec_keep_clusters(body))
         return status
 
@@ -497,13 +499,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration")
+        # Warnings and errors from the handlers (an invalid spec, a failed trial) become
+        # Events on the Benchmark: `kubectl describe benchmark` shows them.
+        settings.posting.loggers = True
         settings.posting.level = logging.WARNING
+        settings.posting.reporting_component = "testbed-operator"
         settings.watching.server_timeout = config.watch_server_timeout
         settings.watching.client_timeout = config.watch_server_timeout + 10
         settings.networking.error_backoffs = list(config.error_backoffs)
         settings.scanning.disabled = True
 
-    @kopf.daemon(**res, id="trials", cancellation_timeout=0.0, initial_delay=0)
+    @kopf.daemon(**res, id="trials", cancellation_timeout=10.0, initial_delay=0)
     async def run_trials(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         await memo.operator.drive(namespace, name, logger)
 

@@ -8,6 +8,10 @@ Metric names (all prefixed ``testbed_``):
 
 * ``trial_duration_seconds``   median compute seconds per benchmark/framework/workload/workers
 * ``trial_speedup``, ``trial_efficiency``   against 1 worker of the same framework
+* ``trial_cpu_percent``        mean CPU of the trial's worker processes (100 = one core)
+* ``trial_memory_bytes``       peak RSS of the trial's worker processes
+* ``task_overhead_seconds``    per-task cost of the ``tasks`` workload (mode async | sync)
+* ``trial_attempts``           times a trial was started (more than 1: it was retried)
 * ``trials``                   trials per benchmark and state
 * ``benchmarks``               benchmarks per phase
 * ``reconcile_errors_total``   handler errors per benchmark
@@ -35,6 +39,16 @@ class OperatorMetrics:
                              TRIAL_LABELS, registry=r)
         self.efficiency = Gauge("testbed_trial_efficiency", "Speedup divided by relative workers",
                                 TRIAL_LABELS, registry=r)
+        self.cpu = Gauge("testbed_trial_cpu_percent",
+                         "Mean CPU of the trial's worker processes (100 = one core)",
+                         TRIAL_LABELS, registry=r)
+        self.memory = Gauge("testbed_trial_memory_bytes",
+                            "Peak RSS of the trial's worker processes", TRIAL_LABELS, registry=r)
+        self.overhead = Gauge("testbed_task_overhead_seconds",
+                              "Per-task cost measured by the tasks workload",
+                              TRIAL_LABELS + ("mode",), registry=r)
+        self.attempts = Gauge("testbed_trial_attempts", "Times a trial was started",
+                              ("namespace", "benchmark", "framework", "workers"), registry=r)
         self.trials = Gauge("testbed_trials", "Trials by state", ("namespace", "benchmark", "state"),
                             registry=r)
         self.benchmarks = Gauge("testbed_benchmarks", "Benchmarks by phase", ("phase",), registry=r)
@@ -66,6 +80,19 @@ class OperatorMetrics:
             for gauge, field in ((self.speedup, "speedup"), (self.efficiency, "efficiency")):
                 if row.get(field) is not None:
                     gauge.labels(*labels).set(row[field])
+        for t in status.get("trials", []):
+            tl = (namespace, name, t["framework"], str(t["workers"]))
+            seen.add(("attempts",) + tl)
+            self.attempts.labels(*tl).set(t.get("attempts", 0))
+            for res in t.get("results") or []:
+                labels = (namespace, name, t["framework"], res.get("workload") or "?", str(t["workers"]))
+                for gauge, field in ((self.cpu, "cpu"), (self.memory, "memory")):
+                    if res.get(field) is not None:
+                        seen.add(labels)
+                        gauge.labels(*labels).set(res[field])
+                for mode, micros in (res.get("perTaskMicros") or {}).items():
+                    seen.add(("overhead", mode) + labels)
+                    self.overhead.labels(*labels, mode).set(micros / 1e6)
         for labels in self._series.get(key, set()) - seen:
             self._remove(labels)
         self._series[key] = seen
@@ -85,9 +112,16 @@ class OperatorMetrics:
             self.benchmarks.labels(phase).set(sum(p == phase for p in self._phases.values()))
 
     def _remove(self, labels: tuple[str, ...]) -> None:
-        for gauge in (self.duration, self.speedup, self.efficiency):
+        if labels[0] == "attempts":
+            targets = [(self.attempts, labels[1:])]
+        elif labels[0] == "overhead":
+            targets = [(self.overhead, labels[2:] + (labels[1],))]
+        else:
+            targets = [(g, labels) for g in (self.duration, self.speedup, self.efficiency,
+                                             self.cpu, self.memory)]
+        for gauge, values in targets:
             try:
-                gauge.remove(*labels)
+                gauge.remove(*values)
             except KeyError:
                 pass
 

@@ -96,6 +96,7 @@ def finish_trial(status: dict[str, Any], index: int, records: Iterable[dict[str,
 
 def _trial_result(r: dict[str, Any]) -> dict[str, Any]:
     res = r.get("resources") or {}
+    extra = r.get("extra") or {}
     return {
         "workload": r.get("workload"), "state": r.get("state"), "error": r.get("error"),
         "seconds": r.get("seconds", []), "median": r.get("median"), "iqr": r.get("iqr"),
@@ -103,6 +104,9 @@ def _trial_result(r: dict[str, Any]) -> dict[str, Any]:
         "qualityMetric": r.get("quality_metric"),
         "quality": (r.get("quality") or {}).get(r.get("quality_metric") or "", None),
         "cpu": res.get("cpu_mean"), "memory": res.get("rss_peak"), "tasks": r.get("tasks"),
+        **({"perTaskMicros": {k[len("per_task_us_"):]: v for k, v in extra.items()
+                              if k.startswith("per_task_us_") and v is not None}}
+           if any(k.startswith("per_task_us_") for k in extra) else {}),
     }
 
 

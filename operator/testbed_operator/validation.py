@@ -14,9 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bench.spec import BenchmarkSpec, SpecError, parse_quantity, parse_spec
+from bench.spec import OPERATOR_FIELDS, BenchmarkSpec, SpecError, parse_quantity, parse_spec
 
-OPERATOR_FIELDS = ("image", "failurePolicy", "keepClusters", "resultsUri", "startupTimeoutSeconds")
 
 
 class BenchmarkInvalid(ValueError):

@@ -1,0 +1,60 @@
+{{- define "testbed.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "testbed.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "testbed.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Namespaces that get the runner's ServiceAccount and Role. */}}
+{{- define "testbed.runnerNamespaces" -}}
+{{- $ns := .Values.runnerNamespaces -}}
+{{- if not $ns -}}{{- $ns = .Values.watchNamespaces -}}{{- end -}}
+{{- if not $ns -}}{{- $ns = list .Release.Namespace -}}{{- end -}}
+{{- toJson $ns -}}
+{{- end -}}
+
+{{/* The operator's rules: exactly the verbs and resources it uses (see docs/operator.md). */}}
+{{- define "testbed.operatorRules" -}}
+- apiGroups: ["testbed.dev"]
+  resources: ["benchmarks"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["testbed.dev"]
+  resources: ["benchmarks/status"]
+  verbs: ["patch"]
+- apiGroups: ["ray.io"]
+  resources: ["rayjobs"]
+  verbs: ["create", "get", "list", "delete"]
+- apiGroups: ["ray.io"]
+  resources: ["rayclusters"]
+  verbs: ["list", "delete"]
+- apiGroups: ["kubernetes.dask.org"]
+  resources: ["daskclusters"]
+  verbs: ["create", "get", "list", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "delete"]
+- apiGroups: [""]
+  resources: ["resourcequotas"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
