@@ -256,6 +256,12 @@ class PatchedEmulator(KubernetesEmulator):
     # Every request served, for assertions. kmock's own ``_requests`` is trimmed to a window:
     # its DSL matches each request by scanning all earlier ones (O(n^2) over a long run).
     history: list = attrs.field(factory=list, init=False)
+    # Fault injection (resilience tests): each callable sees every request before it is
+    # served and may return a KubernetesError to answer with instead (see ``fail_requests``).
+    faults: list = attrs.field(factory=list, init=False)
+    # Cut every watch stream after this many seconds, mid-stream, as a dropped connection.
+    watch_cut_seconds: float | None = attrs.field(default=None, init=False)
+    _injected: list = attrs.field(factory=list, init=False)
 
     # ------------------------------------------------------------------------ registration
     def add_crd(self, crd: dict) -> list[resource]:
@@ -340,7 +346,9 @@ class PatchedEmulator(KubernetesEmulator):
                 raise e.__cause__ if e.__cause__ is not None else e
         except Exception as e:
             prepared = raw_response is not None and raw_response.prepared
-            if isinstance(e, KubernetesError) and e.status < 500 and not prepared:
+            deliberate = isinstance(e, KubernetesError) and (
+                e.status < 500 or any(e is x for x in self._injected))
+            if deliberate and not prepared:
                 return await self._render_error(e)  # a deliberate answer, not a server failure
             if not self._errors:
                 raise
@@ -381,6 +389,11 @@ class PatchedEmulator(KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         # Replaces the parent's mutation block entirely; reads go to RawHandler._handle (the DSL
         # reactions, then the _serve_* fallbacks below), skipping KubernetesEmulator._handle.
+        for fault in self.faults:
+            error = fault(request)
+            if error is not None:
+                self._injected.append(error)  # answered as such, not recorded as a server bug
+                raise error
         res = request.resource
         is_put = request.method == enums.method.PUT and request.name is not None
         if res is None or not (is_put or request.action in (action.CREATE, action.UPDATE, action.DELETE)):
@@ -558,15 +571,44 @@ class PatchedEmulator(KubernetesEmulator):
             for ev in events:
                 if self._wanted(request, ev["object"]):
                     yield ev
+            cut = self.watch_cut_seconds
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout if cut is None else min(timeout or cut, cut)):
                     async for ev in bus.stream(since=mark):
                         if self._wanted(request, ev["object"]):
                             yield ev
             except TimeoutError:
+                if cut is not None and request._raw_request is not None:
+                    transport = request._raw_request.transport
+                    if transport is not None:
+                        transport.abort()  # a dropped connection, not a clean end of stream
                 return                                     # like ?timeoutSeconds= on the apiserver
         finally:
             await bus.unmark(mark)
+
+
+def fail_requests(status: int, times: int, *, method: str | None = None, plural: str | None = None,
+                  subresource: str | None = None, name: str | None = None):
+    """A fault for ``PatchedEmulator.faults``: answer the first ``times`` matching requests with
+    ``status`` (409 Conflict, 500 InternalError, 503 ServiceUnavailable, ...). ``.hits`` counts
+    the requests it failed."""
+    reasons = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+
+    def fault(request):
+        if fault.hits >= times:
+            return None
+        if method is not None and request.method.value != method:
+            return None
+        if plural is not None and (request.resource is None or request.resource.plural != plural):
+            return None
+        if subresource is not None and request.subresource != subresource:
+            return None
+        if name is not None and request.name != name:
+            return None
+        fault.hits += 1
+        return _status(status, reasons.get(status, "InternalError"), f"injected fault ({status})")
+    fault.hits = 0
+    return fault
 
 
 # ------------------------------------------------------------------------------------- CRDs
