@@ -67,12 +67,15 @@ class WorkloadSpec(_Model):
         return self
 
 
+MAX_SYNTHETIC_VALUES = 2_000_000_000  # 16 GiB of float64, generated in every process
+
+
 class DatasetSpec(_Model):
     name: str = "digits"
-    scale: PositiveInt = 1
+    scale: int = Field(default=1, ge=1, le=1000)
     """digits: the 1,797 rows are tiled this many times (with a little jitter)."""
-    samples: PositiveInt = 10_000
-    features: PositiveInt = 64
+    samples: int = Field(default=10_000, ge=1, le=100_000_000)
+    features: int = Field(default=64, ge=1, le=100_000)
     classes: int = Field(default=10, ge=2)
     kind: Literal["classification", "blobs"] = "classification"
     noise: float = Field(default=0.01, ge=0)
@@ -109,6 +112,11 @@ class DatasetSpec(_Model):
         if self.name == "s3":
             if not self.uri:
                 raise ValueError("dataset 's3' needs 'uri' of the form s3://bucket/key")
+        if self.name == "synthetic" and self.samples * self.features > MAX_SYNTHETIC_VALUES:
+            raise ValueError(
+                f"samples x features = {self.samples * self.features:,} values "
+                f"({self.samples * self.features * 8 / 2**30:.0f} GiB as float64) is above the "
+                f"maximum of {MAX_SYNTHETIC_VALUES:,}; use a file or S3 dataset for data that large")
         if self.name == "synthetic" and self.informative and self.informative > self.features:
             raise ValueError(
                 f"informative ({self.informative}) cannot exceed features ({self.features})"

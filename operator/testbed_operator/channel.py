@@ -65,7 +65,7 @@ def publish(target: str, payload: dict[str, Any], host: str | None = None) -> No
 
     ns, name = parse_target(target)
     owner = json.loads(os.environ[OWNER_ENV]) if os.environ.get(OWNER_ENV) else None
-    labels = {f"{GROUP}/benchmark": owner["name"][:63]} if owner else None
+    labels = {f"{GROUP}/benchmark": owner["name"][:63].rstrip("-.")} if owner else None
     body = build_result_configmap(ns, name, payload, owner, labels)
     with api_client(host) as api:
         core = client.CoreV1Api(api)

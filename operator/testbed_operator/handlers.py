@@ -449,7 +449,7 @@ class BenchmarkOperator:
 
     async def delete_children(self, ns: str, name: str) -> int:
         """Every object labelled with this Benchmark, whatever its trial's state."""
-        selector = f"{GROUP}/benchmark={name[:63]}"
+        selector = f"{GROUP}/benchmark={manifests.label_value(name)}"
         n = 0
         for api_version, kind in (RAYJOB, ("ray.io/v1", "RayCluster"), JOB, DASKCLUSTER, CONFIGMAP):
             for obj in await self.kube.list(api_version, kind, ns, selector):

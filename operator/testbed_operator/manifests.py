@@ -44,9 +44,14 @@ def trial_name(benchmark: str, framework: str, workers: int) -> str:
     return f"{head}-{digest}"
 
 
+def label_value(name: str) -> str:
+    """A Benchmark name as a label value (at most 63 characters, alphanumeric at both ends)."""
+    return name[:63].rstrip("-.")
+
+
 def labels(benchmark: str, framework: str, workers: int) -> dict[str, str]:
     return {"app.kubernetes.io/name": "testbed", "app.kubernetes.io/managed-by": "testbed-operator",
-            f"{GROUP}/benchmark": benchmark[:63], f"{GROUP}/framework": framework,
+            f"{GROUP}/benchmark": label_value(benchmark), f"{GROUP}/framework": framework,
             f"{GROUP}/workers": str(workers)}
 
 

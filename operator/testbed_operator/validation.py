@@ -11,6 +11,7 @@ Failed with the returned message (which names the field) instead of crashing or 
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -29,11 +30,26 @@ def split_spec(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return spec, extra
 
 
+def spec_name(name: str) -> str:
+    """The engine's run name (a DNS label) for a Benchmark's metadata.name, which Kubernetes
+    allows to be a longer DNS subdomain with dots."""
+    if re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+        return name
+    base = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:54].strip("-") or "benchmark"
+    return f"{base}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def validate_benchmark(body: dict[str, Any], quotas: list[dict[str, Any]] = ()) -> BenchmarkSpec:
     raw, extra = split_spec(body)
     name = (body.get("metadata") or {}).get("name")
+    if name is not None and (not isinstance(name, str) or not re.fullmatch(
+            r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)
+            or len(name) > 253):
+        raise BenchmarkInvalid(f"metadata.name: {str(name)[:80]!r} is not a valid resource name "
+                               "(lowercase DNS subdomain, at most 253 characters)")
     try:
-        spec = parse_spec({**raw, "name": name} if name and "name" not in raw else raw, source="spec")
+        spec = parse_spec({**raw, "name": spec_name(name)} if name and "name" not in raw else raw,
+                          source="spec")
     except SpecError as e:
         raise BenchmarkInvalid(str(e)) from None
     uri = extra.get("resultsUri")
