@@ -13,6 +13,7 @@ from fake_controllers import FakeControllers, wait_for
 from operator_harness import Api, benchmark, finished, running_operator
 
 NS = "ns1"
+SECRET = "e2e-s3cr3t-never-stored"
 RAYJOBS = "/apis/ray.io/v1/namespaces/{ns}/rayjobs"
 DASKCLUSTERS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
 JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
@@ -57,8 +58,8 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch):
     s3.start()
     try:
         endpoint = f"http://127.0.0.1:{s3._server.server_port}"
-        for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
-                     "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "AKIDTESTBEDE2E",
+                     "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}.items():
             monkeypatch.setenv(k, v)
         boto3.client("s3").create_bucket(Bucket="results")
         async with FakeControllers(k8s.url, NS, kubeconfig) as fake, \
@@ -109,6 +110,11 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch):
             assert sample(text, "testbed_benchmarks", phase="Succeeded") == 1
             assert sample(text, "testbed_time_to_first_trial_seconds_count") == 1
             assert sample(text, "testbed_reconcile_errors_total", benchmark="e2e") is None
+            # Credentials never leak into the status, the metrics or the stored results.
+            stored = [boto3.client("s3").get_object(Bucket="results", Key=t["resultsObject"].split("/", 3)[3])
+                      ["Body"].read().decode() for t in status["trials"]]
+            for text_ in (json.dumps(obj), text, *stored):
+                assert SECRET not in text_ and "AKIDTESTBEDE2E" not in text_
             # Kopf's liveness endpoint answers, with our probe in it.
             with urllib.request.urlopen(running.liveness, timeout=10) as r:
                 assert r.status == 200 and "trialsRunning" in json.loads(r.read())

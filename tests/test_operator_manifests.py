@@ -194,3 +194,22 @@ def test_trial_names_are_short_dns_labels(name):
         assert len(n) <= 40 and n[0].isalpha() and n == n.lower()
         assert all(ch.isalnum() or ch == "-" for ch in n) and not n.endswith("-")
     assert m.trial_name("a" * 63, "ray", 1) != m.trial_name("a" * 63, "ray", 2)
+
+
+def test_credentials_come_from_a_secret_reference_and_ports_stay_inside_the_cluster():
+    b = copy.deepcopy(BENCHMARK)
+    b["spec"]["credentialsSecret"] = "s3-creds"
+    b["spec"]["dataset"] = {"name": "s3", "uri": "s3://data/digits.npz"}
+    spec = parse_spec(b)
+    rj = m.build_rayjob_manifest(b, spec, 2, IMAGE)
+    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]
+    assert head["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    job = m.build_runner_job_manifest(b, spec, "dask", 2, IMAGE, "tcp://x:8786")
+    runner = job["spec"]["template"]["spec"]["containers"][0]
+    assert runner["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    kubernetes_validate.validate(job, K8S, strict=True)
+    text = json.dumps([rj, job])
+    assert "AWS_SECRET_ACCESS_KEY" not in text  # only the reference travels
+    # Dashboards and ports are cluster-internal: no NodePort/LoadBalancer anywhere.
+    dc = m.build_daskcluster_manifest(b, spec, 2, IMAGE)
+    assert head["serviceType"] == "ClusterIP" and dc["spec"]["scheduler"]["service"]["type"] == "ClusterIP"

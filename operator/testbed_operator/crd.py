@@ -104,6 +104,11 @@ def spec_schema() -> dict[str, Any]:
     props["startupTimeoutSeconds"] = {
         "type": "integer", "minimum": 1, "default": 600,
         "description": "Seconds a trial's cluster may take to become ready before the trial fails."}
+    props["credentialsSecret"] = {
+        "type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        "description": "Secret (same namespace) whose keys become the runner's environment, "
+                       "e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for an S3 dataset. "
+                       "Credentials never go in the spec itself."}
     props["resultsUri"] = {"type": "string", "pattern": r"^s3://[^/]+(/.*)?$",
                            "description": "Optional s3://bucket/prefix for result JSON objects."}
     return schema

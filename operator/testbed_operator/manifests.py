@@ -122,6 +122,13 @@ def runner_args(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str, 
             "--result-configmap", result_target(benchmark, framework, workers)]
 
 
+def _credentials(benchmark: dict[str, Any], container: dict[str, Any]) -> None:
+    """The runner reads S3 credentials from a Secret reference, never from literal values."""
+    secret = (benchmark.get("spec") or {}).get("credentialsSecret")
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+
+
 def _owner_env(benchmark: dict[str, Any]) -> dict[str, str]:
     return {OWNER_ENV: json.dumps(owner_reference(benchmark), sort_keys=True)}
 
@@ -167,6 +174,7 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
     cluster = ray_cluster_spec(spec, workers, image)
     # The driver runs on the head: it publishes its results with the runner's service account.
     cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"] = "testbed-runner"
+    _credentials(benchmark, cluster["headGroupSpec"]["template"]["spec"]["containers"][0])
     return {
         "apiVersion": "ray.io/v1", "kind": "RayJob",
         "metadata": _metadata(benchmark, name, framework, workers),
@@ -257,6 +265,7 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
     runner = _container("runner", image, runner_args(benchmark, spec, framework, workers, address),
                         spec)
     runner["env"] += [{"name": k, "value": v} for k, v in _owner_env(benchmark).items()]
+    _credentials(benchmark, runner)
     runner["terminationMessagePolicy"] = "FallbackToLogsOnError"
     runner["securityContext"]["readOnlyRootFilesystem"] = True
     pod = _pod([runner], restart="Never")
