@@ -150,7 +150,8 @@ def _read_s3(spec: DatasetSpec) -> bytes:
         "s3",
         endpoint_url=endpoint,
         region_name=spec.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3}),
+        config=Config(connect_timeout=min(10, spec.io_timeout_seconds),
+                      read_timeout=spec.io_timeout_seconds, retries={"max_attempts": 3}),
     )
     try:
         return client.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -169,7 +170,11 @@ def _read_s3(spec: DatasetSpec) -> bytes:
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
             raise UsageError(f"dataset.uri {spec.uri}: access denied ({code}); check credentials") from None
         raise RunError(f"dataset.uri {spec.uri}: S3 error {code or status}") from None
-    except (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError) as e:
+    except (bce.ConnectTimeoutError, bce.ReadTimeoutError) as e:
+        raise RunError(f"dataset.uri {spec.uri}: S3 endpoint {endpoint or 'AWS'} did not answer "
+                       f"within {spec.io_timeout_seconds:g} s (3 attempts; dataset.ioTimeoutSeconds; "
+                       f"{type(e).__name__})") from None
+    except bce.EndpointConnectionError as e:
         raise RunError(f"dataset.uri {spec.uri}: S3 endpoint {endpoint or 'AWS'} unreachable ({type(e).__name__})") from None
 
 

@@ -88,6 +88,8 @@ class DatasetSpec(_Model):
     format: Literal["csv", "parquet", "npz"] | None = None
     target: str = "target"
     """Label column for CSV/Parquet files."""
+    io_timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    """s3: seconds to wait for the endpoint to connect or to answer, per attempt (3 attempts)."""
     test_size: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 0
 

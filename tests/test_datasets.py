@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from bench.datasets import load_dataset
-from bench.errors import UsageError
+from bench.errors import RunError, UsageError
 from bench.spec import DatasetSpec
 
 
@@ -118,3 +118,77 @@ def test_s3_errors_name_the_uri(s3):
         load_dataset(DatasetSpec(name="s3", uri="s3://nope/x.csv", endpoint_url=s3))
     with pytest.raises(UsageError, match=r"s3://data/missing.csv: object 'missing.csv' does not exist"):
         load_dataset(DatasetSpec(name="s3", uri="s3://data/missing.csv", endpoint_url=s3))
+
+
+def test_s3_wrong_credentials_are_named(tmp_path):
+    """moto_server with authentication enforced (INITIAL_NO_AUTH_ACTION_COUNT=0): unknown keys
+    are refused the way AWS refuses them."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    exe = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.1)
+        mp = pytest.MonkeyPatch()
+        mp.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+        try:
+            with pytest.raises(UsageError, match=r"dataset.uri s3://data/digits.npz: access denied "
+                                                 r"\(InvalidAccessKeyId\); check credentials"):
+                load_dataset(DatasetSpec(name="s3", uri="s3://data/digits.npz",
+                                         endpoint_url=f"http://127.0.0.1:{port}"))
+        finally:
+            mp.undo()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_s3_slow_endpoint_times_out_naming_the_uri():
+    """An endpoint that accepts connections and never answers."""
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)  # read nothing, answer nothing
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = server.getsockname()[1]
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RunError, match=r"dataset.uri s3://data/x.csv: S3 endpoint "
+                                           rf"http://127.0.0.1:{port} did not answer within 0.5 s"):
+            load_dataset(DatasetSpec(name="s3", uri="s3://data/x.csv", io_timeout_seconds=0.5,
+                                     endpoint_url=f"http://127.0.0.1:{port}"))
+        assert time.monotonic() - t0 < 20
+    finally:
+        server.close()
+        for c in held:
+            c.close()
