@@ -85,10 +85,16 @@ async def main(n: int, rounds: int) -> int:
                     latencies.append(time.perf_counter() - t0)
                     await _done(api, [name], 30)
                 names = [f"many{i:02d}" for i in range(n)]
+                seen_done: dict[tuple[str, str, int], float] = {}
+                planned_at: dict[str, float] = {}
+                watcher = asyncio.create_task(_watch_trials(k8s.url, seen_done, planned_at))
+                applied_at: dict[str, float] = {}
                 t0 = time.perf_counter()
-                await asyncio.gather(*(api.apply(benchmark(nm, frameworks=["ray", "dask"],
-                                                           workers=[1, 2], workload={"name": "knn"}))
-                                       for nm in names))
+                async def apply(nm: str) -> None:
+                    applied_at[nm] = time.monotonic()
+                    await api.apply(benchmark(nm, frameworks=["ray", "dask"], workers=[1, 2],
+                                              workload={"name": "knn"}))
+                await asyncio.gather(*(apply(nm) for nm in names))
                 objs = await _done(api, names, 600)
                 elapsed = time.perf_counter() - t0
                 phases = [o["status"]["phase"] for o in objs]
@@ -101,6 +107,18 @@ async def main(n: int, rounds: int) -> int:
                         posts[key] = posts.get(key, 0) + 1
                 reposted = {k: v for k, v in posts.items() if v != 1}
                 trials = sum(len(o["status"]["trials"]) for o in objs)
+                watcher.cancel()
+                # Reconcile latency: a runner's end reported by the fake controller -> the trial
+                # shown done in the Benchmark's status (watched); apply -> trials planned.
+                react = []
+                for (nm, fw, w), seen in seen_done.items():
+                    if nm not in applied_at:
+                        continue  # finished before this phase (warm-up, latency rounds)
+                    kind = "RayJob" if fw == "ray" else "Job"
+                    child = f"{kind}/{nm}-{fw}-{w}" + ("-runner" if kind == "Job" else "")
+                    if child in fake.finished_at:
+                        react.append(seen - fake.finished_at[child])
+                plan = [planned_at[nm] - applied_at[nm] for nm in names if nm in planned_at]
         finally:
             sampler.cancel()
             proc.terminate()
@@ -112,12 +130,48 @@ async def main(n: int, rounds: int) -> int:
     print(f"{n} Benchmarks x 4 trials applied at once: {phases.count('Succeeded')}/{n} Succeeded, "
           f"{trials} trials in {elapsed:.1f} s ({trials / elapsed:.1f} trials/s)")
     print(f"trials started twice (harness): {len(twice)}; objects created twice (API): {len(reposted)}")
+    print(f"reconcile latency, runner done -> trial done in status (n={len(react)}): "
+          f"p50 {_pct(react, 50) * 1000:.0f} ms, p95 {_pct(react, 95) * 1000:.0f} ms, "
+          f"max {max(react) * 1000:.0f} ms   [goal p95 < 1000 ms]")
+    print(f"reconcile latency, apply -> trials planned in status (n={len(plan)}): "
+          f"p50 {_pct(plan, 50) * 1000:.0f} ms, p95 {_pct(plan, 95) * 1000:.0f} ms   [goal p95 < 1000 ms]")
     print(f"operator RSS: idle after warm-up {idle_rss / 2**20:.0f} MB, peak {peak / 2**20:.0f} MB"
           f"   [goal < 300 MB]")
     ok = (max(latencies) < 1 and phases.count("Succeeded") == n and not twice and not reposted
-          and peak < 300 * 2**20)
+          and peak < 300 * 2**20 and len(react) == 4 * n and _pct(react, 95) < 1
+          and _pct(plan, 95) < 1)
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+async def _watch_trials(url: str, seen_done: dict, planned_at: dict) -> None:
+    """Watch Benchmarks like `kubectl get -w`; note when each trial first shows as done."""
+    import json
+
+    import aiohttp
+
+    async with aiohttp.ClientSession(url) as session:
+        rv = None
+        while True:
+            params = {"watch": "true", "timeoutSeconds": "60", **({"resourceVersion": rv} if rv else {})}
+            async with session.get(BENCHMARKS.format(ns=NS), params=params,
+                                   timeout=aiohttp.ClientTimeout(total=None)) as r:
+                async for line in r.content:
+                    if not line.strip():
+                        continue
+                    obj = json.loads(line)["object"]
+                    rv = obj["metadata"]["resourceVersion"]
+                    now = time.monotonic()
+                    st = obj.get("status") or {}
+                    if st.get("trials"):
+                        planned_at.setdefault(obj["metadata"]["name"], now)
+                    for t in st.get("trials") or []:
+                        if t["state"] in ("Succeeded", "Failed"):
+                            seen_done.setdefault((obj["metadata"]["name"], t["framework"], t["workers"]), now)
 
 
 async def _done(api: Api, names: list[str], timeout: float) -> list[dict]:

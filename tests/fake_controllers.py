@@ -119,6 +119,7 @@ class FakeControllers:
         self.gate = gate
         self.starts: collections.Counter[str] = collections.Counter()
         self.exits: dict[str, int] = {}
+        self.finished_at: dict[str, float] = {}  # Kind/name -> when its end was reported (monotonic)
         self._tasks: list[asyncio.Task] = []
         self._work: dict[str, asyncio.Task] = {}
         self._clusters: dict[str, LocalCluster] = {}
@@ -226,6 +227,7 @@ class FakeControllers:
             "jobStatus": "SUCCEEDED" if code == 0 else "FAILED",
             "jobDeploymentStatus": "Complete" if code == 0 else "Failed",
             "endTime": _now(), "message": "" if code == 0 else f"driver exited with code {code}"})
+        self.finished_at[key] = time.monotonic()
         if spec.get("shutdownAfterJobFinishes") and key in self._clusters:
             await self._clusters.pop(key).stop()
 
@@ -264,6 +266,7 @@ class FakeControllers:
                 {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": msg},
                 {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": msg}]}
         await self._patch_status(JOBS, name, status)
+        self.finished_at[key] = time.monotonic()
 
     # -- running a runner ------------------------------------------------------------------
     async def _execute(self, key: str, argv: list[str], env: dict[str, str]) -> int:
