@@ -241,7 +241,7 @@ async def _parse_request(raw_request: aiohttp.web.BaseRequest, id: int) -> rende
 
 
 # ----------------------------------------------------------------------------------- emulator
-REQUEST_WINDOW = 512
+REQUEST_WINDOW = 32  # kmock scans this list once per DSL reaction for every request
 
 
 @attrs.define(kw_only=True)

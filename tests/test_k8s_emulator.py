@@ -419,7 +419,7 @@ async def kube():
 
 
 def _patch_content_types(k):
-    return {r.headers.get("Content-Type") for r in k._requests if r.method == "PATCH"}
+    return {r.headers.get("Content-Type") for r in k.history if r.method == "PATCH"}
 
 
 async def test_kubernetes_client_custom_objects(kube):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import json
 import logging
 import time
@@ -172,12 +173,15 @@ class BenchmarkOperator:
         self.metrics.observe_status(ns, name, status)
 
     # -- the daemon ------------------------------------------------------------------------
-    async def drive(self, ns: str, name: str, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    async def drive(self, ns: str, name: str, logger: logging.Logger | logging.LoggerAdapter,
+                    body: dict[str, Any] | None = None) -> None:
+        """``body``: the object as Kopf last saw it (saves a GET on the first pass; retries
+        read it afresh)."""
         backoff = list(self.config.error_backoffs)
         attempt = 0
         while True:
             try:
-                await self._drive_once(ns, name, logger)
+                await self._drive_once(ns, name, logger, body)
                 return
             except asyncio.CancelledError:
                 raise
@@ -188,10 +192,13 @@ class BenchmarkOperator:
                 delay = backoff[min(attempt, len(backoff) - 1)]
                 attempt += 1
                 logger.error(f"reconcile error (retrying in {delay:g} s): {_short(e)}")
+                body = None
                 await asyncio.sleep(delay)
 
-    async def _drive_once(self, ns: str, name: str, logger: Any) -> None:
-        body = await self.kube.get_benchmark(ns, name)
+    async def _drive_once(self, ns: str, name: str, logger: Any,
+                           body: dict[str, Any] | None = None) -> None:
+        if body is None:
+            body = await self.kube.get_benchmark(ns, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         status = body.get("status") or {}
@@ -213,6 +220,8 @@ class BenchmarkOperator:
         if not planned:
             status = trials.initial_status(spec)
             status["observedGeneration"] = body["metadata"].get("generation")
+            if self.slots.held:
+                status["message"] = "waiting for a trial slot"
             await self._save(ns, name, status)
             logger.info(f"planned {len(status['trials'])} trial(s)")
         else:
@@ -510,8 +519,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.scanning.disabled = True
 
     @kopf.daemon(**res, id="trials", cancellation_timeout=10.0, initial_delay=0)
-    async def run_trials(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        await memo.operator.drive(namespace, name, logger)
+    async def run_trials(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, logger: Any,
+                         **_: Any) -> None:
+        await memo.operator.drive(namespace, name, logger, copy.deepcopy(dict(body)))
 
     @kopf.on.delete(**res, id="cleanup")
     async def cleanup(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:

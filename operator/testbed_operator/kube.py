@@ -50,7 +50,7 @@ def _missing(e: ApiException) -> bool:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, threads: int = 8):
+    def __init__(self, api: client.ApiClient, threads: int = 16):
         self.api = api
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
