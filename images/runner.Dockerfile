@@ -1,0 +1,41 @@
+# The runner image: the testbed engine with Ray, Dask/distributed, dask[dataframe], scikit-learn,
+# torch (CPU), boto3, prometheus-client and the Kubernetes client. One image serves as Ray head
+# and worker (`ray start ...`), Dask scheduler and worker (`dask scheduler|worker ...`) and the
+# runner (`testbed runner ...`); the operator's manifests give the command.
+#
+# Build context: images/wheelhouse/runner/, staged by scripts/build-images.sh (requirements.txt:
+# every package pinned; deps/: their wheels; project/: the testbed's wheel). Everything is
+# installed with --no-index: the build needs no registry access. Works with the classic builder
+# and with BuildKit.
+ARG BASE=python:3.11-slim
+
+FROM ${BASE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_NO_INPUT=1
+# /opt/pip holds the installer; /opt/venv (created without pip) gets exactly the pinned packages.
+COPY requirements.txt /wheels/requirements.txt
+COPY deps/ /wheels/deps/
+RUN python3 -m venv /opt/pip \
+ && python3 -m venv --without-pip /opt/venv \
+ && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-index --find-links /wheels/deps \
+      -r /wheels/requirements.txt
+COPY project/ /wheels/project/
+RUN /opt/pip/bin/pip --python /opt/venv/bin/python install --no-index --no-deps /wheels/project/*.whl \
+ && /opt/pip/bin/pip --python /opt/venv/bin/python check \
+ && /opt/venv/bin/python -c "import bench.cli, ray, dask.dataframe, distributed, sklearn, torch, \
+boto3, prometheus_client, kubernetes, testbed_operator.channel" \
+ && /opt/venv/bin/testbed --help >/dev/null
+
+FROM ${BASE}
+RUN groupadd --gid 1000 testbed \
+ && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/testbed --shell /bin/bash testbed
+COPY --from=build /opt/venv /opt/venv
+# A full PATH: an imported base image (debootstrap + docker import) defines none.
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    VIRTUAL_ENV=/opt/venv \
+    HOME=/home/testbed \
+    LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1 \
+    RAY_USAGE_STATS_ENABLED=0
+USER 1000:1000
+WORKDIR /home/testbed
+CMD ["testbed", "--help"]

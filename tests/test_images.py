@@ -1,0 +1,328 @@
+"""Tier 4: the container images, built and run on a real Docker engine.
+
+Both images are built once per module (scripts/build-images.sh) on the debootstrap base
+``testbed-base:bookworm`` (scripts/provision-docker.sh makes it; no registry needed), tagged
+``:test``. Every container runs with ``--network=host`` and talks to loopback addresses only:
+
+* a Ray cluster (head + 2 workers, each node on its own 127.0.9.x, explicit ports, token auth
+  with one shared token) and the runner as the driver on the head's "pod": it shares the
+  head's process and IPC namespaces and its Ray temp dir, as a container in the head pod would
+  (a Ray driver finds its local raylet through ``ps`` and unix sockets);
+* a Dask cluster (scheduler + 2 workers) and the runner connecting over TCP;
+* the operator container (read-only root filesystem, no capabilities, as the chart runs it)
+  against the Kubernetes API emulator served by this test's event loop, with the fake
+  KubeRay/Dask/kubelet controllers; it must reconcile a Benchmark to Succeeded.
+
+Skipped with the reason where no Docker engine answers; CI provisions one (.ci/run runs
+scripts/provision-docker.sh).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = os.environ.get("TESTBED_TEST_BASE_IMAGE", "testbed-base:bookworm")
+TAG = "test"
+RUNNER, OPERATOR = f"testbed-runner:{TAG}", f"testbed-operator:{TAG}"
+NS = "ns1"
+KNN = json.dumps({"workload": {"name": "knn"}, "repeats": 2, "warmup": 0})
+
+
+def _engine_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    try:
+        p = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                           capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`docker info` timed out"
+    if p.returncode != 0 or not p.stdout.strip():
+        return f"`docker info` failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:200]}"
+    return None
+
+
+_PROBLEM = _engine_problem()
+pytestmark = [
+    pytest.mark.skipif(_PROBLEM is not None,
+                       reason=f"no Docker engine ({_PROBLEM}); scripts/provision-docker.sh "
+                              "installs Debian's docker.io and starts dockerd (CI runs it)"),
+    pytest.mark.slow,
+    pytest.mark.timeout(1800),  # the first test also builds the images (about 3 min cold)
+]
+
+
+# ------------------------------------------------------------------------------- helpers
+def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args[:3])} ... exited {p.returncode}:\n"
+                             f"{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+_PORTS: set[int] = set()
+
+
+def free_port() -> int:
+    """A port free on every interface (containers share the host's network), never reused here."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS:
+            _PORTS.add(port)
+            return port
+
+
+def wait_port(ip: str, port: int, timeout: float, container: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex((ip, port)) == 0:
+                return
+        if docker("inspect", "-f", "{{.State.Running}}", container).stdout.strip() != "true":
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"{container} does not listen on {ip}:{port}:\n{logs(container)}")
+
+
+def logs(container: str) -> str:
+    p = docker("logs", "--tail", "40", container, check=False)
+    return (p.stdout + p.stderr)[-4000:]
+
+
+class Containers:
+    """Uniquely named containers, all removed (``docker rm -f``) on exit."""
+
+    def __init__(self) -> None:
+        self.prefix = f"tb-test-{uuid.uuid4().hex[:8]}"
+        self.names: list[str] = []
+
+    def name(self, role: str) -> str:
+        name = f"{self.prefix}-{role}"
+        self.names.append(name)
+        return name
+
+    def run_detached(self, role: str, image: str, *args: str, opts: tuple[str, ...] = ()) -> str:
+        name = self.name(role)
+        docker("run", "-d", "--name", name, "--network=host", *opts, image, *args)
+        return name
+
+    def remove_all(self) -> None:
+        if self.names:
+            docker("rm", "-f", *self.names, check=False, timeout=120)
+
+
+@contextlib.contextmanager
+def containers():
+    c = Containers()
+    try:
+        yield c
+    finally:
+        c.remove_all()
+
+
+def runner_records(p: subprocess.CompletedProcess) -> list[dict]:
+    assert p.returncode == 0, f"runner exited {p.returncode}:\n{p.stderr[-4000:]}"
+    doc = json.loads(p.stdout.strip().splitlines()[-1])
+    return doc["records"]
+
+
+def assert_knn_succeeded(records: list[dict], framework: str) -> None:
+    (rec,) = records
+    assert rec["state"] == "succeeded", rec["error"]
+    assert (rec["framework"], rec["workers"], rec["workload"]) == (framework, 2, "knn")
+    assert rec["quality"]["accuracy"] > 0.9, rec["quality"]
+    assert len(rec["seconds"]) == 2 and all(s > 0 for s in rec["seconds"])
+    assert rec["environment"]["engine"]["started_cluster"] is False
+    assert len(rec["resources"]["workers"]) == 2  # sampled inside both worker containers
+
+
+# ------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def images() -> dict[str, float]:
+    """Build both images on the debootstrap base; returns the build's seconds."""
+    if docker("image", "inspect", BASE, check=False).returncode != 0:
+        if os.geteuid() != 0:
+            pytest.skip(f"base image {BASE} missing; scripts/provision-docker.sh (as root) builds it")
+        p = subprocess.run([str(ROOT / "scripts" / "provision-docker.sh")], capture_output=True,
+                           text=True, timeout=900)
+        assert p.returncode == 0, p.stdout + p.stderr
+    t0 = time.monotonic()
+    p = subprocess.run([str(ROOT / "scripts" / "build-images.sh"), "--base", BASE, "--tag", TAG,
+                        "--quiet"], capture_output=True, text=True, timeout=1500)
+    assert p.returncode == 0, f"build-images.sh failed:\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
+    print(p.stdout)
+    return {"build_seconds": time.monotonic() - t0}
+
+
+# ------------------------------------------------------------------------------- tests
+def test_image_sizes(images, record_property):
+    sizes = {img: int(docker("image", "inspect", "-f", "{{.Size}}", img).stdout)
+             for img in (RUNNER, OPERATOR)}
+    for img, size in sizes.items():
+        record_property(f"{img} bytes", size)
+        print(f"{img}: {size / 1e6:.0f} MB (built in {images['build_seconds']:.0f} s)")
+    # Ray, torch, pyarrow, scikit-learn... on a 155 MB base: about 2.1 GB. The operator has
+    # none of those: about 0.37 GB.
+    assert 1.0e9 < sizes[RUNNER] < 3.0e9, sizes
+    assert sizes[OPERATOR] < 0.6e9, sizes
+    p = docker("run", "--rm", "--network=host", "--entrypoint", "python", OPERATOR, "-c",
+               "import importlib.util as u; print([m for m in ('ray', 'torch', 'dask', 'sklearn',"
+               " 'pandas', 'distributed') if u.find_spec(m)])")
+    assert p.stdout.strip() == "[]", p.stdout
+
+
+@pytest.mark.parametrize("image", [RUNNER, OPERATOR])
+def test_non_root_no_build_tools(images, image):
+    script = ("id -u; id -g; test -w \"$HOME\" && echo home-writable; "
+              "for t in gcc cc c++ make pip pip3; do command -v $t; done; "
+              "ls /opt/venv/bin/pip* 2>/dev/null; ls /wheels /opt/pip 2>/dev/null; "
+              "python -c 'import sys; print(sys.prefix)'")
+    p = docker("run", "--rm", "--network=host", "--entrypoint", "sh", image, "-c", script,
+               check=False)
+    assert p.stdout.split() == ["1000", "1000", "home-writable", "/opt/venv"], p.stdout + p.stderr
+
+
+def test_entry_points(images):
+    p = docker("run", "--rm", "--network=host", RUNNER)  # default CMD: testbed --help
+    assert "runner" in p.stdout and "usage: testbed" in p.stdout, p.stdout
+    for tool in ("ray", "dask"):
+        docker("run", "--rm", "--network=host", RUNNER, tool, "--help")
+    p = docker("run", "--rm", "--network=host", OPERATOR, "--help")  # ENTRYPOINT testbed-operator
+    assert "--max-concurrent-trials" in p.stdout, p.stdout
+
+
+_WORKER_PORT_BLOCKS = iter(range(19000, 32000, 200))
+
+
+def _ray_node_ports() -> list[str]:
+    # Worker ports: a block of its own per node, below the kernel's ephemeral range (32768+)
+    # and apart from the blocks local engines use (10002-18000).
+    low = next(_WORKER_PORT_BLOCKS)
+    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--min-worker-port={low}", f"--max-worker-port={low + 199}"]
+
+
+def test_ray_cluster_and_runner_in_containers(images, tmp_path):
+    head_ip, port = "127.0.9.2", free_port()
+    gcs = f"{head_ip}:{port}"
+    token = uuid.uuid4().hex  # what KubeRay puts in a Secret: every node and the driver use it
+    auth = ("-e", "RAY_AUTH_MODE=token", "-e", f"RAY_AUTH_TOKEN={token}")
+    shared = tmp_path / "ray"  # the head's Ray temp dir, shared with the driver (one "pod")
+    shared.mkdir()
+    os.chown(shared, 1000, 1000)
+    common = ["--disable-usage-stats", "--temp-dir=/tmp/ray", "--object-store-memory=100000000",
+              "--block"]
+    with containers() as c:
+        head = c.run_detached(
+            "ray-head", RUNNER, "ray", "start", "--head", f"--node-ip-address={head_ip}",
+            f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
+            "--include-dashboard=false", *_ray_node_ports(), *common,
+            opts=("--ipc=shareable", "--shm-size=256m", "-v", f"{shared}:/tmp/ray", *auth))
+        wait_port(head_ip, port, 120, head)
+        for i, ip in enumerate(("127.0.9.3", "127.0.9.4")):
+            c.run_detached(f"ray-worker{i}", RUNNER, "ray", "start", f"--address={gcs}",
+                           f"--node-ip-address={ip}", "--num-cpus=1", f"--memory={2**30}",
+                           *_ray_node_ports(), *common, opts=("--shm-size=256m", *auth))
+        t0 = time.monotonic()
+        p = docker("run", "--rm", "--name", c.name("ray-runner"), "--network=host",
+                   f"--pid=container:{head}", f"--ipc=container:{head}",
+                   "-v", f"{shared}:/tmp/ray", "-e", f"TESTBED_NODE_IP={head_ip}", *auth,
+                   RUNNER, "testbed", "runner", "--framework", "ray", "--workers", "2",
+                   "--address", gcs, "--spec-json", KNN, timeout=600, check=False)
+        print(f"ray runner container: {time.monotonic() - t0:.1f} s")
+        try:
+            assert_knn_succeeded(runner_records(p), "ray")
+        except AssertionError:
+            print("\n".join(f"--- {n}\n{logs(n)}" for n in c.names[:-1]))
+            raise
+
+
+def test_dask_cluster_and_runner_in_containers(images):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    with containers() as c:
+        scheduler = c.run_detached("dask-scheduler", RUNNER, "dask", "scheduler", "--host",
+                                   "127.0.0.1", "--port", str(port), "--dashboard-address",
+                                   f"127.0.0.1:{free_port()}")
+        wait_port("127.0.0.1", port, 60, scheduler)
+        for i in range(2):
+            c.run_detached(f"dask-worker{i}", RUNNER, "dask", "worker", address, "--nthreads", "1",
+                           "--host", "127.0.0.1", "--name", f"w{i}", "--memory-limit", "1GiB",
+                           "--dashboard-address", "127.0.0.1:0", "--local-directory", "/tmp/dask")
+        t0 = time.monotonic()
+        p = docker("run", "--rm", "--name", c.name("dask-runner"), "--network=host", RUNNER,
+                   "testbed", "runner", "--framework", "dask", "--workers", "2",
+                   "--address", address, "--spec-json", KNN, timeout=600, check=False)
+        print(f"dask runner container: {time.monotonic() - t0:.1f} s")
+        try:
+            assert_knn_succeeded(runner_records(p), "dask")
+        except AssertionError:
+            print("\n".join(f"--- {n}\n{logs(n)}" for n in c.names[:-1]))
+            raise
+
+
+async def test_operator_container_reconciles_a_benchmark(images, tmp_path):
+    from fake_controllers import FakeControllers
+    from k8s_emulator import serve_emulator, write_kubeconfig
+    from operator_harness import Api, benchmark, finished
+
+    kube = tmp_path / "kube"
+    kube.mkdir()
+    kube.chmod(0o755)
+    c = Containers()
+    # Blocking docker calls run in threads: the emulator serves on this event loop.
+    async with serve_emulator(NS) as k8s:
+        write_kubeconfig(kube / "config", k8s.url, NS).chmod(0o644)
+        metrics, health = free_port(), free_port()
+        api = Api(k8s.url, NS)
+        operator = c.name("operator")
+        try:
+            await asyncio.to_thread(
+                docker, "run", "-d", "--name", operator, "--network=host",
+                "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+                "--security-opt", "no-new-privileges", "-v", f"{kube}:/kube:ro",
+                "-e", "KUBECONFIG=/kube/config", "-e", f"TESTBED_NAMESPACES={NS}",
+                "-e", "TESTBED_POLL_SECONDS=0.2", "-e", f"TESTBED_METRICS_PORT={metrics}",
+                "-e", f"TESTBED_LIVENESS=http://127.0.0.1:{health}/healthz", OPERATOR)
+            async with FakeControllers(k8s.url, NS, str(kube / "config"), fast=True):
+                await api.apply(benchmark("img", frameworks=["ray", "dask"], workers=[1, 2]))
+                obj = await finished(api, "img", 120)
+            assert obj["status"]["phase"] == "Succeeded", obj["status"]
+            assert [t["state"] for t in obj["status"]["trials"]] == ["Succeeded"] * 4
+
+            def scrape(url: str) -> str:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    return r.read().decode()
+
+            text = await asyncio.to_thread(scrape, f"http://127.0.0.1:{metrics}/metrics")
+            assert 'testbed_trials{benchmark="img",namespace="ns1",state="Succeeded"} 4.0' in text
+            await asyncio.to_thread(scrape, f"http://127.0.0.1:{health}/healthz")
+            # SIGTERM (docker stop): the operator exits cleanly.
+            await asyncio.to_thread(docker, "stop", "-t", "60", operator, timeout=120)
+            code = (await asyncio.to_thread(docker, "inspect", "-f", "{{.State.ExitCode}}",
+                                            operator)).stdout.strip()
+            assert code == "0", await asyncio.to_thread(logs, operator)
+        except BaseException:
+            print(await asyncio.to_thread(logs, operator))
+            raise
+        finally:
+            await api.close()
+            await asyncio.to_thread(c.remove_all)
