@@ -241,18 +241,22 @@ def test_ray_cluster_and_runner_in_containers(images, tmp_path):
             c.run_detached(f"ray-worker{i}", RUNNER, "ray", "start", f"--address={gcs}",
                            f"--node-ip-address={ip}", "--num-cpus=1", f"--memory={2**30}",
                            *_ray_node_ports(), *common, opts=("--shm-size=256m", *auth))
-        t0 = time.monotonic()
-        p = docker("run", "--rm", "--name", c.name("ray-runner"), "--network=host",
-                   f"--pid=container:{head}", f"--ipc=container:{head}",
-                   "-v", f"{shared}:/tmp/ray", "-e", f"TESTBED_NODE_IP={head_ip}", *auth,
-                   RUNNER, "testbed", "runner", "--framework", "ray", "--workers", "2",
-                   "--address", gcs, "--spec-json", KNN, timeout=600, check=False)
-        print(f"ray runner container: {time.monotonic() - t0:.1f} s")
-        try:
-            assert_knn_succeeded(runner_records(p), "ray")
-        except AssertionError:
-            print("\n".join(f"--- {n}\n{logs(n)}" for n in c.names[:-1]))
-            raise
+        run_runner(c, "ray", gcs, f"--pid=container:{head}", f"--ipc=container:{head}",
+                   "-v", f"{shared}:/tmp/ray", "-e", f"TESTBED_NODE_IP={head_ip}", *auth)
+
+
+def run_runner(c, framework: str, address: str, *opts: str) -> None:
+    """The runner container against a containerized cluster: KNN on digits must succeed."""
+    t0 = time.monotonic()
+    p = docker("run", "--rm", "--name", c.name(f"{framework}-runner"), "--network=host", *opts,
+               RUNNER, "testbed", "runner", "--framework", framework, "--workers", "2",
+               "--address", address, "--spec-json", KNN, timeout=600, check=False)
+    print(f"{framework} runner container: {time.monotonic() - t0:.1f} s")
+    try:
+        assert_knn_succeeded(runner_records(p), framework)
+    except AssertionError:
+        print("\n".join(f"--- {n}\n{logs(n)}" for n in c.names[:-1]))
+        raise
 
 
 def test_dask_cluster_and_runner_in_containers(images):
@@ -267,16 +271,7 @@ def test_dask_cluster_and_runner_in_containers(images):
             c.run_detached(f"dask-worker{i}", RUNNER, "dask", "worker", address, "--nthreads", "1",
                            "--host", "127.0.0.1", "--name", f"w{i}", "--memory-limit", "1GiB",
                            "--dashboard-address", "127.0.0.1:0", "--local-directory", "/tmp/dask")
-        t0 = time.monotonic()
-        p = docker("run", "--rm", "--name", c.name("dask-runner"), "--network=host", RUNNER,
-                   "testbed", "runner", "--framework", "dask", "--workers", "2",
-                   "--address", address, "--spec-json", KNN, timeout=600, check=False)
-        print(f"dask runner container: {time.monotonic() - t0:.1f} s")
-        try:
-            assert_knn_succeeded(runner_records(p), "dask")
-        except AssertionError:
-            print("\n".join(f"--- {n}\n{logs(n)}" for n in c.names[:-1]))
-            raise
+        run_runner(c, "dask", address)
 
 
 async def test_operator_container_reconciles_a_benchmark(images, tmp_path):
