@@ -272,7 +272,7 @@ def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
 # Fields of a Benchmark resource's spec that only the Kubernetes operator reads (see
 # testbed_operator.crd); the engine's model does not have them.
 OPERATOR_FIELDS = ("image", "failurePolicy", "keepClusters", "resultsUri", "startupTimeoutSeconds",
-                   "credentialsSecret")
+                   "credentialsSecret", "trialRetries")
 
 
 def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:

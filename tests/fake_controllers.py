@@ -111,11 +111,12 @@ def fake_records(argv: list[str]) -> dict[str, Any]:
 
 class FakeControllers:
     def __init__(self, url: str, namespace: str, kubeconfig: str, *, fast: bool = False,
-                 never_ready: set[str] | None = None, crash: set[str] | None = None,
+                 never_ready: set[str] | None = None, crash: set[str] | dict[str, int] | None = None,
                  gate: asyncio.Event | None = None):
         self.url, self.ns, self.kubeconfig, self.fast = url.rstrip("/"), namespace, kubeconfig, fast
         self.never_ready = never_ready or set()
-        self.crash = crash or set()
+        # name -> how many runs crash (a set: every run).
+        self.crash = {n: -1 for n in crash} if isinstance(crash, (set, list)) else dict(crash or {})
         self.gate = gate
         self.starts: collections.Counter[str] = collections.Counter()
         self.exits: dict[str, int] = {}
@@ -273,9 +274,11 @@ class FakeControllers:
         if self.gate is not None:
             await self.gate.wait()
         name = key.split("/", 1)[1]
-        if name in self.crash or name.removesuffix("-runner") in self.crash:
+        target = name if name in self.crash else name.removesuffix("-runner")
+        if target in self.crash and self.crash[target] != 0:
+            self.crash[target] -= 1  # a negative count crashes every time
             self.exits[key] = 1
-            return 1  # e.g. the image cannot start: nothing published
+            return 1  # e.g. the runner killed or its image unable to start: nothing published
         if self.fast:
             await self._publish_fake(argv)
             self.exits[key] = 0

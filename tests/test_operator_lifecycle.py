@@ -190,3 +190,33 @@ async def test_schema_invalid_specs_are_rejected_by_the_crd(cluster, spec, cause
     code, body = await api.apply(benchmark("x", **spec))
     assert code == 422 and body["reason"] == "Invalid"
     assert any(c["field"].startswith(cause) for c in body["details"]["causes"]), body
+
+
+async def test_a_killed_runner_is_retried_when_the_spec_allows_it(cluster):
+    """trialRetries: 1. The first runner dies without results; the trial's objects are
+    removed and it runs again; the failure is kept; the next trial is unaffected."""
+    k8s, api, kubeconfig = cluster
+    async with FakeControllers(k8s.url, NS, kubeconfig, fast=True, crash={"rt-dask-1": 1}) as fake, \
+            running_operator(k8s.url, NS):
+        await api.apply(benchmark("rt", frameworks=["dask", "ray"], workers=[1], trialRetries=1))
+        obj = await finished(api, "rt", 60)
+    dask, ray = obj["status"]["trials"]
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]["message"]
+    assert dask["state"] == "Succeeded" and dask["attempts"] == 2 and dask["results"]
+    (previous,) = dask["previousErrors"]
+    assert previous.startswith("attempt 1: runner Job rt-dask-1-runner failed: BackoffLimitExceeded")
+    assert fake.starts["Job/rt-dask-1-runner"] == 2 and fake.starts["DaskCluster/rt-dask-1"] == 2
+    assert ray["attempts"] == 1 and "previousErrors" not in ray
+
+
+async def test_retries_run_out_and_the_trial_fails_with_every_reason(cluster):
+    k8s, api, kubeconfig = cluster
+    async with FakeControllers(k8s.url, NS, kubeconfig, fast=True, crash={"ro-dask-1"}) as fake, \
+            running_operator(k8s.url, NS):
+        await api.apply(benchmark("ro", frameworks=["dask", "ray"], workers=[1], trialRetries=1))
+        obj = await finished(api, "ro", 60)
+    dask, ray = obj["status"]["trials"]
+    assert dask["state"] == "Failed" and dask["attempts"] == 2
+    assert len(dask["previousErrors"]) == 1 and "BackoffLimitExceeded" in dask["error"]
+    assert fake.starts["Job/ro-dask-1-runner"] == 2
+    assert ray["state"] == "Succeeded"  # later trials continue

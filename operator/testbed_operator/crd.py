@@ -104,6 +104,10 @@ def spec_schema() -> dict[str, Any]:
     props["startupTimeoutSeconds"] = {
         "type": "integer", "minimum": 1, "default": 600,
         "description": "Seconds a trial's cluster may take to become ready before the trial fails."}
+    props["trialRetries"] = {
+        "type": "integer", "minimum": 0, "maximum": 5, "default": 0,
+        "description": "Attempts after the first for a trial that fails without results "
+                       "(runner killed, cluster lost, timeout). Failed workloads are not retried."}
     props["credentialsSecret"] = {
         "type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
         "description": "Secret (same namespace) whose keys become the runner's environment, "

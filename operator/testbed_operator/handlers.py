@@ -281,6 +281,17 @@ class BenchmarkOperator:
         fresh = await self.kube.get_benchmark(ns, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             raise BenchmarkGone()  # deleted meanwhile: on.delete cleans up
+        retries = int(extra.get("trialRetries", 0))
+        if outcome.error and not outcome.records and status["trials"][i].get("attempts", 1) <= retries:
+            # The attempt failed before producing results (runner killed, cluster lost,
+            # timeout): remove what it left, wait until it is gone, then try again.
+            await self._cleanup_trial(ns, name, fw, workers, keep=False)
+            await self._wait_gone(ns, fw, tname)
+            logger.warning(f"trial {fw} x{workers} attempt {status['trials'][i].get('attempts', 1)} "
+                           f"failed, retrying ({retries} retries allowed): {outcome.error}")
+            status = trials.retry_trial(status, i, outcome.error, policy)
+            await self._save(ns, name, status)
+            return status
         status = trials.finish_trial(status, i, outcome.records, outcome.error, policy)
         done = status["trials"][i]
         if extra.get("resultsUri"):
@@ -447,6 +458,18 @@ class BenchmarkOperator:
         else:
             await self.kube.delete(*JOB, ns, f"{tname}-runner")
             await self.kube.delete(*DASKCLUSTER, ns, tname)
+
+    async def _wait_gone(self, ns: str, fw: str, tname: str, timeout: float = 300) -> None:
+        """Until the trial's objects are deleted, so that the next attempt creates new ones."""
+        kinds = [RAYJOB] if fw in RAY_FRAMEWORKS else [JOB, DASKCLUSTER]
+        names = {JOB: f"{tname}-runner"}
+        deadline = time.monotonic() + timeout
+        for kind in kinds:
+            while await self.kube.get(*kind, ns, names.get(kind, tname)) is not None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind[1]} {names.get(kind, tname)} was not deleted within "
+                                       f"{timeout:g} s; cannot retry the trial")
+                await asyncio.sleep(self.config.poll_seconds)
 
     async def _cleanup_done(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         """After a restart: finish the cleanup of trials that ended just before it."""

@@ -71,6 +71,24 @@ def start_trial(status: dict[str, Any], index: int, policy: str = "continue") ->
     return refresh(status, policy)
 
 
+PER_ATTEMPT = ("startedAt", "submittedAt", "clusterCreatedAt", "clusterReadyAt",
+               "clusterStartupSeconds", "cluster")
+
+
+def retry_trial(status: dict[str, Any], index: int, error: str, policy: str = "continue") -> dict[str, Any]:
+    """A Running trial whose attempt failed without results goes back to Pending for another
+    attempt; the failure is kept in ``previousErrors``."""
+    status = copy.deepcopy(status)
+    t = status["trials"][index]
+    if t["state"] != RUNNING:
+        return refresh(status, policy)  # idempotent
+    for k in PER_ATTEMPT:
+        t.pop(k, None)
+    t["previousErrors"] = [*t.get("previousErrors", []), f"attempt {t.get('attempts', 1)}: {error}"]
+    t["state"] = PENDING
+    return refresh(status, policy)
+
+
 def finish_trial(status: dict[str, Any], index: int, records: Iterable[dict[str, Any]] = (),
                  error: str | None = None, policy: str = "continue") -> dict[str, Any]:
     """Store a trial's outcome; failed when ``error`` is given or any record failed."""

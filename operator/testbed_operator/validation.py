@@ -57,6 +57,9 @@ def validate_benchmark(body: dict[str, Any], quotas: list[dict[str, Any]] = ()) 
         raise BenchmarkInvalid(f"spec.resultsUri: {uri!r} is not of the form s3://bucket[/prefix]")
     if extra.get("failurePolicy", "continue") not in ("continue", "stop"):
         raise BenchmarkInvalid("spec.failurePolicy: expected 'continue' or 'stop'")
+    retries = extra.get("trialRetries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 5:
+        raise BenchmarkInvalid(f"spec.trialRetries: expected a whole number from 0 to 5, got {retries!r}")
     startup = extra.get("startupTimeoutSeconds", 600)
     if isinstance(startup, bool) or not isinstance(startup, int) or startup < 1:
         raise BenchmarkInvalid(f"spec.startupTimeoutSeconds: expected a whole number of seconds "
