@@ -65,7 +65,9 @@ def publish(target: str, payload: dict[str, Any], host: str | None = None) -> No
 
     ns, name = parse_target(target)
     owner = json.loads(os.environ[OWNER_ENV]) if os.environ.get(OWNER_ENV) else None
-    labels = {f"{GROUP}/benchmark": owner["name"][:63].rstrip("-.")} if owner else None
+    from .manifests import label_value  # manifests imports this module
+
+    labels = {f"{GROUP}/benchmark": label_value(owner["name"])} if owner else None
     body = build_result_configmap(ns, name, payload, owner, labels)
     with api_client(host) as api:
         core = client.CoreV1Api(api)

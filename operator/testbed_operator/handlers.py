@@ -270,12 +270,15 @@ class BenchmarkOperator:
             status["trials"][i].update(fields)
             await self._save(ns, name, status)
 
-        if fw in RAY_FRAMEWORKS:
-            outcome = await self._ray_trial(body, spec, status, i, fw, workers, tname, image,
-                                            startup_limit, run_limit, mark)
-        else:
-            outcome = await self._dask_trial(body, spec, status, i, workers, tname, image,
-                                             startup_limit, run_limit, mark)
+        try:
+            if fw in RAY_FRAMEWORKS:
+                outcome = await self._ray_trial(body, spec, status, i, fw, workers, tname, image,
+                                                startup_limit, run_limit, mark)
+            else:
+                outcome = await self._dask_trial(body, spec, status, i, workers, tname, image,
+                                                 startup_limit, run_limit, mark)
+        except TrialTimedOut as e:
+            outcome = TrialOutcome(error=str(e))
         if outcome.error is None or not outcome.records:
             outcome = await self._collect(ns, tname, outcome)
         fresh = await self.kube.get_benchmark(ns, name)
@@ -336,8 +339,7 @@ class BenchmarkOperator:
             st = obj.get("status") or {}
             deploy, job = st.get("jobDeploymentStatus") or "", st.get("jobStatus") or ""
             if not trial.get("clusterReadyAt") and (deploy not in ("", "Initializing") or job):
-                await mark(clusterReadyAt=trials.now(),
-                           clusterStartupSeconds=round(time.time() - _ts(trial["startedAt"]), 3))
+                await _mark_ready(trial, mark)
             if deploy in ("Complete", "Failed", "ValidationFailed") or job in (
                     "SUCCEEDED", "FAILED", "STOPPED"):
                 if job == "SUCCEEDED":
@@ -347,12 +349,8 @@ class BenchmarkOperator:
                 return TrialOutcome(error=f"RayJob {tname} ended with jobStatus={job or '?'}, "
                                           f"jobDeploymentStatus={deploy}"
                                           + (f" ({reason}: {msg})" if reason or msg else ""))
-            err = self._deadline(trial, startup_limit, run_limit,
-                                 f"RayJob {tname} (jobDeploymentStatus={deploy or 'unset'})")
-            if err:
-                return TrialOutcome(error=err)
-            await asyncio.sleep(self.config.poll_seconds)
-            obj = await self.kube.get(*RAYJOB, ns, tname)
+            obj = await self._poll_again(trial, startup_limit, run_limit, RAYJOB, ns, tname,
+                                         f"RayJob {tname} (jobDeploymentStatus={deploy or 'unset'})")
 
     async def _dask_trial(self, body, spec, status, i, workers, tname, image, startup_limit,
                           run_limit, mark) -> TrialOutcome:
@@ -368,17 +366,12 @@ class BenchmarkOperator:
                 return TrialOutcome(error=f"DaskCluster {tname} was deleted before the trial finished")
             phase = (cluster.get("status") or {}).get("phase") or ""
             if phase == "Running":
-                await mark(clusterReadyAt=trials.now(),
-                           clusterStartupSeconds=round(time.time() - _ts(trial["startedAt"]), 3))
+                await _mark_ready(trial, mark)
                 break
             if phase == "Error":
                 return TrialOutcome(error=f"DaskCluster {tname} reports phase Error")
-            err = self._deadline(trial, startup_limit, run_limit,
-                                 f"DaskCluster {tname} (phase={phase or 'unset'})")
-            if err:
-                return TrialOutcome(error=err)
-            await asyncio.sleep(self.config.poll_seconds)
-            cluster = await self.kube.get(*DASKCLUSTER, ns, tname)
+            cluster = await self._poll_again(trial, startup_limit, run_limit, DASKCLUSTER, ns, tname,
+                                             f"DaskCluster {tname} (phase={phase or 'unset'})")
         address = manifests.dask_scheduler_address(body, workers)
         job_manifest = manifests.build_runner_job_manifest(body, spec, "dask", workers, image, address)
         job = await self._create_once(job_manifest, trial, "submittedAt", mark)
@@ -390,25 +383,25 @@ class BenchmarkOperator:
             if finished is not None:
                 ok, why = finished
                 return TrialOutcome() if ok else TrialOutcome(error=f"runner Job {jname} failed: {why}")
-            err = self._deadline(trial, startup_limit, run_limit, f"runner Job {jname}")
-            if err:
-                return TrialOutcome(error=err)
-            await asyncio.sleep(self.config.poll_seconds)
-            job = await self.kube.get(*JOB, ns, jname)
+            job = await self._poll_again(trial, startup_limit, run_limit, JOB, ns, jname,
+                                         f"runner Job {jname}")
 
-    def _deadline(self, trial: dict[str, Any], startup_limit: float, run_limit: float,
-                  what: str) -> str | None:
+    async def _poll_again(self, trial: dict[str, Any], startup_limit: float, run_limit: float,
+                          kind: tuple[str, str], ns: str, name: str, what: str) -> dict[str, Any] | None:
+        """The object's next state, one poll interval later; raises :class:`TrialTimedOut`
+        first if the trial is past its start-up or run deadline (from the status timestamps,
+        so the deadlines survive restarts)."""
         now = time.time()
         ready = _ts(trial.get("clusterReadyAt"))
         if ready is None:
-            waited = now - _ts(trial["startedAt"])
-            if waited > startup_limit:
-                return (f"timed out: {what} was not ready within startupTimeoutSeconds="
-                        f"{startup_limit:g}")
+            if now - _ts(trial["startedAt"]) > startup_limit:
+                raise TrialTimedOut(f"timed out: {what} was not ready within startupTimeoutSeconds="
+                                    f"{startup_limit:g}")
         elif now - ready > run_limit:
-            return (f"timed out: {what} did not finish within {run_limit:g} s of the cluster "
-                    f"being ready (timeoutSeconds per workload plus start-up grace)")
-        return None
+            raise TrialTimedOut(f"timed out: {what} did not finish within {run_limit:g} s of the "
+                                f"cluster being ready (timeoutSeconds per workload plus start-up grace)")
+        await asyncio.sleep(self.config.poll_seconds)
+        return await self.kube.get(*kind, ns, name)
 
     async def _collect(self, ns: str, tname: str, outcome: TrialOutcome) -> TrialOutcome:
         """Read the runner's ConfigMap; its records (and its error) beat the Job's reason."""
@@ -487,6 +480,15 @@ class BenchmarkOperator:
             for obj in await self.kube.list(api_version, kind, ns, selector):
                 n += await self.kube.delete(api_version, kind, ns, obj["metadata"]["name"])
         return n
+
+
+class TrialTimedOut(Exception):
+    """A trial passed its start-up or run deadline; the message says which and why."""
+
+
+async def _mark_ready(trial: dict[str, Any], mark: Callable[..., Awaitable[None]]) -> None:
+    await mark(clusterReadyAt=trials.now(),
+               clusterStartupSeconds=round(time.time() - _ts(trial["startedAt"]), 3))
 
 
 class BenchmarkGone(Exception):
