@@ -670,7 +670,7 @@ async def serve_emulator(namespace: str = "ns1") -> AsyncIterator[EmulatorHandle
     """Serve a :class:`PatchedEmulator` on a random local port, on the running event loop, with
     the built-in kinds, the CRDs of :func:`load_crds` and the namespace ``namespace``."""
     async with PatchedEmulator() as k, kmock.Server(k) as srv:
-        k.resources.load_bundled()   # v1 namespaces/configmaps/resourcequotas/events, batch/v1 jobs...
+        k.resources.load_bundled()   # v1 namespaces/configmaps/..., batch/v1 jobs, networking.k8s.io/v1 networkpolicies...
         load_crds(k)
         async with srv.client.post("/api/v1/namespaces", json={
                 "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}) as resp:

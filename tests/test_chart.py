@@ -28,6 +28,13 @@ VALUE_SETS = {
     "minimal": {"grafanaDashboard": {"enabled": False}, "runnerNamespaces": ["jobs"],
                 "image": {"repository": "registry.local/testbed-operator", "tag": "dev",
                           "pullPolicy": "Always"}},
+    "network-policy": {"networkPolicy": {
+        "enabled": True,
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+        "rayDashboardFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}}},
+                             {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]},
+        "watchNamespaces": ["bench"]},
 }
 
 
@@ -106,6 +113,10 @@ def test_the_operator_pod_is_restricted_and_configured_from_values():
     ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
     ({"metrics": {"port": 70000}}, "/metrics/port"),
     ({"imagee": {}}, "imagee"),
+    ({"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
+    ({"networkPolicy": {"metricsFrom": {"namespaceSelector": {}}}}, "/networkPolicy/metricsFrom"),
+    ({"networkPolicy": {"metricsFrom": [{"namespaceSelecter": {}}]}}, "namespaceSelecter"),
+    ({"networkPolicy": {"rayDashboardFrom": [{}]}}, "/networkPolicy/rayDashboardFrom/0"),
 ])
 def test_values_are_checked_against_the_schema(values, message):
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError) as e:
@@ -125,6 +136,7 @@ OPERATOR_RULES = {
     ("", "events"): {"create"},
 }
 RUNNER_RULES = {("", "configmaps"): {"create", "patch"}}
+NETWORK_POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "delete"}}
 
 
 def _rules(role: dict) -> dict[tuple[str, str], set[str]]:
@@ -204,3 +216,73 @@ async def test_the_operator_uses_only_what_its_role_grants(cluster, tmp_path):
     events = await api.items("/api/v1/namespaces/{ns}/events")
     assert any(e["involvedObject"]["name"] == "bad" and "n_neighbors" in e["message"]
                and e["type"] == "Warning" for e in events), [(e["involvedObject"], e["message"], e["type"]) for e in events]
+
+
+def test_the_network_policy_option_reaches_the_operator_and_its_role():
+    """networkPolicy.enabled: the operator's environment turns it on (with the peers, read back
+    by the operator's own parser) and its Role, cluster-wide or per namespace, gains exactly
+    the NetworkPolicy verbs it uses. Off: neither."""
+    from testbed_operator.main import config_from_env
+
+    values = VALUE_SETS["network-policy"]
+    for vals, on in (({}, False), ({"networkPolicy": {"enabled": False}}, False),
+                     (values, True), ({**values, "watchNamespaces": []}, True)):
+        docs = by_kind(render(vals))
+        want = {**OPERATOR_RULES, **NETWORK_POLICY_RULES} if on else OPERATOR_RULES
+        roles = [r for r in docs.get("ClusterRole", []) + docs.get("Role", [])
+                 if r["metadata"]["name"] == "tb-testbed"]
+        assert roles and all(_rules(r) == want for r in roles), vals
+        (dep,) = docs["Deployment"]
+        env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert {k for k in env if "NETWORK_POLICY" in k} == ({
+            "TESTBED_NETWORK_POLICY", "TESTBED_NETWORK_POLICY_METRICS_FROM",
+            "TESTBED_NETWORK_POLICY_RAY_DASHBOARD_FROM"} if on else set())
+        with pytest.MonkeyPatch.context() as mp:
+            for k in list(env):
+                mp.setenv(k, env[k])
+            config = config_from_env()
+        assert config.network_policy is on
+        if on:
+            assert config.network_policy_metrics_from == vals["networkPolicy"]["metricsFrom"]
+            assert config.network_policy_ray_dashboard_from == vals["networkPolicy"]["rayDashboardFrom"]
+    # The default peer for the Ray dashboard is the KubeRay operator, the same as the operator's.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("TESTBED_NETWORK_POLICY_RAY_DASHBOARD_FROM", raising=False)
+        default = config_from_env().network_policy_ray_dashboard_from
+    chart_default = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]
+    assert chart_default["enabled"] is False and chart_default["rayDashboardFrom"] == default
+
+
+async def test_with_network_policies_the_operator_uses_exactly_its_role(cluster):
+    """The same check as above with networkPolicy.enabled, and a trial retried after a crash
+    (so the operator waits for the policy to be gone): every NetworkPolicy verb granted is
+    used, nothing else."""
+    k8s, api, kubeconfig = cluster
+    docs = by_kind(render(VALUE_SETS["network-policy"]))
+    (role,) = [r for r in docs["Role"] if r["metadata"]["name"] == "tb-testbed"]
+    granted = _rules(role)
+    async with FakeControllers(k8s.url, "ns1", kubeconfig, fast=True, crash={"np-dask-1": 1}), \
+            running_operator(k8s.url, "ns1", network_policy=True):
+        await api.apply(benchmark("np", frameworks=["ray", "dask"], workers=[1], trialRetries=1))
+        obj = await finished(api, "np", 60)
+        assert obj["status"]["phase"] == "Succeeded", obj["status"]["message"]
+        assert [t["attempts"] for t in obj["status"]["trials"]] == [1, 2]
+        await api.apply(benchmark("gone", frameworks=["dask"], workers=[1]))
+        await wait_for(lambda: api.items("/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"),
+                       30, "gone's DaskCluster")
+        await api.delete("/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks/gone")
+
+        async def cleaned():
+            return (await api.benchmark("gone") is None and not await api.items(
+                "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"))
+        await wait_for(cleaned, 30, "the deletion and its policy's")
+    used: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
+    for r in k8s.emulator.history:
+        if r.resource is None or r.resource.plural is None or not r.headers.get(
+                "User-Agent", "").startswith(("kopf/", "OpenAPI-Generator/")):
+            continue
+        used[(r.resource.group, r.resource.plural + (f"/{r.subresource}" if r.subresource else ""))].add(_verb(r))
+    for key, verbs in used.items():
+        assert verbs <= granted.get(key, set()), (key, verbs)
+    assert used[("networking.k8s.io", "networkpolicies")] == NETWORK_POLICY_RULES[
+        ("networking.k8s.io", "networkpolicies")]

@@ -63,3 +63,23 @@ async def test_operator_process_reconciles_a_benchmark(tmp_path, how):
             log.close()
             await api.close()
         assert code == 0, (tmp_path / "operator.log").read_text()[-3000:]
+
+
+def test_network_policy_settings_are_checked(monkeypatch):
+    from testbed_operator.main import build_parser, config_from_env
+
+    monkeypatch.setenv("TESTBED_NETWORK_POLICY", "maybe")
+    with pytest.raises(SystemExit, match=r"\$TESTBED_NETWORK_POLICY: expected true or false, got 'maybe'"):
+        config_from_env()
+    monkeypatch.setenv("TESTBED_NETWORK_POLICY", "True")
+    monkeypatch.setenv("TESTBED_NETWORK_POLICY_METRICS_FROM", '{"podSelector": {}}')
+    with pytest.raises(SystemExit, match=r"METRICS_FROM: expected a JSON list"):
+        config_from_env()
+    monkeypatch.setenv("TESTBED_NETWORK_POLICY_METRICS_FROM", '[{"podSelector": {}}]')
+    config = config_from_env()
+    assert config.network_policy and config.network_policy_metrics_from == [{"podSelector": {}}]
+    args = build_parser().parse_args(["--no-network-policy"])
+    assert args.network_policy is False and args.network_policy_metrics_from == [{"podSelector": {}}]
+    p = subprocess.run([os.path.join(BIN, "testbed-operator"), "--network-policy-ray-dashboard-from",
+                        '[{"pod": {}}]'], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and 'item 0: expected an object with namespaceSelector' in p.stderr

@@ -120,3 +120,68 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch):
                 assert r.status == 200 and "trialsRunning" in json.loads(r.read())
     finally:
         s3.stop()
+
+
+NETWORKPOLICIES = "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"
+
+
+def _operator_requests(k8s, plural: str) -> list[tuple[str, str]]:
+    """(method, name) of every request the operator (Kopf or our client) made for ``plural``."""
+    return [(r.method.value, r.name or "") for r in k8s.emulator.history
+            if r.resource is not None and r.resource.plural == plural
+            and r.headers.get("User-Agent", "").startswith(("kopf/", "OpenAPI-Generator/"))]
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["network-policy", "no-network-policy"])
+async def test_each_trial_runs_behind_its_own_network_policy(cluster, enabled):
+    """With --network-policy: one NetworkPolicy per trial, created before the trial's cluster,
+    selecting every pod of the trial, deleted after it. Without: none is ever touched."""
+    import asyncio as aio
+
+    import kubernetes_validate
+
+    from testbed_operator import manifests as m
+
+    k8s, api, kubeconfig = cluster
+    gate = aio.Event()
+    prometheus = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    async with FakeControllers(k8s.url, NS, kubeconfig, fast=True, gate=gate), \
+            running_operator(k8s.url, NS, network_policy=enabled,
+                             network_policy_metrics_from=prometheus) as running:
+        await api.apply(benchmark("np", frameworks=["ray", "dask"], workers=[1]))
+        (rayjob,) = await wait_for(lambda: api.items(RAYJOBS), 30, "the RayJob")
+        policies = await api.items(NETWORKPOLICIES)
+        if enabled:
+            # The Ray trial runs (its runner waits at the gate): its policy is there, alone.
+            (policy,) = policies
+            assert policy["metadata"]["name"] == rayjob["metadata"]["name"] == "np-ray-1"
+            kubernetes_validate.validate(policy, "1.33.0", strict=True)  # as stored
+            assert policy["metadata"]["ownerReferences"] == rayjob["metadata"]["ownerReferences"]
+            rcs = rayjob["spec"]["rayClusterSpec"]
+            for tpl in (rcs["headGroupSpec"]["template"], rcs["workerGroupSpecs"][0]["template"],
+                        rayjob["spec"]["submitterPodTemplate"]):
+                labels = tpl["metadata"]["labels"]
+                for sel in (policy["spec"]["podSelector"], policy["spec"]["ingress"][0]["from"][0]["podSelector"]):
+                    assert all(labels.get(k) == v for k, v in sel["matchLabels"].items())
+            assert policy["spec"]["ingress"][1]["from"] == prometheus
+        else:
+            assert policies == []
+        gate.set()
+        obj = await finished(api, "np", 60)
+        assert obj["status"]["phase"] == "Succeeded", obj["status"]["message"]
+        await wait_for(lambda: no_children(api), 30, "children to be deleted")
+        assert await api.items(NETWORKPOLICIES) == []
+        calls = _operator_requests(k8s, "networkpolicies")
+        if not enabled:
+            assert calls == []
+            return
+        # Each policy was created once, before its cluster, and deleted after it.
+        assert {k: v for k, v in running.op.submissions.items() if "NetworkPolicy" in k} == {
+            "ns1/NetworkPolicy/np-ray-1": 1, "ns1/NetworkPolicy/np-dask-1": 1}
+        order = [(r.method.value, r.resource.plural, r.name or (r.data or {}).get("metadata", {}).get("name"))
+                 for r in k8s.emulator.history if r.resource is not None and r.method.value in ("POST", "DELETE")
+                 and r.resource.plural in ("networkpolicies", "rayjobs", "daskclusters")]
+        for fw, plural in (("ray", "rayjobs"), ("dask", "daskclusters")):
+            name = m.trial_name("np", fw, 1)
+            assert order.index(("POST", "networkpolicies", name)) < order.index(("POST", plural, name))
+            assert order.index(("DELETE", "networkpolicies", name)) > order.index(("DELETE", plural, name))

@@ -213,3 +213,104 @@ def test_credentials_come_from_a_secret_reference_and_ports_stay_inside_the_clus
     # Dashboards and ports are cluster-internal: no NodePort/LoadBalancer anywhere.
     dc = m.build_daskcluster_manifest(b, spec, 2, IMAGE)
     assert head["serviceType"] == "ClusterIP" and dc["spec"]["scheduler"]["service"]["type"] == "ClusterIP"
+
+
+# -- the trial's NetworkPolicy ------------------------------------------------------------------
+PROMETHEUS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+KUBERAY_OPERATOR = [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+    "app.kubernetes.io/component": "kuberay-operator"}}}]
+
+
+def _selects(selector, labels):
+    assert set(selector) == {"matchLabels"}, selector  # all the policy uses
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def _trial_pod_labels(benchmark, framework, workers):
+    """The labels of every pod of a trial, as the controllers will stamp them: the pod
+    templates' own labels (KubeRay and the Job controller add theirs on top), and for Dask the
+    DaskCluster's labels merged with the scheduler's/workers' ``metadata.labels``."""
+    spec = parse_spec(benchmark)
+    if framework in ("ray", "dask-on-ray"):
+        rj = m.build_rayjob_manifest(benchmark, spec, workers, IMAGE, framework)
+        rcs = rj["spec"]["rayClusterSpec"]
+        templates = [rcs["headGroupSpec"]["template"], *(g["template"] for g in rcs["workerGroupSpecs"]),
+                     rj["spec"]["submitterPodTemplate"]]
+        return {f"pod{i}": t["metadata"]["labels"] for i, t in enumerate(templates)}
+    dc = m.build_daskcluster_manifest(benchmark, spec, workers, IMAGE)
+    job = m.build_runner_job_manifest(benchmark, spec, framework, workers, IMAGE,
+                                      m.dask_scheduler_address(benchmark, workers))
+    return {"scheduler": {**dc["metadata"]["labels"], **dc["spec"]["scheduler"]["metadata"]["labels"]},
+            "worker": {**dc["metadata"]["labels"], **dc["spec"]["worker"]["metadata"]["labels"]},
+            "runner": job["spec"]["template"]["metadata"]["labels"]}
+
+
+@pytest.mark.parametrize("framework", ["ray", "dask", "dask-on-ray"])
+def test_the_networkpolicy_admits_exactly_the_trials_own_pods(framework):
+    policy = m.build_networkpolicy_manifest(BENCHMARK, framework, 2, PROMETHEUS, KUBERAY_OPERATOR)
+    kubernetes_validate.validate(policy, K8S, strict=True)
+    assert policy["metadata"]["name"] == m.trial_name("digits-knn", framework, 2)
+    assert policy["metadata"]["labels"] == m.labels("digits-knn", framework, 2)
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
+    spec = policy["spec"]
+    # Ingress only: egress stays open (API server, S3).
+    assert spec["policyTypes"] == ["Ingress"] and "egress" not in spec
+    own, *others = spec["ingress"]
+    assert "ports" not in own and len(own["from"]) == 1
+    peer = own["from"][0]["podSelector"]
+    pods = _trial_pod_labels(BENCHMARK, framework, 2)
+    assert len(pods) >= 3
+    for what, labels in pods.items():
+        assert _selects(spec["podSelector"], labels), what   # every pod is protected
+        assert _selects(peer, labels), what                  # and may talk to the others
+    # Pods of any other trial are neither selected nor admitted.
+    other_name = copy.deepcopy(BENCHMARK)
+    other_name["metadata"]["name"] = "digits-knn2"
+    for bm, fw, w in [(BENCHMARK, framework, 1), (BENCHMARK, "dask" if framework != "dask" else "ray", 2),
+                      (other_name, framework, 2)]:
+        for what, labels in _trial_pod_labels(bm, fw, w).items():
+            assert not _selects(spec["podSelector"], labels) and not _selects(peer, labels), (fw, w, what)
+    # Prometheus reaches the metrics ports only; KubeRay only the Ray dashboard (Ray trials).
+    metrics = others[0]
+    assert metrics["from"] == PROMETHEUS
+    assert {p["port"] for p in metrics["ports"]} == {8080, 8787, 8788}
+    if framework == "dask":
+        assert len(others) == 1
+    else:
+        (dashboard,) = others[1:]
+        assert dashboard == {"from": KUBERAY_OPERATOR, "ports": [{"protocol": "TCP", "port": 8265}]}
+
+
+def test_the_networkpolicy_ports_are_the_ports_the_pods_serve_metrics_on():
+    spec = parse_spec(BENCHMARK)
+    rj = m.build_rayjob_manifest(BENCHMARK, spec, 1, IMAGE)
+    dc = m.build_daskcluster_manifest(BENCHMARK, spec, 1, IMAGE)
+    rcs = rj["spec"]["rayClusterSpec"]
+    named = {}
+    for pod in (rcs["headGroupSpec"]["template"]["spec"], rcs["workerGroupSpecs"][0]["template"]["spec"],
+                dc["spec"]["scheduler"]["spec"], dc["spec"]["worker"]["spec"]):
+        for port in pod["containers"][0]["ports"]:
+            named.setdefault(port["name"], set()).add(port["containerPort"])
+    # The ports the chart's PodMonitors scrape (`metrics`, `http-dashboard`) and KubeRay's.
+    assert named["metrics"] | named["http-dashboard"] == set(m.METRICS_PORTS)
+    assert named["dashboard"] == {m.RAY_DASHBOARD_PORT}
+    # Without peers, only the trial's own pods get in.
+    policy = m.build_networkpolicy_manifest(BENCHMARK, "ray", 1)
+    kubernetes_validate.validate(policy, K8S, strict=True)
+    assert len(policy["spec"]["ingress"]) == 1
+
+
+def test_the_submitter_pod_is_kuberays_default_plus_labels_and_the_restricted_context():
+    spec = parse_spec(BENCHMARK)
+    rj = m.build_rayjob_manifest(BENCHMARK, spec, 2, IMAGE)
+    tpl = rj["spec"]["submitterPodTemplate"]
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+                                  "template": tpl}, K8S, strict=True)
+    (c,) = tpl["spec"]["containers"]
+    assert "command" not in c and "args" not in c  # KubeRay fills in `ray job submit ...`
+    assert c["image"] == IMAGE and tpl["spec"]["restartPolicy"] == "Never"
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "200Mi"},
+                              "limits": {"cpu": "1", "memory": "1Gi"}}
+    assert tpl["spec"]["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert tpl["metadata"]["labels"][m.TRIAL_LABEL] == "digits-knn-ray-2"

@@ -15,6 +15,9 @@ Per trial:
   ``Initializing``; done at ``Complete``/``Failed`` (``jobStatus`` SUCCEEDED/FAILED/STOPPED).
 * ``dask``: a ``DaskCluster`` (ready at ``status.phase == Running``, as the Dask operator sets
   it), then a runner ``Job`` (done at its ``Complete``/``Failed`` condition).
+* With ``network_policy`` on, a ``NetworkPolicy`` is created before the cluster: the trial's
+  pods accept connections only from each other (plus the configured metrics scrapers and, for
+  Ray, the KubeRay operator on the dashboard port); it is deleted with the cluster.
 * The runner publishes its records to the trial's ConfigMap (:mod:`.channel`); the operator
   copies them into ``status.trials[i]``, optionally uploads them to ``spec.resultsUri`` (S3),
   deletes the ConfigMap and (unless ``keepClusters``) the cluster and the runner.
@@ -59,7 +62,12 @@ RAYJOB = ("ray.io/v1", "RayJob")
 DASKCLUSTER = ("kubernetes.dask.org/v1", "DaskCluster")
 JOB = ("batch/v1", "Job")
 CONFIGMAP = ("v1", "ConfigMap")
+NETWORKPOLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 RAY_FRAMEWORKS = ("ray", "dask-on-ray")
+# The KubeRay operator, wherever it runs (its Helm chart and its kustomize manifests both label
+# the pod so): it polls the RayJob's status on the head's dashboard port.
+KUBERAY_OPERATOR_PEER = {"namespaceSelector": {},
+                         "podSelector": {"matchLabels": {"app.kubernetes.io/component": "kuberay-operator"}}}
 
 
 @dataclass
@@ -71,6 +79,13 @@ class OperatorConfig:
     run_grace_seconds: int = 120  # on top of timeoutSeconds x workloads, see _run_trial
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
+    # One NetworkPolicy per trial (manifests.build_networkpolicy_manifest). The peers are
+    # NetworkPolicyPeer objects: who may scrape the metrics ports, who may reach the Ray
+    # dashboard port.
+    network_policy: bool = False
+    network_policy_metrics_from: list[dict[str, Any]] = field(default_factory=list)
+    network_policy_ray_dashboard_from: list[dict[str, Any]] = field(
+        default_factory=lambda: [copy.deepcopy(KUBERAY_OPERATOR_PEER)])
     # Kopf's watch settings; tests shorten them.
     watch_server_timeout: float = 300
     error_backoffs: tuple[float, ...] = (1, 2, 5, 10, 20)
@@ -270,6 +285,13 @@ class BenchmarkOperator:
             status["trials"][i].update(fields)
             await self._save(ns, name, status)
 
+        if self.config.network_policy:
+            # Before the cluster, so that its pods never run unprotected; a 409 (a resumed
+            # trial) adopts the existing policy.
+            policy = self._network_policy(body, fw, workers)
+            _, created = await self.kube.create(policy)
+            if created:
+                self.submissions[f"{ns}/NetworkPolicy/{tname}"] += 1
         try:
             if fw in RAY_FRAMEWORKS:
                 outcome = await self._ray_trial(body, spec, status, i, fw, workers, tname, image,
@@ -306,6 +328,11 @@ class BenchmarkOperator:
             logger.info(f"trial {fw} x{workers} {done['state']}")
         await self._cleanup_trial(ns, name, fw, workers, manifests.spec_keep_clusters(body))
         return status
+
+    def _network_policy(self, body: dict[str, Any], fw: str, workers: int) -> dict[str, Any]:
+        return manifests.build_networkpolicy_manifest(
+            body, fw, workers, self.config.network_policy_metrics_from,
+            self.config.network_policy_ray_dashboard_from)
 
     async def _create_once(self, manifest: dict[str, Any], trial: dict[str, Any],
                            field_name: str, mark: Callable[..., Awaitable[None]],
@@ -451,10 +478,14 @@ class BenchmarkOperator:
         else:
             await self.kube.delete(*JOB, ns, f"{tname}-runner")
             await self.kube.delete(*DASKCLUSTER, ns, tname)
+        if self.config.network_policy:  # last: it protected the cluster until now
+            await self.kube.delete(*NETWORKPOLICY, ns, tname)
 
     async def _wait_gone(self, ns: str, fw: str, tname: str, timeout: float = 300) -> None:
         """Until the trial's objects are deleted, so that the next attempt creates new ones."""
         kinds = [RAYJOB] if fw in RAY_FRAMEWORKS else [JOB, DASKCLUSTER]
+        if self.config.network_policy:
+            kinds.append(NETWORKPOLICY)
         names = {JOB: f"{tname}-runner"}
         deadline = time.monotonic() + timeout
         for kind in kinds:
@@ -476,7 +507,10 @@ class BenchmarkOperator:
         """Every object labelled with this Benchmark, whatever its trial's state."""
         selector = f"{GROUP}/benchmark={manifests.label_value(name)}"
         n = 0
-        for api_version, kind in (RAYJOB, ("ray.io/v1", "RayCluster"), JOB, DASKCLUSTER, CONFIGMAP):
+        kinds = [RAYJOB, ("ray.io/v1", "RayCluster"), JOB, DASKCLUSTER, CONFIGMAP]
+        if self.config.network_policy:  # (with it off, the operator may not list them)
+            kinds.append(NETWORKPOLICY)
+        for api_version, kind in kinds:
             for obj in await self.kube.list(api_version, kind, ns, selector):
                 n += await self.kube.delete(api_version, kind, ns, obj["metadata"]["name"])
         return n

@@ -30,6 +30,7 @@ CUSTOM = {
     ("kubernetes.dask.org/v1", "DaskJob"): ("kubernetes.dask.org", "v1", "daskjobs"),
     ("testbed.dev/v1alpha1", "Benchmark"): ("testbed.dev", "v1alpha1", "benchmarks"),
 }
+NETWORKPOLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 
 
 def api_client(host: str | None = None) -> client.ApiClient:
@@ -54,6 +55,7 @@ class Kube:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
 
@@ -79,6 +81,8 @@ class Kube:
             return self._plain(self.batch.create_namespaced_job(ns, body))
         if key == ("v1", "ConfigMap"):
             return self._plain(self.core.create_namespaced_config_map(ns, body))
+        if key == NETWORKPOLICY:
+            return self._plain(self.networking.create_namespaced_network_policy(ns, body))
         raise ValueError(f"unsupported kind {key}")
 
     async def create(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -102,6 +106,8 @@ class Kube:
             return self._plain(self.batch.read_namespaced_job(name, ns))
         if kind == "ConfigMap":
             return self._plain(self.core.read_namespaced_config_map(name, ns))
+        if (api_version, kind) == NETWORKPOLICY:
+            return self._plain(self.networking.read_namespaced_network_policy(name, ns))
         raise ValueError(f"unsupported kind {kind}")
 
     async def get(self, api_version: str, kind: str, ns: str, name: str) -> dict[str, Any] | None:
@@ -121,6 +127,8 @@ class Kube:
             self.batch.delete_namespaced_job(name, ns, body=body)
         elif kind == "ConfigMap":
             self.core.delete_namespaced_config_map(name, ns)
+        elif (api_version, kind) == NETWORKPOLICY:
+            self.networking.delete_namespaced_network_policy(name, ns)
         else:
             raise ValueError(f"unsupported kind {kind}")
 
@@ -145,6 +153,8 @@ class Kube:
             items = self.core.list_namespaced_config_map(ns, label_selector=selector).items
         elif kind == "ResourceQuota":
             items = self.core.list_namespaced_resource_quota(ns).items
+        elif (api_version, kind) == NETWORKPOLICY:
+            items = self.networking.list_namespaced_network_policy(ns, label_selector=selector).items
         else:
             raise ValueError(f"unsupported kind {kind}")
         return [self._plain(i) for i in items]

@@ -8,14 +8,19 @@ One trial = one framework × worker count. For each trial the operator applies:
   :func:`build_raycluster_manifest` renders the same cluster on its own (for ``keepClusters``).
 * Dask: a ``kubernetes.dask.org/v1`` **DaskCluster** (scheduler + N workers) and a
   ``batch/v1`` **Job** running ``testbed runner`` as the Dask client pod.
+* Optionally (``--network-policy``) a ``networking.k8s.io/v1`` **NetworkPolicy** that admits
+  traffic to the trial's pods only from the trial's own pods (:func:`build_networkpolicy_manifest`).
 
 Every object carries an owner reference to its Benchmark (deleted with it) and the labels
-``testbed.dev/benchmark``, ``testbed.dev/framework`` and ``testbed.dev/workers``.  Pods run
-as non-root, without privilege escalation, with all capabilities dropped and a RuntimeDefault
-seccomp profile.
+``testbed.dev/benchmark``, ``testbed.dev/framework``, ``testbed.dev/workers`` and
+``testbed.dev/trial``.  Every pod template of a trial carries the same labels (the Ray head,
+workers and the RayJob's submitter, the Dask scheduler and workers, the runner Job), so
+``testbed.dev/trial`` selects all of the trial's pods.  Pods run as non-root, without privilege
+escalation, with all capabilities dropped and a RuntimeDefault seccomp profile.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -29,8 +34,12 @@ from .channel import OWNER_ENV, configmap_name
 from .crd import GROUP, KIND, VERSION
 
 RAY_GCS_PORT = 6379
+RAY_DASHBOARD_PORT = 8265
+RAY_METRICS_PORT = 8080
 DASK_SCHEDULER_PORT = 8786
 DASK_DASHBOARD_PORT = 8787
+DASK_WORKER_DASHBOARD_PORT = 8788
+TRIAL_LABEL = f"{GROUP}/trial"
 RUNNER_USER = 1000
 
 
@@ -50,9 +59,11 @@ def label_value(name: str) -> str:
 
 
 def labels(benchmark: str, framework: str, workers: int) -> dict[str, str]:
+    """The labels of a trial's objects and pods. ``testbed.dev/trial`` (the trial's name, unique
+    in the namespace) is what the trial's NetworkPolicy selects."""
     return {"app.kubernetes.io/name": "testbed", "app.kubernetes.io/managed-by": "testbed-operator",
             f"{GROUP}/benchmark": label_value(benchmark), f"{GROUP}/framework": framework,
-            f"{GROUP}/workers": str(workers)}
+            f"{GROUP}/workers": str(workers), TRIAL_LABEL: trial_name(benchmark, framework, workers)}
 
 
 def owner_reference(benchmark: dict[str, Any]) -> dict[str, Any]:
@@ -134,26 +145,48 @@ def _owner_env(benchmark: dict[str, Any]) -> dict[str, str]:
 
 
 # -- Ray ------------------------------------------------------------------------------------
-def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str) -> dict[str, Any]:
+def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str,
+                     pod_labels: dict[str, str]) -> dict[str, Any]:
     cpus = str(max(1, int(spec.worker_resources.cpu_count())))
     head_ports = [{"containerPort": RAY_GCS_PORT, "name": "gcs-server"},
-                  {"containerPort": 8265, "name": "dashboard"},
-                  {"containerPort": 8080, "name": "metrics"}]
+                  {"containerPort": RAY_DASHBOARD_PORT, "name": "dashboard"},
+                  {"containerPort": RAY_METRICS_PORT, "name": "metrics"}]
     return {
         "headGroupSpec": {
             # The head only schedules (like the local engine's head); the driver runs here.
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0",
-                               "metrics-export-port": "8080"},
+                               "metrics-export-port": str(RAY_METRICS_PORT)},
             "serviceType": "ClusterIP",
-            "template": {"spec": _pod([_container("ray-head", image, [], spec, head_ports)])},
+            "template": {"metadata": {"labels": dict(pod_labels)},
+                         "spec": _pod([_container("ray-head", image, [], spec, head_ports)])},
         },
         "workerGroupSpecs": [{
             "groupName": "workers",
             "replicas": workers, "minReplicas": workers, "maxReplicas": workers,
-            "rayStartParams": {"num-cpus": cpus, "metrics-export-port": "8080"},
-            "template": {"spec": _pod([_container(
-                "ray-worker", image, [], spec, [{"containerPort": 8080, "name": "metrics"}])])},
+            "rayStartParams": {"num-cpus": cpus, "metrics-export-port": str(RAY_METRICS_PORT)},
+            "template": {"metadata": {"labels": dict(pod_labels)},
+                         "spec": _pod([_container(
+                             "ray-worker", image, [], spec,
+                             [{"containerPort": RAY_METRICS_PORT, "name": "metrics"}])])},
         }],
+    }
+
+
+def _submitter_template(image: str, pod_labels: dict[str, str]) -> dict[str, Any]:
+    """The RayJob's submitter pod (``ray job submit`` in K8sJobMode): KubeRay's default
+    (head image, 500m/200Mi requested, 1 CPU/1Gi limit, restartPolicy Never; KubeRay fills in
+    the command), plus the trial's labels and the restricted security context."""
+    return {
+        "metadata": {"labels": dict(pod_labels)},
+        "spec": {
+            "containers": [{
+                "name": "ray-job-submitter", "image": image, "imagePullPolicy": "IfNotPresent",
+                "resources": {"requests": {"cpu": "500m", "memory": "200Mi"},
+                              "limits": {"cpu": "1", "memory": "1Gi"}},
+                "securityContext": _security()}],
+            "restartPolicy": "Never",
+            "securityContext": _pod_security(),
+        },
     }
 
 
@@ -162,7 +195,8 @@ def build_raycluster_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, wo
     name = trial_name(benchmark["metadata"]["name"], "ray", workers)
     return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
             "metadata": _metadata(benchmark, name, "ray", workers),
-            "spec": ray_cluster_spec(spec, workers, image)}
+            "spec": ray_cluster_spec(spec, workers, image,
+                                     labels(benchmark["metadata"]["name"], "ray", workers))}
 
 
 def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, workers: int,
@@ -171,7 +205,8 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
     name = trial_name(benchmark["metadata"]["name"], framework, workers)
     entrypoint = " ".join(_shell_quote(a) for a in runner_args(benchmark, spec, framework, workers,
                                                                "auto"))
-    cluster = ray_cluster_spec(spec, workers, image)
+    pod_labels = labels(benchmark["metadata"]["name"], framework, workers)
+    cluster = ray_cluster_spec(spec, workers, image, pod_labels)
     # The driver runs on the head: it publishes its results with the runner's service account.
     cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"] = "testbed-runner"
     _credentials(benchmark, cluster["headGroupSpec"]["template"]["spec"]["containers"][0])
@@ -188,6 +223,7 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
             "backoffLimit": 0,
             "runtimeEnvYAML": yaml.safe_dump({"env_vars": _owner_env(benchmark)}),
             "rayClusterSpec": cluster,
+            "submitterPodTemplate": _submitter_template(image, pod_labels),
         },
     }
 
@@ -229,14 +265,20 @@ def build_daskcluster_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, w
                                    "initialDelaySeconds": 0, "periodSeconds": 5}
     worker = _container(
         "worker", image, ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", nthreads,
-                          "--memory-limit", memory, "--dashboard", "--dashboard-address", ":8788"],
-        spec, [{"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}])
+                          "--memory-limit", memory, "--dashboard", "--dashboard-address", f":{DASK_WORKER_DASHBOARD_PORT}"],
+        spec, [{"name": "http-dashboard", "containerPort": DASK_WORKER_DASHBOARD_PORT,
+                "protocol": "TCP"}])
+    # The Dask operator copies the DaskCluster's labels to its pods as well; these say so
+    # explicitly (and win over them).
+    pod_meta = {"labels": labels(benchmark["metadata"]["name"], "dask", workers)}
     return {
         "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
         "metadata": _metadata(benchmark, name, "dask", workers),
         "spec": {
-            "worker": {"replicas": workers, "spec": _pod([worker])},
+            "worker": {"replicas": workers, "metadata": copy.deepcopy(pod_meta),
+                       "spec": _pod([worker])},
             "scheduler": {
+                "metadata": copy.deepcopy(pod_meta),
                 "spec": _pod([scheduler]),
                 "service": {
                     "type": "ClusterIP",
@@ -281,4 +323,40 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
                                                        workers)},
                          "spec": pod},
         },
+    }
+
+
+# -- NetworkPolicy --------------------------------------------------------------------------
+# Where the trial's pods serve Prometheus metrics: Ray head and workers (metrics-export-port),
+# the Dask scheduler's and workers' dashboards (/metrics). The chart's PodMonitors scrape these.
+METRICS_PORTS = (RAY_METRICS_PORT, DASK_DASHBOARD_PORT, DASK_WORKER_DASHBOARD_PORT)
+
+
+def build_networkpolicy_manifest(benchmark: dict[str, Any], framework: str, workers: int,
+                                 metrics_from: list[dict[str, Any]] | None = None,
+                                 dashboard_from: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The trial's NetworkPolicy: its pods (``testbed.dev/trial=<trial>``) accept connections
+    only from pods of the same trial, plus
+
+    * ``metrics_from`` (NetworkPolicyPeers, e.g. Prometheus' namespace) on the metrics ports;
+    * ``dashboard_from`` (e.g. the KubeRay operator) on the Ray dashboard port, for ``ray`` and
+      ``dask-on-ray`` trials: KubeRay reads the RayJob's status from the head's dashboard.
+
+    Only ingress is restricted. Egress stays open: the runner needs the API server (its result
+    ConfigMap) and S3/HTTP datasets, whose addresses the operator cannot know.
+    Connections from the node itself (kubelet probes) are always allowed by Kubernetes."""
+    name = benchmark["metadata"]["name"]
+    tname = trial_name(name, framework, workers)
+    own = {"matchLabels": {TRIAL_LABEL: tname}}
+    ingress: list[dict[str, Any]] = [{"from": [{"podSelector": copy.deepcopy(own)}]}]
+    if metrics_from:
+        ingress.append({"from": copy.deepcopy(list(metrics_from)),
+                        "ports": [{"protocol": "TCP", "port": p} for p in METRICS_PORTS]})
+    if dashboard_from and framework in ("ray", "dask-on-ray"):
+        ingress.append({"from": copy.deepcopy(list(dashboard_from)),
+                        "ports": [{"protocol": "TCP", "port": RAY_DASHBOARD_PORT}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _metadata(benchmark, tname, framework, workers),
+        "spec": {"podSelector": own, "policyTypes": ["Ingress"], "ingress": ingress},
     }
