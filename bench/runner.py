@@ -6,7 +6,7 @@ then runs as its own trial on it:
 1. ``distribute``: data into the cluster (timed: *distribute*);
 2. ``warmup`` untimed runs (code loaded, caches warm, worker pools started);
 3. ``repeats`` timed runs (*compute*), with CPU/memory sampled on every worker meanwhile;
-4. optionally one faulted run (``spec.faults``): K workers SIGKILLed mid-run;
+4. optionally one faulted run (``spec.faults``, see ``bench.faults``): workers killed mid-run;
 5. the record is appended to the results file at once.
 
 Cluster start-up and dataset loading are timed once and stored with every record.  A trial
@@ -14,7 +14,6 @@ that fails or times out is recorded as failed with its reason; the run goes on.
 """
 from __future__ import annotations
 
-import random
 import threading
 import time
 import traceback
@@ -26,6 +25,7 @@ from typing import Any, Callable
 from .datasets import Dataset, load_dataset
 from .engines import Engine, make_engine
 from .errors import RunError, TestbedError, UsageError
+from .faults import faulted_run
 from .measure import combine_workers, environment
 from .results import append_record, describe
 from .spec import BenchmarkSpec, WorkloadSpec
@@ -152,6 +152,8 @@ def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str
         cpus_per_worker=max(1.0, res.cpu_count()),
         memory_per_worker=res.memory_bytes(),
         startup_timeout=float(spec.timeout_seconds),
+        ray_settings=spec.ray, dask_settings=spec.dask,
+        observe_faults=spec.faults is not None,
     )
 
 
@@ -294,63 +296,9 @@ def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Data
         rec["extra"]["harness_overhead_s"] = (loop_wall - sum(seconds)) / spec.repeats
 
         if spec.faults is not None:
-            rec["faults"] = _faulted_run(engine, wl, state, params, spec, rec)
+            rec["faults"] = faulted_run(engine, wl, state, params, spec, rec)
     finally:
         try:
             wl.release(engine, state)
         except Exception:
             pass
-
-
-def _faulted_run(engine: Engine, wl: Workload, state: Any, params: dict[str, Any],
-                 spec: BenchmarkSpec, rec: dict[str, Any]) -> dict[str, Any]:
-    """One more run during which K worker processes are SIGKILLed."""
-    f = spec.faults
-    info: dict[str, Any] = {
-        "kill_workers": f.kill_workers, "after_seconds": f.after_seconds,
-        "after_fraction": f.after_fraction, "seed": f.seed,
-        "max_retries": engine.max_retries,
-    }
-    procs = engine.worker_processes()
-    if not procs:
-        info["applicable"] = False
-        info["reason"] = ("the engine did not start these workers (local baseline or connected "
-                          "cluster); faults are injected only into clusters the testbed started")
-        return info
-    info["applicable"] = True
-    delay = f.after_seconds if f.after_seconds is not None else f.after_fraction * (rec["median"] or describe(rec["seconds"])["median"])
-    victims = random.Random(f.seed).sample(procs, min(f.kill_workers, len(procs)))
-    killed: list[dict[str, Any]] = []
-
-    def kill() -> None:
-        for p in victims:
-            try:
-                children = p.children(recursive=True)
-                for c in [p] + children:
-                    c.kill()
-                killed.append({"pid": p.pid, "at": time.perf_counter() - t0})
-            except Exception as e:  # already gone
-                killed.append({"pid": p.pid, "error": type(e).__name__})
-
-    timer = threading.Timer(delay, kill)
-    t0 = time.perf_counter()
-    timer.start()
-    try:
-        out = wl.run(engine, state, params)
-        info["finished"] = True
-        info["quality"] = out.quality
-        baseline = rec["quality"]
-        matches = wl.matches(out.quality, baseline)
-        info["quality_matches"] = all(matches.values()) if matches else None
-    except Exception as e:
-        info["finished"] = False
-        info["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]
-    finally:
-        info["seconds"] = time.perf_counter() - t0
-        timer.cancel()
-        timer.join()
-    info["killed"] = killed
-    info["killed_before_end"] = bool(killed) and all("at" in k for k in killed)
-    median = describe(rec["seconds"])["median"]
-    info["penalty_seconds"] = info["seconds"] - median if median is not None else None
-    return info

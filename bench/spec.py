@@ -158,19 +158,49 @@ class ResourcesSpec(_Model):
 
 
 class FaultSpec(_Model):
-    kill_workers: int = Field(default=1, ge=0)
-    after_seconds: float | None = Field(default=None, ge=0)
+    """One extra run per trial during which workers (and optionally the head) are killed."""
+
+    kill_workers: int = Field(default=1, ge=0, le=MAX_WORKERS)
+    kill_head: bool = False
+    """Also kill the Ray head (GCS) / the Dask scheduler at the same moment."""
+    after_seconds: float | None = Field(default=None, ge=0, le=24 * 3600)
     after_fraction: float | None = Field(default=None, gt=0, lt=1)
     """Kill once this fraction of the workload's fault-free median time has passed."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    """Picks the victims (``random.Random(seed)``), so a run repeats."""
+    detect_timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    """How long to wait, after the kill, for the framework to notice (and for a hung run)."""
 
     @model_validator(mode="after")
     def _when(self) -> "FaultSpec":
-        if self.after_seconds is None and self.after_fraction is None:
-            self.after_seconds = 1.0
         if self.after_seconds is not None and self.after_fraction is not None:
             raise ValueError("give either afterSeconds or afterFraction, not both")
+        if self.after_seconds is None and self.after_fraction is None:
+            self.after_seconds = 1.0
+        if self.kill_workers == 0 and not self.kill_head:
+            raise ValueError("nothing to kill: set killWorkers above 0 or killHead: true")
         return self
+
+
+class RaySettings(_Model):
+    """Ray's fault-tolerance knobs, applied to every Ray and Dask-on-Ray trial and recorded."""
+
+    max_retries: int = Field(default=3, ge=0, le=100)
+    """``ray.remote(max_retries=...)``: re-runs of a task whose worker or node died."""
+    health_check_period_ms: int = Field(default=3000, ge=100, le=600_000)
+    """GCS health checks of each node (``RAY_health_check_period_ms`` on the head)."""
+    health_check_failure_threshold: int = Field(default=5, ge=1, le=100)
+    """Missed checks before a node is marked dead (``RAY_health_check_failure_threshold``)."""
+
+
+class DaskSettings(_Model):
+    """Dask's fault-tolerance knobs, applied to every Dask trial and recorded."""
+
+    allowed_failures: int = Field(default=3, ge=0, le=100)
+    """``distributed.scheduler.allowed-failures``: worker deaths a task survives before
+    ``KilledWorker``."""
+    nanny: bool = True
+    """Run each worker under a nanny, which restarts a worker process that dies."""
 
 
 class BenchmarkSpec(_Model):
@@ -189,6 +219,8 @@ class BenchmarkSpec(_Model):
     timeout_seconds: int = Field(default=1800, ge=1, le=7 * 24 * 3600)
     """Per trial: cluster start-up plus every run of one workload."""
     faults: FaultSpec | None = None
+    ray: RaySettings = Field(default_factory=RaySettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
     sample_interval: float = Field(default=0.1, gt=0, le=10)
     """Seconds between CPU/memory samples on each worker."""
 

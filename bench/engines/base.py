@@ -27,11 +27,35 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import psutil
 
 from ..errors import RunError
+
+if TYPE_CHECKING:
+    from ..spec import DaskSettings, RaySettings
+
+
+@dataclass
+class Victim:
+    """Something fault injection can kill: a worker or the head/scheduler."""
+
+    role: str  # "worker" | "head"
+    name: str  # what the framework calls it (node IP, worker name, pod name)
+    kill: Callable[[], None]
+
+
+class FaultWatch:
+    """Observes what a framework did about killed workers during one faulted run.
+
+    ``report(kills, timeout)`` is called after the run with each kill's wall-clock time; it
+    returns what the framework itself recorded (detection, retries, recomputations).
+    """
+
+    def report(self, kills: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
+        return {"observed": False, "reason": f"{type(self).__name__} observes nothing"}
 
 
 class Engine(ABC):
@@ -39,13 +63,19 @@ class Engine(ABC):
 
     def __init__(self, workers: int, address: str | None = None, *, cpus_per_worker: float = 1,
                  memory_per_worker: int = 2 * 2**30, startup_timeout: float = 300,
-                 max_retries: int = 3):
+                 ray_settings: "RaySettings | None" = None,
+                 dask_settings: "DaskSettings | None" = None, observe_faults: bool = False):
+        from ..spec import DaskSettings, RaySettings
+
         self.workers = workers
         self.address = address
         self.cpus_per_worker = cpus_per_worker
         self.memory_per_worker = memory_per_worker
         self.startup_timeout = startup_timeout
-        self.max_retries = max_retries
+        self.ray_settings = ray_settings or RaySettings()
+        self.dask_settings = dask_settings or DaskSettings()
+        # Faulted benchmarks: start what observing faults needs (Ray's dashboard/state API).
+        self.observe_faults = observe_faults
         self.started_cluster = False
         self.startup_seconds: float | None = None
         self.tasks = 0
@@ -139,13 +169,45 @@ class Engine(ABC):
             "started_cluster": self.started_cluster,
             "cpus_per_worker": self.cpus_per_worker,
             "memory_per_worker": self.memory_per_worker,
-            "max_retries": self.max_retries,
+            "settings": self.settings(),
         }
 
-    # -- fault injection (clusters this engine started) -------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The fault-tolerance settings in effect (recorded with every result)."""
+        return {}
+
+    # -- fault injection -------------------------------------------------------------------
     def worker_processes(self) -> list[psutil.Process]:
         """The top-level process of each worker this engine started (empty when connected)."""
         return []
+
+    def worker_names(self) -> list[str]:
+        """What the framework calls each process of ``worker_processes()``, in that order."""
+        return [str(p.pid) for p in self.worker_processes()]
+
+    def fault_victims(self) -> list[Victim]:
+        """Workers and the head this engine can kill.
+
+        Clusters the engine started: their processes (SIGKILL of the whole process tree).
+        Connected clusters inside Kubernetes: their pods (see ``bench.k8s_faults``).  Anything
+        else: none, and fault injection reports itself as not applicable.
+        """
+        if not self.started_cluster:
+            from ..k8s_faults import pod_victims
+
+            return pod_victims()
+        out = [Victim("worker", name, _killer(p))
+               for p, name in zip(self.worker_processes(), self.worker_names())]
+        if self._procs:
+            try:
+                out.append(Victim("head", "head", _killer(psutil.Process(self._procs[0].pid))))
+            except psutil.Error:
+                pass
+        return out
+
+    def watch_faults(self) -> FaultWatch:
+        """Start observing the cluster's reaction to faults (before the faulted run)."""
+        return FaultWatch()
 
     # -- helpers for subclasses that start processes ----------------------------------------
     def _workdir_path(self, prefix: str) -> str:
@@ -222,6 +284,18 @@ class Engine(ABC):
                 if lines:
                     tails.append(f"  {name}: " + " | ".join(lines))
         return (":\n" + "\n".join(tails)) if tails else ""
+
+
+def _killer(proc: psutil.Process) -> Callable[[], None]:
+    def kill() -> None:
+        tree = [proc] + proc.children(recursive=True)
+        for c in tree:
+            try:
+                c.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+    return kill
 
 
 def _signal_group(p: subprocess.Popen, sig: int) -> None:

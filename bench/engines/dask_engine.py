@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import psutil
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ..errors import RunError
 from ..measure import worker_start_sampling, worker_stop_sampling
-from .base import Engine, wait_until
+from .base import Engine, FaultWatch, wait_until
 
 
 def _dask_bin() -> str:
@@ -40,7 +42,8 @@ class DaskEngine(Engine):
         self._spawn([_dask_bin(), "scheduler", "--host", "127.0.0.1", "--port", "0",
                      "--dashboard-address", "127.0.0.1:0", "--scheduler-file", sched_file,
                      "--no-show"],
-                    env=THREAD_ENV, log=os.path.join(work, "scheduler.log"))
+                    env=dict(THREAD_ENV, **scheduler_env(self.dask_settings)),
+                    log=os.path.join(work, "scheduler.log"))
         wait_until(lambda: _read_address(sched_file) is not None, self.startup_timeout,
                    "the Dask scheduler", check=lambda: self._check_alive("dask scheduler"))
         address = _read_address(sched_file)
@@ -50,7 +53,8 @@ class DaskEngine(Engine):
                          "--nworkers", "1", "--memory-limit", str(self.memory_per_worker),
                          "--local-directory", os.path.join(work, f"w{i}"), "--name", f"w{i}",
                          "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
-                         "--death-timeout", "60"],
+                         "--death-timeout", "60",
+                         "--nanny" if self.dask_settings.nanny else "--no-nanny"],
                         env=THREAD_ENV, log=os.path.join(work, f"worker{i}.log"))
         self._connect(address)
 
@@ -133,16 +137,142 @@ class DaskEngine(Engine):
             out.append(r)
         return out
 
+    def settings(self) -> dict[str, Any]:
+        return {"allowed_failures": self.dask_settings.allowed_failures,
+                "nanny": self.dask_settings.nanny}
+
     def worker_processes(self) -> list[psutil.Process]:
-        """The worker processes (children of each nanny), not the nannies themselves."""
+        """The worker processes: the child of each nanny (which the nanny then restarts), or
+        the worker itself when it runs without a nanny."""
         procs = []
         for p in self._procs[1:]:
             try:
-                kids = psutil.Process(p.pid).children(recursive=True)
-                procs.append(kids[-1] if kids else psutil.Process(p.pid))
+                top = psutil.Process(p.pid)
+                kids = top.children(recursive=True) if self.dask_settings.nanny else []
+                procs.append(kids[-1] if kids else top)
             except psutil.Error:
                 pass
         return procs
+
+    def worker_names(self) -> list[str]:
+        return [f"w{i}" for i in range(len(self._procs) - 1)]
+
+    def watch_faults(self) -> FaultWatch:
+        return DaskFaultWatch(self.client, self.dask_settings.nanny)
+
+
+def scheduler_env(settings: Any) -> dict[str, str]:
+    """The scheduler's fault-tolerance settings as Dask config environment variables."""
+    return {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(settings.allowed_failures)}
+
+
+class FaultLedger(SchedulerPlugin):
+    """A scheduler plugin recording worker removals and arrivals and every task transition
+    they caused, so a faulted run reports what the scheduler really did."""
+
+    name = "testbed-fault-ledger"
+
+    def __init__(self) -> None:
+        self.removed: list[dict[str, Any]] = []
+        self.added: list[dict[str, Any]] = []
+        self.processing: dict[str, int] = {}
+        # Transitions a worker's removal causes, by stimulus id (the scheduler runs them
+        # before it calls remove_worker, so they are matched up in report()).
+        self.by_stimulus: dict[str, dict[str, int]] = {}
+        self.names: dict[str, str] = {}  # worker address -> name (gone once it is removed)
+
+    async def start(self, scheduler: Any) -> None:
+        self.names = {addr: str(ws.name) for addr, ws in scheduler.workers.items()}
+
+    def add_worker(self, scheduler: Any = None, worker: str = "") -> None:
+        ws = scheduler.workers.get(worker) if scheduler is not None else None
+        self.names[worker] = str(getattr(ws, "name", worker))
+        self.added.append({"worker": worker, "name": self.names[worker], "time": time.time()})
+
+    def remove_worker(self, scheduler: Any = None, worker: str = "", *,
+                      stimulus_id: str = "", **kwargs: Any) -> None:
+        self.removed.append({"worker": worker, "name": self.names.get(worker, worker),
+                             "time": time.time(), "stimulus_id": stimulus_id})
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any,
+                   stimulus_id: str = "", **kwargs: Any) -> None:
+        if finish == "processing":
+            k = str(key)
+            self.processing[k] = self.processing.get(k, 0) + 1
+        if (start, finish) in _LOSSES or finish == "erred":
+            counts = self.by_stimulus.setdefault(stimulus_id, {})
+            t = f"{start}->{finish}"
+            counts[t] = counts.get(t, 0) + 1
+
+    def report(self) -> dict[str, Any]:
+        by_removal: dict[str, int] = {}
+        for r in self.removed:
+            for t, n in self.by_stimulus.get(r["stimulus_id"], {}).items():
+                by_removal[t] = by_removal.get(t, 0) + n
+        return {"removed": self.removed, "added": self.added,
+                "recomputed": sum(n - 1 for n in self.processing.values() if n > 1),
+                "tasks": len(self.processing), "by_removal": by_removal}
+
+
+# A task running on, or whose result lived only on, a worker that is removed.
+_LOSSES = {("processing", "released"), ("memory", "released"), ("memory", "waiting"),
+           ("processing", "waiting")}
+
+
+def _ledger_report(dask_scheduler: Any) -> dict[str, Any]:
+    return dask_scheduler.plugins[FaultLedger.name].report()
+
+
+class DaskFaultWatch(FaultWatch):
+    def __init__(self, client: Any, nanny: bool):
+        self.client = client
+        self.nanny = nanny
+        client.register_plugin(FaultLedger(), name=FaultLedger.name)
+
+    def report(self, kills: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
+        killed = {k["name"] for k in kills if k["role"] == "worker" and "at_wall" in k}
+        head_killed = any(k["role"] == "head" and "at_wall" in k for k in kills)
+        if head_killed:
+            return {"observed": False,
+                    "reason": "the scheduler was killed: its record of the run is gone"}
+        t_kill = min((k["at_wall"] for k in kills if "at_wall" in k), default=None)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                led = self.client.run_on_scheduler(_ledger_report)
+            except Exception as e:
+                return {"observed": False, "reason": f"cannot read the scheduler's record: "
+                                                     f"{type(e).__name__}: {e}"[:300]}
+            gone = {r["name"] for r in led["removed"]}
+            back = {a["name"] for a in led["added"]}
+            # Wait for the removals, and for the nannies' replacements when there are nannies.
+            waiting = not killed <= gone or (self.nanny and not killed <= back)
+            if not waiting or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        try:
+            self.client.unregister_scheduler_plugin(FaultLedger.name)
+        except Exception:
+            pass
+        removals = [r for r in led["removed"] if r["name"] in killed]
+        arrivals = [a for a in led["added"] if a["name"] in killed]
+        by = led["by_removal"]
+        out: dict[str, Any] = {
+            "observed": True,
+            "workers_removed": len(removals),
+            "detected_after_seconds": (min(r["time"] for r in removals) - t_kill
+                                       if removals and t_kill is not None else None),
+            "replaced_after_seconds": (min(a["time"] for a in arrivals) - t_kill
+                                       if arrivals and t_kill is not None else None),
+            "recomputed_tasks": led["recomputed"],
+            "rescheduled_tasks": by.get("processing->released", 0),
+            "lost_results": sum(n for t, n in by.items() if t.startswith("memory->")),
+            "killed_worker_errors": sum(n for t, n in by.items() if t.endswith("->erred")),
+            "transitions_by_removal": by,
+        }
+        if killed - {r["name"] for r in removals}:
+            out["undetected"] = sorted(killed - {r["name"] for r in removals})
+        return out
 
 
 def _read_address(path: str) -> str | None:

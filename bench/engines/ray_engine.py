@@ -11,13 +11,14 @@ import itertools
 import os
 import socket
 import sys
+import time
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import psutil
 
 from ..errors import RunError
-from .base import Engine, wait_until
+from .base import Engine, FaultWatch, wait_until
 
 _LOOPBACK = itertools.count(2)
 
@@ -79,6 +80,7 @@ class RayEngine(Engine):
         self._worker_nodes: list[str] = []
         self._head_ip: str | None = None
         self._node_procs: list[Any] = []
+        self._worker_ips: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -98,9 +100,10 @@ class RayEngine(Engine):
         obj_store = max(78 * 2**20, min(self.memory_per_worker // 4, 2**30))
         self._spawn([_ray_bin(), "start", "--head", f"--node-ip-address={head_ip}",
                      f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
-                     f"--object-store-memory={obj_store}", "--include-dashboard=false",
+                     f"--object-store-memory={obj_store}", *self._dashboard_flags(head_ip),
                      *_node_ports(os.path.join(work, "h")), *common],
-                    env=self._env(), log=os.path.join(work, "head.log"))
+                    env=dict(self._env(), **head_env(self.ray_settings)),
+                    log=os.path.join(work, "head.log"))
         self._head_ip = head_ip
         address = f"{head_ip}:{port}"
         self._gcs_address = address
@@ -110,12 +113,21 @@ class RayEngine(Engine):
         cpus = max(1, int(self.cpus_per_worker))
         for i in range(self.workers):
             ip = _next_loopback()
+            self._worker_ips.append(ip)
             self._spawn([_ray_bin(), "start", f"--address={address}", f"--node-ip-address={ip}",
                          f"--num-cpus={cpus}", f"--memory={self.memory_per_worker}",
                          f"--object-store-memory={obj_store}",
                          *_node_ports(os.path.join(work, f"w{i}")), *common],
                         env=self._env(), log=os.path.join(work, f"worker{i}.log"))
         self._connect(address, node_ip=head_ip)
+
+    def _dashboard_flags(self, ip: str) -> list[str]:
+        # The dashboard serves Ray's state API (task attempts, node deaths), which a faulted
+        # benchmark reads; other runs skip its start-up cost. KubeRay heads always run it.
+        if not self.observe_faults:
+            return ["--include-dashboard=false"]
+        return ["--include-dashboard=true", f"--dashboard-host={ip}",
+                f"--dashboard-port={_free_port()}"]
 
     def _connect(self, address: str, node_ip: str | None = None) -> None:
         import ray
@@ -181,7 +193,7 @@ class RayEngine(Engine):
 
         r = self._remotes.get(fn)
         if r is None:
-            r = ray.remote(max_retries=self.max_retries, retry_exceptions=False,
+            r = ray.remote(max_retries=self.ray_settings.max_retries, retry_exceptions=False,
                            scheduling_strategy="SPREAD")(fn)
             self._remotes[fn] = r
         return r
@@ -259,6 +271,20 @@ class RayEngine(Engine):
                 pass
         return procs
 
+    def worker_names(self) -> list[str]:
+        return list(self._worker_ips[: len(self._procs) - 1])
+
+    def settings(self) -> dict[str, Any]:
+        r = self.ray_settings
+        out = {"max_retries": r.max_retries}
+        if self.started_cluster:  # a connected cluster's head has whatever it was given
+            out.update(health_check_period_ms=r.health_check_period_ms,
+                       health_check_failure_threshold=r.health_check_failure_threshold)
+        return out
+
+    def watch_faults(self) -> FaultWatch:
+        return RayFaultWatch()
+
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["worker_nodes"] = list(self._worker_nodes)
@@ -290,6 +316,99 @@ class NodeSampler:
         out["id"] = self.node_id[:12]
         out["node"] = self.node_id
         return out
+
+
+def head_env(settings: Any) -> dict[str, str]:
+    """The head's (GCS's) node-failure detection settings as Ray config environment."""
+    return {"RAY_health_check_period_ms": str(settings.health_check_period_ms),
+            "RAY_health_check_failure_threshold": str(settings.health_check_failure_threshold)}
+
+
+_DIED = ("NODE_DIED", "WORKER_DIED", "OUT_OF_MEMORY", "LOCAL_RAYLET_DIED")
+
+
+class RayFaultWatch(FaultWatch):
+    """Reads Ray's own records through the state API: task attempts (a retry is an attempt
+    number above 0; a failed attempt carries the error type, e.g. ``NODE_DIED``) and node
+    deaths (with the GCS's end time)."""
+
+    def __init__(self) -> None:
+        import ray
+
+        self.job_id = ray.get_runtime_context().get_job_id()
+        try:
+            self.before = {(t.task_id, t.attempt_number) for t in self._tasks()}
+            self.error = None
+        except Exception as e:
+            self.before = set()
+            self.error = _short(e)
+
+    def _tasks(self) -> list[Any]:
+        from ray.util.state import list_tasks
+
+        return list_tasks(filters=[("job_id", "=", self.job_id)], limit=10_000, detail=True,
+                          raise_on_missing_output=False, timeout=30)
+
+    def report(self, kills: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
+        import ray
+        from ray.util.state import list_nodes
+
+        if any(k["role"] == "head" and "at_wall" in k for k in kills):
+            return {"observed": False, "reason": "the head was killed: Ray's state API (GCS "
+                                                 "and dashboard) went with it"}
+        if self.error:
+            return {"observed": False, "reason": f"Ray's state API is unavailable: {self.error}"}
+        killed = {k["name"] for k in kills if k["role"] == "worker" and "at_wall" in k}
+        t_kill = min((k["at_wall"] for k in kills if "at_wall" in k), default=None)
+        deadline = time.monotonic() + timeout
+        # The GCS marks a node dead after its missed health checks; wait for that (bounded).
+        while True:
+            dead = {n["NodeManagerAddress"] for n in ray.nodes() if not n["Alive"]}
+            if killed <= dead or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        nodes = [n for n in list_nodes(detail=True, limit=10_000, raise_on_missing_output=False)
+                 if n.node_ip in killed]
+        # Task events reach the state API about once a second: read until two reads agree.
+        rows, prev = [], None
+        settle = time.monotonic() + 15
+        while time.monotonic() < settle:
+            rows = [t for t in self._tasks() if (t.task_id, t.attempt_number) not in self.before]
+            sig = sorted((t.task_id, t.attempt_number, str(t.state)) for t in rows)
+            if sig == prev and not any(str(t.state) in ("RUNNING", "PENDING_NODE_ASSIGNMENT",
+                                                         "SUBMITTED_TO_WORKER") for t in rows):
+                break
+            prev = sig
+            time.sleep(1.2)
+        failed = [t for t in rows if str(t.state) == "FAILED"]
+        died = [t for t in failed if str(t.error_type) in _DIED]
+        ends = [n.end_time_ms / 1000 for n in nodes if n.end_time_ms]
+        fail_ends = [t.end_time_ms / 1000 for t in died if t.end_time_ms]
+        out: dict[str, Any] = {
+            "observed": True,
+            "workers_removed": sum(1 for n in nodes if str(n.state) == "DEAD"),
+            # The first failure Ray reported for a task on a killed node or worker...
+            "detected_after_seconds": (min(fail_ends) - t_kill
+                                       if fail_ends and t_kill is not None else None),
+            # ...and the GCS marking the node dead (health checks).
+            "node_dead_after_seconds": (min(ends) - t_kill if ends and t_kill is not None
+                                        else None),
+            "task_attempts": len(rows),
+            "retried_tasks": sum(1 for t in rows if t.attempt_number > 0),
+            "failed_attempts": len(failed),
+            "failed_by_error": _count(str(t.error_type) for t in failed),
+        }
+        if killed - {n.node_ip for n in nodes if str(n.state) == "DEAD"}:
+            out["undetected"] = sorted(killed - {n.node_ip for n in nodes
+                                                 if str(n.state) == "DEAD"})
+        return out
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out
 
 
 def _port_open(ip: str, port: int) -> bool:

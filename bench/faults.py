@@ -1,0 +1,139 @@
+"""Fault injection: one extra run of a trial during which workers (and optionally the head) die.
+
+The run is the trial's workload on the same cluster, data already distributed, after the timed
+repeats.  At ``afterSeconds`` (or ``afterFraction`` of the fault-free median) the victims,
+chosen with ``random.Random(seed)``, are killed:
+
+* clusters the testbed started: SIGKILL of each victim's whole process tree (a Ray node's
+  ``ray start``, raylet and workers; a Dask worker process, whose nanny then restarts it unless
+  ``dask.nanny`` is false; the Ray head or Dask scheduler with ``killHead``);
+* a connected cluster inside Kubernetes: the victims' pods are deleted (``bench.k8s_faults``).
+
+The record (``rec["faults"]``) says what happened, measured, never assumed:
+
+``finished``/``error``            did the run return, or which exception it raised;
+``quality_matches``               its quality figure against the fault-free runs';
+``seconds``/``penalty_seconds``   its wall time, and that minus the fault-free median;
+``killed``                        each victim, its role and when it died (``at`` seconds into
+                                  the run), or why it could not be killed;
+``killed_before_end``             every kill happened while the run was still going;
+``observed``                      the framework's own record of the faults: detection time,
+                                  retried/recomputed tasks, failed attempts by error type (Ray's
+                                  state API; a Dask scheduler plugin), or why it is unavailable;
+``settings``                      the framework's fault-tolerance settings in effect.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+from .engines import Engine
+from .results import describe
+from .spec import BenchmarkSpec
+from .workloads import Workload
+
+
+def _error_text(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}"[:500]
+
+
+def pick_victims(engine: Engine, kill_workers: int, kill_head: bool, seed: int) -> list:
+    """The seeded choice of victims: K workers (sorted by name first, so the same seed picks
+    the same workers on every run) plus the head when asked."""
+    victims = engine.fault_victims()
+    workers = sorted((v for v in victims if v.role == "worker"), key=lambda v: v.name)
+    chosen = random.Random(seed).sample(workers, min(kill_workers, len(workers)))
+    if kill_head:
+        chosen += [v for v in victims if v.role == "head"][:1]
+    return chosen
+
+
+def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str, Any],
+                spec: BenchmarkSpec, rec: dict[str, Any]) -> dict[str, Any]:
+    f = spec.faults
+    assert f is not None
+    median = describe(rec["seconds"])["median"]
+    info: dict[str, Any] = {
+        "kill_workers": f.kill_workers, "kill_head": f.kill_head,
+        "after_seconds": f.after_seconds, "after_fraction": f.after_fraction, "seed": f.seed,
+        "settings": engine.settings(),
+    }
+    victims = pick_victims(engine, f.kill_workers, f.kill_head, f.seed)
+    if not victims:
+        info["applicable"] = False
+        info["reason"] = ("the engine did not start these workers (local baseline, or a "
+                          "connected cluster outside Kubernetes): there is nothing it may kill")
+        return info
+    info["applicable"] = True
+    if f.kill_workers > sum(v.role == "worker" for v in victims):
+        info["note"] = f"only {sum(v.role == 'worker' for v in victims)} worker(s) to kill"
+    delay = f.after_seconds if f.after_seconds is not None else f.after_fraction * (median or 0)
+    info["delay_seconds"] = delay
+    try:
+        watch = engine.watch_faults()
+    except Exception as e:  # observation is best effort; the fault itself still happens
+        watch = None
+        info["observed"] = {"observed": False, "reason": f"cannot observe: {_error_text(e)}"}
+
+    killed: list[dict[str, Any]] = []
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def kill() -> None:
+        for v in victims:
+            entry: dict[str, Any] = {"role": v.role, "name": v.name}
+            try:
+                v.kill()
+                entry["at"] = time.perf_counter() - t0
+                entry["at_wall"] = time.time()
+            except Exception as e:  # already gone, or not ours to kill
+                entry["error"] = _error_text(e)
+            entry["run_still_going"] = not done.is_set()
+            killed.append(entry)
+
+    def body() -> None:
+        try:
+            with engine.work_context():
+                box["out"] = wl.run(engine, state, params)
+        except BaseException as e:
+            box["error"] = e
+        finally:
+            done.set()
+
+    # A run can hang for good once its head is gone: give it the detection window plus three
+    # fault-free medians, then record it as hung (the runner replaces the cluster afterwards).
+    patience = delay + f.detect_timeout_seconds + 3 * (median or 0) + 10
+    timer = threading.Timer(delay, kill)
+    runner = threading.Thread(target=body, name="faulted-run", daemon=True)
+    t0 = time.perf_counter()
+    timer.start()
+    runner.start()
+    runner.join(patience)
+    info["seconds"] = time.perf_counter() - t0
+    timer.cancel()
+    timer.join()
+    if runner.is_alive():
+        info["finished"] = False
+        info["error"] = (f"hung: no result {info['seconds']:.0f}s into the run "
+                         f"({info['seconds'] - delay:.0f}s after the kill)")
+    elif "error" in box:
+        info["finished"] = False
+        info["error"] = _error_text(box["error"])
+    else:
+        info["finished"] = True
+        info["quality"] = box["out"].quality
+        matches = wl.matches(box["out"].quality, rec["quality"])
+        info["quality_matches"] = all(matches.values()) if matches else None
+    info["killed"] = killed
+    info["killed_before_end"] = bool(killed) and all(
+        "at" in k and k["run_still_going"] for k in killed)
+    info["penalty_seconds"] = info["seconds"] - median if median is not None else None
+    if watch is not None:
+        try:
+            info["observed"] = watch.report(killed, f.detect_timeout_seconds)
+        except Exception as e:
+            info["observed"] = {"observed": False, "reason": f"cannot observe: {_error_text(e)}"}
+    return info
