@@ -7,7 +7,8 @@ chosen with ``random.Random(seed)``, are killed:
 * clusters the testbed started: SIGKILL of each victim's whole process tree (a Ray node's
   ``ray start``, raylet and workers; a Dask worker process, whose nanny then restarts it unless
   ``dask.nanny`` is false; the Ray head or Dask scheduler with ``killHead``);
-* a connected cluster inside Kubernetes: the victims' pods are deleted (``bench.k8s_faults``).
+* a connected cluster inside Kubernetes: the victims' pods are deleted (``bench.k8s_faults``;
+  the operator tells the runner which pods are its trial's).
 
 The record (``rec["faults"]``) says what happened, measured, never assumed:
 
@@ -61,7 +62,12 @@ def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str
         "after_seconds": f.after_seconds, "after_fraction": f.after_fraction, "seed": f.seed,
         "settings": engine.settings(),
     }
-    victims = pick_victims(engine, f.kill_workers, f.kill_head, f.seed)
+    try:
+        victims = pick_victims(engine, f.kill_workers, f.kill_head, f.seed)
+    except Exception as e:  # e.g. the runner may not list its pods: say so, run nothing
+        info["applicable"] = False
+        info["reason"] = f"cannot find the victims: {_error_text(e)}"
+        return info
     if not victims:
         info["applicable"] = False
         info["reason"] = ("the engine did not start these workers (local baseline, or a "

@@ -192,6 +192,12 @@ class RaySettings(_Model):
     health_check_failure_threshold: int = Field(default=5, ge=1, le=100)
     """Missed checks before a node is marked dead (``RAY_health_check_failure_threshold``)."""
 
+    def head_env(self) -> dict[str, str]:
+        """The head's (GCS's) settings as Ray config environment variables (local head
+        processes and KubeRay head pods alike)."""
+        return {"RAY_health_check_period_ms": str(self.health_check_period_ms),
+                "RAY_health_check_failure_threshold": str(self.health_check_failure_threshold)}
+
 
 class DaskSettings(_Model):
     """Dask's fault-tolerance knobs, applied to every Dask trial and recorded."""
@@ -201,6 +207,10 @@ class DaskSettings(_Model):
     ``KilledWorker``."""
     nanny: bool = True
     """Run each worker under a nanny, which restarts a worker process that dies."""
+
+    def scheduler_env(self) -> dict[str, str]:
+        """The scheduler's settings as Dask config environment variables."""
+        return {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(self.allowed_failures)}
 
 
 class BenchmarkSpec(_Model):

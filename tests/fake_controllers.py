@@ -24,6 +24,12 @@ benchmark with many Benchmarks).  Knobs for fault tests: ``never_ready`` (cluste
 never become ready), ``crash`` (names whose runner exits 1 without publishing anything),
 ``gate`` (an event every runner waits for before it starts).
 
+* **Pods**: with real clusters, every Ray node and every Dask worker and scheduler also gets a
+  Pod object carrying its template's labels plus KubeRay's ``ray.io/node-type`` or the Dask
+  operator's ``dask.org/component``, ``status.podIP`` (the Ray node's address) and the
+  ``DASK_WORKER_NAME`` env.  Deleting such a pod SIGKILLs the process tree it stands for, as
+  the kubelet does with a grace period of 0 (``killed_pods`` lists them).
+
 Every start is counted in ``starts`` (``Kind/name`` → count): tests assert nothing ran twice.
 Deleted objects have their processes stopped; only processes started here are touched.
 """
@@ -51,6 +57,7 @@ RAYJOBS = "/apis/ray.io/v1/namespaces/{ns}/rayjobs"
 DASKCLUSTERS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
 JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
 CONFIGMAPS = "/api/v1/namespaces/{ns}/configmaps"
+PODS = "/api/v1/namespaces/{ns}/pods"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
@@ -126,13 +133,15 @@ class FakeControllers:
         self._clusters: dict[str, LocalCluster] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._dask_addresses: dict[str, str] = {}
+        self._pod_pids: dict[str, tuple[str, int]] = {}  # pod name -> (cluster key, pid)
+        self.killed_pods: list[str] = []
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> "FakeControllers":
         self._session = aiohttp.ClientSession(self.url)
         for path, fn in ((RAYJOBS, self._rayjob), (DASKCLUSTERS, self._daskcluster),
-                         (JOBS, self._job)):
+                         (JOBS, self._job), (PODS, None)):
             self._tasks.append(asyncio.create_task(self._watch(path.format(ns=self.ns), fn)))
         return self
 
@@ -165,6 +174,10 @@ class FakeControllers:
                 await asyncio.sleep(0.1)
 
     async def _dispatch(self, etype: str, obj: dict[str, Any], handler: Any) -> None:
+        if handler is None:  # a Pod
+            if etype == "DELETED" or obj["metadata"].get("deletionTimestamp"):
+                self._pod_deleted(obj["metadata"]["name"])
+            return
         key = f"{obj['kind']}/{obj['metadata']['name']}"
         if etype == "ADDED" and key not in self._work:
             self._work[key] = asyncio.create_task(self._guard(key, handler(key, obj)))
@@ -174,9 +187,57 @@ class FakeControllers:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             await self._kill(key)
-            cluster = self._clusters.pop(key, None)
-            if cluster is not None:
-                await cluster.stop()
+            await self._stop_cluster(key)
+
+    async def _stop_cluster(self, key: str) -> None:
+        cluster = self._clusters.pop(key, None)
+        # Its pods stand for nothing any more (and their pids may be reused): forget them.
+        for pod in [p for p, (k, _) in self._pod_pids.items() if k == key]:
+            del self._pod_pids[pod]
+        if cluster is not None:
+            await cluster.stop()
+
+    def _pod_deleted(self, name: str) -> None:
+        import psutil
+
+        entry = self._pod_pids.pop(name, None)
+        if entry is None:
+            return
+        try:
+            root = psutil.Process(entry[1])
+            for p in [root] + root.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+        except psutil.Error:
+            pass
+        self.killed_pods.append(name)
+
+    async def _pods(self, key: str, cluster: str, info: dict[str, Any], framework: str,
+                    head_labels: dict[str, str], worker_labels: dict[str, str]) -> None:
+        """One Pod per node of the local cluster (see the module docstring)."""
+        if framework == "ray":
+            role = ("ray.io/node-type", "head", "worker")
+        else:
+            role = ("dask.org/component", "scheduler", "worker")
+        pods = [(f"{cluster}-head", {**head_labels, role[0]: role[1]}, info["head_pid"], None)]
+        pods += [(f"{cluster}-worker-{i}", {**worker_labels, role[0]: role[2]}, w["pid"], w["name"])
+                 for i, w in enumerate(info["workers"])]
+        path = PODS.format(ns=self.ns)
+        for name, labels, pid, fw_name in pods:
+            env = [{"name": "DASK_WORKER_NAME", "value": fw_name}] if fw_name and framework == "dask" else []
+            body = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": self.ns, "labels": labels},
+                    "spec": {"containers": [{"name": "node", "image": "local", "env": env}]}}
+            async with self._session.post(path, data=json.dumps(body),
+                                          headers={"Content-Type": "application/json"}) as r:
+                r.raise_for_status()
+            self._pod_pids[name] = (key, pid)
+            status = {"phase": "Running"}
+            if framework == "ray" and fw_name:
+                status["podIP"] = fw_name
+            async with self._session.patch(f"{path}/{name}/status", data=json.dumps({"status": status}),
+                                           headers=MERGE) as r:
+                r.raise_for_status()
 
     async def _guard(self, key: str, coro: Any) -> None:
         try:
@@ -216,6 +277,10 @@ class FakeControllers:
         if not self.fast:
             info = await self._cluster(key, "ray", workers)
             env = {"RAY_ADDRESS": info["address"], "TESTBED_NODE_IP": info["head_ip"]}
+            rc = spec["rayClusterSpec"]
+            await self._pods(key, f"{name}-raycluster", info, "ray",
+                             rc["headGroupSpec"]["template"]["metadata"].get("labels", {}),
+                             rc["workerGroupSpecs"][0]["template"]["metadata"].get("labels", {}))
         await self._patch_status(RAYJOBS, name, {
             "jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "rayClusterName": f"{name}-raycluster",
             "dashboardURL": f"{name}-head-svc.{self.ns}.svc:8265", "jobId": f"{name}-job"})
@@ -230,7 +295,7 @@ class FakeControllers:
             "endTime": _now(), "message": "" if code == 0 else f"driver exited with code {code}"})
         self.finished_at[key] = time.monotonic()
         if spec.get("shutdownAfterJobFinishes") and key in self._clusters:
-            await self._clusters.pop(key).stop()
+            await self._stop_cluster(key)
 
     # -- Dask operator ---------------------------------------------------------------------
     async def _daskcluster(self, key: str, obj: dict[str, Any]) -> None:
@@ -240,7 +305,15 @@ class FakeControllers:
         if name in self.never_ready:
             return
         workers = obj["spec"]["worker"]["replicas"]
-        address = "tcp://127.0.0.1:1" if self.fast else (await self._cluster(key, "dask", workers))["address"]
+        if self.fast:
+            address = "tcp://127.0.0.1:1"
+        else:
+            info = await self._cluster(key, "dask", workers)
+            address = info["address"]
+            spec = obj["spec"]
+            await self._pods(key, name, info, "dask",
+                             (spec["scheduler"].get("metadata") or {}).get("labels", {}),
+                             (spec["worker"].get("metadata") or {}).get("labels", {}))
         self._dask_addresses[f"{name}-scheduler.{self.ns}.svc"] = address
         await self._patch_status(DASKCLUSTERS, name, {"phase": "Running"})
 

@@ -26,6 +26,7 @@ VALUE_SETS = {
                                "podMonitors": {"enabled": True}},
                    "watchNamespaces": ["bench"]},
     "minimal": {"grafanaDashboard": {"enabled": False}, "runnerNamespaces": ["jobs"],
+                "runnerPodFaults": False,
                 "image": {"repository": "registry.local/testbed-operator", "tag": "dev",
                           "pullPolicy": "Always"}},
     "network-policy": {"networkPolicy": {
@@ -114,6 +115,7 @@ def test_the_operator_pod_is_restricted_and_configured_from_values():
     ({"metrics": {"port": 70000}}, "/metrics/port"),
     ({"imagee": {}}, "imagee"),
     ({"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
+    ({"runnerPodFaults": "yes"}, "/runnerPodFaults"),
     ({"networkPolicy": {"metricsFrom": {"namespaceSelector": {}}}}, "/networkPolicy/metricsFrom"),
     ({"networkPolicy": {"metricsFrom": [{"namespaceSelecter": {}}]}}, "namespaceSelecter"),
     ({"networkPolicy": {"rayDashboardFrom": [{}]}}, "/networkPolicy/rayDashboardFrom/0"),
@@ -135,7 +137,7 @@ OPERATOR_RULES = {
     ("", "resourcequotas"): {"list"},
     ("", "events"): {"create"},
 }
-RUNNER_RULES = {("", "configmaps"): {"create", "patch"}}
+RUNNER_RULES = {("", "configmaps"): {"create", "patch"}, ("", "pods"): {"list", "delete"}}
 NETWORK_POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "delete"}}
 
 
@@ -167,6 +169,12 @@ def test_rbac_is_exactly_what_the_operator_and_runner_use():
                                         else rb["metadata"]["namespace"])
     sas = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in ns["ServiceAccount"]}
     assert sas == {("testbed", "tb-testbed"), ("bench", "testbed-runner"), ("ml", "testbed-runner")}
+
+
+def test_runner_may_delete_pods_only_when_fault_injection_is_allowed():
+    (role,) = by_kind(render(VALUE_SETS["minimal"]))["Role"]
+    assert role["metadata"] == role["metadata"] | {"name": "testbed-runner", "namespace": "jobs"}
+    assert _rules(role) == {("", "configmaps"): {"create", "patch"}}
 
 
 def _verb(r) -> str:
@@ -270,6 +278,10 @@ async def test_with_network_policies_the_operator_uses_exactly_its_role(cluster)
         await api.apply(benchmark("gone", frameworks=["dask"], workers=[1]))
         await wait_for(lambda: api.items("/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"),
                        30, "gone's DaskCluster")
+
+        async def finalized():  # else the deletion may skip the operator's delete handler
+            return ((await api.benchmark("gone")) or {}).get("metadata", {}).get("finalizers")
+        await wait_for(finalized, 30, "gone's finalizer")
         await api.delete("/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks/gone")
 
         async def cleaned():

@@ -40,8 +40,33 @@ def sample_records():
         recs.append(make_record(workload, "dask", 1, [t1 * 1.2] * 3, metric=metric, quality=q))
     recs.append(make_record("knn", "dask", 2, state="failed", error="KilledWorker: boom"))
     recs.append(make_record("kmeans", "dask", 2, [0.7, 0.71, 0.69], metric="inertia", quality=1250.0,
-                            faults={"killed": 1, "recovered": True}))
+                            faults=DASK_FAULT))
+    recs.append(make_record("knn", "ray", 3, [1.0, 1.0, 1.0], metric="accuracy", quality=0.97,
+                            faults=RAY_FAULT))
     return recs
+
+
+# The shapes bench.faults records (taken from real runs, see tests/test_faults.py).
+DASK_FAULT = {
+    "applicable": True, "kill_workers": 1, "kill_head": False, "after_fraction": 0.4,
+    "settings": {"allowed_failures": 3, "nanny": True}, "delay_seconds": 0.28,
+    "killed": [{"role": "worker", "name": "w0", "at": 0.29, "run_still_going": True}],
+    "killed_before_end": True, "finished": True, "quality_matches": True, "seconds": 1.31,
+    "penalty_seconds": 0.61,
+    "observed": {"observed": True, "workers_removed": 1, "detected_after_seconds": 0.031,
+                 "replaced_after_seconds": 0.58, "recomputed_tasks": 4, "lost_results": 3,
+                 "rescheduled_tasks": 1, "killed_worker_errors": 0},
+}
+RAY_FAULT = {
+    "applicable": True, "kill_workers": 1, "kill_head": False, "after_fraction": 0.4,
+    "settings": {"max_retries": 0}, "delay_seconds": 0.4,
+    "killed": [{"role": "worker", "name": "127.0.0.5", "at": 0.41, "run_still_going": True}],
+    "killed_before_end": True, "finished": False, "seconds": 0.52, "penalty_seconds": -0.48,
+    "error": "NodeDiedError: Task failed because the node it was running on is dead",
+    "observed": {"observed": True, "workers_removed": 1, "detected_after_seconds": 0.04,
+                 "node_dead_after_seconds": 14.2, "retried_tasks": 0, "failed_attempts": 1,
+                 "failed_by_error": {"NODE_DIED": 1}},
+}
 
 
 def console():
@@ -74,7 +99,7 @@ def test_render_table_prints_both_tables():
 def test_make_figures_writes_every_kind(tmp_path):
     paths = make_figures(sample_records(), tmp_path)
     assert {p.name for p in paths} == {"time_vs_workers.png", "speedup_efficiency.png",
-                                       "phases.png", "resources.png"}
+                                       "phases.png", "resources.png", "faults.png"}
     for p in paths:
         data = p.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
@@ -93,11 +118,11 @@ def test_html_report(tmp_path):
     out = write_report(sample_records(), tmp_path / "report.html", "html")
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>")
-    for needle in ("knn", "kmeans", "4.000 ±0.040", "FAILED", "Fault injection",
+    for needle in ("knn", "kmeans", "4.000 ±0.040", "FAILED", "Fault tolerance",
                    "How to read", "hostname"):
         assert needle in text, needle
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 4
+    assert len(images) == 5
     import base64
     assert all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
     assert not list(tmp_path.glob("*_figures"))  # self-contained
@@ -107,10 +132,10 @@ def test_markdown_report(tmp_path):
     out = write_report(sample_records(), tmp_path / "report.md", "md")
     text = out.read_text()
     for needle in ("# Ray vs Dask", "knn", "kmeans", "4.000 ±0.040", "**FAILED**",
-                   "## Fault injection", "| ray ×2 |"):
+                   "## Fault tolerance", "| ray ×2 |"):
         assert needle in text, needle
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 4
+    assert len(links) == 5
     for link in links:
         assert link.startswith("report_figures/")
         png = tmp_path / link
@@ -120,7 +145,21 @@ def test_markdown_report(tmp_path):
 def test_no_fault_table_without_faults(tmp_path):
     recs = [r for r in sample_records() if not r["faults"]]
     text = write_report(recs, tmp_path / "r.md", "md").read_text()
-    assert "Fault injection" not in text
+    assert "Fault tolerance" not in text
+    assert not (tmp_path / "r_figures" / "faults.png").exists()
+
+
+def test_fault_table_says_what_happened(tmp_path):
+    text = write_report(sample_records(), tmp_path / "r.md", "md").read_text()
+    section = text.split("## Fault tolerance")[1].split("## ")[0]
+    dask = next(line for line in section.splitlines() if "| kmeans | dask ×2 |" in line)
+    for needle in ("w0 @0.29s", "finished; same quality", "| 0.03 |", "+0.610", "replaced 0.58",
+                   "4 recomputed, 3 lost results", "nanny, allowed_failures=3"):
+        assert needle in dask, (needle, dask)
+    ray = next(line for line in section.splitlines() if "| knn | ray ×3 |" in line)
+    for needle in ("127.0.0.5 @0.41s", "**FAILED: NodeDiedError", "node dead 14.2",
+                   "0 retried (1 NODE_DIED)", "max_retries=0"):
+        assert needle in ray, (needle, ray)
 
 
 def test_quality_section_compares_with_local(tmp_path):

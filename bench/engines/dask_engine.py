@@ -42,7 +42,7 @@ class DaskEngine(Engine):
         self._spawn([_dask_bin(), "scheduler", "--host", "127.0.0.1", "--port", "0",
                      "--dashboard-address", "127.0.0.1:0", "--scheduler-file", sched_file,
                      "--no-show"],
-                    env=dict(THREAD_ENV, **scheduler_env(self.dask_settings)),
+                    env=dict(THREAD_ENV, **self.dask_settings.scheduler_env()),
                     log=os.path.join(work, "scheduler.log"))
         wait_until(lambda: _read_address(sched_file) is not None, self.startup_timeout,
                    "the Dask scheduler", check=lambda: self._check_alive("dask scheduler"))
@@ -159,11 +159,6 @@ class DaskEngine(Engine):
 
     def watch_faults(self) -> FaultWatch:
         return DaskFaultWatch(self.client, self.dask_settings.nanny)
-
-
-def scheduler_env(settings: Any) -> dict[str, str]:
-    """The scheduler's fault-tolerance settings as Dask config environment variables."""
-    return {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(settings.allowed_failures)}
 
 
 class FaultLedger(SchedulerPlugin):

@@ -102,7 +102,7 @@ class RayEngine(Engine):
                      f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
                      f"--object-store-memory={obj_store}", *self._dashboard_flags(head_ip),
                      *_node_ports(os.path.join(work, "h")), *common],
-                    env=dict(self._env(), **head_env(self.ray_settings)),
+                    env=dict(self._env(), **self.ray_settings.head_env()),
                     log=os.path.join(work, "head.log"))
         self._head_ip = head_ip
         address = f"{head_ip}:{port}"
@@ -316,12 +316,6 @@ class NodeSampler:
         out["id"] = self.node_id[:12]
         out["node"] = self.node_id
         return out
-
-
-def head_env(settings: Any) -> dict[str, str]:
-    """The head's (GCS's) node-failure detection settings as Ray config environment."""
-    return {"RAY_health_check_period_ms": str(settings.health_check_period_ms),
-            "RAY_health_check_failure_threshold": str(settings.health_check_failure_threshold)}
 
 
 _DIED = ("NODE_DIED", "WORKER_DIED", "OUT_OF_MEMORY", "LOCAL_RAYLET_DIED")

@@ -144,6 +144,31 @@ def _owner_env(benchmark: dict[str, Any]) -> dict[str, str]:
     return {OWNER_ENV: json.dumps(owner_reference(benchmark), sort_keys=True)}
 
 
+# -- fault injection ------------------------------------------------------------------------
+FAULT_PODS_ENV = "TESTBED_FAULT_PODS"  # read by bench.k8s_faults in the runner
+
+
+def fault_pods(benchmark: dict[str, Any], framework: str, workers: int) -> dict[str, str]:
+    """Which pods the runner of a faulted trial may delete: its own trial's worker pods (and
+    its head or scheduler pod), by label, and how the framework names each worker."""
+    trial = f"{TRIAL_LABEL}={trial_name(benchmark['metadata']['name'], framework, workers)}"
+    ns = benchmark["metadata"]["namespace"]
+    if framework == "dask":
+        return {"namespace": ns, "workers": f"{trial},dask.org/component=worker",
+                "head": f"{trial},dask.org/component=scheduler",
+                "identity": "env:DASK_WORKER_NAME"}
+    return {"namespace": ns, "workers": f"{trial},ray.io/node-type=worker",
+            "head": f"{trial},ray.io/node-type=head", "identity": "podIP"}
+
+
+def _fault_env(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str,
+               workers: int) -> list[dict[str, str]]:
+    if spec.faults is None:
+        return []
+    return [{"name": FAULT_PODS_ENV,
+             "value": json.dumps(fault_pods(benchmark, framework, workers), sort_keys=True)}]
+
+
 # -- Ray ------------------------------------------------------------------------------------
 def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str,
                      pod_labels: dict[str, str]) -> dict[str, Any]:
@@ -151,6 +176,9 @@ def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str,
     head_ports = [{"containerPort": RAY_GCS_PORT, "name": "gcs-server"},
                   {"containerPort": RAY_DASHBOARD_PORT, "name": "dashboard"},
                   {"containerPort": RAY_METRICS_PORT, "name": "metrics"}]
+    head = _container("ray-head", image, [], spec, head_ports)
+    # The GCS's node-failure detection, as the spec states it (and the local engine sets it).
+    head["env"] += [{"name": k, "value": v} for k, v in spec.ray.head_env().items()]
     return {
         "headGroupSpec": {
             # The head only schedules (like the local engine's head); the driver runs here.
@@ -158,7 +186,7 @@ def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str,
                                "metrics-export-port": str(RAY_METRICS_PORT)},
             "serviceType": "ClusterIP",
             "template": {"metadata": {"labels": dict(pod_labels)},
-                         "spec": _pod([_container("ray-head", image, [], spec, head_ports)])},
+                         "spec": _pod([head])},
         },
         "workerGroupSpecs": [{
             "groupName": "workers",
@@ -209,7 +237,9 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
     cluster = ray_cluster_spec(spec, workers, image, pod_labels)
     # The driver runs on the head: it publishes its results with the runner's service account.
     cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"] = "testbed-runner"
-    _credentials(benchmark, cluster["headGroupSpec"]["template"]["spec"]["containers"][0])
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    _credentials(benchmark, head)
+    head["env"] += _fault_env(benchmark, spec, framework, workers)
     return {
         "apiVersion": "ray.io/v1", "kind": "RayJob",
         "metadata": _metadata(benchmark, name, framework, workers),
@@ -261,11 +291,14 @@ def build_daskcluster_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, w
                              "--dashboard-address", f":{DASK_DASHBOARD_PORT}"], spec,
         [{"name": "tcp-comm", "containerPort": DASK_SCHEDULER_PORT, "protocol": "TCP"},
          {"name": "http-dashboard", "containerPort": DASK_DASHBOARD_PORT, "protocol": "TCP"}])
+    scheduler["env"] += [{"name": k, "value": v}
+                         for k, v in spec.dask.scheduler_env().items()]
     scheduler["readinessProbe"] = {"httpGet": {"port": "http-dashboard", "path": "/health"},
                                    "initialDelaySeconds": 0, "periodSeconds": 5}
     worker = _container(
         "worker", image, ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", nthreads,
-                          "--memory-limit", memory, "--dashboard", "--dashboard-address", f":{DASK_WORKER_DASHBOARD_PORT}"],
+                          "--memory-limit", memory, "--dashboard", "--dashboard-address", f":{DASK_WORKER_DASHBOARD_PORT}",
+                          "--nanny" if spec.dask.nanny else "--no-nanny"],
         spec, [{"name": "http-dashboard", "containerPort": DASK_WORKER_DASHBOARD_PORT,
                 "protocol": "TCP"}])
     # The Dask operator copies the DaskCluster's labels to its pods as well; these say so
@@ -307,6 +340,7 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
     runner = _container("runner", image, runner_args(benchmark, spec, framework, workers, address),
                         spec)
     runner["env"] += [{"name": k, "value": v} for k, v in _owner_env(benchmark).items()]
+    runner["env"] += _fault_env(benchmark, spec, framework, workers)
     _credentials(benchmark, runner)
     runner["terminationMessagePolicy"] = "FallbackToLogsOnError"
     runner["securityContext"]["readOnlyRootFilesystem"] = True

@@ -125,7 +125,27 @@ def _trial_result(r: dict[str, Any]) -> dict[str, Any]:
         **({"perTaskMicros": {k[len("per_task_us_"):]: v for k, v in extra.items()
                               if k.startswith("per_task_us_") and v is not None}}
            if any(k.startswith("per_task_us_") for k in extra) else {}),
+        **({"fault": _fault_result(r["faults"])} if r.get("faults") else {}),
     }
+
+
+def _fault_result(f: dict[str, Any]) -> dict[str, Any]:
+    """The faulted run in brief (the full record goes to resultsUri): what was killed, how the
+    run ended, its penalty and what the framework recorded."""
+    if not f.get("applicable", True):
+        return {"applicable": False, "reason": f.get("reason")}
+    obs = f.get("observed") or {}
+    out = {
+        "killed": [k.get("name") if "error" not in k else f"{k.get('name')} ({k['error']})"
+                   for k in f.get("killed") or []],
+        "finished": f.get("finished"), "error": f.get("error"),
+        "qualityMatches": f.get("quality_matches"), "seconds": f.get("seconds"),
+        "penaltySeconds": f.get("penalty_seconds"),
+        "detectedAfterSeconds": obs.get("detected_after_seconds"),
+        "retriedTasks": obs.get("retried_tasks", obs.get("recomputed_tasks")),
+        "settings": f.get("settings") or {},
+    }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _as_record(trial: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
