@@ -76,7 +76,15 @@ def operator_status():
                          "phases": {"startup": 1.0}, "quality_metric": "accuracy",
                          "quality": {"accuracy": 0.98}, "resources": {"cpu_mean": 95.0, "rss_peak": 2**28},
                          "extra": ({"per_task_us_async": 900.0, "per_task_us_sync": 3000.0}
-                                   if wl == "tasks" else {})})
+                                   if wl == "tasks" else {}),
+                         # The faulted run as bench.faults records it (see test_faults.py).
+                         "faults": ({"applicable": True, "finished": True, "seconds": 2 * base,
+                                     "penalty_seconds": base, "quality_matches": True,
+                                     "killed": [{"role": "worker", "name": "w0", "at": 0.4}],
+                                     "settings": {"max_retries": 3},
+                                     "observed": {"observed": True, "detected_after_seconds": 0.05,
+                                                  "retried_tasks": 1}}
+                                    if wl == "knn" and t["workers"] == 2 else None)})
         s = tr.finish_trial(tr.start_trial(s, i), i, recs)
     return s
 
@@ -221,6 +229,10 @@ def test_a_real_prometheus_scrapes_the_operator_and_returns_trial_results(tmp_pa
         speedup = query('max by (framework) (testbed_trial_speedup{workload="knn", workers="2"})')
         assert {r["metric"]["framework"]: round(float(r["value"][1]), 3) for r in speedup} == {
             "ray": 2.0, "dask": 2.0}
+        # The faulted runs' penalties (the knn trials at 2 workers: half the 1-worker base).
+        penalty = query("testbed_fault_penalty_seconds")
+        assert {(r["metric"]["framework"], r["metric"]["workers"]): round(float(r["value"][1]), 3)
+                for r in penalty} == {("ray", "2"): 0.5, ("dask", "2"): 0.6}
     finally:
         proc.terminate()
         proc.wait(30)

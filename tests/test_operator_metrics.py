@@ -102,3 +102,37 @@ def test_per_task_overhead_of_the_tasks_workload_is_exported():
     m.forget("ns", "t")
     assert not [k for k in ((x.name, x.labels) for fam in m.registry.collect() for x in fam.samples)
                 if k[0].startswith(("testbed_task", "testbed_trial"))]
+
+
+def test_a_faulted_run_is_summarised_in_the_status_and_exported():
+    from bench.spec import parse_spec
+
+    spec = parse_spec({"frameworks": ["ray"], "workers": [2], "workload": {"name": "knn"},
+                       "faults": {"killWorkers": 1}})
+    faults = {"applicable": True, "finished": False, "seconds": 0.52, "penalty_seconds": -0.48,
+              "error": "NodeDiedError: Task failed because the node it was running on is dead",
+              "killed": [{"role": "worker", "name": "10.1.2.3", "at": 0.41},
+                         {"role": "head", "name": "h", "error": "RunError: HTTP 403"}],
+              "settings": {"max_retries": 0},
+              "observed": {"observed": True, "detected_after_seconds": 0.04, "retried_tasks": 0,
+                           "failed_by_error": {"NODE_DIED": 1}}}
+    rec = {"workload": "knn", "framework": "ray", "workers": 2, "state": "succeeded",
+           "seconds": [1.0], "phases": {}, "quality_metric": "accuracy",
+           "quality": {"accuracy": 0.9}, "resources": {}, "faults": faults}
+    s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
+    assert s["trials"][0]["results"][0]["fault"] == {
+        "killed": ["10.1.2.3", "h (RunError: HTTP 403)"], "finished": False,
+        "error": faults["error"], "seconds": 0.52, "penaltySeconds": -0.48,
+        "detectedAfterSeconds": 0.04, "retriedTasks": 0, "settings": {"max_retries": 0}}
+    m = OperatorMetrics()
+    m.observe_status("ns", "f", s)
+    got = {(x.name, tuple(sorted(x.labels.items()))): x.value
+           for fam in m.registry.collect() for x in fam.samples}
+    lbl = dict(namespace="ns", benchmark="f", framework="ray", workload="knn", workers="2")
+    assert _sample(got, "testbed_fault_penalty_seconds", **lbl) == pytest.approx(-0.48)
+    assert _sample(got, "testbed_fault_detection_seconds", **lbl) == pytest.approx(0.04)
+    assert _sample(got, "testbed_fault_retried_tasks", **lbl) == 0
+    assert _sample(got, "testbed_fault_finished", **lbl) == 0
+    m.forget("ns", "f")
+    assert not [x for fam in m.registry.collect() for x in fam.samples
+                if x.name.startswith("testbed_fault_")]

@@ -103,6 +103,15 @@ def panels() -> list[dict[str, Any]]:
         _panel(18, "Operator reconcile errors", "timeseries",
                [(f"sum by (benchmark) (increase(testbed_reconcile_errors_total{{{SEL}}}[15m]))",
                  "{{benchmark}}")], (16, 42, 8, 8)),
+        _row(19, "Fault tolerance (spec.faults: workers killed during an extra run)", 50),
+        _panel(20, "Penalty: faulted run minus fault-free median", "bargauge",
+               [(f"testbed_fault_penalty_seconds{{{TRIAL}}}", by_fw)], (0, 51, 8, 8), unit="s"),
+        _panel(21, "Time to detect the failure", "bargauge",
+               [(f"testbed_fault_detection_seconds{{{TRIAL}}}", by_fw)], (8, 51, 8, 8), unit="s"),
+        _panel(22, "Retried / recomputed tasks; faulted run finished (1) or failed (0)",
+               "bargauge",
+               [(f"testbed_fault_retried_tasks{{{TRIAL}}}", "retried " + by_fw),
+                (f"testbed_fault_finished{{{TRIAL}}}", "finished " + by_fw)], (16, 51, 8, 8)),
     ]
 
 

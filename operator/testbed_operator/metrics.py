@@ -11,6 +11,10 @@ Metric names (all prefixed ``testbed_``):
 * ``trial_cpu_percent``        mean CPU of the trial's worker processes (100 = one core)
 * ``trial_memory_bytes``       peak RSS of the trial's worker processes
 * ``task_overhead_seconds``    per-task cost of the ``tasks`` workload (mode async | sync)
+* ``fault_penalty_seconds``    faulted run minus the fault-free median (``spec.faults``)
+* ``fault_detection_seconds``  from the kill to the framework's first record of the failure
+* ``fault_retried_tasks``      Ray task retries / Dask recomputed tasks in the faulted run
+* ``fault_finished``           1 if the faulted run finished, 0 if it failed
 * ``trial_attempts``           times a trial was started (more than 1: it was retried)
 * ``trials``                   trials per benchmark and state
 * ``benchmarks``               benchmarks per phase
@@ -47,6 +51,18 @@ class OperatorMetrics:
         self.overhead = Gauge("testbed_task_overhead_seconds",
                               "Per-task cost measured by the tasks workload",
                               TRIAL_LABELS + ("mode",), registry=r)
+        self.fault_penalty = Gauge("testbed_fault_penalty_seconds",
+                                   "Faulted run minus the trial's fault-free median",
+                                   TRIAL_LABELS, registry=r)
+        self.fault_detection = Gauge("testbed_fault_detection_seconds",
+                                     "From the kill to the framework's first record of it",
+                                     TRIAL_LABELS, registry=r)
+        self.fault_retried = Gauge("testbed_fault_retried_tasks",
+                                   "Ray task retries or Dask recomputed tasks in the faulted run",
+                                   TRIAL_LABELS, registry=r)
+        self.fault_finished = Gauge("testbed_fault_finished",
+                                    "1 if the faulted run finished, 0 if it failed",
+                                    TRIAL_LABELS, registry=r)
         self.attempts = Gauge("testbed_trial_attempts", "Times a trial was started",
                               ("namespace", "benchmark", "framework", "workers"), registry=r)
         self.trials = Gauge("testbed_trials", "Trials by state", ("namespace", "benchmark", "state"),
@@ -90,6 +106,14 @@ class OperatorMetrics:
                     if res.get(field) is not None:
                         seen.add(labels)
                         gauge.labels(*labels).set(res[field])
+                fault = res.get("fault") or {}
+                for gauge, value in ((self.fault_penalty, fault.get("penaltySeconds")),
+                                     (self.fault_detection, fault.get("detectedAfterSeconds")),
+                                     (self.fault_retried, fault.get("retriedTasks")),
+                                     (self.fault_finished, fault.get("finished"))):
+                    if value is not None:
+                        seen.add(("fault",) + labels)
+                        gauge.labels(*labels).set(float(value))
                 for mode, micros in (res.get("perTaskMicros") or {}).items():
                     seen.add(("overhead", mode) + labels)
                     self.overhead.labels(*labels, mode).set(micros / 1e6)
@@ -114,6 +138,9 @@ class OperatorMetrics:
     def _remove(self, labels: tuple[str, ...]) -> None:
         if labels[0] == "attempts":
             targets = [(self.attempts, labels[1:])]
+        elif labels[0] == "fault":
+            targets = [(g, labels[1:]) for g in (self.fault_penalty, self.fault_detection,
+                                                 self.fault_retried, self.fault_finished)]
         elif labels[0] == "overhead":
             targets = [(self.overhead, labels[2:] + (labels[1],))]
         else:
