@@ -176,7 +176,16 @@ def _trial_line(rec: dict[str, Any]) -> str:
     fault = ""
     if rec.get("faults") and rec["faults"].get("applicable"):
         f = rec["faults"]
-        fault = f"  fault: {'finished' if f.get('finished') else 'FAILED'} in {f['seconds']:.2f}s"
+        obs = f.get("observed") or {}
+        how = (f"finished, {f.get('penalty_seconds') or 0:+.2f}s" if f.get("finished") else
+               f"FAILED ({(f.get('error') or '').split(':')[0]})")
+        det = obs.get("detected_after_seconds")
+        fault = (f"  fault: {len(f.get('killed') or [])} killed, {how}"
+                 + (f", detected after {det:.2f}s" if det is not None else ""))
+        for key, what in (("node_dead_after_seconds", "node dead"),
+                          ("replaced_after_seconds", "replaced")):
+            if obs.get(key) is not None:
+                fault += f", {what} after {obs[key]:.2f}s"
     return (f"  [green]✓[/] {who} median {rec['median']:.4f}s (IQR {rec['iqr']:.4f})  {qs}  "
             f"start {ph['startup'] or 0:.1f}s  distribute {ph['distribute'] or 0:.3f}s{fault}")
 

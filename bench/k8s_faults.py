@@ -33,9 +33,11 @@ def fault_config() -> dict[str, Any] | None:
         cfg = json.loads(raw)
     except json.JSONDecodeError as e:
         raise RunError(f"${ENV} is not JSON: {e.msg}") from None
+    if not isinstance(cfg, dict):
+        raise RunError(f"${ENV}: expected a JSON object, got {type(cfg).__name__}")
     missing = [k for k in ("namespace", "workers", "identity") if not cfg.get(k)]
-    if not isinstance(cfg, dict) or missing:
-        raise RunError(f"${ENV}: missing {', '.join(missing) or 'fields'}")
+    if missing:
+        raise RunError(f"${ENV}: missing {', '.join(missing)}")
     return cfg
 
 

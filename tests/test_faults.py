@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from bench.engines import make_engine
+from bench.errors import RunError
+from bench.k8s_faults import pod_identity, pod_victims
 from bench.faults import pick_victims
 from bench.results import read_records
 from bench.runner import run_benchmark
@@ -30,7 +32,7 @@ FAST_RAY = {"healthCheckPeriodMs": 500, "healthCheckFailureThreshold": 3}
 
 def _faulted(tmp_path, framework: str, workload: str, **over) -> dict:
     dataset, wl = WORKLOADS[workload]
-    spec = {"frameworks": [framework], "workers": [2], "baselines": False, "repeats": 1,
+    spec = {"frameworks": [framework], "workers": [2], "baselines": False, "repeats": 2,
             "warmup": 1, "dataset": dataset, "workloads": [wl],
             "faults": {"killWorkers": 1, "afterFraction": 0.4, "seed": 1,
                        "detectTimeoutSeconds": 30},
@@ -55,18 +57,23 @@ def _check_timeline(f: dict, rec: dict) -> None:
     assert f["penalty_seconds"] == pytest.approx(f["seconds"] - rec["median"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("workload", sorted(WORKLOADS))
-def test_dask_survives_a_killed_worker(tmp_path, workload):
-    rec = _faulted(tmp_path, "dask", workload)
+def _survived(tmp_path, framework: str, workload: str, settings: dict) -> tuple[dict, dict]:
+    """A faulted trial whose run finished with the fault-free answer: (faults, observed)."""
+    rec = _faulted(tmp_path, framework, workload)
     f = rec["faults"]
     assert rec["state"] == "succeeded", rec["error"]
     _check_timeline(f, rec)
-    assert f["settings"] == {"allowed_failures": 3, "nanny": True}
-    # Dask re-ran the victim's work on the survivor: same answer.
+    assert f["settings"] == settings
+    # The framework re-ran the victim's work on the survivor: same answer.
     assert f["finished"] is True and f["quality_matches"] is True, f
-    obs = f["observed"]
-    assert obs["observed"] is True, obs
+    assert f["observed"]["observed"] is True, f["observed"]
+    return f, f["observed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+def test_dask_survives_a_killed_worker(tmp_path, workload):
+    f, obs = _survived(tmp_path, "dask", workload, {"allowed_failures": 3, "nanny": True})
     # The scheduler itself removed exactly the worker we killed, after we killed it...
     assert obs["workers_removed"] == 1 and "undetected" not in obs
     assert 0 <= obs["detected_after_seconds"] < f["seconds"] - f["killed"][0]["at"] + 30
@@ -81,15 +88,8 @@ def test_dask_survives_a_killed_worker(tmp_path, workload):
 @pytest.mark.slow
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_ray_survives_a_killed_worker_node(tmp_path, workload):
-    rec = _faulted(tmp_path, "ray", workload)
-    f = rec["faults"]
-    assert rec["state"] == "succeeded", rec["error"]
-    _check_timeline(f, rec)
-    assert f["settings"] == {"max_retries": 3, "health_check_period_ms": 500,
-                             "health_check_failure_threshold": 3}
-    assert f["finished"] is True and f["quality_matches"] is True, f
-    obs = f["observed"]
-    assert obs["observed"] is True, obs
+    f, obs = _survived(tmp_path, "ray", workload, {
+        "max_retries": 3, "health_check_period_ms": 500, "health_check_failure_threshold": 3})
     # Ray's GCS marked the killed node dead, within the configured health checks (Ray's
     # default of 3 s x 5 would take about 15 s)...
     assert obs["workers_removed"] == 1 and "undetected" not in obs
@@ -195,3 +195,24 @@ def test_bad_framework_settings_name_the_field(section, body, field):
     with pytest.raises(SpecError) as e:
         parse_spec({section: body})
     assert field in str(e.value)
+
+
+def test_pod_victims_need_kubernetes_and_a_well_formed_target(monkeypatch):
+    monkeypatch.delenv("TESTBED_FAULT_PODS", raising=False)
+    assert pod_victims() == []  # outside Kubernetes: nothing to kill
+    monkeypatch.setenv("TESTBED_FAULT_PODS", "{not json")
+    with pytest.raises(RunError, match=r"\$TESTBED_FAULT_PODS is not JSON"):
+        pod_victims()
+    monkeypatch.setenv("TESTBED_FAULT_PODS", '{"namespace": "ns"}')
+    with pytest.raises(RunError, match="missing workers, identity"):
+        pod_victims()
+
+
+def test_pods_are_named_as_the_framework_names_them():
+    pod = {"metadata": {"name": "c-worker-abc"}, "status": {"podIP": "10.0.0.7"},
+           "spec": {"containers": [{"env": [{"name": "DASK_WORKER_NAME", "value": "c-w-1"}]}]}}
+    assert pod_identity(pod, "podIP") == "10.0.0.7"
+    assert pod_identity(pod, "env:DASK_WORKER_NAME") == "c-w-1"
+    assert pod_identity(pod, "env:OTHER") == "c-worker-abc"
+    with pytest.raises(RunError, match="unknown identity 'uid'"):
+        pod_identity(pod, "uid")

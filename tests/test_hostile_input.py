@@ -53,6 +53,15 @@ CORPUS = [
     ({"workerResources": {"memory": "lots"}}, "spec.workerResources.memory"),
     ({"workerResources": {"cpu": "-1"}}, "spec.workerResources.cpu"),
     ({"workerResources": {"cpu": "1; id"}}, "spec.workerResources.cpu"),
+    ({"faults": {"killWorkers": 10**9}}, "spec.faults.killWorkers"),
+    ({"faults": {"afterSeconds": -5}}, "spec.faults.afterSeconds"),
+    ({"faults": {"seed": "$(id)"}}, "spec.faults.seed"),
+    ({"faults": {"killHead": "rm -rf /"}}, "spec.faults.killHead"),
+    ({"faults": {"detectTimeoutSeconds": 10**9}}, "spec.faults.detectTimeoutSeconds"),
+    ({"ray": {"maxRetries": 10**6}}, "spec.ray.maxRetries"),
+    ({"ray": {"healthCheckPeriodMs": "3s"}}, "spec.ray.healthCheckPeriodMs"),
+    ({"dask": {"allowedFailures": -1}}, "spec.dask.allowedFailures"),
+    ({"dask": {"nanny": "yes please"}}, "spec.dask.nanny"),
 ]
 
 

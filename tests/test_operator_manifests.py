@@ -314,3 +314,69 @@ def test_the_submitter_pod_is_kuberays_default_plus_labels_and_the_restricted_co
                               "limits": {"cpu": "1", "memory": "1Gi"}}
     assert tpl["spec"]["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert tpl["metadata"]["labels"][m.TRIAL_LABEL] == "digits-knn-ray-2"
+
+
+def _env(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def _label_selector(text):
+    return {"matchLabels": dict(part.split("=", 1) for part in text.split(","))}
+
+
+@pytest.mark.parametrize("framework", ["ray", "dask"])
+def test_faults_and_framework_settings_reach_the_pods(framework):
+    bm = copy.deepcopy(BENCHMARK)
+    bm["spec"].update(faults={"killWorkers": 1, "killHead": True},
+                      ray={"maxRetries": 1, "healthCheckPeriodMs": 700,
+                           "healthCheckFailureThreshold": 4},
+                      dask={"allowedFailures": 5, "nanny": False})
+    spec = parse_spec(bm)
+    if framework == "ray":
+        rj = m.build_rayjob_manifest(bm, spec, 2, IMAGE)
+        head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]
+        env = _env(head["template"]["spec"]["containers"][0])
+        # The GCS's failure detection, as the spec says.
+        assert env["RAY_health_check_period_ms"] == "700"
+        assert env["RAY_health_check_failure_threshold"] == "4"
+        runner_env = env  # the driver runs on the head
+        # KubeRay stamps ray.io/node-type on the pods it makes from these templates.
+        worker_pod = {**rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["metadata"]["labels"],
+                      "ray.io/node-type": "worker"}
+        head_pod = {**head["template"]["metadata"]["labels"], "ray.io/node-type": "head"}
+        # maxRetries travels in the runner's spec (the driver applies it).
+        assert '"maxRetries": 1' in rj["spec"]["entrypoint"]
+    else:
+        dc = m.build_daskcluster_manifest(bm, spec, 2, IMAGE)
+        scheduler = dc["spec"]["scheduler"]["spec"]["containers"][0]
+        worker = dc["spec"]["worker"]["spec"]["containers"][0]
+        assert _env(scheduler)["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] == "5"
+        assert "--no-nanny" in worker["args"] and "--nanny" not in worker["args"]
+        job = m.build_runner_job_manifest(bm, spec, framework, 2, IMAGE,
+                                          m.dask_scheduler_address(bm, 2))
+        runner_env = _env(job["spec"]["template"]["spec"]["containers"][0])
+        labels = dc["metadata"]["labels"]
+        worker_pod = {**labels, **dc["spec"]["worker"]["metadata"]["labels"],
+                      "dask.org/component": "worker"}
+        head_pod = {**labels, **dc["spec"]["scheduler"]["metadata"]["labels"],
+                    "dask.org/component": "scheduler"}
+    targets = json.loads(runner_env[m.FAULT_PODS_ENV])
+    assert targets["namespace"] == "bench"
+    # The selectors pick this trial's workers and head, and nothing of another trial.
+    assert _selects(_label_selector(targets["workers"]), worker_pod)
+    assert not _selects(_label_selector(targets["workers"]), head_pod)
+    assert _selects(_label_selector(targets["head"]), head_pod)
+    for what, labels in _trial_pod_labels(BENCHMARK, framework, 1).items():
+        assert not _selects(_label_selector(targets["workers"]), labels), what
+    assert targets["identity"] == ("podIP" if framework == "ray" else "env:DASK_WORKER_NAME")
+
+
+def test_no_fault_targets_without_faults():
+    spec = parse_spec(BENCHMARK)
+    rj = m.build_rayjob_manifest(BENCHMARK, spec, 2, IMAGE)
+    job = m.build_runner_job_manifest(BENCHMARK, spec, "dask", 2, IMAGE, "tcp://x:8786")
+    for c in (rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0],
+              job["spec"]["template"]["spec"]["containers"][0]):
+        assert m.FAULT_PODS_ENV not in _env(c)
+    dc = m.build_daskcluster_manifest(BENCHMARK, spec, 2, IMAGE)
+    assert "--nanny" in dc["spec"]["worker"]["spec"]["containers"][0]["args"]
