@@ -1,8 +1,9 @@
 """Fault injection: one extra run of a trial during which workers (and optionally the head) die.
 
 The run is the trial's workload on the same cluster, data already distributed, after the timed
-repeats.  At ``afterSeconds`` (or ``afterFraction`` of the fault-free median) the victims,
-chosen with ``random.Random(seed)``, are killed:
+repeats.  At ``afterSeconds``, at ``afterFraction`` of the fault-free median, or once
+``afterTasksFraction`` of the run's tasks have finished (counted through each task's future),
+the victims, chosen with ``random.Random(seed)``, are killed:
 
 * clusters the testbed started: SIGKILL of each victim's whole process tree (a Ray node's
   ``ray start``, raylet and workers; a Dask worker process, whose nanny then restarts it unless
@@ -16,7 +17,8 @@ The record (``rec["faults"]``) says what happened, measured, never assumed:
 ``quality_matches``               its quality figure against the fault-free runs';
 ``seconds``/``penalty_seconds``   its wall time, and that minus the fault-free median;
 ``killed``                        each victim, its role and when it died (``at`` seconds into
-                                  the run), or why it could not be killed;
+                                  the run; with ``afterTasksFraction`` also ``tasks_done``, the
+                                  run's tasks finished by then), or why it could not be killed;
 ``killed_before_end``             every kill happened while the run was still going;
 ``observed``                      the framework's own record of the faults: detection time,
                                   retried/recomputed tasks, failed attempts by error type (Ray's
@@ -25,6 +27,7 @@ The record (``rec["faults"]``) says what happened, measured, never assumed:
 """
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -76,7 +79,22 @@ def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str
     info["applicable"] = True
     if f.kill_workers > sum(v.role == "worker" for v in victims):
         info["note"] = f"only {sum(v.role == 'worker' for v in victims)} worker(s) to kill"
-    delay = f.after_seconds if f.after_seconds is not None else f.after_fraction * (median or 0)
+    tasks_target = None
+    if f.after_tasks_fraction is not None:
+        per_run = int(rec.get("tasks") or 0)
+        if not engine.counts_tasks or per_run == 0:
+            info["applicable"] = False
+            info["reason"] = (f"afterTasksFraction: {engine.framework} runs of {wl.name} submit "
+                              "no tasks the engine can count; use afterSeconds or afterFraction")
+            return info
+        tasks_target = max(1, min(per_run - 1, math.ceil(f.after_tasks_fraction * per_run)))
+        info["tasks_per_run"] = per_run
+        info["kill_after_tasks"] = tasks_target
+        delay = None
+    elif f.after_seconds is not None:
+        delay = f.after_seconds
+    else:
+        delay = f.after_fraction * (median or 0)
     info["delay_seconds"] = delay
     try:
         watch = engine.watch_faults()
@@ -85,6 +103,7 @@ def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str
         info["observed"] = {"observed": False, "reason": f"cannot observe: {_error_text(e)}"}
 
     killed: list[dict[str, Any]] = []
+    tasks_done = [0]  # tasks finished so far in this run (afterTasksFraction only)
     done = threading.Event()
     box: dict[str, Any] = {}
 
@@ -98,6 +117,8 @@ def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str
             except Exception as e:  # already gone, or not ours to kill
                 entry["error"] = _error_text(e)
             entry["run_still_going"] = not done.is_set()
+            if tasks_target is not None:
+                entry["tasks_done"] = tasks_done[0]
             killed.append(entry)
 
     def body() -> None:
@@ -111,20 +132,47 @@ def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str
 
     # A run can hang for good once its head is gone: give it the detection window plus three
     # fault-free medians, then record it as hung (the runner replaces the cluster afterwards).
-    patience = delay + f.detect_timeout_seconds + 3 * (median or 0) + 10
-    timer = threading.Timer(delay, kill)
+    patience = (delay or 0) + f.detect_timeout_seconds + 3 * (median or 0) + 10
+    trigger = threading.Event()
+    if tasks_target is None:
+        timer: threading.Thread = threading.Timer(delay, kill)
+    else:
+        lock = threading.Lock()
+
+        def task_done() -> None:  # from the framework's callback threads
+            with lock:
+                tasks_done[0] += 1
+                if tasks_done[0] == tasks_target:
+                    trigger.set()
+
+        def kill_on_trigger() -> None:
+            trigger.wait()
+            if "cancel" not in box:
+                kill()
+
+        engine.on_task_done = task_done
+        timer = threading.Thread(target=kill_on_trigger, name="fault-trigger", daemon=True)
     runner = threading.Thread(target=body, name="faulted-run", daemon=True)
     t0 = time.perf_counter()
     timer.start()
     runner.start()
     runner.join(patience)
     info["seconds"] = time.perf_counter() - t0
-    timer.cancel()
+    engine.on_task_done = None
+    if isinstance(timer, threading.Timer):
+        timer.cancel()
+    elif not trigger.is_set():
+        box["cancel"] = True  # the run ended before that many tasks: no kill
+        trigger.set()
     timer.join()
+    if tasks_target is not None and not killed:
+        info["note"] = (f"the run ended after fewer than {tasks_target} finished tasks: "
+                        "nothing was killed")
     if runner.is_alive():
         info["finished"] = False
-        info["error"] = (f"hung: no result {info['seconds']:.0f}s into the run "
-                         f"({info['seconds'] - delay:.0f}s after the kill)")
+        first_kill = min((k["at"] for k in killed if "at" in k), default=None)
+        after = "" if first_kill is None else f" ({info['seconds'] - first_kill:.0f}s after the kill)"
+        info["error"] = f"hung: no result {info['seconds']:.0f}s into the run{after}"
     elif "error" in box:
         info["finished"] = False
         info["error"] = _error_text(box["error"])

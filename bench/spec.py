@@ -166,6 +166,9 @@ class FaultSpec(_Model):
     after_seconds: float | None = Field(default=None, ge=0, le=24 * 3600)
     after_fraction: float | None = Field(default=None, gt=0, lt=1)
     """Kill once this fraction of the workload's fault-free median time has passed."""
+    after_tasks_fraction: float | None = Field(default=None, gt=0, lt=1)
+    """Kill once this fraction of the run's tasks (as many as a fault-free run submitted) has
+    finished: a fraction of the work itself (Ray and Dask ``map`` tasks)."""
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Picks the victims (``random.Random(seed)``), so a run repeats."""
     detect_timeout_seconds: float = Field(default=60, gt=0, le=3600)
@@ -173,9 +176,13 @@ class FaultSpec(_Model):
 
     @model_validator(mode="after")
     def _when(self) -> "FaultSpec":
-        if self.after_seconds is not None and self.after_fraction is not None:
-            raise ValueError("give either afterSeconds or afterFraction, not both")
-        if self.after_seconds is None and self.after_fraction is None:
+        given = [n for n, v in (("afterSeconds", self.after_seconds),
+                                 ("afterFraction", self.after_fraction),
+                                 ("afterTasksFraction", self.after_tasks_fraction)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of afterSeconds, afterFraction and afterTasksFraction, "
+                             f"not {' and '.join(given)}")
+        if not given:
             self.after_seconds = 1.0
         if self.kill_workers == 0 and not self.kill_head:
             raise ValueError("nothing to kill: set killWorkers above 0 or killHead: true")

@@ -174,7 +174,9 @@ def test_victims_are_chosen_by_the_seed(tmp_path):
 
 @pytest.mark.parametrize("faults, field", [
     ({"killWorkers": 0}, "faults: nothing to kill"),
-    ({"afterSeconds": 1, "afterFraction": 0.5}, "faults: give either afterSeconds or"),
+    ({"afterSeconds": 1, "afterFraction": 0.5}, "faults: give one of afterSeconds, afterFraction"),
+    ({"afterFraction": 0.5, "afterTasksFraction": 0.5}, "not afterFraction and afterTasksFraction"),
+    ({"afterTasksFraction": 1}, "faults.afterTasksFraction"),
     ({"afterFraction": 1.5}, "faults.afterFraction"),
     ({"killWorkers": -1}, "faults.killWorkers"),
     ({"detectTimeoutSeconds": 0}, "faults.detectTimeoutSeconds"),
@@ -216,3 +218,29 @@ def test_pods_are_named_as_the_framework_names_them():
     assert pod_identity(pod, "env:OTHER") == "c-worker-abc"
     with pytest.raises(RunError, match="unknown identity 'uid'"):
         pod_identity(pod, "uid")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["dask", "ray"])
+def test_kill_after_a_fraction_of_the_tasks(tmp_path, framework):
+    """afterTasksFraction: the kill waits for that share of the run's tasks to finish."""
+    rec = _faulted(tmp_path, framework, "knn", faults={"afterFraction": None,
+                                                       "afterTasksFraction": 0.5})
+    f = rec["faults"]
+    assert rec["tasks"] == 16 and f["tasks_per_run"] == 16 and f["kill_after_tasks"] == 8
+    (victim,) = f["killed"]
+    # Killed once 8 of the 16 tasks had finished (a few more may finish while it happens)
+    # and before the run ended.
+    assert 8 <= victim["tasks_done"] < 16 and victim["run_still_going"] is True, f
+    assert f["delay_seconds"] is None and 0 < victim["at"] < f["seconds"]
+    assert f["finished"] is True and f["quality_matches"] is True, f
+
+
+@pytest.mark.slow
+def test_kill_after_tasks_needs_an_engine_that_counts_them(tmp_path):
+    # Dask-on-Ray hands whole Dask graphs to Ray's scheduler: no per-task handle to count.
+    rec = _faulted(tmp_path, "dask-on-ray", "knn", faults={"afterFraction": None,
+                                                          "afterTasksFraction": 0.5})
+    f = rec["faults"]
+    assert rec["state"] == "succeeded" and f["applicable"] is False
+    assert "afterTasksFraction" in f["reason"] and "killed" not in f

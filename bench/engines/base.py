@@ -76,6 +76,8 @@ class Engine(ABC):
         self.dask_settings = dask_settings or DaskSettings()
         # Faulted benchmarks: start what observing faults needs (Ray's dashboard/state API).
         self.observe_faults = observe_faults
+        # Set during a faulted run triggered by completed tasks: called once per task done.
+        self.on_task_done: Callable[[], None] | None = None
         self.started_cluster = False
         self.startup_seconds: float | None = None
         self.tasks = 0
@@ -208,6 +210,10 @@ class Engine(ABC):
     def watch_faults(self) -> FaultWatch:
         """Start observing the cluster's reaction to faults (before the faulted run)."""
         return FaultWatch()
+
+    counts_tasks = False
+    """Whether ``map`` reports each finished task to ``on_task_done`` (what ``faults.
+    afterTasksFraction`` needs)."""
 
     # -- helpers for subclasses that start processes ----------------------------------------
     def _workdir_path(self, prefix: str) -> str:

@@ -31,6 +31,7 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 
 class DaskEngine(Engine):
     framework = "dask"
+    counts_tasks = True
 
     def __init__(self, workers: int, address: str | None = None, **kw: Any):
         super().__init__(workers, address, **kw)
@@ -105,6 +106,10 @@ class DaskEngine(Engine):
         self.tasks += n
         futures = self.client.map(fn, list(items), *[[s] * n for s in shared],
                                   pure=False)
+        hook = self.on_task_done
+        if hook is not None:
+            for f in futures:
+                f.add_done_callback(lambda _f: hook())
         return self.client.gather(futures)
 
     def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]:

@@ -72,6 +72,7 @@ def _next_loopback() -> str:
 
 class RayEngine(Engine):
     framework = "ray"
+    counts_tasks = True
 
     def __init__(self, workers: int, address: str | None = None, **kw: Any):
         super().__init__(workers, address, **kw)
@@ -211,7 +212,12 @@ class RayEngine(Engine):
 
         r = self._remote(fn)
         self.tasks += len(items)
-        return ray.get([r.remote(item, *shared) for item in items])
+        refs = [r.remote(item, *shared) for item in items]
+        hook = self.on_task_done
+        if hook is not None:
+            for ref in refs:
+                ref.future().add_done_callback(lambda _f: hook())
+        return ray.get(refs)
 
     def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]:
         import ray
