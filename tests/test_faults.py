@@ -57,8 +57,9 @@ def _check_timeline(f: dict, rec: dict) -> None:
     assert f["penalty_seconds"] == pytest.approx(f["seconds"] - rec["median"])
 
 
-def _survived(tmp_path, framework: str, workload: str, settings: dict) -> tuple[dict, dict]:
-    """A faulted trial whose run finished with the fault-free answer: (faults, observed)."""
+def _survived(tmp_path, framework: str, workload: str, settings: dict) -> tuple[dict, dict, dict]:
+    """A faulted trial whose run finished with the fault-free answer: (record, faults,
+    observed)."""
     rec = _faulted(tmp_path, framework, workload)
     f = rec["faults"]
     assert rec["state"] == "succeeded", rec["error"]
@@ -67,13 +68,13 @@ def _survived(tmp_path, framework: str, workload: str, settings: dict) -> tuple[
     # The framework re-ran the victim's work on the survivor: same answer.
     assert f["finished"] is True and f["quality_matches"] is True, f
     assert f["observed"]["observed"] is True, f["observed"]
-    return f, f["observed"]
+    return rec, f, f["observed"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_dask_survives_a_killed_worker(tmp_path, workload):
-    f, obs = _survived(tmp_path, "dask", workload, {"allowed_failures": 3, "nanny": True})
+    _, f, obs = _survived(tmp_path, "dask", workload, {"allowed_failures": 3, "nanny": True})
     # The scheduler itself removed exactly the worker we killed, after we killed it...
     assert obs["workers_removed"] == 1 and "undetected" not in obs
     assert 0 <= obs["detected_after_seconds"] < f["seconds"] - f["killed"][0]["at"] + 30
@@ -88,7 +89,7 @@ def test_dask_survives_a_killed_worker(tmp_path, workload):
 @pytest.mark.slow
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_ray_survives_a_killed_worker_node(tmp_path, workload):
-    f, obs = _survived(tmp_path, "ray", workload, {
+    rec, f, obs = _survived(tmp_path, "ray", workload, {
         "max_retries": 3, "health_check_period_ms": 500, "health_check_failure_threshold": 3})
     # Ray's GCS marked the killed node dead, within the configured health checks (Ray's
     # default of 3 s x 5 would take about 15 s)...
@@ -98,6 +99,8 @@ def test_ray_survives_a_killed_worker_node(tmp_path, workload):
     assert obs["failed_by_error"].get("NODE_DIED", 0) >= 1
     assert obs["retried_tasks"] >= 1
     assert 0 <= obs["detected_after_seconds"] <= obs["node_dead_after_seconds"] + 1
+    # Every attempt is a workload task: one per task, plus the retries.
+    assert obs["task_attempts"] == obs["retried_tasks"] + rec["tasks"]
 
 
 @pytest.mark.slow

@@ -346,8 +346,11 @@ class RayFaultWatch(FaultWatch):
     def _tasks(self) -> list[Any]:
         from ray.util.state import list_tasks
 
-        return list_tasks(filters=[("job_id", "=", self.job_id)], limit=10_000, detail=True,
-                          raise_on_missing_output=False, timeout=30)
+        # Normal tasks only: the workload's. (Actor calls, such as the samplers' stop() just
+        # before the faulted run, reach the state API up to a second late.)
+        return [t for t in list_tasks(filters=[("job_id", "=", self.job_id)], limit=10_000,
+                                      detail=True, raise_on_missing_output=False, timeout=30)
+                if str(t.type) == "NORMAL_TASK"]
 
     def report(self, kills: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
         import ray
