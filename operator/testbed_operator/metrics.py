@@ -51,18 +51,13 @@ class OperatorMetrics:
         self.overhead = Gauge("testbed_task_overhead_seconds",
                               "Per-task cost measured by the tasks workload",
                               TRIAL_LABELS + ("mode",), registry=r)
-        self.fault_penalty = Gauge("testbed_fault_penalty_seconds",
-                                   "Faulted run minus the trial's fault-free median",
-                                   TRIAL_LABELS, registry=r)
-        self.fault_detection = Gauge("testbed_fault_detection_seconds",
-                                     "From the kill to the framework's first record of it",
-                                     TRIAL_LABELS, registry=r)
-        self.fault_retried = Gauge("testbed_fault_retried_tasks",
-                                   "Ray task retries or Dask recomputed tasks in the faulted run",
-                                   TRIAL_LABELS, registry=r)
-        self.fault_finished = Gauge("testbed_fault_finished",
-                                    "1 if the faulted run finished, 0 if it failed",
-                                    TRIAL_LABELS, registry=r)
+        # The faulted run (spec.faults), from status.trials[].results[].fault.
+        self.fault_penalty, self.fault_detection, self.fault_retried, self.fault_finished = (
+            Gauge(name, doc, TRIAL_LABELS, registry=r) for name, doc in (
+                ("testbed_fault_penalty_seconds", "Faulted run minus the trial's fault-free median"),
+                ("testbed_fault_detection_seconds", "From the kill to the framework's first record of it"),
+                ("testbed_fault_retried_tasks", "Ray task retries or Dask recomputed tasks in the faulted run"),
+                ("testbed_fault_finished", "1 if the faulted run finished, 0 if it failed")))
         self.attempts = Gauge("testbed_trial_attempts", "Times a trial was started",
                               ("namespace", "benchmark", "framework", "workers"), registry=r)
         self.trials = Gauge("testbed_trials", "Trials by state", ("namespace", "benchmark", "state"),
