@@ -336,12 +336,10 @@ class RayFaultWatch(FaultWatch):
         import ray
 
         self.job_id = ray.get_runtime_context().get_job_id()
-        try:
-            self.before = {(t.task_id, t.attempt_number) for t in self._tasks()}
-            self.error = None
-        except Exception as e:
-            self.before = set()
-            self.error = _short(e)
+        # The faulted run's tasks are those created from now on, by this driver (the owner
+        # stamps creation_time_ms with this clock). A snapshot of earlier tasks would not do:
+        # task events reach the state API about a second late.
+        self.since_ms = time.time() * 1000
 
     def _tasks(self) -> list[Any]:
         from ray.util.state import list_tasks
@@ -359,8 +357,6 @@ class RayFaultWatch(FaultWatch):
         if any(k["role"] == "head" and "at_wall" in k for k in kills):
             return {"observed": False, "reason": "the head was killed: Ray's state API (GCS "
                                                  "and dashboard) went with it"}
-        if self.error:
-            return {"observed": False, "reason": f"Ray's state API is unavailable: {self.error}"}
         killed = {k["name"] for k in kills if k["role"] == "worker" and "at_wall" in k}
         t_kill = min((k["at_wall"] for k in kills if "at_wall" in k), default=None)
         deadline = time.monotonic() + timeout
@@ -376,7 +372,10 @@ class RayFaultWatch(FaultWatch):
         rows, prev = [], None
         settle = time.monotonic() + 15
         while time.monotonic() < settle:
-            rows = [t for t in self._tasks() if (t.task_id, t.attempt_number) not in self.before]
+            try:
+                rows = [t for t in self._tasks() if (t.creation_time_ms or 0) >= self.since_ms]
+            except Exception as e:
+                return {"observed": False, "reason": f"Ray's state API is unavailable: {_short(e)}"}
             sig = sorted((t.task_id, t.attempt_number, str(t.state)) for t in rows)
             if sig == prev and not any(str(t.state) in ("RUNNING", "PENDING_NODE_ASSIGNMENT",
                                                          "SUBMITTED_TO_WORKER") for t in rows):
