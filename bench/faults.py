@@ -73,8 +73,9 @@ def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str
         return info
     if not victims:
         info["applicable"] = False
-        info["reason"] = ("the engine did not start these workers (local baseline, or a "
-                          "connected cluster outside Kubernetes): there is nothing it may kill")
+        info["reason"] = ("the local baseline has no workers to kill" if engine.framework == "local"
+                          else "the engine did not start these workers (a connected cluster "
+                               "outside Kubernetes): there is nothing it may kill")
         return info
     info["applicable"] = True
     if f.kill_workers > sum(v.role == "worker" for v in victims):

@@ -290,7 +290,9 @@ def _short(v: Any, limit: int = 80) -> str:
 
 
 def _faulted(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in latest_records(records).values() if r.get("faults")]
+    # The local baselines are never faulted (no workers): leave them out.
+    return [r for r in latest_records(records).values()
+            if r.get("faults") and r.get("framework") != "local"]
 
 
 def _victims(f: dict[str, Any]) -> str:
@@ -309,7 +311,7 @@ def _outcome(r: dict[str, Any], f: dict[str, Any]) -> Cell:
     if r.get("state") != "succeeded" and not f.get("killed"):
         return ("trial FAILED: " + _short(r.get("error") or "", 100), "failed")
     if not f.get("applicable", True):
-        return ("not applicable: " + _short(f.get("reason") or "", 100), "missing")
+        return ("not applicable: " + _short(f.get("reason") or "", 45), "missing")
     if f.get("finished"):
         ok = f.get("quality_matches")
         note = "" if ok is None else ("; same quality" if ok else "; quality DIFFERS")
