@@ -60,11 +60,7 @@ def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str
     f = spec.faults
     assert f is not None
     median = describe(rec["seconds"])["median"]
-    info: dict[str, Any] = {
-        "kill_workers": f.kill_workers, "kill_head": f.kill_head,
-        "after_seconds": f.after_seconds, "after_fraction": f.after_fraction, "seed": f.seed,
-        "settings": engine.settings(),
-    }
+    info: dict[str, Any] = {**f.model_dump(), "settings": engine.settings()}
     try:
         victims = pick_victims(engine, f.kill_workers, f.kill_head, f.seed)
     except Exception as e:  # e.g. the runner may not list its pods: say so, run nothing
@@ -78,8 +74,9 @@ def faulted_run(engine: Engine, wl: type[Workload], state: Any, params: dict[str
                                "outside Kubernetes): there is nothing it may kill")
         return info
     info["applicable"] = True
-    if f.kill_workers > sum(v.role == "worker" for v in victims):
-        info["note"] = f"only {sum(v.role == 'worker' for v in victims)} worker(s) to kill"
+    workers = sum(v.role == "worker" for v in victims)
+    if f.kill_workers > workers:
+        info["note"] = f"only {workers} worker(s) to kill"
     tasks_target = None
     if f.after_tasks_fraction is not None:
         per_run = int(rec.get("tasks") or 0)

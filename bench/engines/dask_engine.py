@@ -211,7 +211,7 @@ class FaultLedger(SchedulerPlugin):
                 by_removal[t] = by_removal.get(t, 0) + n
         return {"removed": self.removed, "added": self.added,
                 "recomputed": sum(n - 1 for n in self.processing.values() if n > 1),
-                "tasks": len(self.processing), "by_removal": by_removal}
+                "by_removal": by_removal}
 
 
 # A task running on, or whose result lived only on, a worker that is removed.
@@ -236,20 +236,23 @@ class DaskFaultWatch(FaultWatch):
             return {"observed": False,
                     "reason": "the scheduler was killed: its record of the run is gone"}
         t_kill = min((k["at_wall"] for k in kills if "at_wall" in k), default=None)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                led = self.client.run_on_scheduler(_ledger_report)
-            except Exception as e:
-                return {"observed": False, "reason": f"cannot read the scheduler's record: "
-                                                     f"{type(e).__name__}: {e}"[:300]}
-            gone = {r["name"] for r in led["removed"]}
-            back = {a["name"] for a in led["added"]}
-            # Wait for the removals, and for the nannies' replacements when there are nannies.
-            waiting = not killed <= gone or (self.nanny and not killed <= back)
-            if not waiting or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        ledger: dict[str, Any] = {}
+
+        def settled() -> bool:
+            # The removals, and the nannies' replacements when there are nannies.
+            ledger.update(self.client.run_on_scheduler(_ledger_report))
+            return killed <= {r["name"] for r in ledger["removed"]} and (
+                not self.nanny or killed <= {a["name"] for a in ledger["added"]})
+
+        try:
+            wait_until(settled, timeout, "the scheduler to remove and replace the workers",
+                       poll=0.2)
+        except RunError:
+            pass  # what is missing is reported below
+        except Exception as e:
+            return {"observed": False, "reason": f"cannot read the scheduler's record: "
+                                                 f"{type(e).__name__}: {e}"[:300]}
+        led = ledger
         try:
             self.client.unregister_scheduler_plugin(FaultLedger.name)
         except Exception:
@@ -270,8 +273,9 @@ class DaskFaultWatch(FaultWatch):
             "killed_worker_errors": sum(n for t, n in by.items() if t.endswith("->erred")),
             "transitions_by_removal": by,
         }
-        if killed - {r["name"] for r in removals}:
-            out["undetected"] = sorted(killed - {r["name"] for r in removals})
+        undetected = killed - {r["name"] for r in removals}
+        if undetected:
+            out["undetected"] = sorted(undetected)
         return out
 
 

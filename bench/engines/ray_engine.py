@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import Counter
 import socket
 import sys
 import time
@@ -359,13 +360,14 @@ class RayFaultWatch(FaultWatch):
                                                  "and dashboard) went with it"}
         killed = {k["name"] for k in kills if k["role"] == "worker" and "at_wall" in k}
         t_kill = min((k["at_wall"] for k in kills if "at_wall" in k), default=None)
-        deadline = time.monotonic() + timeout
-        # The GCS marks a node dead after its missed health checks; wait for that (bounded).
-        while True:
-            dead = {n["NodeManagerAddress"] for n in ray.nodes() if not n["Alive"]}
-            if killed <= dead or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        # The GCS marks a node dead after its missed health checks; wait for that (bounded; a
+        # node still alive then is reported as undetected below).
+        try:
+            wait_until(lambda: killed <= {n["NodeManagerAddress"] for n in ray.nodes()
+                                          if not n["Alive"]}, timeout, "the killed nodes' deaths",
+                       poll=0.2)
+        except RunError:
+            pass
         nodes = [n for n in list_nodes(detail=True, limit=10_000, raise_on_missing_output=False)
                  if n.node_ip in killed]
         # Task events reach the state API about once a second: read until two reads agree.
@@ -398,19 +400,12 @@ class RayFaultWatch(FaultWatch):
             "task_attempts": len(rows),
             "retried_tasks": sum(1 for t in rows if t.attempt_number > 0),
             "failed_attempts": len(failed),
-            "failed_by_error": _count(str(t.error_type) for t in failed),
+            "failed_by_error": dict(Counter(str(t.error_type) for t in failed)),
         }
-        if killed - {n.node_ip for n in nodes if str(n.state) == "DEAD"}:
-            out["undetected"] = sorted(killed - {n.node_ip for n in nodes
-                                                 if str(n.state) == "DEAD"})
+        undetected = killed - {n.node_ip for n in nodes if str(n.state) == "DEAD"}
+        if undetected:
+            out["undetected"] = sorted(undetected)
         return out
-
-
-def _count(items: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for i in items:
-        out[i] = out.get(i, 0) + 1
-    return out
 
 
 def _port_open(ip: str, port: int) -> bool:
