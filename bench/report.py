@@ -15,6 +15,7 @@ import datetime as _dt
 import html
 import io
 import math
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -31,8 +32,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
-from .errors import UsageError  # noqa: E402
+from .errors import RunError, UsageError  # noqa: E402
 from .results import (  # noqa: E402
+    NOISE_FRACTION,
     describe,
     is_beyond_noise,
     latest_records,
@@ -957,15 +959,15 @@ def write_report(records: Iterable[dict[str, Any]], out_path: str | Path,
 # Comparing two result files
 # --------------------------------------------------------------------------------------------
 
-def compare(records_a: Iterable[dict[str, Any]],
-            records_b: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def compare(records_a: Iterable[dict[str, Any]], records_b: Iterable[dict[str, Any]],
+            threshold: float = NOISE_FRACTION) -> list[dict[str, Any]]:
     """Side by side per (workload, framework, workers), using the last record of each key.
 
     Row fields: ``workload``, ``framework``, ``workers``, ``median_a``, ``median_b``,
     ``iqr_a``, ``iqr_b``, ``state_a``, ``state_b`` (``None`` when absent from that file),
     ``change`` ((B - A) / A) and ``verdict``: ``faster`` / ``slower`` (B relative to A, beyond
-    noise per ``is_beyond_noise``), ``within noise``, ``only in A`` / ``only in B``,
-    ``failed in A`` / ``failed in B`` / ``failed in both``.
+    noise per ``is_beyond_noise`` with ``threshold`` as its fraction), ``within noise``,
+    ``only in A`` / ``only in B``, ``failed in A`` / ``failed in B`` / ``failed in both``.
     """
     a, b = latest_records(records_a), latest_records(records_b)
     keys = list(a) + [k for k in b if k not in a]
@@ -994,7 +996,7 @@ def compare(records_a: Iterable[dict[str, Any]],
             verdict = "failed in A"
         elif sb is None or mb is None:
             verdict = "failed in B"
-        elif is_beyond_noise(ra["seconds"], rb["seconds"]):
+        elif is_beyond_noise(ra["seconds"], rb["seconds"], threshold):
             verdict = "faster" if mb < ma else "slower"
         else:
             verdict = "within noise"
@@ -1069,11 +1071,28 @@ def report_format(out: str | Path, fmt: str | None) -> str:
     )
 
 
+def report_text(records: Iterable[dict[str, Any]], fmt: str) -> str:
+    """The report as text: HTML with its figures embedded, or Markdown without the figures
+    (they are files, written only beside a report file)."""
+    records = list(records)
+    fmt = report_format("", fmt)
+    if fmt == "md":
+        return _markdown(records, [], "")
+    with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
+        return _html(records, make_figures(records, tmp))
+
+
 def report_command(results_path: str, out: str | None, fmt: str | None,
                    console: Console | None) -> int:
-    """Print the tables of a results file; with ``out``, also write the report there."""
+    """Print the tables of a results file; with ``out``, also write the report there.  With
+    ``fmt`` and no ``out``, print the report itself instead (``testbed report r.jsonl --format
+    md > report.md``)."""
     console = console or Console()
     records = load_results(results_path)
+    if fmt and not out:
+        sys.stdout.write(report_text(records, fmt))
+        sys.stdout.flush()
+        return 0
     target_fmt = report_format(out, fmt) if out else None
     render_table(summarize(records), console)
     render_faults(records, console)
@@ -1083,13 +1102,29 @@ def report_command(results_path: str, out: str | None, fmt: str | None,
     return 0
 
 
-def compare_command(path_a: str, path_b: str, console: Console | None) -> int:
-    """Print two results files side by side (A = ``path_a``, B = ``path_b``)."""
+REGRESSIONS = ("slower", "failed in B")
+"""Verdicts that make ``testbed compare`` exit 1: B slower beyond noise, or failed where A
+succeeded."""
+
+
+def compare_command(path_a: str, path_b: str, console: Console | None,
+                    threshold: float = NOISE_FRACTION, fail: bool = True) -> int:
+    """Print two results files side by side (A = ``path_a``, B = ``path_b``).  With ``fail``,
+    a regression in B (see ``REGRESSIONS``) is a RunError (exit status 1) naming the trials."""
     console = console or Console()
-    rows = compare(load_results(path_a), load_results(path_b))
+    rows = compare(load_results(path_a), load_results(path_b), threshold)
     render_compare(rows, console, title=f"Comparison: A = {path_a}, B = {path_b}")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     console.print(", ".join(f"{n} {v}" for v, n in counts.items()))
+    worse = [r for r in rows if r["verdict"] in REGRESSIONS]
+    if fail and worse:
+        names = ", ".join(
+            f"{r['workload']}/{r['framework']}x{r['workers']} "
+            + (fmt_change(r["change"]) if r["verdict"] == "slower" else "failed")
+            for r in worse[:5]) + (", ..." if len(worse) > 5 else "")
+        raise RunError(f"{len(worse)} of {len(rows)} trials regressed in B ({names}): slower "
+                       f"beyond noise (both IQRs and {threshold * 100:g}%) or failed only in B; "
+                       f"--no-fail to only compare")
     return 0

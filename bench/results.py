@@ -286,13 +286,15 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def is_beyond_noise(a_seconds: Iterable[float], b_seconds: Iterable[float]) -> bool:
+def is_beyond_noise(a_seconds: Iterable[float], b_seconds: Iterable[float],
+                    fraction: float = NOISE_FRACTION) -> bool:
     """Whether the medians of two sets of repeats differ by more than measurement noise.
 
     Rule: with ``d = |median_b - median_a|``, the change is beyond noise when
 
     * ``d`` is larger than the larger of the two interquartile ranges, **and**
-    * ``d`` is more than 5 % (``NOISE_FRACTION``) of ``median_a`` (the reference).
+    * ``d`` is more than ``fraction`` (default 5 %, ``NOISE_FRACTION``) of ``median_a`` (the
+      reference).
 
     With fewer than 2 repeats on either side there is no spread to measure, so only the 5 %
     rule applies; single runs are therefore judged optimistically and should be read as an
@@ -305,7 +307,7 @@ def is_beyond_noise(a_seconds: Iterable[float], b_seconds: Iterable[float]) -> b
     reference = a["median"] if a["median"] > 0 else max(a["median"], b["median"])
     if reference <= 0:
         return False
-    if d <= NOISE_FRACTION * reference:
+    if d <= fraction * reference:
         return False
     if a["n"] >= 2 and b["n"] >= 2:
         return d > max(a["iqr"], b["iqr"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench.errors import UsageError
+from bench.errors import RunError, UsageError
 from bench.report import (
     compare,
     compare_command,
@@ -259,5 +259,53 @@ def test_compare_command(tmp_path):
     a = write_jsonl(tmp_path / "a.jsonl", [make_record(seconds=[1.0, 1.0, 1.0])])
     b = write_jsonl(tmp_path / "b.jsonl", [make_record(seconds=[2.0, 2.0, 2.0])])
     c = console()
-    assert compare_command(str(a), str(b), c) == 0
+    assert compare_command(str(a), str(b), c, fail=False) == 0
     assert "slower" in c.export_text()
+
+
+def test_compare_command_fails_on_a_regression_only(tmp_path):
+    """B slower beyond noise, or failed where A succeeded: a RunError (exit 1) naming the
+    trials; faster, within noise and only-in-one-file are not regressions."""
+    a = write_jsonl(tmp_path / "a.jsonl", [
+        make_record(workers=1, seconds=[1.0, 1.01, 0.99]), make_record(workers=2, seconds=[1.0]),
+        make_record(workers=4, seconds=[1.0, 1.0, 1.0]), make_record(workers=8, seconds=[1.0])])
+    b = write_jsonl(tmp_path / "b.jsonl", [
+        make_record(workers=1, seconds=[1.2, 1.21, 1.19]),
+        make_record(workers=2, state="failed", error="x"),
+        make_record(workers=4, seconds=[0.5, 0.5, 0.5]), make_record(workers=16, seconds=[1.0])])
+    with pytest.raises(RunError) as e:
+        compare_command(str(a), str(b), console())
+    assert str(e.value).startswith("2 of 5 trials regressed in B (knn/rayx1 +20.0%, "
+                                   "knn/rayx2 failed)"), str(e.value)
+    assert "--no-fail" in str(e.value)
+    # A higher threshold makes the 20 % slowdown noise; the failure still counts.
+    with pytest.raises(RunError, match=r"^1 of 5 trials regressed in B \(knn/rayx2 failed\)"):
+        compare_command(str(a), str(b), console(), threshold=0.25)
+    assert compare_command(str(a), str(b), console(), fail=False) == 0
+    # Faster (the rest only in A), or the same file twice: success.
+    fast = write_jsonl(tmp_path / "fast.jsonl", [make_record(workers=1, seconds=[0.5, 0.5, 0.5])])
+    assert compare_command(str(a), str(fast), console()) == 0
+    assert compare_command(str(a), str(a), console()) == 0
+
+
+def test_compare_threshold_is_the_5_percent_rule():
+    a = [make_record(seconds=[1.0, 1.0, 1.0])]
+    b = [make_record(seconds=[1.04, 1.04, 1.04])]
+    assert compare(a, b)[0]["verdict"] == "within noise"
+    assert compare(a, b, threshold=0.03)[0]["verdict"] == "slower"
+    assert compare(a, b, threshold=0)[0]["verdict"] == "slower"
+
+
+def test_report_format_without_out_prints_the_report(tmp_path, capsys):
+    results = write_jsonl(tmp_path / "results.jsonl", sample_records())
+    c = console()
+    assert report_command(str(results), None, "md", c) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("# Ray vs Dask benchmark") and "## Run time performance" in md
+    assert "knn" in md and "kmeans" in md
+    assert "![" not in md and c.export_text() == ""  # no figures, no rich tables mixed in
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
+    assert report_command(str(results), None, "html", console()) == 0
+    html_text = capsys.readouterr().out
+    assert html_text.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html_text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
