@@ -8,17 +8,47 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import RunError, TestbedError, UsageError
+from .errors import RunError, TestbedError, UsageError, did_you_mean
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 with usage; keep that, shorter
+        # "invalid choice: 'rnu' (choose from 'run', ...)": add the closest choice.
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if m:
+            message += did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
         self.print_usage(sys.stderr)
         self.exit(2, f"testbed: error: {message}\n")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the testbed's version and the frameworks' (looked up only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(version_line())
+        parser.exit(0)
+
+
+def version_line() -> str:
+    """``testbed 0.1.0 (ray 2.60.0, dask 2026.8.0)`` from the installed distributions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"testbed {v('raydask-testbed')} (ray {v('ray')}, dask {v('dask')})"
 
 
 def _csv(kind: str):
@@ -81,11 +111,28 @@ def _add_spec_flags(p: argparse.ArgumentParser) -> None:
                    help="skip the local 1-thread/all-cores baselines")
 
 
+# Dataset flags and the spec field each sets (bench.spec.DATASET_FIELDS says which datasets
+# read it).
+_DATASET_FLAGS = (("samples", "--samples", "samples"), ("features", "--features", "features"),
+                  ("path", "--path", "path"), ("uri", "--uri", "uri"),
+                  ("endpoint_url", "--endpoint-url", "endpoint_url"))
+
+
 def _spec_from_args(args: argparse.Namespace):
-    from .spec import SpecError, load_spec, parse_spec
+    from pydantic.alias_generators import to_camel
+
+    from .spec import DATASET_FIELDS, SpecError, load_spec, parse_spec
 
     try:
         spec = load_spec(args.spec)
+        dataset = args.dataset or spec.dataset.name
+        for attr, flag, field in _DATASET_FLAGS:
+            if getattr(args, attr, None) is None or dataset not in DATASET_FIELDS:
+                continue  # an unknown --dataset is reported by the model, naming the choices
+            if field not in DATASET_FIELDS[dataset]:
+                user = next(n for n, fields in DATASET_FIELDS.items() if field in fields)
+                raise UsageError(f"{flag}: only the {user} dataset reads it, and the dataset is "
+                                 f"{dataset!r}; add --dataset {user}")
         data = spec.model_dump(by_alias=True, exclude_none=True)
         if args.framework:
             data["frameworks"] = args.framework
@@ -99,8 +146,12 @@ def _spec_from_args(args: argparse.Namespace):
             v = getattr(args, flag, None)
             if v is not None:
                 ds[key] = v
-        if args.dataset and args.dataset != spec.dataset.name and "informative" in ds:
-            ds.pop("informative")
+        if args.dataset and args.dataset != spec.dataset.name:
+            # Another dataset than the spec's: drop the spec's fields for its own dataset.
+            keep = {"name", "seed", "testSize"} | {to_camel(f) for f in DATASET_FIELDS.get(
+                args.dataset, ())}
+            for key in [k for k in ds if k not in keep]:
+                ds.pop(key)
         for flag, key in (("repeats", "repeats"), ("warmup", "warmup"), ("timeout", "timeoutSeconds")):
             v = getattr(args, flag, None)
             if v is not None:
@@ -132,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import new_run_id, run_benchmark
 
     spec = _spec_from_args(args)
+    _check_fits_machine(spec, args.spec)
     console = _console()
     run_id = new_run_id()
     out = args.out or os.path.join("results", f"{spec.name}-{run_id}.jsonl")
@@ -164,6 +216,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise RunError(f"{len(result.failed)} of {len(result.records)} trials failed ({names}); "
                        f"see 'error' in {out}")
     return 0
+
+
+def _check_fits_machine(spec: Any, spec_path: str | None) -> None:
+    """A local run starts every worker on this machine: they must fit in its memory."""
+    from .spec import SpecError, check_fits_machine
+
+    try:
+        check_fits_machine(spec, source="spec" if not spec_path else Path(spec_path).name)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
 
 
 def _trial_line(rec: dict[str, Any]) -> str:
@@ -199,7 +261,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .report import compare_command
 
-    return compare_command(args.a, args.b, _console())
+    return compare_command(args.a, args.b, _console(), threshold=args.threshold,
+                           fail=not args.no_fail)
 
 
 def cmd_runner(args: argparse.Namespace) -> int:
@@ -237,13 +300,15 @@ def cmd_runner(args: argparse.Namespace) -> int:
 
 def _run_runner(args: argparse.Namespace, send: Any) -> int:
     from .runner import run_benchmark
-    from .spec import SpecError, parse_spec
+    from .spec import SpecError, loads_json_unique, parse_spec
 
     if args.spec_json:
         try:
-            data = json.loads(args.spec_json)
+            data = loads_json_unique(args.spec_json)
         except json.JSONDecodeError as e:
             raise UsageError(f"--spec-json is not valid JSON: {e.msg} at position {e.pos}") from None
+        except ValueError as e:  # a key given twice
+            raise UsageError(f"--spec-json: {e}") from None
         try:
             spec = parse_spec(data, source="spec")
         except SpecError as e:
@@ -255,7 +320,9 @@ def _run_runner(args: argparse.Namespace, send: Any) -> int:
         ns.spec, ns.no_baselines = args.spec, True
         spec = _spec_from_args(ns)
     if args.framework not in ("ray", "dask", "dask-on-ray", "local"):
-        raise UsageError(f"--framework: unknown framework {args.framework!r}; expected ray, dask, dask-on-ray or local")
+        raise UsageError(f"--framework: unknown framework {args.framework!r}; expected ray, dask, "
+                         f"dask-on-ray or local"
+                         + did_you_mean(args.framework, ("ray", "dask", "dask-on-ray", "local")))
     if args.framework != "local" and not args.address:
         raise UsageError("--address: the runner connects to an existing cluster; give its address "
                          "(Ray GCS host:port, Dask scheduler tcp://host:port)")
@@ -281,29 +348,66 @@ def _run_runner(args: argparse.Namespace, send: Any) -> int:
     return 0
 
 
+def _threshold(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.05 (5%), got {text!r}") \
+            from None
+    if not 0 <= v < 100:
+        raise argparse.ArgumentTypeError(f"expected a fraction of 0 or more like 0.05 (5%), "
+                                         f"got {v:g}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .results import NOISE_FRACTION
+
     p = _Parser(prog="testbed", description="Benchmark Ray against Dask on ML workloads.")
+    p.add_argument("--version", action=_VersionAction,
+                   help="print the testbed's version (and Ray's and Dask's) and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    # --debug after the subcommand too; SUPPRESS keeps a subcommand from resetting it to False.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a benchmark on local Ray/Dask clusters")
+    run = sub.add_parser("run", parents=[common],
+                         help="run a benchmark on local Ray/Dask clusters")
     _add_spec_flags(run)
     run.add_argument("--out", "-o", help="results file (JSON Lines, appended); default results/<name>-<run id>.jsonl")
     run.add_argument("--report", help="also write a report (.html or .md)")
     run.set_defaults(fn=cmd_run)
 
-    rep = sub.add_parser("report", help="tables and an HTML/Markdown report from a results file")
+    rep = sub.add_parser("report", parents=[common],
+                         help="tables and an HTML/Markdown report from a results file")
     rep.add_argument("results")
     rep.add_argument("--out", "-o", help="report file (.html or .md)")
-    rep.add_argument("--format", choices=("html", "md"))
+    rep.add_argument("--format", choices=("html", "md"),
+                     help="the report's format (default: from --out's suffix); without --out "
+                          "the report is printed (Markdown without the figures)")
     rep.set_defaults(fn=cmd_report)
 
-    cmp_ = sub.add_parser("compare", help="compare two results files")
-    cmp_.add_argument("a")
-    cmp_.add_argument("b")
+    cmp_ = sub.add_parser(
+        "compare", parents=[common],
+        help="compare two results files (exit 1 when B is slower beyond noise)",
+        description="Compare two results files, B relative to A, per workload × framework × "
+                    "workers. A change is beyond noise when the medians differ by more than both "
+                    "IQRs and by more than --threshold of A's median. Exit status 1 when any "
+                    "trial is slower in B beyond noise or failed in B only (a regression), so it "
+                    "can gate CI; --no-fail only prints.")
+    cmp_.add_argument("a", help="results file A (the reference, e.g. before)")
+    cmp_.add_argument("b", help="results file B (e.g. after)")
+    cmp_.add_argument("--threshold", type=_threshold, default=NOISE_FRACTION, metavar="FRACTION",
+                      help=f"smallest relative change of the median that counts (default "
+                           f"{NOISE_FRACTION:g} = {NOISE_FRACTION * 100:g}%%)")
+    cmp_.add_argument("--no-fail", action="store_true",
+                      help="exit 0 even when B is slower beyond noise (only print)")
     cmp_.set_defaults(fn=cmd_compare)
 
-    rn = sub.add_parser("runner", help="in-pod entry point: run one trial against a cluster")
+    rn = sub.add_parser("runner", parents=[common],
+                        help="in-pod entry point: run one trial against a cluster")
     rn.add_argument("--framework", required=True)
     rn.add_argument("--workers", type=_positive_int, required=True)
     rn.add_argument("--address", help="Ray GCS host:port or Dask scheduler tcp://host:port")

@@ -1,4 +1,7 @@
 """Errors the CLI turns into one clear line and an exit status (no traceback without --debug)."""
+from __future__ import annotations
+
+from typing import Iterable
 
 
 class TestbedError(Exception):
@@ -17,3 +20,11 @@ class RunError(TestbedError):
     """The run itself failed: unreachable cluster, timeout, worker failures (exit 1)."""
 
     exit_code = 1
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``word``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -3,7 +3,8 @@
 Kept free of heavy imports (no numpy/sklearn/torch) so that the spec model, the CLI's argument
 checking and, later, the operator's CRD generation can use them cheaply.  Every model forbids
 unknown fields, so a typo in a parameter name is reported with the field's path instead of being
-silently ignored.
+silently ignored.  Every model is strict: a count is an integer, so YAML's ``true`` or ``1.0``
+where an integer is meant is an error instead of becoming 1.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no bool -> int (true -> 1), float -> int (1.0 -> 1) or str -> number coercion.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class KnnParams(_Params):

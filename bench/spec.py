@@ -1,12 +1,17 @@
 """The Benchmark spec: one pydantic model shared by the CLI, the runner and the operator.
 
 Field names are snake_case in Python and camelCase in YAML/the CRD (both are accepted when
-reading).  Every model forbids unknown fields so that a typo is an error naming the field.
+reading).  Every model forbids unknown fields so that a typo is an error naming the field
+(with the closest allowed name), and every model is strict: YAML's ``true`` or ``1.0`` where a
+count is meant is an error, not 1.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +26,20 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
+from .errors import did_you_mean
 from .params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES
 
 FRAMEWORKS = ("local", "ray", "dask", "dask-on-ray")
 DATASETS = ("digits", "synthetic", "file", "s3")
 MAX_WORKERS = 1024
+API_VERSION = "testbed.dev/v1alpha1"  # testbed_operator.crd's GROUP/VERSION (a test pins it)
+KIND = "Benchmark"
+MAX_CPU = 1024
+"""Per worker, in cores: more than any real node has."""
+MAX_MEMORY = 64 * 2**40
+"""Per worker, in bytes (64Ti): more than any real node has."""
 
 
 class SpecError(ValueError):
@@ -34,8 +47,10 @@ class SpecError(ValueError):
 
 
 class _Model(BaseModel):
+    # strict: no bool -> int (true -> 1), float -> int (1.0 -> 1) or str -> number coercion;
+    # the CRD says `type: integer` for the same fields, which Kubernetes enforces alike.
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=False
+        extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=False, strict=True
     )
 
 
@@ -47,7 +62,8 @@ class WorkloadSpec(_Model):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in WORKLOAD_NAMES:
-            raise ValueError(f"unknown workload {v!r}; expected one of {', '.join(WORKLOAD_NAMES)}")
+            raise ValueError(f"unknown workload {v!r}; expected one of {', '.join(WORKLOAD_NAMES)}"
+                             + did_you_mean(v, WORKLOAD_NAMES))
         return v
 
     @model_validator(mode="wrap")
@@ -56,18 +72,36 @@ class WorkloadSpec(_Model):
         self = handler(data)
         # Validate (and fill defaults) with the workload's own model; errors keep the path
         # below "params" so the message names e.g. workloads.0.params.n_neighbors.
+        model = PARAMS[self.name]
         try:
-            self.params = PARAMS[self.name].model_validate(self.params).model_dump()
+            self.params = model.model_validate(self.params).model_dump()
         except ValidationError as e:
-            raise ValidationError.from_exception_data(
-                cls.__name__,
-                [{"type": err["type"], "loc": ("params", *err["loc"]), "input": err["input"],
-                  "ctx": err.get("ctx", {})} for err in e.errors()],
-            ) from None
+            errors = []
+            for err in e.errors():
+                loc = ("params", *err["loc"])
+                if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+                    # The formatter cannot tell which workload's parameters these are.
+                    hint = did_you_mean(err["loc"][0], model.model_fields)
+                    errors.append({"type": PydanticCustomError("extra_forbidden",
+                                                               "unknown field" + hint),
+                                   "loc": loc, "input": err["input"]})
+                    continue
+                errors.append({"type": err["type"], "loc": loc, "input": err["input"],
+                               "ctx": err.get("ctx", {})})
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None
         return self
 
 
 MAX_SYNTHETIC_VALUES = 2_000_000_000  # 16 GiB of float64, generated in every process
+
+DATASET_FIELDS = {
+    "digits": ("scale",),
+    "synthetic": ("samples", "features", "classes", "kind", "noise", "informative"),
+    "file": ("path", "format", "target"),
+    "s3": ("uri", "endpoint_url", "region", "format", "target", "io_timeout_seconds"),
+}
+"""The fields each dataset reads (bench.datasets) besides name, seed and test_size, which
+every dataset reads."""
 
 
 class DatasetSpec(_Model):
@@ -97,8 +131,35 @@ class DatasetSpec(_Model):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; expected one of {', '.join(DATASETS)}")
+            raise ValueError(f"unknown dataset {v!r}; expected one of {', '.join(DATASETS)}"
+                             + did_you_mean(v, DATASETS))
         return v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unused_fields(cls, data: Any, handler: Any) -> "DatasetSpec":
+        # A field the chosen dataset never reads (`{name: digits, uri: ...}`) is a mistake,
+        # not something to ignore.  Only fields given with a value other than the default
+        # count: a whole model dumped and read back (the operator's --spec-json) has them all.
+        self = handler(data)
+        errors = []
+        for field in sorted(self.model_fields_set - {"name", "seed", "test_size"}
+                            - set(DATASET_FIELDS[self.name])):
+            value = getattr(self, field)
+            if value == type(self).model_fields[field].default:
+                continue
+            alias = to_camel(field)
+            users = [n for n, fields in DATASET_FIELDS.items() if field in fields]
+            errors.append({
+                "type": PydanticCustomError(
+                    "unused_field",
+                    f"the {self.name} dataset does not use {alias}, only the "
+                    f"{' and '.join(users)} dataset{'s' if len(users) > 1 else ''}; remove it "
+                    f"or set dataset.name: {users[0]}"),
+                "loc": (alias,), "input": value})
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return self
 
     @field_validator("uri")
     @classmethod
@@ -138,6 +199,11 @@ class ResourcesSpec(_Model):
         v = str(v)
         if not re.fullmatch(r"\d+(\.\d+)?m?", v):
             raise ValueError(f"cpu {v!r} is not a Kubernetes CPU quantity (e.g. '1', '500m')")
+        cores = _cpu_cores(v)
+        if cores <= 0:
+            raise ValueError(f"cpu {v!r} must be more than 0")
+        if cores > MAX_CPU:
+            raise ValueError(f"cpu {v!r} is more than the maximum of {MAX_CPU} cores per worker")
         return v
 
     @field_validator("memory", mode="before")
@@ -148,13 +214,23 @@ class ResourcesSpec(_Model):
         v = str(v)
         if not re.fullmatch(r"\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?", v):
             raise ValueError(f"memory {v!r} is not a Kubernetes memory quantity (e.g. '2Gi')")
+        size = parse_quantity(v)
+        if size <= 0:
+            raise ValueError(f"memory {v!r} must be more than 0")
+        if size > MAX_MEMORY:
+            raise ValueError(f"memory {v!r} is more than the maximum of "
+                             f"{format_bytes(MAX_MEMORY)} per worker")
         return v
 
     def memory_bytes(self) -> int:
         return parse_quantity(self.memory)
 
     def cpu_count(self) -> float:
-        return float(self.cpu[:-1]) / 1000 if self.cpu.endswith("m") else float(self.cpu)
+        return _cpu_cores(self.cpu)
+
+
+def _cpu_cores(q: str) -> float:
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
 
 
 class FaultSpec(_Model):
@@ -266,7 +342,8 @@ class BenchmarkSpec(_Model):
     def _frameworks(cls, v: list[str]) -> list[str]:
         for f in v:
             if f not in FRAMEWORKS:
-                raise ValueError(f"unknown framework {f!r}; expected one of {', '.join(FRAMEWORKS)}")
+                raise ValueError(f"unknown framework {f!r}; expected one of {', '.join(FRAMEWORKS)}"
+                                 + did_you_mean(f, FRAMEWORKS))
         return list(dict.fromkeys(v))
 
     @field_validator("workers")
@@ -301,7 +378,78 @@ def parse_quantity(q: str) -> int:
     return int(float(m.group(1)) * _QUANTITY[m.group(2) or ""])
 
 
-def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
+def format_bytes(n: float) -> str:
+    """``n`` bytes as a binary quantity: 2Gi, 1.5Ti, 512Mi."""
+    for unit, size in (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20),
+                       ("Ki", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + unit
+    return f"{n:g}"
+
+
+def check_fits_machine(spec: BenchmarkSpec, source: str = "spec",
+                       total_memory: int | None = None) -> None:
+    """For a local run (every worker a process on this machine): the largest worker count ×
+    ``workerResources.memory`` must fit in this machine's memory.  The model's own caps are for
+    Kubernetes nodes; the operator does not call this."""
+    if not any(f != "local" for f in spec.frameworks):
+        return  # the local baselines run in this process; worker resources do not apply
+    if total_memory is None:
+        import psutil
+
+        total_memory = psutil.virtual_memory().total
+    workers, each = max(spec.workers), spec.worker_resources.memory_bytes()
+    if workers * each > total_memory:
+        raise SpecError(
+            f"{source}.workerResources.memory: {workers} worker{'s' if workers > 1 else ''} × "
+            f"{spec.worker_resources.memory} = {format_bytes(workers * each)} is more than this "
+            f"machine's {format_bytes(total_memory)} of memory; lower workerResources.memory or "
+            f"the worker count")
+
+
+def _unwrap(tp: Any) -> Any:
+    """``X`` from ``X | None`` and ``Annotated[X, ...]``."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else tp
+    return tp
+
+
+def _model_holding(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose field ``loc[-1]`` is, following ``loc`` from ``model`` (None when the
+    path leads elsewhere, e.g. into a workload's free-form params)."""
+    tp: Any = model
+    for part in loc[:-1]:
+        tp = _unwrap(tp)
+        if isinstance(part, int):
+            if typing.get_origin(tp) is not list:
+                return None
+            tp = typing.get_args(tp)[0]
+            continue
+        if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+            return None
+        field = next((f for n, f in tp.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        tp = field.annotation
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    """The names a user writes in YAML: camelCase aliases (``workload`` too for the spec)."""
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    return names + ["workload"] if model is BenchmarkSpec else names
+
+
+def format_validation_error(err: ValidationError, prefix: str = "spec",
+                            model: type[BaseModel] | None = None) -> str:
+    """One line per error: ``<prefix>.<field path>: <what was expected>``.  ``model`` (default
+    :class:`BenchmarkSpec`) is the model validated, used to suggest a field name for a typo."""
+    model = model or BenchmarkSpec
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -309,7 +457,12 @@ def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field"
+            if not msg.startswith("unknown field"):  # workload params come with their hint
+                holder = _model_holding(model, tuple(e["loc"]))
+                msg = "unknown field" + (did_you_mean(e["loc"][-1], _field_names(holder))
+                                         if holder else "")
+        elif e["type"] == "unused_field":
+            pass  # the message says it all; the value is in it
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif "input" in e and e["type"] not in ("value_error",):
@@ -324,6 +477,37 @@ OPERATOR_FIELDS = ("image", "failurePolicy", "keepClusters", "resultsUri", "star
                    "credentialsSecret", "trialRetries")
 
 
+RESOURCE_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
+
+
+def _resource_spec(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The spec of a whole Benchmark resource, checked to be one (not a ConfigMap, say)."""
+    where = (lambda key: key) if source == "spec" else (lambda key: f"{source}.{key}")
+    for key, expected in (("kind", KIND), ("apiVersion", API_VERSION)):
+        got = data.get(key)
+        if got is None:
+            other = "kind" if key == "apiVersion" else "apiVersion"
+            raise SpecError(f"{where(key)}: missing; a resource with {other} needs "
+                            f"apiVersion: {API_VERSION} and kind: {KIND} (or give a bare spec, "
+                            f"without either)")
+        if got != expected:
+            raise SpecError(f"{where(key)}: expected {expected!r}, got {got!r}; only a {KIND} "
+                            f"resource ({API_VERSION}) or a bare spec can be run")
+    for key in data:
+        if key not in RESOURCE_FIELDS:
+            raise SpecError(f"{where(str(key))}: unknown field of a {KIND} resource; expected "
+                            f"{', '.join(RESOURCE_FIELDS)}" + did_you_mean(key, RESOURCE_FIELDS))
+    for key in ("metadata", "spec"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise SpecError(f"{where(key)}: expected a mapping of fields, got "
+                            f"{type(data[key]).__name__}")
+    spec = {k: v for k, v in (data.get("spec") or {}).items() if k not in OPERATOR_FIELDS}
+    name = (data.get("metadata") or {}).get("name")
+    if name and "name" not in spec:
+        spec["name"] = name
+    return spec
+
+
 def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
     if data is None:
         data = {}
@@ -331,16 +515,52 @@ def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
         raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
     # Accept a whole Benchmark resource (apiVersion/kind/metadata/spec) as well as a bare spec.
     # Its Kubernetes-only fields (image, failure policy, ...) concern the operator, not a run.
-    if "spec" in data and ("kind" in data or "apiVersion" in data):
-        spec = {k: v for k, v in (data.get("spec") or {}).items() if k not in OPERATOR_FIELDS}
-        name = (data.get("metadata") or {}).get("name")
-        if name and "name" not in spec:
-            spec["name"] = name
-        data = spec
+    if "kind" in data or "apiVersion" in data:
+        data = _resource_spec(data, source)
     try:
         return BenchmarkSpec.model_validate(data)
     except ValidationError as e:
         raise SpecError(format_validation_error(e, prefix=source)) from None
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r} at line {line} (first at line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last one silently).  Keys merged in with ``<<:`` may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = key in first
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if seen:
+                    raise DuplicateKeyError(key, line, first[key])
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def loads_json_unique(text: str) -> Any:
+    """``json.loads``, except that a key given twice in one object is a ValueError."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ValueError(f"duplicate key {k!r}; each field may be given once")
+            out[k] = v
+        return out
+    return json.loads(text, object_pairs_hook=pairs)
 
 
 def load_spec(path: str | os.PathLike | None) -> BenchmarkSpec:
@@ -354,7 +574,10 @@ def load_spec(path: str | os.PathLike | None) -> BenchmarkSpec:
     except OSError as e:
         raise SpecError(f"spec file {str(p)!r} cannot be read: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except DuplicateKeyError as e:
+        raise SpecError(f"{p.name}: duplicate key {e.key!r} at line {e.line} (first at line "
+                        f"{e.first_line}); each field may be given once") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

@@ -155,23 +155,54 @@ class FakeControllers:
         await self._session.close()
 
     async def _watch(self, path: str, handler: Any) -> None:
-        rv = None
+        """List, then watch from the list's resourceVersion, resuming from the last one seen,
+        as client-go's reflector does. An ERROR event (a Status: 410 Expired when the
+        resourceVersion is older than the apiserver keeps) ends the stream and re-lists."""
+        rv: str | None = None
+        seen: dict[str, dict[str, Any]] = {}  # name -> last object, to notice deletions missed
         while True:
-            params = {"watch": "true", "timeoutSeconds": "30"}
-            if rv:
-                params["resourceVersion"] = rv
             try:
+                if rv is None:
+                    rv = await self._relist(path, handler, seen)
+                params = {"watch": "true", "timeoutSeconds": "30", "resourceVersion": rv}
                 async with self._session.get(path, params=params,
                                              timeout=aiohttp.ClientTimeout(total=None)) as r:
+                    r.raise_for_status()
                     async for line in r.content:
                         if not line.strip():
                             continue
                         event = json.loads(line)
                         obj = event["object"]
+                        if event["type"] == "ERROR":
+                            if obj.get("code") != 410:
+                                print(f"fake controller watch {path}: {obj.get('message')}", file=sys.stderr)
+                            rv = None
+                            break
                         rv = obj["metadata"].get("resourceVersion", rv)
+                        if event["type"] == "BOOKMARK":
+                            continue
+                        if event["type"] == "DELETED":
+                            seen.pop(obj["metadata"]["name"], None)
+                        else:
+                            seen[obj["metadata"]["name"]] = obj
                         await self._dispatch(event["type"], obj, handler)
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 await asyncio.sleep(0.1)
+
+    async def _relist(self, path: str, handler: Any, seen: dict[str, dict[str, Any]]) -> str:
+        """A fresh list: objects not seen before are ADDED, those gone meanwhile DELETED (their
+        deletion events were missed, like client-go's DeletedFinalStateUnknown)."""
+        async with self._session.get(path) as r:
+            r.raise_for_status()
+            body = await r.json()
+        current = {o["metadata"]["name"]: o for o in body.get("items") or []}
+        for name in [n for n in seen if n not in current]:
+            await self._dispatch("DELETED", seen.pop(name), handler)
+        for name, obj in current.items():
+            known = name in seen
+            seen[name] = obj
+            await self._dispatch("MODIFIED" if known else "ADDED", obj, handler)
+        return body["metadata"]["resourceVersion"]
 
     async def _dispatch(self, etype: str, obj: dict[str, Any], handler: Any) -> None:
         if handler is None:  # a Pod

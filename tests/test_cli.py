@@ -86,6 +86,35 @@ def _no_traceback(p):
     (["runner", "--framework", "ray", "--workers", "1"], "--address"),
     (["runner", "--framework", "ray", "--workers", "1", "--address", "h:1", "--spec-json", "{"],
      "--spec-json is not valid JSON"),
+    (["runner", "--framework", "ray", "--workers", "1", "--address", "h:1",
+      "--spec-json", '{"workers": [1], "workers": [2]}'],
+     "--spec-json: duplicate key 'workers'; each field may be given once"),
+    (["runner", "--framework", "rey", "--workers", "1", "--address", "h:1"],
+     "--framework: unknown framework 'rey'; expected ray, dask, dask-on-ray or local; "
+     "did you mean 'ray'?"),
+    # Dataset flags the dataset does not read (the whole default run used to start instead).
+    (["run", "--uri", "s3://bucket/key"],
+     "testbed: error: --uri: only the s3 dataset reads it, and the dataset is 'digits'; "
+     "add --dataset s3"),
+    (["run", "--endpoint-url", "http://minio:9000"],
+     "testbed: error: --endpoint-url: only the s3 dataset reads it, and the dataset is 'digits'"),
+    (["run", "--dataset", "synthetic", "--path", "x.csv"],
+     "testbed: error: --path: only the file dataset reads it, and the dataset is 'synthetic'; "
+     "add --dataset file"),
+    (["run", "--samples", "500"],
+     "testbed: error: --samples: only the synthetic dataset reads it, and the dataset is 'digits'; "
+     "add --dataset synthetic"),
+    (["run", "--dataset", "s3", "--uri", "s3://b/k", "--features", "8"],
+     "testbed: error: --features: only the synthetic dataset reads it, and the dataset is 's3'"),
+    # Did you mean ...?
+    (["run", "-f", "rey"], "testbed: error: spec.frameworks: unknown framework 'rey'; expected one "
+                           "of local, ray, dask, dask-on-ray; did you mean 'ray'?"),
+    (["run", "-l", "kmean"], "did you mean 'kmeans'?"),
+    (["run", "--dataset", "synthtic"], "did you mean 'synthetic'?"),
+    (["rnu"], "invalid choice: 'rnu' (choose from 'run', 'report', 'compare', 'runner'); "
+              "did you mean 'run'?"),
+    (["compare", "a.jsonl", "b.jsonl", "--threshold", "-0.1"],
+     "argument --threshold: expected a fraction of 0 or more like 0.05 (5%), got -0.1"),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(args, words, tmp_path):
     p = testbed(*args, cwd=tmp_path)
@@ -110,6 +139,72 @@ def test_semantic_spec_errors_name_the_param(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     p = testbed("--debug", "run", "-f", "spark")
     assert p.returncode != 0 and "Traceback" in p.stderr
+    # After the subcommand too (argparse used to call it an unrecognized argument).
+    p = testbed("run", "-f", "spark", "--debug")
+    assert p.returncode != 0 and "Traceback" in p.stderr and "unrecognized" not in p.stderr
+
+
+def test_version():
+    from importlib.metadata import version
+
+    p = testbed("--version")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == (f"testbed {version('raydask-testbed')} (ray {version('ray')}, "
+                        f"dask {version('dask')})\n")
+
+
+def test_a_local_run_that_cannot_fit_the_machine_fails_before_starting(tmp_path):
+    spec = tmp_path / "big.yaml"
+    spec.write_text("frameworks: [dask]\nworkers: [1, 4]\nworkerResources: {memory: 16Ti}\n")
+    p = testbed("run", spec, "--out", tmp_path / "r.jsonl")
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("testbed: error: big.yaml.workerResources.memory: 4 workers × 16Ti = "
+                               "64Ti is more than this machine's "), p.stderr
+    assert p.stderr.rstrip().endswith("of memory; lower workerResources.memory or the worker count")
+    _no_traceback(p)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def _results(path, *seconds_by_workers):
+    from bench.results import append_record
+
+    for workers, seconds in seconds_by_workers:
+        state = "failed" if seconds is None else "succeeded"
+        append_record(path, {
+            "run_id": "r1", "benchmark": "t", "time": "2026-01-01T00:00:00Z", "framework": "ray",
+            "workers": workers, "workload": "knn", "params": {}, "dataset": {"name": "digits"},
+            "state": state, "error": None if seconds else "boom", "phases": {},
+            "seconds": seconds or [], "median": None, "iqr": None, "min": None, "quality": {},
+            "quality_metric": "accuracy", "tasks": 1, "resources": {}, "extra": {},
+            "environment": {}, "faults": None})
+    return path
+
+
+def test_compare_exits_1_when_b_is_slower_beyond_noise(tmp_path):
+    a = _results(tmp_path / "a.jsonl", (1, [1.0, 1.01, 0.99]), (2, [0.6, 0.6, 0.6]))
+    b = _results(tmp_path / "b.jsonl", (1, [1.3, 1.31, 1.29]), (2, [0.61, 0.6, 0.6]))
+    p = testbed("compare", a, b)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "slower" in p.stdout and "within noise" in p.stdout
+    assert p.stderr == ("testbed: error: 1 of 2 trials regressed in B (knn/rayx1 +30.0%): slower "
+                        "beyond noise (both IQRs and 5%) or failed only in B; --no-fail to only "
+                        "compare\n")
+    p = testbed("compare", a, b, "--no-fail")
+    assert p.returncode == 0 and "slower" in p.stdout, p.stderr
+    p = testbed("compare", a, b, "--threshold", "0.4")
+    assert p.returncode == 0 and "slower" not in p.stdout, p.stdout + p.stderr
+    # B faster than A: success; the help says what the exit status means.
+    assert testbed("compare", b, a).returncode == 0
+    assert "Exit status 1 when any" in testbed("compare", "--help").stdout
+
+
+def test_report_format_without_out_prints_markdown(tmp_path):
+    results = _results(tmp_path / "r.jsonl", (1, [1.0, 1.0, 1.0]), (2, [0.5, 0.5, 0.5]))
+    p = testbed("report", results, "--format", "md", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("# Ray vs Dask benchmark") and "## Run time performance" in p.stdout
+    assert "ray ×2" in p.stdout and "┃" not in p.stdout  # Markdown, not the terminal tables
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.jsonl"]
 
 
 def test_unreachable_cluster_is_a_run_failure(tmp_path):
@@ -184,3 +279,21 @@ def test_runner_connects_to_an_existing_ray_cluster(tmp_path):
         assert rec["quality"]["explained_variance"] > 0.5
     finally:
         cluster.stop()
+
+
+def test_dataset_flags_follow_the_dataset_in_use(tmp_path):
+    """In process: --samples is fine for a spec's synthetic dataset; --dataset replacing the
+    spec's dataset drops the fields only the old one reads (they would now be errors)."""
+    from bench.cli import _spec_from_args, build_parser
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("dataset: {name: synthetic, samples: 500, features: 8, seed: 3}\n")
+    s = _spec_from_args(build_parser().parse_args(["run", str(spec), "--samples", "1000"]))
+    assert (s.dataset.name, s.dataset.samples, s.dataset.features) == ("synthetic", 1000, 8)
+    s = _spec_from_args(build_parser().parse_args(["run", str(spec), "--dataset", "digits"]))
+    assert s.dataset.name == "digits" and s.dataset.seed == 3
+    assert s.dataset.model_fields_set.isdisjoint({"samples", "features"})
+    s = _spec_from_args(build_parser().parse_args(
+        ["run", str(spec), "--dataset", "s3", "--uri", "s3://b/k", "--endpoint-url", "http://m:9000"]))
+    assert (s.dataset.uri, s.dataset.endpoint_url, s.dataset.samples) == (
+        "s3://b/k", "http://m:9000", 10_000)

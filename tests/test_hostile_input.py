@@ -25,6 +25,24 @@ from testbed_operator.validation import BenchmarkInvalid, validate_benchmark
 
 TESTBED = str(Path(sys.executable).parent / "testbed")
 
+# YAML booleans and floats where the CRD says `type: integer` (pydantic's lax mode made them
+# 1/0/2): Kubernetes refuses them, and the engine's model must too.
+BAD_INTEGERS = [
+    ({"workers": [True]}, "spec.workers.0"),
+    ({"workers": [2.0]}, "spec.workers.0"),
+    ({"repeats": False}, "spec.repeats"),
+    ({"warmup": True}, "spec.warmup"),
+    ({"timeoutSeconds": True}, "spec.timeoutSeconds"),
+    ({"faults": {"killWorkers": True}}, "spec.faults.killWorkers"),
+    ({"faults": {"seed": 1.0}}, "spec.faults.seed"),
+    ({"ray": {"maxRetries": True}}, "spec.ray.maxRetries"),
+    ({"ray": {"healthCheckFailureThreshold": 5.0}}, "spec.ray.healthCheckFailureThreshold"),
+    ({"dask": {"allowedFailures": False}}, "spec.dask.allowedFailures"),
+    ({"dataset": {"name": "digits", "scale": True}}, "spec.dataset.scale"),
+    ({"dataset": {"name": "synthetic", "samples": True}}, "spec.dataset.samples"),
+    ({"dataset": {"name": "synthetic", "features": 64.0}}, "spec.dataset.features"),
+]
+
 # (spec, the field the message must start with)
 CORPUS = [
     ({"workers": "two"}, "spec.workers"),
@@ -62,6 +80,23 @@ CORPUS = [
     ({"ray": {"healthCheckPeriodMs": "3s"}}, "spec.ray.healthCheckPeriodMs"),
     ({"dask": {"allowedFailures": -1}}, "spec.dask.allowedFailures"),
     ({"dask": {"nanny": "yes please"}}, "spec.dask.nanny"),
+    *BAD_INTEGERS,
+    # Workload parameters are strict too (params are free-form in the CRD); so are booleans.
+    ({"workload": {"name": "knn", "params": {"n_neighbors": True}}},
+     "spec.workloads.0.params.n_neighbors"),
+    ({"workload": {"name": "tasks", "params": {"count": 10.0}}}, "spec.workloads.0.params.count"),
+    ({"baselines": 1}, "spec.baselines"),
+    # Dataset fields the chosen dataset never reads.
+    ({"dataset": {"name": "digits", "uri": "s3://bucket/key"}}, "spec.dataset.uri"),
+    ({"dataset": {"name": "digits", "samples": 5000}}, "spec.dataset.samples"),
+    ({"dataset": {"name": "synthetic", "path": "/etc/passwd"}}, "spec.dataset.path"),
+    ({"dataset": {"name": "file", "path": "x.csv", "endpointUrl": "http://evil"}},
+     "spec.dataset.endpointUrl"),
+    # Quantities beyond anything real.
+    ({"workerResources": {"memory": "999999Ei"}}, "spec.workerResources.memory"),
+    ({"workerResources": {"memory": "65Ti"}}, "spec.workerResources.memory"),
+    ({"workerResources": {"cpu": "100000"}}, "spec.workerResources.cpu"),
+    ({"workerResources": {"cpu": "0"}}, "spec.workerResources.cpu"),
 ]
 
 
@@ -108,6 +143,40 @@ def test_the_crd_schema_already_rejects_what_it_can():
     assert len(rejected) >= 12, rejected
     for f in ("spec.workers", "spec.frameworks", "spec.repeats", "spec.timeoutSeconds"):
         assert f in rejected
+
+
+@pytest.mark.parametrize("spec, field", BAD_INTEGERS, ids=[f for _, f in BAD_INTEGERS])
+def test_the_crd_and_the_model_agree_on_integers(spec, field):
+    """The engine's model is as strict as the CRD's `type: integer` (no `true`, no `2.0`)."""
+    errors = list(CRD_SCHEMA.iter_errors(_resource("x", {"frameworks": ["ray"], "workers": [1], **spec})))
+    assert errors and all("is not of type 'integer'" in e.message for e in errors), errors
+
+
+@pytest.mark.parametrize("body, words", [
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\nspec: {workers: [1]}\n",
+     "cm.yaml.kind: expected 'Benchmark', got 'ConfigMap'"),
+    ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: 1}\n",
+     "cm.yaml.kind: expected 'Benchmark', got 'Deployment'"),
+    ("kind: Benchmark\nspec: {workers: [1]}\n", "cm.yaml.apiVersion: missing"),
+    ("apiVersion: testbed.dev/v1alpha1\nspec: {workers: [1]}\n", "cm.yaml.kind: missing"),
+    ("frameworks: [ray]\nworkers: [1]\nframeworks: [dask]\n",
+     "cm.yaml: duplicate key 'frameworks' at line 3 (first at line 1)"),
+    ("frameworks: [ray]\nworkers: [true]\n", "cm.yaml.workers.0: Input should be a valid integer"),
+    ("frameworks: [ray]\nworkers: [1]\nrepeats: false\n", "cm.yaml.repeats: Input should be a valid integer"),
+    ("frameworks: [ray]\nworkers: [2]\nworkerResources: {memory: 999999Ei}\n",
+     "cm.yaml.workerResources.memory: memory '999999Ei' is more than the maximum of 64Ti"),
+    # Within the model's cap but not on this machine: checked before anything starts.
+    ("frameworks: [ray]\nworkers: [2]\nworkerResources: {memory: 60Ti}\n",
+     "cm.yaml.workerResources.memory: 2 workers × 60Ti = 120Ti is more than this machine's"),
+])
+def test_the_cli_rejects_resources_and_yaml_it_used_to_run(tmp_path, body, words):
+    path = tmp_path / "cm.yaml"
+    path.write_text(body)
+    p = subprocess.run([TESTBED, "run", str(path), "--out", str(tmp_path / "r.jsonl")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith(f"testbed: error: {words}") and p.stderr.count("\n") == 1, p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "r.jsonl").exists()
 
 
 @pytest.mark.parametrize("name, ok", [
