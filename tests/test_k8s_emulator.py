@@ -6,6 +6,7 @@ The ``kubernetes`` client tests run the sync client in threads (``asyncio.to_thr
 the emulator serves on the test's own event loop. No sleeps: tests await events or sentinels."""
 import asyncio
 import json
+import re
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -16,8 +17,10 @@ import yaml
 from kmock import KubernetesEmulator, ResourceInfo, Server
 from kubernetes.client.rest import ApiException
 
-from k8s_emulator import (BENCHMARK_CRD, KUBERAY_DIR, PatchedEmulator, load_crds, match_labels,
-                          serve_emulator, write_kubeconfig)
+from fake_controllers import FakeControllers, wait_for
+from k8s_emulator import (BENCHMARK_CRD, KUBERAY_DIR, PatchedEmulator, _cell, human_duration,
+                          jsonpath_find, load_crds, match_labels, rbac_authorizer, serve_emulator,
+                          version_priority, write_kubeconfig)
 
 pytestmark = pytest.mark.filterwarnings("ignore:read_binary is deprecated:DeprecationWarning")  # kmock 0.8
 
@@ -69,6 +72,11 @@ async def emu(kind):
 async def call(s, method, url, **kw):
     async with s.request(method, url, **kw) as r:
         return r.status, await r.json(content_type=None)
+
+
+async def call_headers(s, method, url, **kw):
+    async with s.request(method, url, **kw) as r:
+        return r.status, r.headers, await r.json(content_type=None)
 
 
 class ObservedBus(kmock.Bus):
@@ -173,7 +181,7 @@ async def test_schema_validation(emu):
         assert st == 200
     else:
         assert st == 422 and o["kind"] == "Status" and o["code"] == 422 and o["reason"] == "Invalid"
-        assert sorted(c["field"] for c in o["details"]["causes"]) == ["spec.frameworks.0", "spec.workers.0"]
+        assert sorted(c["field"] for c in o["details"]["causes"]) == ["spec.frameworks[0]", "spec.workers[0]"]
         st, o = await call(s, "POST", B, json=GOOD)
         assert st == 201  # workers [1, 2] pass `minimum: 0, exclusiveMinimum: true` (draft 4)
         st, o = await call(s, "PATCH", B + "/b1/status", json={"status": {"phase": "Bogus"}}, headers=MERGE)
@@ -324,18 +332,453 @@ async def test_patch_content_types(emu):
         assert results == [415, 400, 400, 400, 415, 415]
 
 
-async def test_no_garbage_collection_of_owned_objects(emu):
-    """Neither emulator has a garbage collector: the operator must delete its children itself
-    (a real cluster would cascade via ownerReferences; tests must not rely on that)."""
+# ------------------------------------------------------------------------ tables (kubectl get)
+TABLE = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,"
+                   "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"}  # kubectl get's
+
+
+def _printer_columns():
+    return yaml.safe_load(BENCHMARK_CRD.read_text())["spec"]["versions"][0]["additionalPrinterColumns"]
+
+
+async def test_table_responses(emu):
+    """kubectl get asks for a meta.k8s.io Table: the CRD's printer columns after Name (ages for
+    dates, priority kept for -o wide), rows carrying PartialObjectMetadata unless includeObject
+    says otherwise; other kinds get the default Name / Created At table."""
     kind, k, s = emu
-    _, owner = await call(s, "POST", B, json=GOOD)
-    ref = {"apiVersion": GOOD["apiVersion"], "kind": "Benchmark", "name": "b1",
-           "uid": owner["metadata"].get("uid", "no-uid"), "controller": True}
-    await call(s, "POST", CM, json={"metadata": {"name": "child", "ownerReferences": [ref]}})
+    await call(s, "POST", B, json=GOOD)
+    await call(s, "PATCH", B + "/b1/status", headers=MERGE,
+               json={"status": {"phase": "Running", "workload": "knn", "progress": "1/4"}})
+    _, cm = await call(s, "POST", CM, json={"metadata": {"name": "c"}, "data": {"a": "1"}})
+    st, t = await call(s, "GET", B, headers=TABLE)
+    if kind == "stock":  # Accept is ignored: a plain list
+        assert st == 200 and "kind" not in t and [i["metadata"]["name"] for i in t["items"]] == ["b1"]
+        return
+    columns = _printer_columns()
+    assert t["kind"] == "Table" and t["apiVersion"] == "meta.k8s.io/v1"
+    assert t["columnDefinitions"][0] == t["columnDefinitions"][0] | {"name": "Name", "format": "name", "priority": 0}
+    assert [(c["name"], c["type"], c["priority"]) for c in t["columnDefinitions"][1:]] == \
+        [(c["name"], c["type"], c.get("priority", 0)) for c in columns]
+    (row,) = t["rows"]
+    cells = dict(zip([c["name"] for c in t["columnDefinitions"]], row["cells"]))
+    assert cells | {"Name": "b1", "Phase": "Running", "Workload": "knn", "Progress": "1/4"} == cells
+    assert re.fullmatch(r"\d+s", cells["Age"]) and cells["Frameworks"] is None  # not set yet
+    assert row["object"] == {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                             "metadata": row["object"]["metadata"]} and row["object"]["metadata"]["name"] == "b1"
+
+    _, t = await call(s, "GET", B, headers=TABLE, params={"includeObject": "Object"})
+    assert t["rows"][0]["object"]["spec"]["workers"] == [1, 2]
+    _, t = await call(s, "GET", B, headers=TABLE, params={"includeObject": "None"})
+    assert t["rows"][0]["object"] is None
+    assert (await call(s, "GET", B, headers=TABLE, params={"includeObject": "All"}))[0] == 400
+    _, t = await call(s, "GET", B + "/b1", headers={"Accept": "application/json;as=Table;v=v1beta1;g=meta.k8s.io"})
+    assert t["apiVersion"] == "meta.k8s.io/v1beta1" and [r["cells"][0] for r in t["rows"]] == ["b1"]
+    _, t = await call(s, "GET", CM, headers=TABLE)
+    assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Created At"]
+    assert t["rows"][0]["cells"] == ["c", cm["metadata"]["creationTimestamp"]]
+    st, o = await call(s, "GET", B, headers={"Accept": "application/vnd.kubernetes.protobuf"})
+    assert st == 406 and o["reason"] == "NotAcceptable"  # only JSON is offered
+
+
+def test_printer_column_values():
+    obj = {"metadata": {"labels": {"app.kubernetes.io/name": "x"}, "creationTimestamp": "2020-01-01T00:00:00Z"},
+           "status": {"conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}],
+                      "n": 3.0, "map": {"b": 1, "a": [2]}, "flag": True}}
+    assert jsonpath_find(obj, '.status.conditions[?(@.type=="Ready")].status') == ["True"]
+    assert jsonpath_find(obj, ".status.conditions[*].type") == ["A", "Ready"]
+    assert jsonpath_find(obj, ".status.conditions[-1].type") == ["Ready"]
+    assert jsonpath_find(obj, ".metadata.labels['app.kubernetes.io/name']") == ["x"]
+    assert jsonpath_find(obj, ".status.missing.deeper") == []
+
+    def cell(path, kind):
+        return _cell({"jsonPath": path, "type": kind}, obj)
+    assert cell(".status.map", "string") == '{"a":[2],"b":1}'  # jsonpath prints maps as JSON
+    assert (cell(".status.n", "string"), cell(".status.n", "integer"), cell(".status.flag", "string")) == ("3", 3, "true")
+    assert (cell(".status.flag", "boolean"), cell(".status.flag", "integer"), cell(".status.missing", "string")) == \
+        (True, None, None)
+    assert re.fullmatch(r"\d+y\d*d?", cell(".metadata.creationTimestamp", "date"))
+    assert cell(".status.conditions[0].type", "date") == "<invalid>"
+    assert [human_duration(x) for x in (-5, -1, 0, 119, 120, 125, 600, 3 * 3600, 3 * 3600 + 60, 9 * 3600,
+                                        49 * 3600, 8 * 86400, 3 * 365 * 86400, 9 * 365 * 86400)] == \
+        ["<invalid>", "0s", "0s", "119s", "2m", "2m5s", "10m", "3h", "3h1m", "9h", "2d1h", "8d", "3y", "9y"]
+
+
+# ------------------------------------------------------------------------------------ watches
+async def test_watch_content_type(emu):
+    """client-go decodes a watch by its Content-Type: stock kmock's octet-stream breaks
+    kubectl get -w; a JSON watch is plain application/json on the apiserver."""
+    kind, k, s = emu
+    async with s.get(B, params={"watch": "true"}) as r:
+        ctype = r.headers["Content-Type"]
+    assert ctype == ("application/octet-stream" if kind == "stock" else "application/json")
+
+
+async def test_watch_as_table_has_the_column_definitions_once():
+    async with _serve("patched") as (k, s):
+        bus = k._buses[BENCH] = ObservedBus()
+        await call(s, "POST", B, json=_bench("b0"))
+        async with s.get(B, params={"watch": "true"}, headers=TABLE) as r:
+            await asyncio.wait_for(bus.subscribed.wait(), GUARD)
+            await call(s, "POST", B, json=_bench("sentinel"))
+            lines = [json.loads(await asyncio.wait_for(r.content.readline(), GUARD)) for _ in range(2)]
+    assert [(e["type"], e["object"]["kind"], e["object"]["rows"][0]["cells"][0]) for e in lines] == \
+        [("ADDED", "Table", "b0"), ("ADDED", "Table", "sentinel")]
+    assert lines[0]["object"]["columnDefinitions"][0]["name"] == "Name"
+    assert lines[1]["object"]["columnDefinitions"] is None  # NoHeaders after the first event
+
+
+async def test_watch_from_a_resource_version_older_than_kept_is_410_expired(emu):
+    kind, k, s = emu
+    if kind == "patched":
+        k.watch_cache_size = 2  # the last two events of each resource are kept
+    _, o = await call(s, "POST", B, json=GOOD)
+    for workers in ([3], [4], [5]):
+        await call(s, "PATCH", B + "/b1", json={"spec": {"workers": workers}}, headers=MERGE)
+    first = o["metadata"].get("resourceVersion", "1")
+    async with s.get(B, params={"watch": "true", "resourceVersion": first}) as r:
+        event = json.loads(await asyncio.wait_for(r.content.readline(), GUARD))
+        rest = await asyncio.wait_for(r.content.read(), GUARD) if kind == "patched" else None
+    if kind == "stock":  # the resourceVersion is ignored: the current state
+        assert event["type"] == "ADDED" and event["object"]["spec"]["workers"] == [5]
+        return
+    assert event == {"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Expired",
+        "code": 410, "message": "too old resource version: 1 (2)"}}
+    assert rest == b""  # and the stream ends
+    async with s.get(B, params={"watch": "true", "resourceVersion": "2", "timeoutSeconds": "1"}) as r:
+        events = [json.loads(line) for line in (await asyncio.wait_for(r.content.read(), GUARD)).splitlines()]
+    assert [(e["type"], e["object"]["spec"]["workers"]) for e in events] == [("MODIFIED", [4]), ("MODIFIED", [5])]
+
+
+async def test_a_fake_controller_relists_after_a_watch_error_and_keeps_working(tmp_path):
+    """The fake Dask operator's watch resumes from a resourceVersion the emulator no longer
+    keeps (events elsewhere moved past it): the apiserver answers an ERROR event (410
+    Expired), which the fake controller used to die on (a Status has no metadata.name) and
+    ignore every later DaskCluster. It re-lists and handles the next DaskCluster."""
+    dask = kmock.resource("kubernetes.dask.org/v1/daskclusters")
+    path = "/apis/kubernetes.dask.org/v1/namespaces/{}/daskclusters"
+
+    def daskcluster(name):
+        return {"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster", "metadata": {"name": name},
+                "spec": {"worker": {"replicas": 1, "spec": {"containers": []}},
+                         "scheduler": {"spec": {"containers": []}, "service": {}}}}
+
+    async with serve_emulator(NS) as env:
+        k = env.emulator
+        k.watch_cache_size = 1
+        bus = k._buses[dask] = ObservedBus()
+        kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", env.url, NS))
+        async with aiohttp.ClientSession(env.url) as s, \
+                FakeControllers(env.url, NS, kubeconfig, fast=True) as fake:
+            await asyncio.wait_for(bus.subscribed.wait(), GUARD)
+            for i in range(3):  # another namespace's events: the controller's resourceVersion ages
+                assert (await call(s, "POST", path.format("ns2"), json=daskcluster(f"other-{i}")))[0] == 201
+            watches = len([r for r in k.history if r.resource == dask and r.params.get("watch")])
+            assert k.cut_watches() >= 1  # the connection drops; the controller resumes from its rv
+            assert (await call(s, "POST", path.format(NS), json=daskcluster("d")))[0] == 201
+
+            async def running():
+                _, o = await call(s, "GET", path.format(NS) + "/d")
+                return (o.get("status") or {}).get("phase") == "Running"
+            await wait_for(running, GUARD, "the fake Dask operator to run DaskCluster d")
+        resumed = [r for r in k.history if r.resource == dask and r.params.get("watch")][watches:]
+        assert resumed and resumed[0].params.get("resourceVersion")  # the watch that got 410
+        assert fake.starts == {"DaskCluster/d": 1}
+
+
+# ----------------------------------------------------------------------------------- discovery
+WIDGETS_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.dev"},
+    "spec": {"group": "example.dev", "scope": "Namespaced",
+             "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+             "versions": [{"name": v, "served": True, "storage": v == "v1", "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                               "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}
+                          for v in ("v1alpha1", "v1", "v1beta1")]}}
+
+
+async def test_discovery(emu):
+    """kubectl reads /api/v1 (stock says groupVersion "/v1", so kubectl knows no core kind) and
+    the preferred version of each group (stock: an arbitrary served one)."""
+    kind, k, s = emu
+    if kind == "stock":
+        for v in ("v1alpha1", "v1", "v1beta1"):
+            k.resources[f"example.dev/{v}/widgets"] = ResourceInfo(kind="Widget", namespaced=True,
+                                                                   subresources={"status"}, verbs={"get"})
+    else:
+        k.add_crd(WIDGETS_CRD)
+    _, core = await call(s, "GET", "/api/v1")
+    _, group = await call(s, "GET", "/apis/example.dev")
+    _, groups = await call(s, "GET", "/apis")
+    (listed,) = [g for g in groups["groups"] if g["name"] == "example.dev"]
+    if kind == "stock":
+        assert core["groupVersion"] == "/v1"
+        assert group["preferredVersion"] in group["versions"]  # whichever a set yields first
+        return
+    assert core["groupVersion"] == "v1" and "configmaps" in {r["name"] for r in core["resources"]}
+    for g in (group, listed):
+        assert [v["version"] for v in g["versions"]] == ["v1", "v1beta1", "v1alpha1"]
+        assert g["preferredVersion"] == {"groupVersion": "example.dev/v1", "version": "v1"}
+    _, v1 = await call(s, "GET", "/apis/example.dev/v1")
+    (status,) = [r for r in v1["resources"] if r["name"] == "widgets/status"]
+    assert sorted(status["verbs"]) == ["get", "patch", "update"]
+
+
+def test_version_priority():
+    # the example in staging/src/k8s.io/apimachinery/pkg/version/helpers.go
+    assert sorted(["foo10", "v1beta1", "v12alpha1", "v2", "foo1", "v11alpha2", "v1", "v10beta3",
+                   "v3beta1", "v11beta2"], key=version_priority) == \
+        ["v2", "v1", "v11beta2", "v10beta3", "v3beta1", "v1beta1", "v12alpha1", "v11alpha2", "foo1", "foo10"]
+
+
+async def test_served_versions_share_one_storage(emu):
+    kind, k, s = emu
+    url = "/apis/example.dev/{}/namespaces/ns1/widgets"
+    if kind == "stock":
+        for v in ("v1alpha1", "v1"):
+            k.resources[f"example.dev/{v}/widgets"] = ResourceInfo(kind="Widget", namespaced=True,
+                                                                   verbs={"get", "list", "create"})
+    else:
+        k.add_crd(WIDGETS_CRD)
+    await call(s, "POST", url.format("v1"), json={"apiVersion": "example.dev/v1", "kind": "Widget",
+                                                   "metadata": {"name": "w"}, "spec": {"size": 1}})
+    st, o = await call(s, "GET", url.format("v1alpha1") + "/w")
+    if kind == "stock":
+        assert st == 404  # two unrelated stores
+        return
+    assert st == 200 and o["apiVersion"] == "example.dev/v1alpha1" and o["spec"] == {"size": 1}
+    st, o = await call(s, "PATCH", url.format("v1beta1") + "/w", json={"spec": {"size": 2}}, headers=MERGE)
+    assert st == 200 and o["apiVersion"] == "example.dev/v1beta1"
+    _, lst = await call(s, "GET", url.format("v1"))
+    assert [(i["apiVersion"], i["spec"]["size"]) for i in lst["items"]] == [("example.dev/v1", 2)]
+    assert k.objects[kmock.resource("example.dev/v1/widgets"), NS, "w"]["apiVersion"] == "example.dev/v1"
+
+
+async def test_version_with_a_trailing_slash(emu):
+    kind, k, s = emu
+    _, plain = await call(s, "GET", "/version")
+    st, slash = await call(s, "GET", "/version/")  # what kr8s asks
+    if kind == "stock":
+        assert st == 404
+    else:
+        assert st == 200 and slash == plain and plain["gitVersion"].startswith("v1.")
+
+
+# ------------------------------------------------------------------------- OpenAPI, validation
+async def test_openapi_v3(emu):
+    """kubectl apply (validation on) reads /openapi/v3 to learn that the server validates
+    fields itself (a fieldValidation parameter on the PATCH of the kind); stock kmock has no
+    OpenAPI, so kubectl falls back to /openapi/v2 and fails."""
+    kind, k, s = emu
+    st, index = await call(s, "GET", "/openapi/v3")
+    if kind == "stock":
+        assert st == 404
+        return
+    url = index["paths"]["apis/testbed.dev/v1alpha1"]["serverRelativeURL"]
+    assert re.fullmatch(r"/openapi/v3/apis/testbed\.dev/v1alpha1\?hash=[0-9A-F]{128}", url)
+    _, doc = await call(s, "GET", url)
+    patch = doc["paths"]["/apis/testbed.dev/v1alpha1/namespaces/{namespace}/benchmarks/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": "testbed.dev", "version": "v1alpha1",
+                                                        "kind": "Benchmark"}
+    assert {"name": "fieldValidation", "in": "query"}.items() <= \
+        next(p for p in patch["parameters"] if p["name"] == "fieldValidation").items()
+    schema = doc["components"]["schemas"]["dev.testbed.v1alpha1.Benchmark"]
+    crd = yaml.safe_load(BENCHMARK_CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert schema["properties"]["spec"] == crd["properties"]["spec"]
+    assert (await call(s, "GET", "/openapi/v3/apis/example.dev/v1"))[0] == 404
+
+
+async def test_field_validation(emu):
+    """?fieldValidation=Strict|Warn|Ignore for fields the schema does not know (Warn by
+    default), with the apiserver's messages (handlers/rest.go transformDecodeError,
+    handlers/patch.go)."""
+    kind, k, s = emu
+    body = {**GOOD, "spec": {**GOOD["spec"], "bogus": 1}}
+    st, headers, o = await call_headers(s, "POST", B, json=body, params={"fieldValidation": "Strict"})
+    if kind == "stock":
+        assert st == 200 and o["spec"]["bogus"] == 1
+        return
+    assert (st, o["reason"], o["message"]) == (400, "BadRequest", 'Benchmark in version "v1alpha1" cannot be '
+                                               'handled as a Benchmark: strict decoding error: unknown field "spec.bogus"')
+    st, headers, o = await call_headers(s, "POST", B, json=body)
+    assert st == 201 and "bogus" not in o["spec"]
+    assert headers.getall("Warning") == ['299 - "unknown field \\"spec.bogus\\""']
+    st, headers, o = await call_headers(s, "PATCH", B + "/b1", headers=MERGE, params={"fieldValidation": "Strict"},
+                                        json={"spec": {"other": 2}, "metadata": {"bogus": "x"}})
+    assert st == 422 and o["reason"] == "Invalid"
+    assert o["message"].endswith('strict decoding error: unknown field "metadata.bogus", unknown field "spec.other"')
+    st, headers, o = await call_headers(s, "PATCH", B + "/b1", headers=MERGE, params={"fieldValidation": "Ignore"},
+                                        json={"spec": {"other": 2}})
+    assert st == 200 and "Warning" not in headers and "other" not in o["spec"]
+    assert (await call(s, "POST", B, json=GOOD, params={"fieldValidation": "Loose"}))[0] == 400
+
+
+async def test_service_status_is_defaulted(emu):
+    kind, k, s = emu
+    st, o = await call(s, "POST", f"/api/v1/namespaces/{NS}/services", json={
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+        "spec": {"ports": [{"port": 80}]}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}}})
+    # pkg/registry/core/service/strategy.go PrepareForCreate: Status = ServiceStatus{}
+    assert o["status"] == ({"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}} if kind == "stock" else
+                           {"loadBalancer": {}})
+
+
+# ---------------------------------------------------------------------------- garbage collector
+def _ref(owner, block=False):
+    m = owner["metadata"]
+    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": m["name"], "uid": m["uid"],
+            "controller": True, **({"blockOwnerDeletion": True} if block else {})}
+
+
+async def test_garbage_collection_honours_the_propagation_policy(emu):
+    """Dependents go with their owner (Background by default), are kept without the reference
+    (Orphan; batch/v1 Jobs by default), or hold the owner until they are gone (Foreground with
+    blockOwnerDeletion). Stock kmock has no garbage collector."""
+    kind, k, s = emu
+
+    async def owner(name):
+        return (await call(s, "POST", B, json=_bench(name)))[1]
+
+    async def child(name, *refs, **meta):
+        st, o = await call(s, "POST", CM, json={"metadata": {"name": name, "ownerReferences": list(refs), **meta}})
+        assert st in (200, 201), o
+        return o
+
+    async def get(url):
+        if kind == "patched":
+            await k.garbage_collected()
+        st, o = await call(s, "GET", url)
+        return o if st == 200 else None
+
+    b1 = await owner("b1")
+    if kind == "stock":
+        b1 = {**b1, "apiVersion": GOOD["apiVersion"], "kind": "Benchmark", "metadata": {**b1["metadata"], "uid": "u1"}}
+    await child("c1", _ref(b1))
     assert (await call(s, "DELETE", B + "/b1"))[0] == 200
-    assert (await call(s, "GET", B + "/b1"))[0] == 404
-    st, child = await call(s, "GET", CM + "/child")
-    assert st == 200 and child["metadata"]["ownerReferences"] == [ref]
+    if kind == "stock":
+        assert (await get(CM + "/c1"))["metadata"]["ownerReferences"] == [_ref(b1)]
+        return
+    assert await get(CM + "/c1") is None  # Background
+
+    await child("c2", _ref(await owner("b2")))
+    _, o = await call(s, "DELETE", B + "/b2", json={"kind": "DeleteOptions", "apiVersion": "v1",
+                                                   "propagationPolicy": "Orphan"})
+    assert o["metadata"]["finalizers"] == ["orphan"] and o["metadata"]["deletionTimestamp"]
+    assert await get(B + "/b2") is None and "ownerReferences" not in (await get(CM + "/c2"))["metadata"]
+
+    b3 = await owner("b3")
+    await child("c3", _ref(b3, block=True), finalizers=["example.dev/hold"])
+    await child("c3b", _ref(b3))
+    _, o = await call(s, "DELETE", B + "/b3", params={"propagationPolicy": "Foreground"})
+    assert o["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert await get(CM + "/c3b") is None  # not blocking: deleted, not waited for
+    assert (await get(CM + "/c3"))["metadata"]["deletionTimestamp"] and await get(B + "/b3")  # held
+    await call(s, "PATCH", CM + "/c3", json={"metadata": {"finalizers": None}}, headers=MERGE)
+    assert await get(CM + "/c3") is None and await get(B + "/b3") is None
+
+    b4, b5 = await owner("b4"), await owner("b5")
+    await child("c4", _ref(b4), _ref(b5))
+    await call(s, "DELETE", B + "/b4")
+    assert (await get(CM + "/c4"))["metadata"]["ownerReferences"] == [_ref(b5)]  # one owner is left
+
+    jobs = f"/apis/batch/v1/namespaces/{NS}/jobs"
+    _, job = await call(s, "POST", jobs, json={"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                                              "spec": {"template": {"spec": {"containers": []}}}})
+    await child("c5", _ref(job))
+    _, o = await call(s, "DELETE", jobs + "/j")
+    assert o["metadata"]["finalizers"] == ["orphan"]  # batch/v1's default policy
+    assert await get(jobs + "/j") is None and "ownerReferences" not in (await get(CM + "/c5"))["metadata"]
+
+    await child("c6", {**_ref(b5), "uid": "no-such-uid"})
+    assert await get(CM + "/c6") is None  # an owner that does not exist: collected
+    await child("c7", {"apiVersion": "example.dev/v1", "kind": "Gadget", "name": "g", "uid": "u"})
+    assert await get(CM + "/c7")  # an unknown kind cannot be looked up: kept
+    assert k.errors == []
+
+
+# ------------------------------------------------------------------------------ authorization
+ALL = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
+
+
+def _as(user):
+    return {"Authorization": f"Bearer {user}"}
+
+
+async def test_rbac_and_owner_references_permission_enforcement(emu):
+    """With an authorizer, requests are checked against each user's rules, and
+    blockOwnerDeletion needs update on the owner's <resource>/finalizers
+    (OwnerReferencesPermissionEnforcement). Stock kmock authorizes nothing."""
+    kind, k, s = emu
+    cms = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]}]
+    if kind == "patched":
+        k.authorizer = rbac_authorizer({"admin": ALL, "maker": cms, "finalizer": cms + [
+            {"apiGroups": ["testbed.dev"], "resources": ["benchmarks/finalizers"], "verbs": ["update"]}]})
+    _, b1 = await call(s, "POST", B, json=GOOD, headers=_as("admin"))
+    if kind == "stock":
+        b1 = {**b1, "apiVersion": GOOD["apiVersion"], "kind": "Benchmark", "metadata": {**b1["metadata"], "uid": "u"}}
+    blocking = {"metadata": {"name": "c", "ownerReferences": [_ref(b1, block=True)]}}
+    st, o = await call(s, "POST", CM, json=blocking, headers=_as("maker"))
+    if kind == "stock":
+        assert st == 200
+        return
+    assert (st, o["reason"], o["message"]) == (403, "Forbidden", 'configmaps "c" is forbidden: cannot set '
+                                               "blockOwnerDeletion if an ownerReference refers to a resource "
+                                               "you can't set finalizers on: , <nil>")
+    st, o = await call(s, "GET", B)
+    assert (st, o["message"]) == (403, 'benchmarks.testbed.dev is forbidden: User "system:anonymous" cannot '
+                                       'list resource "benchmarks" in API group "testbed.dev" in the namespace "ns1"')
+    st, _ = await call(s, "POST", CM, json={"metadata": {"name": "c", "ownerReferences": [_ref(b1)]}},
+                       headers=_as("maker"))
+    assert st == 201  # not blocking: allowed
+    st, o = await call(s, "PATCH", CM + "/c", json={"metadata": {"ownerReferences": [_ref(b1, block=True)]}},
+                       headers={**MERGE, **_as("maker")})
+    assert st == 403 and "cannot set an ownerRef on a resource you can't delete" in o["message"]
+    st, _ = await call(s, "POST", CM, json={**blocking, "metadata": {**blocking["metadata"], "name": "c2"}},
+                       headers=_as("finalizer"))
+    assert st == 201
+
+
+def _chart_rules():
+    """The rules of the chart's operator ClusterRole and runner Role, rendered by Helm's SDK."""
+    import helm_python as helm
+
+    with helm.Chart.load(str(BENCHMARK_CRD.parents[2] / "charts" / "testbed")) as chart:
+        out = chart.render({}, name="tb", namespace="testbed")
+    docs = [d for key, text in out.items() if not key.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
+    (operator,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    (runner,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "testbed-runner"]
+    return operator["rules"], runner["rules"]
+
+
+async def test_the_charts_roles_may_set_the_owner_references_of_the_operator_and_runner():
+    """The operator's children and the runner's result ConfigMap carry the Benchmark as an
+    ownerReference with blockOwnerDeletion (testbed_operator.manifests.owner_reference): with
+    the OwnerReferencesPermissionEnforcement rule, the chart's roles must allow update on
+    benchmarks/finalizers, or every create is 403 on a real cluster."""
+    from testbed_operator.manifests import owner_reference
+
+    operator_rules, runner_rules = _chart_rules()
+    async with serve_emulator(NS) as env, aiohttp.ClientSession(env.url) as s:
+        env.emulator.authorizer = rbac_authorizer({"admin": ALL, "operator": operator_rules, "runner": runner_rules})
+        _, bm = await call(s, "POST", B, json=GOOD, headers=_as("admin"))
+        meta = {"name": "child", "ownerReferences": [owner_reference(bm)]}
+        children = {
+            f"/apis/ray.io/v1/namespaces/{NS}/rayjobs": {
+                "apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": {"entrypoint": "true"}},
+            f"/apis/kubernetes.dask.org/v1/namespaces/{NS}/daskclusters": {
+                "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster", "metadata": meta,
+                "spec": {"worker": {"replicas": 1, "spec": {"containers": []}},
+                         "scheduler": {"spec": {"containers": []}, "service": {}}}},
+            f"/apis/batch/v1/namespaces/{NS}/jobs": {
+                "apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+                "spec": {"template": {"spec": {"containers": []}}}}}
+        for url, body in children.items():
+            st, o = await call(s, "POST", url, json=body, headers=_as("operator"))
+            assert st == 201, o
+        st, o = await call(s, "POST", CM, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta},
+                           headers=_as("runner"))
+        assert st == 201, o
 
 
 def test_label_selector_syntax():
