@@ -30,17 +30,39 @@ never become ready), ``crash`` (names whose runner exits 1 without publishing an
   ``DASK_WORKER_NAME`` env.  Deleting such a pod SIGKILLs the process tree it stands for, as
   the kubelet does with a grace period of 0 (``killed_pods`` lists them).
 
+* **KubeRay token auth** (``rayClusterSpec.authOptions``, KubeRay v1.6/v1.7 source):
+  ``ValidateRayJobSpec`` (utils/validation.go) refuses ``mode: token`` without a ``rayVersion``
+  of at least 2.52.0, and ``enableK8sTokenAuth`` on a RayJob: the RayJob gets
+  ``jobDeploymentStatus: ValidationFailed``. Otherwise ``reconcileAuthSecret``
+  (raycluster_controller.go) creates the Secret ``<raycluster>`` with a random ``auth_token``
+  and ``SetContainerTokenAuthEnvVars`` (common/pod.go) gives the Ray containers
+  ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from that Secret, unless a container sets them
+  itself. Here the env is resolved like the kubelet does (``secretKeyRef`` read from the API),
+  the local Ray processes and the driver get it, and the Secret goes with the cluster (its
+  owner, the RayCluster, is garbage-collected with the RayJob).
+* **Admission** (what the API server would refuse a controller's pod for): a pod naming a
+  ServiceAccount that does not exist (plugin/pkg/admission/serviceaccount/admission.go), or a
+  name in ``reject_pods`` (e.g. a quota refusal). The refused controller records it as real
+  ones do: the Job controller's ``FailedCreate`` event ("Error creating: ...",
+  pkg/controller/controller_utils.go), KubeRay's ``FailedToCreateHeadPod`` on the RayCluster,
+  the ReplicaSet controller's ``FailedCreate`` for a Dask scheduler; nothing runs until it is
+  admitted. ``runner_account`` (default true) creates the runner's ServiceAccount first, as the
+  chart does. ``stuck_pods`` (name -> (reason, message)) gives the object's first pod a
+  container waiting for that reason (e.g. ``ImagePullBackOff``), and nothing runs.
+
 Every start is counted in ``starts`` (``Kind/name`` → count): tests assert nothing ran twice.
 Deleted objects have their processes stopped; only processes started here are touched.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import signal
 import sys
@@ -58,7 +80,55 @@ DASKCLUSTERS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
 JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
 CONFIGMAPS = "/api/v1/namespaces/{ns}/configmaps"
 PODS = "/api/v1/namespaces/{ns}/pods"
+SERVICEACCOUNTS = "/api/v1/namespaces/{ns}/serviceaccounts"
+SECRETS = "/api/v1/namespaces/{ns}/secrets"
+EVENTS = "/api/v1/namespaces/{ns}/events"
 MERGE = {"Content-Type": "application/merge-patch+json"}
+RUNNER_ACCOUNT = "testbed-runner"  # testbed_operator.manifests.RUNNER_ACCOUNT, made by the chart
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    m = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    return tuple(int(g or 0) for g in m.groups()) if m else None
+
+
+def kuberay_validate_auth(cluster_spec: dict[str, Any]) -> str | None:
+    """KubeRay's checks of ``authOptions`` on a RayJob's cluster (utils/validation.go
+    ``ValidateRayClusterSpec`` and ``ValidateRayJobSpec``), with its messages."""
+    auth = cluster_spec.get("authOptions") or {}
+    k8s_token = bool(auth.get("enableK8sTokenAuth"))
+    if k8s_token:
+        return "K8s token auth mode is currently not supported for RayJob"
+    if auth.get("mode") != "token":
+        return None
+    raw = cluster_spec.get("rayVersion") or ""
+    if not raw:
+        return ("authOptions.mode is 'token' but RayVersion was not specified. Ray version "
+                "2.52.0 or later is required")
+    version = _version(raw)
+    if version is None:
+        return f"authOptions.mode is 'token' but RayVersion format is invalid: {raw}"
+    if version < (2, 52, 0):
+        return f"authOptions.mode is 'token' but minimum Ray version is 2.52.0, got {raw}"
+    return None
+
+
+def kuberay_token_env(env: list[dict[str, Any]], cluster: str,
+                      auth: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A Ray container's env as KubeRay leaves it (common/pod.go
+    ``SetContainerTokenAuthEnvVars``): with ``mode: token``, ``RAY_AUTH_MODE=token`` and
+    ``RAY_AUTH_TOKEN`` from the Secret ``<cluster>`` (or ``authOptions.secretName``), key
+    ``auth_token``, each unless the container sets it already."""
+    out = [dict(e) for e in env]
+    if (auth or {}).get("mode") != "token":
+        return out
+    names = {e["name"] for e in out}
+    if "RAY_AUTH_MODE" not in names:
+        out.append({"name": "RAY_AUTH_MODE", "value": "token"})
+    if "RAY_AUTH_TOKEN" not in names:
+        out.append({"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": auth.get("secretName") or cluster, "key": "auth_token"}}})
+    return out
 
 
 def _now() -> str:
@@ -73,11 +143,13 @@ class LocalCluster:
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
 
-    async def start(self, timeout: float = 150) -> dict[str, Any]:
+    async def start(self, timeout: float = 150, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """``env``: what the cluster's pods get on top of the image's (e.g. KubeRay's
+        ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``)."""
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, os.path.join(HERE, "local_cluster.py"), self.framework,
             str(self.workers), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            start_new_session=True)
+            start_new_session=True, env={**os.environ, **(env or {})})
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         if not line:
             raise RuntimeError(f"local {self.framework} cluster exited with {await self.proc.wait()}")
@@ -119,9 +191,16 @@ def fake_records(argv: list[str]) -> dict[str, Any]:
 class FakeControllers:
     def __init__(self, url: str, namespace: str, kubeconfig: str, *, fast: bool = False,
                  never_ready: set[str] | None = None, crash: set[str] | dict[str, int] | None = None,
-                 gate: asyncio.Event | None = None):
+                 gate: asyncio.Event | None = None, runner_account: bool = True,
+                 reject_pods: dict[str, str] | None = None,
+                 stuck_pods: dict[str, tuple[str, str]] | None = None):
         self.url, self.ns, self.kubeconfig, self.fast = url.rstrip("/"), namespace, kubeconfig, fast
         self.never_ready = never_ready or set()
+        self.runner_account = runner_account
+        self.reject_pods = dict(reject_pods or {})   # object name -> admission refusal
+        self.stuck_pods = dict(stuck_pods or {})     # object name -> (waiting reason, message)
+        self.auth_env: dict[str, dict[str, str]] = {}  # RayJob key -> the RAY_AUTH_* its pods got
+        self._secrets: dict[str, str] = {}             # RayJob key -> its auth Secret
         # name -> how many runs crash (a set: every run).
         self.crash = {n: -1 for n in crash} if isinstance(crash, (set, list)) else dict(crash or {})
         self.gate = gate
@@ -140,6 +219,10 @@ class FakeControllers:
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> "FakeControllers":
         self._session = aiohttp.ClientSession(self.url)
+        if self.runner_account:  # what the chart installs in each runner namespace
+            await self._create(SERVICEACCOUNTS, {
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": RUNNER_ACCOUNT, "namespace": self.ns}})
         for path, fn in ((RAYJOBS, self._rayjob), (DASKCLUSTERS, self._daskcluster),
                          (JOBS, self._job), (PODS, None)):
             self._tasks.append(asyncio.create_task(self._watch(path.format(ns=self.ns), fn)))
@@ -221,6 +304,10 @@ class FakeControllers:
             await self._stop_cluster(key)
 
     async def _stop_cluster(self, key: str) -> None:
+        secret = self._secrets.pop(key, None)
+        if secret is not None:  # garbage-collected with its owner, the RayCluster
+            async with self._session.delete(f"{SECRETS.format(ns=self.ns)}/{secret}"):
+                pass
         cluster = self._clusters.pop(key, None)
         # Its pods stand for nothing any more (and their pids may be reused): forget them.
         for pod in [p for p, (k, _) in self._pod_pids.items() if k == key]:
@@ -289,34 +376,146 @@ class FakeControllers:
                 return
             r.raise_for_status()
 
-    async def _cluster(self, key: str, framework: str, workers: int) -> dict[str, Any]:
+    async def _cluster(self, key: str, framework: str, workers: int,
+                       env: dict[str, str] | None = None) -> dict[str, Any]:
         cluster = LocalCluster(framework, workers)
         self._clusters[key] = cluster
-        return await cluster.start()
+        return await cluster.start(env=env)
+
+    # -- API helpers -----------------------------------------------------------------------
+    async def _create(self, plural_path: str, body: dict[str, Any]) -> None:
+        async with self._session.post(plural_path.format(ns=self.ns), data=json.dumps(body),
+                                      headers={"Content-Type": "application/json"}) as r:
+            if r.status != 409:
+                r.raise_for_status()
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        async with self._session.get(path.format(ns=self.ns)) as r:
+            if r.status == 404:
+                return None
+            r.raise_for_status()
+            return await r.json()
+
+    async def _event(self, api_version: str, kind: str, name: str, reason: str, message: str,
+                     component: str) -> None:
+        """A Warning Event as a controller's recorder writes it (core v1, lastTimestamp)."""
+        now = _now()
+        await self._create(EVENTS, {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": self.ns},
+            "involvedObject": {"apiVersion": api_version, "kind": kind, "name": name,
+                               "namespace": self.ns},
+            "reason": reason, "message": message, "type": "Warning", "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": component}})
+
+    async def _refusal(self, obj_name: str, pod_spec: dict[str, Any], pod_name: str) -> str | None:
+        """Why the API server would refuse this pod (None: admitted)."""
+        if obj_name in self.reject_pods:
+            return f'pods "{pod_name}" is forbidden: {self.reject_pods[obj_name]}'
+        account = pod_spec.get("serviceAccountName") or "default"  # "default" always exists
+        if account != "default" and await self._get(f"{SERVICEACCOUNTS}/{account}") is None:
+            return (f'pods "{pod_name}" is forbidden: error looking up service account '
+                    f'{self.ns}/{account}: serviceaccount "{account}" not found')
+        return None
+
+    async def _admitted(self, obj_name: str, pod_spec: dict[str, Any], pod_name: str,
+                        event: tuple[str, str, str, str, str]) -> None:
+        """Until the pod would be admitted; the first refusal becomes ``event`` (apiVersion,
+        kind, name, reason, component) with the controller's message prefix in front."""
+        posted = False
+        while (refusal := await self._refusal(obj_name, pod_spec, pod_name)) is not None:
+            if not posted:
+                api_version, kind, name, reason, component = event
+                prefix = ("Error creating: " if reason == "FailedCreate"
+                          else f"Failed to create head Pod {self.ns}/{pod_name}, ")
+                await self._event(api_version, kind, name, reason, prefix + refusal, component)
+                posted = True
+            await asyncio.sleep(0.5)
+
+    async def _stuck(self, obj_name: str, pod_name: str, labels: dict[str, str]) -> bool:
+        """``stuck_pods``: the object's pod exists but its container waits forever."""
+        if obj_name not in self.stuck_pods:
+            return False
+        reason, message = self.stuck_pods[obj_name]
+        await self._create(PODS, {"apiVersion": "v1", "kind": "Pod",
+                                  "metadata": {"name": pod_name, "namespace": self.ns, "labels": labels},
+                                  "spec": {"containers": [{"name": "main", "image": "local"}]}})
+        async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod_name}/status", headers=MERGE,
+                                       data=json.dumps({"status": {"phase": "Pending", "containerStatuses": [
+                                           {"name": "main", "ready": False, "restartCount": 0,
+                                            "image": "local", "imageID": "",
+                                            "state": {"waiting": {"reason": reason, "message": message}}}]}})) as r:
+            r.raise_for_status()
+        return True
+
+    async def _resolve_env(self, env: list[dict[str, Any]]) -> dict[str, str]:
+        """Literal values and ``secretKeyRef``s, read from the API as the kubelet does."""
+        out = {}
+        for e in env:
+            if "value" in e:
+                out[e["name"]] = e["value"]
+            elif ref := (e.get("valueFrom") or {}).get("secretKeyRef"):
+                secret = await self._get(f"{SECRETS}/{ref['name']}")
+                if secret is None or ref["key"] not in (secret.get("data") or {}):
+                    raise RuntimeError(f"CreateContainerConfigError: secret {ref['name']!r} or its "
+                                       f"key {ref['key']!r} not found")
+                out[e["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        return out
 
     # -- KubeRay ---------------------------------------------------------------------------
     async def _rayjob(self, key: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
         spec = obj["spec"]
+        rc = spec["rayClusterSpec"]
         self.starts[key] += 1
+        invalid = kuberay_validate_auth(rc)
+        if invalid is not None:  # rayjob_controller.go: the spec is checked before anything
+            await self._patch_status(RAYJOBS, name, {
+                "jobDeploymentStatus": "ValidationFailed", "reason": "ValidationFailed",
+                "message": f"The RayJob spec is invalid: {invalid}"})
+            return
+        cluster = f"{name}-raycluster"
         await self._patch_status(RAYJOBS, name, {"jobDeploymentStatus": "Initializing",
-                                                 "jobStatus": "", "startTime": _now()})
+                                                 "jobStatus": "", "startTime": _now(),
+                                                 "rayClusterName": cluster})
         if name in self.never_ready:
             return
-        workers = sum(g["replicas"] for g in spec["rayClusterSpec"]["workerGroupSpecs"])
+        auth = rc.get("authOptions")
+        if (auth or {}).get("mode") == "token" and not auth.get("secretName"):
+            token = base64.b64encode(secrets.token_bytes(32)).decode()  # generateRandomToken(32)
+            self._secrets[key] = cluster
+            await self._create(SECRETS, {
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": cluster, "namespace": self.ns,
+                             "labels": {"ray.io/cluster": cluster}},
+                "data": {"auth_token": base64.b64encode(token.encode()).decode()}})
+        head_tpl = rc["headGroupSpec"]["template"]
+        await self._admitted(name, head_tpl["spec"], f"{cluster}-head-",
+                             ("ray.io/v1", "RayCluster", cluster, "FailedToCreateHeadPod",
+                              "raycluster-controller"))
+        if await self._stuck(name, f"{cluster}-head", head_tpl["metadata"].get("labels", {})):
+            return
+        head = head_tpl["spec"]["containers"][0]
+        try:
+            pod_env = await self._resolve_env(kuberay_token_env(head.get("env", []), cluster, auth))
+        except RuntimeError as e:  # the kubelet cannot make the container: it waits
+            self.stuck_pods[name] = ("CreateContainerConfigError", str(e).split(": ", 1)[1])
+            await self._stuck(name, f"{cluster}-head", head_tpl["metadata"].get("labels", {}))
+            return
+        self.auth_env[key] = {k: v for k, v in pod_env.items() if k.startswith("RAY_AUTH_")}
+        workers = sum(g["replicas"] for g in rc["workerGroupSpecs"])
         env = {}
         if not self.fast:
-            info = await self._cluster(key, "ray", workers)
+            info = await self._cluster(key, "ray", workers, env=self.auth_env[key])
             env = {"RAY_ADDRESS": info["address"], "TESTBED_NODE_IP": info["head_ip"]}
-            rc = spec["rayClusterSpec"]
-            await self._pods(key, f"{name}-raycluster", info, "ray",
+            await self._pods(key, cluster, info, "ray",
                              rc["headGroupSpec"]["template"]["metadata"].get("labels", {}),
                              rc["workerGroupSpecs"][0]["template"]["metadata"].get("labels", {}))
         await self._patch_status(RAYJOBS, name, {
-            "jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "rayClusterName": f"{name}-raycluster",
+            "jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "rayClusterName": cluster,
             "dashboardURL": f"{name}-head-svc.{self.ns}.svc:8265", "jobId": f"{name}-job"})
-        head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-        env.update({e["name"]: e["value"] for e in head.get("env", []) if "value" in e})
+        # The driver runs on the head (the Ray job supervisor's child): the head's environment.
+        env.update(pod_env)
         runtime = yaml.safe_load(spec.get("runtimeEnvYAML") or "{}") or {}
         env.update(runtime.get("env_vars") or {})
         code = await self._execute(key, shlex.split(spec["entrypoint"]), env)
@@ -336,6 +535,15 @@ class FakeControllers:
         if name in self.never_ready:
             return
         workers = obj["spec"]["worker"]["replicas"]
+        scheduler = obj["spec"]["scheduler"]
+        # dask-kubernetes: the scheduler is Deployment <name>-scheduler; its ReplicaSet makes the pod.
+        await self._admitted(name, scheduler["spec"], f"{name}-scheduler-6d5f7c9b8-",
+                             ("apps/v1", "ReplicaSet", f"{name}-scheduler-6d5f7c9b8", "FailedCreate",
+                              "replicaset-controller"))
+        if await self._stuck(name, f"{name}-scheduler-6d5f7c9b8-x2x4p",
+                             {**obj["metadata"].get("labels", {}),
+                              **(scheduler.get("metadata") or {}).get("labels", {})}):
+            return
         if self.fast:
             address = "tcp://127.0.0.1:1"
         else:
@@ -352,7 +560,12 @@ class FakeControllers:
     async def _job(self, key: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
         self.starts[key] += 1
-        c = obj["spec"]["template"]["spec"]["containers"][0]
+        template = obj["spec"]["template"]
+        await self._admitted(name, template["spec"], f"{name}-",
+                             ("batch/v1", "Job", name, "FailedCreate", "job-controller"))
+        if await self._stuck(name, f"{name}-x7k2q", (template.get("metadata") or {}).get("labels", {})):
+            return
+        c = template["spec"]["containers"][0]
         argv = list(c.get("command") or []) + list(c.get("args") or [])
         for i, arg in enumerate(argv):  # cluster DNS: the scheduler Service's name
             m = re.fullmatch(r"tcp://([^:/]+):\d+", arg)

@@ -10,14 +10,36 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.engines import make_engine  # noqa: E402
+from bench.spec import RaySettings  # noqa: E402
+
+
+def _ray_auth() -> dict:
+    """The cluster's Ray auth, as the fake KubeRay's pods get it (RAY_AUTH_MODE and
+    RAY_AUTH_TOKEN in the environment): the engine uses that mode and that token, not one of
+    its own."""
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        return {"ray_settings": RaySettings(auth_mode="disabled")}
+    token = os.environ["RAY_AUTH_TOKEN"]
+    return {"ray_settings": RaySettings(auth_mode="token"), "token": token}
 
 
 def main() -> None:
     framework, workers = sys.argv[1], int(sys.argv[2])
     memory = int(sys.argv[3]) if len(sys.argv) > 3 else 2**30
+    auth = _ray_auth() if framework == "ray" else {}
     # observe_faults: a Ray head with its dashboard (state API), as every KubeRay head has.
     engine = make_engine(framework, workers, memory_per_worker=memory, startup_timeout=120,
-                         observe_faults=True)
+                         observe_faults=True,
+                         **({"ray_settings": auth["ray_settings"]} if auth else {}))
+    if auth.get("token") and hasattr(engine, "_token_path"):
+        # The engine keeps its cluster's token in a 0600 file it names RAY_AUTH_TOKEN_PATH;
+        # give it KubeRay's token instead of a fresh one.
+        work = engine._workdir_path("tb-ray-")
+        path = os.path.join(work, "auth_token")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(auth["token"])
+        engine._token_path = path
     engine.start()
     try:
         if framework == "ray":

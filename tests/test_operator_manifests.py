@@ -127,6 +127,56 @@ def test_raycluster_and_rayjob_validate_against_kuberay(workers):
                                           "metadata": {"name": "p"}, "spec": pod}, K8S, strict=True)
 
 
+def test_ray_version_is_the_runner_images_ray_pin():
+    """rayVersion comes from the one pin (pyproject.toml's ray[default]==X), which is also the
+    Ray installed here and in the runner image. KubeRay keys its probes on it (pod.go)."""
+    import importlib.metadata
+    import tomllib
+
+    pins = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+            if d.startswith("ray[")]
+    (pin,) = pins
+    version = pin.split("==")[1]
+    assert m.runner_ray_version() == version == importlib.metadata.version("ray")
+    spec = parse_spec(BENCHMARK)
+    for obj in (m.build_rayjob_manifest(BENCHMARK, spec, 1, IMAGE)["spec"]["rayClusterSpec"],
+                m.build_raycluster_manifest(BENCHMARK, spec, 1, IMAGE)["spec"]):
+        assert obj["rayVersion"] == version
+        # KubeRay >= 1.6 (common/pod.go supportsUnifiedHealthCheck): Ray >= 2.53.0 gets HTTP
+        # probes, no `wget` in the image needed; token auth needs >= 2.52.0 (validation.go).
+        assert tuple(map(int, version.split(".")[:2])) >= (2, 53)
+        for group in [obj["headGroupSpec"], *obj["workerGroupSpecs"]]:
+            (c,) = group["template"]["spec"]["containers"]
+            assert "livenessProbe" not in c and "readinessProbe" not in c  # KubeRay's own
+
+
+@pytest.mark.parametrize("mode", ["token", "disabled"])
+def test_ray_token_auth_follows_the_spec(mode):
+    """spec.ray.authMode becomes the cluster's authOptions; KubeRay does the rest (a Secret
+    and RAY_AUTH_MODE/RAY_AUTH_TOKEN in every Ray container and the submitter). Disabled:
+    RAY_AUTH_MODE=disabled on the Ray containers, so no token file in the image turns it on."""
+    b = copy.deepcopy(BENCHMARK)
+    if mode == "disabled":
+        b["spec"]["ray"] = {"authMode": "disabled"}
+    spec = parse_spec(b)
+    assert spec.ray.auth_mode == mode  # the default is token
+    for fw in ("ray", "dask-on-ray"):
+        rj = m.build_rayjob_manifest(b, spec, 2, IMAGE, fw)
+        assert _errors(_kuberay("ray.io_rayjobs.yaml"), rj) == []
+        rcs = rj["spec"]["rayClusterSpec"]
+        assert rcs["authOptions"] == {"mode": mode}
+        containers = [rcs["headGroupSpec"]["template"]["spec"]["containers"][0],
+                      rcs["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]]
+        for c in containers:
+            env = _env(c)
+            assert env.get("RAY_AUTH_MODE") == (None if mode == "token" else "disabled")
+            assert "RAY_AUTH_TOKEN" not in env  # never a literal token in a manifest
+        assert "RAY_AUTH" not in json.dumps(rj["spec"]["submitterPodTemplate"])
+    rc = m.build_raycluster_manifest(b, spec, 2, IMAGE)
+    assert rc["spec"]["authOptions"] == {"mode": mode}
+    assert _errors(_kuberay("ray.io_rayclusters.yaml"), rc) == []
+
+
 def _pods(obj):
     spec = obj["spec"].get("rayClusterSpec", obj["spec"])
     yield spec["headGroupSpec"]["template"]["spec"]

@@ -21,9 +21,12 @@ escalation, with all capabilities dropped and a RuntimeDefault seccomp profile.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import importlib.metadata
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -41,6 +44,30 @@ DASK_DASHBOARD_PORT = 8787
 DASK_WORKER_DASHBOARD_PORT = 8788
 TRIAL_LABEL = f"{GROUP}/trial"
 RUNNER_USER = 1000
+RUNNER_ACCOUNT = "testbed-runner"  # the chart creates it (and its Role) per runner namespace
+DISTRIBUTION = "raydask-testbed"   # pyproject.toml's [project] name
+
+
+@functools.cache
+def runner_ray_version() -> str:
+    """The Ray version the runner image pins: the project's own ``ray[default]==X`` requirement.
+
+    One source of truth, pyproject.toml's pin, read from the installed distribution's metadata
+    (``Requires-Dist``). The operator image installs the project with ``--no-deps`` (no Ray
+    there), and its metadata still carries the pin; the runner image installs exactly that pin.
+    From a source tree without an install, pyproject.toml itself is read."""
+    try:
+        requirements = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        requirements = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    for req in requirements:
+        m = re.fullmatch(r"ray(\[[^\]]*\])?\s*==\s*([0-9][0-9A-Za-z.]*)\s*(;.*)?", req.strip())
+        if m and "extra ==" not in (m.group(3) or ""):
+            return m.group(2)
+    raise RuntimeError(f"{DISTRIBUTION} pins no exact Ray version (ray==X) to put in rayVersion")
 
 
 def trial_name(benchmark: str, framework: str, workers: int) -> str:
@@ -172,6 +199,24 @@ def _fault_env(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str,
 # -- Ray ------------------------------------------------------------------------------------
 def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str,
                      pod_labels: dict[str, str]) -> dict[str, Any]:
+    """The inline RayCluster spec of a trial.
+
+    * ``rayVersion``: the Ray the runner image pins (:func:`runner_ray_version`). KubeRay
+      (``ray-operator/controllers/ray/common/pod.go``, ``initLivenessAndReadinessProbe`` and
+      ``supportsUnifiedHealthCheck``) gives Ray >= 2.53 containers HTTP probes (``GET
+      /api/healthz`` on the dashboard agent's port 52365); without a version it injects exec
+      probes that run ``wget`` in a bash shell, which the runner image does not have. Token
+      auth needs it too (``utils/validation.go``: ``authOptions.mode`` token requires
+      ``rayVersion`` >= 2.52.0).
+    * ``authOptions``: ``spec.ray.authMode``. With ``token``, KubeRay creates a Secret named
+      after the RayCluster (key ``auth_token``, ``raycluster_controller.go``
+      ``reconcileAuthSecret``) and gives the head, the workers, their ``wait-gcs-ready`` init
+      container and the RayJob's submitter ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from
+      that Secret (``common/pod.go`` ``SetContainerTokenAuthEnvVars``, ``rayjob_controller.go``
+      ``configureSubmitterContainer``). The driver (the runner) runs on the head and inherits
+      both. With ``disabled`` KubeRay injects nothing; ``RAY_AUTH_MODE=disabled`` is set on the
+      Ray containers so that no token file in the image turns auth on by itself.
+    """
     cpus = str(max(1, int(spec.worker_resources.cpu_count())))
     head_ports = [{"containerPort": RAY_GCS_PORT, "name": "gcs-server"},
                   {"containerPort": RAY_DASHBOARD_PORT, "name": "dashboard"},
@@ -179,7 +224,14 @@ def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str,
     head = _container("ray-head", image, [], spec, head_ports)
     # The GCS's node-failure detection, as the spec states it (and the local engine sets it).
     head["env"] += [{"name": k, "value": v} for k, v in spec.ray.head_env().items()]
+    worker = _container("ray-worker", image, [], spec,
+                        [{"containerPort": RAY_METRICS_PORT, "name": "metrics"}])
+    if spec.ray.auth_mode == "disabled":
+        for c in (head, worker):
+            c["env"].append({"name": "RAY_AUTH_MODE", "value": "disabled"})
     return {
+        "rayVersion": runner_ray_version(),
+        "authOptions": {"mode": spec.ray.auth_mode},
         "headGroupSpec": {
             # The head only schedules (like the local engine's head); the driver runs here.
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0",
@@ -193,9 +245,7 @@ def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str,
             "replicas": workers, "minReplicas": workers, "maxReplicas": workers,
             "rayStartParams": {"num-cpus": cpus, "metrics-export-port": str(RAY_METRICS_PORT)},
             "template": {"metadata": {"labels": dict(pod_labels)},
-                         "spec": _pod([_container(
-                             "ray-worker", image, [], spec,
-                             [{"containerPort": RAY_METRICS_PORT, "name": "metrics"}])])},
+                         "spec": _pod([worker])},
         }],
     }
 
@@ -236,7 +286,7 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
     pod_labels = labels(benchmark["metadata"]["name"], framework, workers)
     cluster = ray_cluster_spec(spec, workers, image, pod_labels)
     # The driver runs on the head: it publishes its results with the runner's service account.
-    cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"] = "testbed-runner"
+    cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"] = RUNNER_ACCOUNT
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     _credentials(benchmark, head)
     head["env"] += _fault_env(benchmark, spec, framework, workers)
@@ -345,7 +395,7 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
     runner["terminationMessagePolicy"] = "FallbackToLogsOnError"
     runner["securityContext"]["readOnlyRootFilesystem"] = True
     pod = _pod([runner], restart="Never")
-    pod["serviceAccountName"] = "testbed-runner"
+    pod["serviceAccountName"] = RUNNER_ACCOUNT
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": _metadata(benchmark, name, framework, workers),
