@@ -50,8 +50,21 @@ def test_crd_is_a_valid_customresourcedefinition():
     kubernetes_validate.validate(build_crd(), K8S, strict=True)
     ver = build_crd()["spec"]["versions"][0]
     assert ver["subresources"] == {"status": {}}
-    assert [c["name"] for c in ver["additionalPrinterColumns"]] == \
-        ["Phase", "Workload", "Frameworks", "Progress", "Age"]
+    columns = ver["additionalPrinterColumns"]
+    assert [(c["name"], c.get("priority", 0)) for c in columns] == [
+        ("Phase", 0), ("Workload", 0), ("Frameworks", 0), ("Progress", 0), ("Age", 0),
+        ("Trial", 1), ("Message", 1)]  # priority 1: `kubectl get benchmarks -o wide` only
+    assert build_crd()["spec"]["names"]["categories"] == ["all"]
+    status = ver["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    conditions = status["conditions"]
+    # Merged by type (server-side apply, kubectl wait), shaped like metav1.Condition.
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert set(conditions["items"]["required"]) == {"type", "status", "lastTransitionTime",
+                                                    "reason", "message"}
+    assert conditions["items"]["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
+    for column in columns:
+        assert column["jsonPath"].split(".")[-1] in status or column["jsonPath"].startswith(".metadata")
     spec = ver["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["frameworks"]["items"]["enum"] == ["local", "ray", "dask", "dask-on-ray"]
     assert "knn" in spec["workloads"]["items"]["properties"]["name"]["enum"]

@@ -72,8 +72,57 @@ def test_all_trials_succeeded(records):
         s = tr.finish_trial(tr.start_trial(s, i), i, records[t["workers"]])
     assert s["phase"] == "Succeeded" and s["progress"] == "4/4"
     assert tr.next_trial(s) is None
-    (cond,) = s["conditions"]
-    assert cond == {**cond, "type": "Completed", "status": "True", "reason": "Succeeded"}
+    conds = {c["type"]: c for c in s["conditions"]}
+    assert {k: (c["status"], c["reason"]) for k, c in conds.items()} == {
+        "Running": ("False", "AllTrialsSucceeded"), "Succeeded": ("True", "AllTrialsSucceeded"),
+        "Failed": ("False", "AllTrialsSucceeded")}
+    assert s["currentTrial"] == ""
+
+
+def _conds(s):
+    return {c["type"]: c["status"] for c in s["conditions"]}
+
+
+def test_conditions_tell_success_from_failure_like_metav1_conditions(records, monkeypatch):
+    """Running / Succeeded / Failed, one each (the CRD merges them by type), shaped like
+    metav1.Condition; lastTransitionTime moves only when a condition's status changes."""
+    clock = iter(f"2030-01-01T00:00:{i:02d}Z" for i in range(60))
+    monkeypatch.setattr(tr, "now", lambda: next(clock))
+    s = tr.initial_status(SPEC)
+    s["observedGeneration"] = 3
+    s = tr.refresh(s, "continue")
+    assert _conds(s) == {"Running": "False", "Succeeded": "False", "Failed": "False"}
+    assert s["conditions"][0]["reason"] == "Pending"
+    born = {c["type"]: c["lastTransitionTime"] for c in s["conditions"]}
+    s = tr.start_trial(s, 0)
+    assert _conds(s) == {"Running": "True", "Succeeded": "False", "Failed": "False"}
+    assert s["currentTrial"] == "ray x1"
+    after = {c["type"]: c["lastTransitionTime"] for c in s["conditions"]}
+    assert after["Running"] != born["Running"]
+    assert after["Succeeded"] == born["Succeeded"] and after["Failed"] == born["Failed"]
+    for c in s["conditions"]:
+        assert set(c) == {"type", "status", "reason", "message", "lastTransitionTime",
+                          "observedGeneration"} and c["observedGeneration"] == 3
+    s = tr.finish_trial(s, 0, error="RayJob x ended with jobStatus=FAILED")
+    assert s["currentTrial"] == "" and _conds(s)["Running"] == "True"  # the rest still run
+    for i in (1, 2, 3):
+        s = tr.finish_trial(tr.start_trial(s, i), i, records[s["trials"][i]["workers"]])
+    assert s["phase"] == "Failed"
+    assert _conds(s) == {"Running": "False", "Succeeded": "False", "Failed": "True"}
+    failed = next(c for c in s["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "TrialFailed" and "jobStatus=FAILED" in failed["message"]
+    # A status written by an older operator (a `Completed` condition) loses it.
+    old = {**s, "conditions": [*s["conditions"], {"type": "Completed", "status": "True"}]}
+    assert "Completed" not in {c["type"] for c in tr.refresh(old, "continue")["conditions"]}
+
+
+def test_a_refused_benchmark_fails_once_with_its_reason():
+    s = tr.failed_status("RunnerServiceAccountMissing", "no account", 2)
+    assert s["phase"] == "Failed" and s["reason"] == "RunnerServiceAccountMissing"
+    assert _conds(s) == {"Running": "False", "Succeeded": "False", "Failed": "True"}
+    assert all(c["reason"] == "RunnerServiceAccountMissing" and c["observedGeneration"] == 2
+               for c in s["conditions"])
+    assert "observedGeneration" not in tr.failed_status("InvalidSpec", "x", None)["conditions"][0]
 
 
 def test_failure_policy_continue_runs_the_rest_then_fails(records):
@@ -112,3 +161,10 @@ def test_the_status_fits_the_crd_status_schema(records):
     validator = jsonschema.Draft4Validator(openapi_to_jsonschema(schema))
     s = tr.finish_trial(tr.start_trial(tr.initial_status(SPEC), 0), 0, records[1])
     assert list(validator.iter_errors(json.loads(json.dumps(s)))) == []
+    for refused in (tr.failed_status("InvalidSpec", "spec.workers: bad", 1),
+                    tr.failed_status("RunnerServiceAccountMissing", "x" * 40000, None)):
+        assert list(validator.iter_errors(refused)) == []
+    # The conditions' schema is metav1.Condition's: a reason must be CamelCase, status an enum.
+    bad = json.loads(json.dumps(s))
+    bad["conditions"][0].update(reason="not a reason", status="Maybe")
+    assert len(list(validator.iter_errors(bad))) == 2

@@ -27,6 +27,9 @@ KIND = "Benchmark"
 PLURAL = "benchmarks"
 SINGULAR = "benchmark"
 SHORT_NAMES = ["bm"]
+# `kubectl get all` lists Benchmarks next to the RayJobs (KubeRay's CRDs are in `all` too), Jobs
+# and pods they own, so one command shows a trial and what it runs on.
+CATEGORIES = ["all"]
 
 _DROP = {"title", "description"}
 
@@ -118,25 +121,46 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
+def condition_schema() -> dict[str, Any]:
+    """``metav1.Condition`` as Kubernetes declares it (k8s.io/apimachinery/pkg/apis/meta/v1/
+    types.go: the validation markers on ``Condition``)."""
+    return {
+        "type": "object",
+        "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+        "properties": {
+            "type": {"type": "string", "maxLength": 316, "pattern":
+                     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string", "maxLength": 1024, "minLength": 1,
+                       "pattern": r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
+            "message": {"type": "string", "maxLength": 32768},
+        },
+    }
+
+
 def status_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": True,
         "properties": {
             "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed"]},
+            "reason": {"type": "string"},
             "message": {"type": "string"},
             "progress": {"type": "string"},
+            "currentTrial": {"type": "string"},
+            "observedGeneration": {"type": "integer", "format": "int64"},
             "workload": {"type": "string"},
             "frameworks": {"type": "string"},
             "trials": {"type": "array", "items": {"type": "object",
                                                   "x-kubernetes-preserve-unknown-fields": True}},
             "summary": {"type": "array", "items": {"type": "object",
                                                    "x-kubernetes-preserve-unknown-fields": True}},
-            "conditions": {"type": "array", "items": {
-                "type": "object", "required": ["type", "status"],
-                "properties": {"type": {"type": "string"}, "status": {"type": "string"},
-                               "reason": {"type": "string"}, "message": {"type": "string"},
-                               "lastTransitionTime": {"type": "string", "format": "date-time"}}}},
+            # One entry per type (Running, Succeeded, Failed), merged by type.
+            "conditions": {"type": "array", "x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["type"], "items": condition_schema()},
         },
     }
 
@@ -150,7 +174,8 @@ def build_crd() -> dict[str, Any]:
             "group": GROUP,
             "scope": "Namespaced",
             "names": {"kind": KIND, "plural": PLURAL, "singular": SINGULAR,
-                      "shortNames": SHORT_NAMES, "listKind": f"{KIND}List"},
+                      "shortNames": SHORT_NAMES, "listKind": f"{KIND}List",
+                      "categories": CATEGORIES},
             "versions": [{
                 "name": VERSION,
                 "served": True,
@@ -162,6 +187,11 @@ def build_crd() -> dict[str, Any]:
                     {"name": "Frameworks", "type": "string", "jsonPath": ".status.frameworks"},
                     {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    # `kubectl get benchmarks -o wide`:
+                    {"name": "Trial", "type": "string", "jsonPath": ".status.currentTrial",
+                     "priority": 1, "description": "The trial running now (framework x workers)."},
+                    {"name": "Message", "type": "string", "jsonPath": ".status.message",
+                     "priority": 1, "description": "Progress, or the first failure."},
                 ],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",

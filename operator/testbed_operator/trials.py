@@ -8,8 +8,22 @@ every step is idempotent and an operator restarted mid-trial resumes from the st
   second), else the first ``Pending``; ``None`` when nothing is left or the policy says stop;
 * :func:`start_trial` / :func:`finish_trial`: state transitions; ``finish_trial`` stores the
   runner's result records (timings, quality, CPU/memory, error) in the trial;
-* :func:`refresh`: phase, progress, message, conditions and the summary (median, IQR, speedup,
-  efficiency per framework × workers, computed by the engine's own statistics).
+* :func:`refresh`: phase, progress, message, current trial, conditions and the summary
+  (median, IQR, speedup, efficiency per framework × workers, computed by the engine's own
+  statistics);
+* :func:`failed_status`: a Benchmark refused before planning (``InvalidSpec``, a missing
+  runner ServiceAccount), failed once with the reason.
+
+Conditions follow ``metav1.Condition`` (type, status, reason, message, lastTransitionTime,
+observedGeneration; k8s.io/apimachinery/pkg/apis/meta/v1/types.go), one per type:
+
+* ``Running``: True while the phase is Running;
+* ``Succeeded``: True once every trial succeeded; False otherwise;
+* ``Failed``: True once the Benchmark failed (a trial failed, or the spec was refused).
+
+So ``kubectl wait --for=condition=Succeeded`` tells success from failure, and
+``kubectl wait --for=condition=Failed`` the opposite. ``lastTransitionTime`` changes only when
+a condition's status changes.
 
 Trial states: Pending → Running → Succeeded | Failed.  Benchmark phases: Pending → Running →
 Succeeded (every trial succeeded) | Failed (a trial failed; with ``failurePolicy: stop`` the
@@ -180,21 +194,53 @@ def refresh(status: dict[str, Any], policy: str) -> dict[str, Any]:
     else:
         status["message"] = {PENDING: "waiting to start", RUNNING: f"{done} of {len(trials)} trials done",
                              SUCCEEDED: "all trials succeeded"}[phase]
+    current = next((t for t in trials if t["state"] == RUNNING), None)
+    status["currentTrial"] = f"{current['framework']} x{current['workers']}" if current else ""
     records = [_as_record(t, res) for t in trials for res in t.get("results", [])]
     status["summary"] = [
         {k: row.get(k) for k in ("workload", "framework", "workers", "median", "iqr",
                                  "speedup", "efficiency", "quality", "state")}
         for row in summarize(records)
     ] if records else []
-    _condition(status, "Completed", phase in (SUCCEEDED, FAILED), phase, status["message"])
+    set_conditions(status, phase, "TrialFailed" if phase == FAILED else None)
     return status
 
 
-def _condition(status: dict[str, Any], kind: str, true: bool, reason: str, message: str) -> None:
+CONDITION_TYPES = ("Running", "Succeeded", "Failed")
+# Reasons are CamelCase (metav1.Condition: ^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$).
+_REASONS = {PENDING: "Pending", RUNNING: "TrialsRunning", SUCCEEDED: "AllTrialsSucceeded"}
+
+
+def set_conditions(status: dict[str, Any], phase: str, failed_reason: str | None = None) -> None:
+    """The three conditions for ``phase``; ``failed_reason`` names why a Failed phase failed
+    (``TrialFailed``, ``InvalidSpec``, ...). The message is the status message."""
+    reason = (failed_reason or "Failed") if phase == FAILED else _REASONS[phase]
+    message = status.get("message") or ""
+    generation = status.get("observedGeneration")
+    true_type = {RUNNING: "Running", SUCCEEDED: "Succeeded", FAILED: "Failed"}.get(phase)
+    for kind in CONDITION_TYPES:
+        _condition(status, kind, kind == true_type, reason, message, generation)
+
+
+def failed_status(reason: str, message: str, generation: int | None) -> dict[str, Any]:
+    """A Benchmark refused before any trial was planned (``reason``: ``InvalidSpec``, ...)."""
+    status = {"phase": FAILED, "reason": reason, "message": message, "trials": [],
+              "summary": [], "progress": "0/0", "currentTrial": "", "conditions": []}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    set_conditions(status, FAILED, reason)
+    return status
+
+
+def _condition(status: dict[str, Any], kind: str, true: bool, reason: str, message: str,
+               generation: int | None = None) -> None:
     value = "True" if true else "False"
-    conds = [c for c in status.get("conditions", []) if c["type"] != kind]
-    old = next((c for c in status.get("conditions", []) if c["type"] == kind), None)
-    changed = old is None or old["status"] != value or old.get("reason") != reason
-    conds.append({"type": kind, "status": value, "reason": reason, "message": message,
-                  "lastTransitionTime": now() if changed else old["lastTransitionTime"]})
-    status["conditions"] = conds
+    conds = [c for c in status.get("conditions") or [] if c.get("type") in CONDITION_TYPES]
+    old = next((c for c in conds if c["type"] == kind), None)
+    new = {"type": kind, "status": value, "reason": reason, "message": message[:32768],
+           # metav1.Condition: the time the status last changed, not the reason or message.
+           "lastTransitionTime": now() if old is None or old.get("status") != value
+           else old["lastTransitionTime"]}
+    if generation is not None:
+        new["observedGeneration"] = generation
+    status["conditions"] = [new if c is old else c for c in conds] + ([] if old else [new])
