@@ -4,6 +4,7 @@ exactly and checked against the API calls the real operator makes."""
 from __future__ import annotations
 
 import collections
+import json
 from pathlib import Path
 
 import helm_python as helm
@@ -129,15 +130,26 @@ def test_values_are_checked_against_the_schema(values, message):
 OPERATOR_RULES = {
     ("testbed.dev", "benchmarks"): {"get", "list", "watch", "patch"},
     ("testbed.dev", "benchmarks/status"): {"patch"},
+    ("testbed.dev", "benchmarks/finalizers"): {"update"},
     ("ray.io", "rayjobs"): {"create", "get", "list", "delete"},
     ("ray.io", "rayclusters"): {"list", "delete"},
     ("kubernetes.dask.org", "daskclusters"): {"create", "get", "list", "delete"},
     ("batch", "jobs"): {"create", "get", "list", "delete"},
     ("", "configmaps"): {"get", "list", "delete"},
     ("", "resourcequotas"): {"list"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
+    ("", "pods"): {"list"},
+    ("", "serviceaccounts"): {"get"},
 }
-RUNNER_RULES = {("", "configmaps"): {"create", "patch"}, ("", "pods"): {"list", "delete"}}
+RUNNER_RULES = {("", "configmaps"): {"create", "patch"}, ("", "pods"): {"list", "delete"},
+                ("testbed.dev", "benchmarks/finalizers"): {"update"}}
+# Requests made by the operator: Kopf's own, and our client's (testbed_operator.kube.USER_AGENT).
+OPERATOR_AGENTS = ("kopf/", "testbed-operator/")
+# Not exercised against the emulator, which runs no admission plugins: the children's
+# ownerReferences set blockOwnerDeletion, which OwnerReferencesPermissionEnforcement
+# (plugin/pkg/admission/gc/gc_admission.go) allows only to those who may update the owner's
+# finalizers.
+ADMISSION_ONLY = {("testbed.dev", "benchmarks/finalizers"): {"update"}}
 NETWORK_POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "delete"}}
 
 
@@ -174,7 +186,24 @@ def test_rbac_is_exactly_what_the_operator_and_runner_use():
 def test_runner_may_delete_pods_only_when_fault_injection_is_allowed():
     (role,) = by_kind(render(VALUE_SETS["minimal"]))["Role"]
     assert role["metadata"] == role["metadata"] | {"name": "testbed-runner", "namespace": "jobs"}
-    assert _rules(role) == {("", "configmaps"): {"create", "patch"}}
+    assert _rules(role) == {("", "configmaps"): {"create", "patch"},
+                            ("testbed.dev", "benchmarks/finalizers"): {"update"}}
+
+
+def test_owner_references_block_deletion_so_both_roles_may_update_the_finalizers():
+    """Every child (the operator's) and the result ConfigMap (the runner's) points at the
+    Benchmark with blockOwnerDeletion: both accounts need update on benchmarks/finalizers."""
+    from testbed_operator import channel, manifests
+
+    bm = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
+          "metadata": {"name": "b", "namespace": "ns", "uid": "u"}, "spec": {}}
+    assert manifests.owner_reference(bm)["blockOwnerDeletion"] is True
+    owner = json.loads(manifests._owner_env(bm)[channel.OWNER_ENV])
+    assert owner["blockOwnerDeletion"] is True
+    for values in ({}, VALUE_SETS["namespaced"], VALUE_SETS["minimal"]):
+        docs = by_kind(render(values))
+        for role in docs.get("ClusterRole", []) + docs["Role"]:
+            assert _rules(role)[("testbed.dev", "benchmarks/finalizers")] == {"update"}, role["metadata"]
 
 
 def _verb(r) -> str:
@@ -208,8 +237,7 @@ async def test_the_operator_uses_only_what_its_role_grants(cluster, tmp_path):
     used: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
     for r in k8s.emulator.history:
         agent = r.headers.get("User-Agent", "")
-        if r.resource is None or r.resource.plural is None or not agent.startswith(
-                ("kopf/", "OpenAPI-Generator/")):
+        if r.resource is None or r.resource.plural is None or not agent.startswith(OPERATOR_AGENTS):
             continue
         res = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
         used[(r.resource.group, res)].add(_verb(r))
@@ -218,12 +246,17 @@ async def test_the_operator_uses_only_what_its_role_grants(cluster, tmp_path):
         assert verbs <= OPERATOR_RULES.get(key, set()), (key, verbs)
     unused = {k: v - used.get(k, set()) for k, v in OPERATOR_RULES.items() if v - used.get(k, set())}
     # Granted but not exercised here: RayClusters that KubeRay creates for a RayJob (the
-    # emulator has no KubeRay) are deleted with the Benchmark.
-    assert unused == {("ray.io", "rayclusters"): {"delete"}}, unused
+    # emulator has no KubeRay) are deleted with the Benchmark; the finalizers (admission).
+    assert unused == {("ray.io", "rayclusters"): {"delete"}, **ADMISSION_ONLY}, unused
+    # Our client's writes name the operator as their field manager (managedFields).
+    writes = [r for r in k8s.emulator.history if r.method.value in ("POST", "PATCH")
+              and r.headers.get("User-Agent", "").startswith("testbed-operator/")]
+    assert writes and all(r.params.get("fieldManager") == "testbed-operator" for r in writes)
     # The invalid spec became an Event on its Benchmark (kubectl describe shows it).
     events = await api.items("/api/v1/namespaces/{ns}/events")
     assert any(e["involvedObject"]["name"] == "bad" and "n_neighbors" in e["message"]
-               and e["type"] == "Warning" for e in events), [(e["involvedObject"], e["message"], e["type"]) for e in events]
+               and e["type"] == "Warning" and e["reason"] == "InvalidSpec" for e in events), \
+        [(e["involvedObject"], e["message"], e["type"]) for e in events]
 
 
 def test_the_network_policy_option_reaches_the_operator_and_its_role():
@@ -291,7 +324,7 @@ async def test_with_network_policies_the_operator_uses_exactly_its_role(cluster)
     used: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
     for r in k8s.emulator.history:
         if r.resource is None or r.resource.plural is None or not r.headers.get(
-                "User-Agent", "").startswith(("kopf/", "OpenAPI-Generator/")):
+                "User-Agent", "").startswith(OPERATOR_AGENTS):
             continue
         used[(r.resource.group, r.resource.plural + (f"/{r.subresource}" if r.subresource else ""))].add(_verb(r))
     for key, verbs in used.items():

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -45,10 +48,23 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def _connects(address: str, node_ip: str, env: dict[str, str], home: str) -> subprocess.CompletedProcess:
+    """A Ray driver outside the cluster, with only ``env``'s auth settings (and a home without
+    ~/.ray/auth_token)."""
+    os.makedirs(home, exist_ok=True)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    code = (f"import ray; ray.init(address={address!r}, _node_ip_address={node_ip!r}, "
+            "logging_level='ERROR'); print(len(ray.nodes()))")
+    return subprocess.run([sys.executable, "-c", code], env={**clean, "HOME": home, **env},
+                          capture_output=True, text=True, timeout=180)
+
+
 @pytest.mark.slow
-async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch):
+async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch, tmp_path):
     """The issue's end-to-end test: real clusters, real runners, results in status, metrics
-    and S3 (moto on loopback), every child removed, nothing ran twice."""
+    and S3 (moto on loopback), every child removed, nothing ran twice. The Ray clusters run
+    with KubeRay's token auth (the default authMode): a driver without the token is refused,
+    the runner (the RayJob's driver, with the head's environment) connects."""
     from moto.server import ThreadedMotoServer
 
     import boto3
@@ -62,13 +78,26 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch):
                      "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}.items():
             monkeypatch.setenv(k, v)
         boto3.client("s3").create_bucket(Bucket="results")
-        async with FakeControllers(k8s.url, NS, kubeconfig) as fake, \
+        gate = asyncio.Event()
+        async with FakeControllers(k8s.url, NS, kubeconfig, gate=gate) as fake, \
                 running_operator(k8s.url, NS) as running:
             code, _ = await api.apply(benchmark(
                 "e2e", frameworks=["ray", "dask"], workers=[1, 2],
                 workload={"name": "knn", "params": {"n_neighbors": 5}}, dataset={"name": "digits"},
                 repeats=2, warmup=0, resultsUri="s3://results/runs"))
             assert code in (200, 201)
+            # The first Ray cluster is up, its runner waits at the gate: token auth is on.
+            key = "RayJob/e2e-ray-1"
+            await wait_for(lambda: key in fake._clusters and fake._clusters[key].info, 300,
+                           "the first Ray cluster")
+            auth = fake.auth_env[key]
+            assert auth["RAY_AUTH_MODE"] == "token" and len(auth["RAY_AUTH_TOKEN"]) == 44
+            info = fake._clusters[key].info
+            refused = await asyncio.to_thread(_connects, info["address"], info["head_ip"], {},
+                                              str(tmp_path / "home"))
+            assert refused.returncode != 0, refused.stdout
+            assert "token" in refused.stderr.lower(), refused.stderr[-2000:]
+            gate.set()
             obj = await finished(api, "e2e", 600)
             await wait_for(lambda: no_children(api), 60, "children to be deleted")
             status = obj["status"]
@@ -96,6 +125,14 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch):
                     rows[(fw, 1)]["median"] / rows[(fw, 2)]["median"], rel=1e-6)
             # Each cluster resource and runner was created once and run once.
             assert set(fake.starts.values()) == {1} and len(fake.starts) == 6
+            # The runners published their results under their own name (managedFields).
+            published = [r for r in k8s.emulator.history if r.resource is not None
+                         and r.resource.plural == "configmaps" and r.method.value == "POST"
+                         and r.headers.get("User-Agent", "").startswith("testbed-runner/")]
+            assert len(published) == 4
+            assert {r.params.get("fieldManager") for r in published} == {"testbed-runner"}
+            assert fake.auth_env["RayJob/e2e-ray-2"]["RAY_AUTH_MODE"] == "token"
+            assert fake.auth_env["RayJob/e2e-ray-2"]["RAY_AUTH_TOKEN"] != auth["RAY_AUTH_TOKEN"]
             assert set(running.op.submissions.values()) == {1}
             assert all(code == 0 for code in fake.exits.values())
             # Metrics, scraped over HTTP, re-exported from the status.
@@ -129,7 +166,7 @@ def _operator_requests(k8s, plural: str) -> list[tuple[str, str]]:
     """(method, name) of every request the operator (Kopf or our client) made for ``plural``."""
     return [(r.method.value, r.name or "") for r in k8s.emulator.history
             if r.resource is not None and r.resource.plural == plural
-            and r.headers.get("User-Agent", "").startswith(("kopf/", "OpenAPI-Generator/"))]
+            and r.headers.get("User-Agent", "").startswith(("kopf/", "testbed-operator/"))]
 
 
 @pytest.mark.parametrize("enabled", [True, False], ids=["network-policy", "no-network-policy"])

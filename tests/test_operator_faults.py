@@ -46,7 +46,8 @@ async def test_runner_deletes_a_worker_pod_of_its_own_trial(cluster):
     runner_pod_calls = {
         ("delete" if r.method.value == "DELETE" else "list" if r.method.value == "GET" else
          r.method.value) for r in k8s.emulator.history
-        if "/pods" in str(r.url) and r.headers.get("User-Agent", "").startswith("OpenAPI-Generator/")}
+        if "/pods" in str(r.url) and r.headers.get("User-Agent", "").startswith(
+            ("OpenAPI-Generator/", "testbed-runner/"))}  # the runner's, not the operator's
     assert runner_pod_calls == {"list", "delete"}
 
     by_framework = {t["framework"]: t for t in status["trials"]}

@@ -61,7 +61,7 @@ def publish(target: str, payload: dict[str, Any], host: str | None = None) -> No
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
-    from .kube import api_client
+    from .kube import RUNNER_FIELD_MANAGER, RUNNER_USER_AGENT, api_client
 
     ns, name = parse_target(target)
     owner = json.loads(os.environ[OWNER_ENV]) if os.environ.get(OWNER_ENV) else None
@@ -69,14 +69,15 @@ def publish(target: str, payload: dict[str, Any], host: str | None = None) -> No
 
     labels = {f"{GROUP}/benchmark": label_value(owner["name"])} if owner else None
     body = build_result_configmap(ns, name, payload, owner, labels)
-    with api_client(host) as api:
+    fm = {"field_manager": RUNNER_FIELD_MANAGER}
+    with api_client(host, RUNNER_USER_AGENT) as api:
         core = client.CoreV1Api(api)
         try:
-            core.create_namespaced_config_map(ns, body)
+            core.create_namespaced_config_map(ns, body, **fm)
         except ApiException as e:
             if e.status != 409:
                 raise
-            core.patch_namespaced_config_map(name, ns, {"data": body["data"]})
+            core.patch_namespaced_config_map(name, ns, {"data": body["data"]}, **fm)
 
 
 def read_payload(configmap: dict[str, Any]) -> dict[str, Any]:

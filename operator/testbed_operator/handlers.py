@@ -29,9 +29,20 @@ Trials of *all* Benchmarks share ``max_concurrent_trials`` slots (default 1) so 
 not disturb each other; waiting Benchmarks get their slot in arrival order.  After a restart,
 trials that the status shows Running hold their slots before any new trial may start.
 
-Deleting a Benchmark cancels its daemon and the ``on.delete`` handler (behind Kopf's
-finalizer) deletes every child by label, so a running trial stops.  Invalid specs set phase
-Failed with a message that names the field, once, without retries.
+Deleting a Benchmark stops its daemon (which returns quietly, see :func:`register`) and the
+``on.delete`` handler (behind Kopf's finalizer) deletes every child by label, so a running trial
+stops.  Invalid specs set phase Failed with a message that names the field, once, without
+retries; so does a namespace without the runner's ServiceAccount.
+
+Pod-creation failures do not wait out the deadlines: while a trial waits, :class:`PodFailureWatch`
+reads the trial's controllers' ``FailedCreate`` events (Job, ReplicaSet, KubeRay's
+``FailedToCreate*Pod``) and its pods' stuck containers (``ImagePullBackOff``,
+``CreateContainerConfigError``, ``CrashLoopBackOff``, ...) and fails the trial with them.
+
+What happens is also posted as Events on the Benchmark (``kubectl describe``), each with its
+own reason: ``InvalidSpec``, ``RunnerServiceAccountMissing``, ``TrialStarted``,
+``ClusterReady``, ``ClusterNotReady``, ``TrialRetrying``, ``TrialSucceeded``, ``TrialFailed``,
+``BenchmarkSucceeded``, ``BenchmarkFailed``, ``ReconcileError``.
 """
 from __future__ import annotations
 
@@ -40,6 +51,7 @@ import collections
 import copy
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,6 +101,8 @@ class OperatorConfig:
     # Kopf's watch settings; tests shorten them.
     watch_server_timeout: float = 300
     error_backoffs: tuple[float, ...] = (1, 2, 5, 10, 20)
+    # How often a waiting trial looks for pod-creation failures and stuck pods (events, pods).
+    failure_check_seconds: float = 5.0
 
 
 class TrialSlots:
@@ -161,6 +175,88 @@ class TrialOutcome:
         self.error = error
 
 
+# Spec refusals written once, before planning, never retried.
+REFUSED = ("InvalidSpec", "RunnerServiceAccountMissing")
+
+
+def _ref(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    return {"apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"),
+            "kind": body.get("kind", "Benchmark"),
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid") if k in meta}}
+
+
+def kopf_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """An Event on the Benchmark through Kopf's poster (``kopf.event``: it sets
+    ``reportingComponent`` from ``settings.posting``), or nothing outside Kopf's context."""
+    try:
+        kopf.event(_ref(body), type=type_, reason=reason, message=message[:1024])
+    except LookupError:  # no operator context (the handlers driven directly, e.g. in a test)
+        pass
+
+
+class PodFailureWatch:
+    """Why a trial's pods cannot start, if they cannot: read at most every ``every`` seconds.
+
+    * ``FailedCreate`` events of the trial's own controllers: the runner Job (batch Job
+      controller, pkg/controller/job/job_controller.go), the Dask operator's Deployments'
+      ReplicaSets (pkg/controller/replicaset), and KubeRay's ``FailedToCreateHeadPod`` /
+      ``FailedToCreateWorkerPod`` on the RayCluster (ray-operator/controllers/ray/utils/
+      constant.go, raycluster_controller.go ``createHeadPod``/``createWorkerPod``), e.g.
+      ``serviceaccount "testbed-runner" not found`` or a quota refusal. Only events not older
+      than the trial's attempt count.
+    * Containers of the trial's pods (``testbed.dev/trial=<trial>``) waiting for a reason that
+      does not resolve by itself: the kubelet's ``ImagePullBackOff``, ``ErrImageNeverPull``,
+      ``InvalidImageName`` (pkg/kubelet/images/types.go), ``CreateContainerConfigError`` (a
+      missing Secret or ConfigMap key, pkg/kubelet/kuberuntime/kuberuntime_container.go) and
+      ``CrashLoopBackOff`` (pkg/kubelet/kuberuntime/kuberuntime_manager.go).
+    """
+
+    CREATE_FAILURES = ("FailedCreate", "FailedToCreateHeadPod", "FailedToCreateWorkerPod")
+    STUCK = ("ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+             "CreateContainerConfigError", "CrashLoopBackOff")
+
+    def __init__(self, kube: Kube, ns: str, tname: str, since: float | None, every: float,
+                 owners: list[tuple[str, str]]):
+        self.kube, self.ns, self.tname, self.since, self.every = kube, ns, tname, since, every
+        self.owners = list(owners)  # (kind, full-match regex of the object's name)
+        self._next = 0.0
+
+    def own(self, kind: str, name: str) -> None:
+        if name and (kind, re.escape(name)) not in self.owners:
+            self.owners.append((kind, re.escape(name)))
+
+    async def __call__(self) -> str | None:
+        if time.monotonic() < self._next:
+            return None
+        self._next = time.monotonic() + self.every
+        events = await self.kube.list("v1", "Event", self.ns, fields="type=Warning")
+        found = []
+        for e in events:
+            inv = e.get("involvedObject") or {}
+            if e.get("reason") not in self.CREATE_FAILURES or not any(
+                    inv.get("kind") == kind and re.fullmatch(rx, inv.get("name") or "")
+                    for kind, rx in self.owners):
+                continue
+            when = _ts(e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp")
+                       or (e.get("metadata") or {}).get("creationTimestamp"))
+            if self.since is not None and when is not None and when < self.since:
+                continue  # an earlier attempt's
+            found.append((when or 0.0, f"{inv.get('kind')} {inv.get('name')} could not create "
+                                       f"its pod: {e.get('reason')}: {e.get('message') or ''}"))
+        if found:
+            return max(found)[1].rstrip(": ")
+        for pod in await self.kube.list("v1", "Pod", self.ns,
+                                        f"{manifests.TRIAL_LABEL}={self.tname}"):
+            st = pod.get("status") or {}
+            for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in self.STUCK:
+                    return (f"pod {pod['metadata']['name']} cannot run container {cs.get('name')}: "
+                            f"{waiting['reason']}: {waiting.get('message') or ''}").rstrip(": ")
+        return None
+
+
 class BenchmarkOperator:
     """What the handlers share: the API client, the config, the metrics and the slots."""
 
@@ -171,6 +267,8 @@ class BenchmarkOperator:
         self.slots = TrialSlots(config.max_concurrent_trials, self._running_elsewhere,
                                 config.poll_seconds)
         self.submissions: collections.Counter[str] = collections.Counter()  # for tests/benchmarks
+        # Events on the Benchmark: (body, type, reason, message); Kopf's poster by default.
+        self.post_event: Callable[[dict[str, Any], str, str, str], None] = kopf_event
 
     # -- helpers ---------------------------------------------------------------------------
     async def _running_elsewhere(self) -> set[tuple[str, str]]:
@@ -187,6 +285,36 @@ class BenchmarkOperator:
         await self.kube.patch_benchmark_status(ns, name, status)
         self.metrics.observe_status(ns, name, status)
 
+    def _event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.post_event(body, type_, reason, message)
+
+    async def _refuse(self, body: dict[str, Any], reason: str, message: str, logger: Any) -> None:
+        """A Benchmark that cannot run as applied: Failed once with ``reason``, never retried."""
+        meta = body["metadata"]
+        logger.warning(f"refused ({reason}): {message}")
+        await self._save(meta["namespace"], meta["name"],
+                         trials.failed_status(reason, message, meta.get("generation")))
+        self._event(body, "Warning", reason, message)
+
+    async def _missing_runner_account(self, ns: str, logger: Any) -> str | None:
+        """Why the trials' pods could not be created, if the runner's ServiceAccount is missing
+        from ``ns``: the runner Job's pod and the Ray head name it, and the admission plugin
+        refuses pods whose account does not exist (plugin/pkg/admission/serviceaccount)."""
+        account = manifests.RUNNER_ACCOUNT
+        try:
+            if await self.kube.get("v1", "ServiceAccount", ns, account) is not None:
+                return None
+        except Exception as e:  # e.g. 403: cannot tell; the pods' failures will say it
+            if getattr(e, "status", None) != 403:
+                raise
+            logger.warning(f"cannot check ServiceAccount {ns}/{account}: {_short(e)}")
+            return None
+        return (f'the runner\'s ServiceAccount "{account}" does not exist in namespace "{ns}", so '
+                f"the runner and Ray head pods of its trials cannot be created. Install the "
+                f'chart with "{ns}" in runnerNamespaces (or watchNamespaces), or create the '
+                f"account with its Role and RoleBinding as charts/testbed/templates/rbac.yaml "
+                f"does, then apply the Benchmark again")
+
     # -- the daemon ------------------------------------------------------------------------
     async def drive(self, ns: str, name: str, logger: logging.Logger | logging.LoggerAdapter,
                     body: dict[str, Any] | None = None) -> None:
@@ -194,6 +322,8 @@ class BenchmarkOperator:
         read it afresh)."""
         backoff = list(self.config.error_backoffs)
         attempt = 0
+        ref = body or {"metadata": {"name": name, "namespace": ns}}
+        posted = None
         while True:
             try:
                 await self._drive_once(ns, name, logger, body)
@@ -207,6 +337,9 @@ class BenchmarkOperator:
                 delay = backoff[min(attempt, len(backoff) - 1)]
                 attempt += 1
                 logger.error(f"reconcile error (retrying in {delay:g} s): {_short(e)}")
+                if _short(e) != posted:  # one Event per distinct error, not one per retry
+                    posted = _short(e)
+                    self._event(ref, "Warning", "ReconcileError", f"retrying: {posted}")
                 body = None
                 await asyncio.sleep(delay)
 
@@ -219,7 +352,7 @@ class BenchmarkOperator:
         status = body.get("status") or {}
         planned = bool(status.get("trials"))
         if status.get("phase") in (trials.SUCCEEDED, trials.FAILED) and (
-                planned or status.get("reason") == "InvalidSpec"):
+                planned or status.get("reason") in REFUSED):
             self.metrics.observe_status(ns, name, status)
             await self._cleanup_done(body, status)
             return
@@ -229,12 +362,17 @@ class BenchmarkOperator:
             quotas = [] if planned else await self.kube.list("v1", "ResourceQuota", ns)
             spec = validate_benchmark(body, quotas)
         except BenchmarkInvalid as e:
-            logger.warning(f"invalid Benchmark: {e}")
-            await self._save(ns, name, invalid_status(str(e)))
+            await self._refuse(body, "InvalidSpec", str(e), logger)
             return
         if not planned:
+            missing = await self._missing_runner_account(ns, logger)
+            if missing:
+                await self._refuse(body, "RunnerServiceAccountMissing", missing, logger)
+                return
             status = trials.initial_status(spec)
-            status["observedGeneration"] = body["metadata"].get("generation")
+            if body["metadata"].get("generation") is not None:
+                status["observedGeneration"] = body["metadata"]["generation"]
+            status = trials.refresh(status, policy)  # the conditions carry it too
             if self.slots.held:
                 status["message"] = "waiting for a trial slot"
             await self._save(ns, name, status)
@@ -256,7 +394,11 @@ class BenchmarkOperator:
                 except BaseException:
                     await self.slots.release(key)
                     raise
-                logger.info(f"trial {trial['framework']} x{trial['workers']} started")
+                started = status["trials"][i]
+                logger.info(f"trial {started['framework']} x{started['workers']} started")
+                self._event(body, "Normal", "TrialStarted",
+                            f"trial {started['framework']} x{started['workers']} started "
+                            f"(attempt {started.get('attempts', 1)})")
             else:
                 self.slots.hold(key)
                 logger.info(f"resuming trial {trial['framework']} x{trial['workers']}")
@@ -267,6 +409,9 @@ class BenchmarkOperator:
         status = trials.refresh(status, policy)
         await self._save(ns, name, status)
         logger.info(f"benchmark {status['phase']}: {status['message']}")
+        if status["phase"] in (trials.SUCCEEDED, trials.FAILED):
+            self._event(body, "Normal" if status["phase"] == trials.SUCCEEDED else "Warning",
+                        f"Benchmark{status['phase']}", status["message"])
 
     # -- one trial -------------------------------------------------------------------------
     async def _run_trial(self, body: dict[str, Any], spec: BenchmarkSpec, extra: dict[str, Any],
@@ -301,6 +446,8 @@ class BenchmarkOperator:
                                                  startup_limit, run_limit, mark)
         except TrialTimedOut as e:
             outcome = TrialOutcome(error=str(e))
+            if not e.cluster_ready:
+                self._event(body, "Warning", "ClusterNotReady", f"trial {fw} x{workers}: {e}")
         if outcome.error is None or not outcome.records:
             outcome = await self._collect(ns, tname, outcome)
         fresh = await self.kube.get_benchmark(ns, name)
@@ -312,8 +459,10 @@ class BenchmarkOperator:
             # timeout): remove what it left, wait until it is gone, then try again.
             await self._cleanup_trial(ns, name, fw, workers, keep=False)
             await self._wait_gone(ns, fw, tname)
-            logger.warning(f"trial {fw} x{workers} attempt {status['trials'][i].get('attempts', 1)} "
-                           f"failed, retrying ({retries} retries allowed): {outcome.error}")
+            msg = (f"trial {fw} x{workers} attempt {status['trials'][i].get('attempts', 1)} "
+                   f"failed, retrying ({retries} retries allowed): {outcome.error}")
+            logger.warning(msg)
+            self._event(body, "Warning", "TrialRetrying", msg)
             status = trials.retry_trial(status, i, outcome.error, policy)
             await self._save(ns, name, status)
             return status
@@ -324,8 +473,11 @@ class BenchmarkOperator:
         await self._save(ns, name, status)
         if done.get("error"):
             logger.warning(f"trial {fw} x{workers} {done['state']}: {done['error']}")
+            self._event(body, "Warning", "TrialFailed", f"trial {fw} x{workers}: {done['error']}")
         else:
             logger.info(f"trial {fw} x{workers} {done['state']}")
+            self._event(body, "Normal", "TrialSucceeded", f"trial {fw} x{workers} succeeded"
+                        + _medians(done))
         await self._cleanup_trial(ns, name, fw, workers, manifests.spec_keep_clusters(body))
         return status
 
@@ -360,13 +512,18 @@ class BenchmarkOperator:
         if trial.get("cluster") is None:
             await mark(cluster=f"RayJob/{tname}")
         ns = body["metadata"]["namespace"]
+        # KubeRay names the RayJob's cluster <rayjob>-<5 random characters> (utils/util.go
+        # GenerateRayClusterName) and its K8sJobMode submitter Job after the RayJob.
+        watch = self._failure_watch(ns, tname, trial, [
+            ("RayCluster", re.escape(tname) + "-[a-z0-9]{5}"), ("Job", re.escape(tname))])
         while True:
             if obj is None:
                 return TrialOutcome(error=f"RayJob {tname} was deleted before the trial finished")
             st = obj.get("status") or {}
+            watch.own("RayCluster", st.get("rayClusterName") or "")
             deploy, job = st.get("jobDeploymentStatus") or "", st.get("jobStatus") or ""
             if not trial.get("clusterReadyAt") and (deploy not in ("", "Initializing") or job):
-                await _mark_ready(trial, mark)
+                await self._mark_ready(body, trial, mark, f"RayJob {tname}")
             if deploy in ("Complete", "Failed", "ValidationFailed") or job in (
                     "SUCCEEDED", "FAILED", "STOPPED"):
                 if job == "SUCCEEDED":
@@ -377,7 +534,8 @@ class BenchmarkOperator:
                                           f"jobDeploymentStatus={deploy}"
                                           + (f" ({reason}: {msg})" if reason or msg else ""))
             obj = await self._poll_again(trial, startup_limit, run_limit, RAYJOB, ns, tname,
-                                         f"RayJob {tname} (jobDeploymentStatus={deploy or 'unset'})")
+                                         f"RayJob {tname} (jobDeploymentStatus={deploy or 'unset'})",
+                                         watch)
 
     async def _dask_trial(self, body, spec, status, i, workers, tname, image, startup_limit,
                           run_limit, mark) -> TrialOutcome:
@@ -388,17 +546,24 @@ class BenchmarkOperator:
             mark, _applied_at(body) if i == 0 else None)
         if trial.get("cluster") is None:
             await mark(cluster=f"DaskCluster/{tname}")
+        # dask-kubernetes (operator/controller/controller.py) runs the scheduler as Deployment
+        # <cluster>-scheduler and each worker as Deployment <cluster>-default-worker-<uuid>:
+        # their pods come from ReplicaSets named <deployment>-<hash>.
+        watch = self._failure_watch(ns, tname, trial, [
+            ("ReplicaSet", re.escape(tname) + "-scheduler-[a-z0-9]+"),
+            ("ReplicaSet", re.escape(tname) + "-default-worker-[0-9a-f]+-[a-z0-9]+"),
+            ("Job", re.escape(tname) + "-runner")])
         while not trial.get("clusterReadyAt"):
             if cluster is None:
                 return TrialOutcome(error=f"DaskCluster {tname} was deleted before the trial finished")
             phase = (cluster.get("status") or {}).get("phase") or ""
             if phase == "Running":
-                await _mark_ready(trial, mark)
+                await self._mark_ready(body, trial, mark, f"DaskCluster {tname}")
                 break
             if phase == "Error":
                 return TrialOutcome(error=f"DaskCluster {tname} reports phase Error")
             cluster = await self._poll_again(trial, startup_limit, run_limit, DASKCLUSTER, ns, tname,
-                                             f"DaskCluster {tname} (phase={phase or 'unset'})")
+                                             f"DaskCluster {tname} (phase={phase or 'unset'})", watch)
         address = manifests.dask_scheduler_address(body, workers)
         job_manifest = manifests.build_runner_job_manifest(body, spec, "dask", workers, image, address)
         job = await self._create_once(job_manifest, trial, "submittedAt", mark)
@@ -411,22 +576,40 @@ class BenchmarkOperator:
                 ok, why = finished
                 return TrialOutcome() if ok else TrialOutcome(error=f"runner Job {jname} failed: {why}")
             job = await self._poll_again(trial, startup_limit, run_limit, JOB, ns, jname,
-                                         f"runner Job {jname}")
+                                         f"runner Job {jname}", watch)
+
+    def _failure_watch(self, ns: str, tname: str, trial: dict[str, Any],
+                       owners: list[tuple[str, str]]) -> PodFailureWatch:
+        return PodFailureWatch(self.kube, ns, tname, _ts(trial.get("startedAt")),
+                               self.config.failure_check_seconds, owners)
+
+    async def _mark_ready(self, body: dict[str, Any], trial: dict[str, Any],
+                          mark: Callable[..., Awaitable[None]], what: str) -> None:
+        await _mark_ready(trial, mark)
+        fw, workers = trial["framework"], trial["workers"]
+        self._event(body, "Normal", "ClusterReady", f"trial {fw} x{workers}: {what} ready after "
+                                                    f"{trial.get('clusterStartupSeconds', 0):g} s")
 
     async def _poll_again(self, trial: dict[str, Any], startup_limit: float, run_limit: float,
-                          kind: tuple[str, str], ns: str, name: str, what: str) -> dict[str, Any] | None:
+                          kind: tuple[str, str], ns: str, name: str, what: str,
+                          watch: PodFailureWatch | None = None) -> dict[str, Any] | None:
         """The object's next state, one poll interval later; raises :class:`TrialTimedOut`
         first if the trial is past its start-up or run deadline (from the status timestamps,
-        so the deadlines survive restarts)."""
+        so the deadlines survive restarts), or if ``watch`` finds pods that cannot start."""
         now = time.time()
         ready = _ts(trial.get("clusterReadyAt"))
         if ready is None:
             if now - _ts(trial["startedAt"]) > startup_limit:
                 raise TrialTimedOut(f"timed out: {what} was not ready within startupTimeoutSeconds="
-                                    f"{startup_limit:g}")
+                                    f"{startup_limit:g}", cluster_ready=False)
         elif now - ready > run_limit:
             raise TrialTimedOut(f"timed out: {what} did not finish within {run_limit:g} s of the "
-                                f"cluster being ready (timeoutSeconds per workload plus start-up grace)")
+                                f"cluster being ready (timeoutSeconds per workload plus start-up grace)",
+                                cluster_ready=True)
+        if watch is not None:
+            problem = await watch()
+            if problem:
+                raise TrialTimedOut(problem, cluster_ready=ready is not None)
         await asyncio.sleep(self.config.poll_seconds)
         return await self.kube.get(*kind, ns, name)
 
@@ -517,7 +700,12 @@ class BenchmarkOperator:
 
 
 class TrialTimedOut(Exception):
-    """A trial passed its start-up or run deadline; the message says which and why."""
+    """A trial passed its start-up or run deadline, or its pods cannot start; the message says
+    which and why."""
+
+    def __init__(self, message: str, cluster_ready: bool = False):
+        super().__init__(message)
+        self.cluster_ready = cluster_ready
 
 
 async def _mark_ready(trial: dict[str, Any], mark: Callable[..., Awaitable[None]]) -> None:
@@ -548,14 +736,40 @@ def job_finished(job: dict[str, Any]) -> tuple[bool, str] | None:
     return None
 
 
-def invalid_status(message: str) -> dict[str, Any]:
-    return {"phase": trials.FAILED, "reason": "InvalidSpec", "message": message, "trials": [],
-            "summary": [], "progress": "0/0",
-            "conditions": [{"type": "Completed", "status": "True", "reason": "InvalidSpec",
-                            "message": message, "lastTransitionTime": trials.now()}]}
+def invalid_status(message: str, generation: int | None = None) -> dict[str, Any]:
+    return trials.failed_status("InvalidSpec", message, generation)
+
+
+def _medians(trial: dict[str, Any]) -> str:
+    parts = [f"{r['workload']} median {r['median']:.3g} s" for r in trial.get("results") or []
+             if r.get("median") is not None]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 # -- Kopf wiring ------------------------------------------------------------------------------
+async def until_stopped(work: Awaitable[None], stopped: Any, logger: Any) -> None:
+    """Run ``work`` until it ends or ``stopped`` (a ``kopf.DaemonStopped``) is set; then cancel
+    it, wait for it and return normally."""
+    task = asyncio.ensure_future(work)
+
+    async def flag() -> None:
+        await stopped.wait()
+
+    stop = asyncio.ensure_future(flag())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+        results = await asyncio.gather(task, stop, return_exceptions=True)
+    if task.cancelled() or isinstance(results[0], asyncio.CancelledError):
+        logger.debug(f"stopped ({getattr(stopped, 'reason', None)})")
+        return
+    if isinstance(results[0], BaseException):
+        raise results[0]
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """Attach the handlers to ``registry``; they find the :class:`BenchmarkOperator` in
     ``memo.operator`` (``kopf.operator(memo=kopf.Memo(operator=...))``)."""
@@ -567,20 +781,28 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration")
-        # Warnings and errors from the handlers (an invalid spec, a failed trial) become
-        # Events on the Benchmark: `kubectl describe benchmark` shows them.
-        settings.posting.loggers = True
-        settings.posting.level = logging.WARNING
+        # Events on the Benchmark come from BenchmarkOperator._event, each with its own reason
+        # (kopf.event, kopf/_core/engines/posting.py). Log lines are not posted: Kopf would post
+        # each with the reason "Logging" (K8sPoster in kopf/_core/engines/posting.py, posting.loggers).
+        settings.posting.enabled = True
+        settings.posting.loggers = False
         settings.posting.reporting_component = "testbed-operator"
         settings.watching.server_timeout = config.watch_server_timeout
         settings.watching.client_timeout = config.watch_server_timeout + 10
         settings.networking.error_backoffs = list(config.error_backoffs)
         settings.scanning.disabled = True
 
-    @kopf.daemon(**res, id="trials", cancellation_timeout=10.0, initial_delay=0)
+    # On a deletion (or the operator's exit) Kopf sets `stopped`, waits cancellation_backoff,
+    # then cancels the task; a cancelled handler is logged as a warning "Daemon 'trials' is
+    # cancelled. Will escalate." (kopf/_core/actions/execution.py), which Kopf also posts as
+    # an Event. So the daemon watches the flag itself, stops its own work and returns: a
+    # normal stop says nothing (kopf/_core/engines/daemons.py "has exited on request").
+    @kopf.daemon(**res, id="trials", cancellation_backoff=5.0, cancellation_timeout=10.0,
+                 initial_delay=0)
     async def run_trials(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, logger: Any,
-                         **_: Any) -> None:
-        await memo.operator.drive(namespace, name, logger, copy.deepcopy(dict(body)))
+                         stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await until_stopped(memo.operator.drive(namespace, name, logger, copy.deepcopy(dict(body))),
+                            stopped, logger)
 
     @kopf.on.delete(**res, id="cleanup")
     async def cleanup(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:

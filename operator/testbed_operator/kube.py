@@ -10,11 +10,17 @@ Kopf event loop never blocks.  Every write is idempotent the way the handlers ne
 
 Objects are plain dicts (``ApiClient.sanitize_for_serialization``), so the pure manifest
 builders and the status code never see client model classes.
+
+Every request carries the operator's own ``User-Agent`` (:data:`USER_AGENT`), and every write
+its own field manager (:data:`FIELD_MANAGER`), so that ``managedFields`` and the API server's
+audit log name ``testbed-operator`` instead of the client library's ``OpenAPI-Generator``.
+(Kopf's own requests, for its finalizer and annotations, say ``kopf/<version>``.)
 """
 from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.metadata
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -31,19 +37,36 @@ CUSTOM = {
     ("testbed.dev/v1alpha1", "Benchmark"): ("testbed.dev", "v1alpha1", "benchmarks"),
 }
 NETWORKPOLICY = ("networking.k8s.io/v1", "NetworkPolicy")
+FIELD_MANAGER = "testbed-operator"
 
 
-def api_client(host: str | None = None) -> client.ApiClient:
-    """In a pod: the service account; else ``$KUBECONFIG``/~/.kube/config; or an explicit host."""
+def _version() -> str:
+    try:
+        return importlib.metadata.version("raydask-testbed")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a bare source tree
+        return "unknown"
+
+
+USER_AGENT = f"testbed-operator/{_version()}"
+RUNNER_USER_AGENT = f"testbed-runner/{_version()}"  # the runner's own calls (channel.publish)
+RUNNER_FIELD_MANAGER = "testbed-runner"
+
+
+def api_client(host: str | None = None, user_agent: str | None = None) -> client.ApiClient:
+    """In a pod: the service account; else ``$KUBECONFIG``/~/.kube/config; or an explicit host.
+    ``user_agent``: who the requests say they come from (default: the client library's)."""
     if host:
         cfg = client.Configuration(host=host)
-        return client.ApiClient(cfg)
-    cfg = client.Configuration()
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=cfg)
     else:
-        config.load_kube_config(client_configuration=cfg)
-    return client.ApiClient(cfg)
+        cfg = client.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            config.load_kube_config(client_configuration=cfg)
+    api = client.ApiClient(cfg)
+    if user_agent:
+        api.user_agent = user_agent
+    return api
 
 
 def _missing(e: ApiException) -> bool:
@@ -53,6 +76,7 @@ def _missing(e: ApiException) -> bool:
 class Kube:
     def __init__(self, api: client.ApiClient, threads: int = 16):
         self.api = api
+        api.user_agent = USER_AGENT  # the operator's client, whoever built the ApiClient
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.networking = client.NetworkingV1Api(api)
@@ -74,15 +98,16 @@ class Kube:
     def _sync_create(self, body: dict[str, Any]) -> dict[str, Any]:
         ns = body["metadata"]["namespace"]
         key = (body["apiVersion"], body["kind"])
+        fm = {"field_manager": FIELD_MANAGER}
         if key in CUSTOM:
             g, v, p = CUSTOM[key]
-            return self.custom.create_namespaced_custom_object(g, v, ns, p, body)
+            return self.custom.create_namespaced_custom_object(g, v, ns, p, body, **fm)
         if key == ("batch/v1", "Job"):
-            return self._plain(self.batch.create_namespaced_job(ns, body))
+            return self._plain(self.batch.create_namespaced_job(ns, body, **fm))
         if key == ("v1", "ConfigMap"):
-            return self._plain(self.core.create_namespaced_config_map(ns, body))
+            return self._plain(self.core.create_namespaced_config_map(ns, body, **fm))
         if key == NETWORKPOLICY:
-            return self._plain(self.networking.create_namespaced_network_policy(ns, body))
+            return self._plain(self.networking.create_namespaced_network_policy(ns, body, **fm))
         raise ValueError(f"unsupported kind {key}")
 
     async def create(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -108,6 +133,8 @@ class Kube:
             return self._plain(self.core.read_namespaced_config_map(name, ns))
         if (api_version, kind) == NETWORKPOLICY:
             return self._plain(self.networking.read_namespaced_network_policy(name, ns))
+        if (api_version, kind) == ("v1", "ServiceAccount"):
+            return self._plain(self.core.read_namespaced_service_account(name, ns))
         raise ValueError(f"unsupported kind {kind}")
 
     async def get(self, api_version: str, kind: str, ns: str, name: str) -> dict[str, Any] | None:
@@ -142,12 +169,18 @@ class Kube:
                 return False
             raise
 
-    def _sync_list(self, api_version: str, kind: str, ns: str, selector: str) -> list[dict[str, Any]]:
+    def _sync_list(self, api_version: str, kind: str, ns: str, selector: str,
+                   fields: str = "") -> list[dict[str, Any]]:
         if (api_version, kind) in CUSTOM:
             g, v, p = CUSTOM[(api_version, kind)]
             items = self.custom.list_namespaced_custom_object(g, v, ns, p, label_selector=selector)
             return items.get("items", [])
-        if kind == "Job":
+        if kind == "Event":
+            items = self.core.list_namespaced_event(ns, label_selector=selector,
+                                                    field_selector=fields).items
+        elif kind == "Pod":
+            items = self.core.list_namespaced_pod(ns, label_selector=selector).items
+        elif kind == "Job":
             items = self.batch.list_namespaced_job(ns, label_selector=selector).items
         elif kind == "ConfigMap":
             items = self.core.list_namespaced_config_map(ns, label_selector=selector).items
@@ -159,9 +192,11 @@ class Kube:
             raise ValueError(f"unsupported kind {kind}")
         return [self._plain(i) for i in items]
 
-    async def list(self, api_version: str, kind: str, ns: str, selector: str = "") -> list[dict[str, Any]]:
+    async def list(self, api_version: str, kind: str, ns: str, selector: str = "",
+                   fields: str = "") -> list[dict[str, Any]]:
+        """``selector``: a label selector; ``fields``: a field selector (Events only)."""
         try:
-            return await self._call(self._sync_list, api_version, kind, ns, selector)
+            return await self._call(self._sync_list, api_version, kind, ns, selector, fields)
         except ApiException as e:
             if _missing(e):  # the CRD is not installed: nothing of that kind exists
                 return []
@@ -180,4 +215,5 @@ class Kube:
 
     async def patch_benchmark_status(self, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return await self._call(self.custom.patch_namespaced_custom_object_status,
-                                "testbed.dev", "v1alpha1", ns, "benchmarks", name, {"status": status})
+                                "testbed.dev", "v1alpha1", ns, "benchmarks", name, {"status": status},
+                                field_manager=FIELD_MANAGER)

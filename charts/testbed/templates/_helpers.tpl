@@ -36,6 +36,12 @@ app.kubernetes.io/component: operator
 - apiGroups: ["testbed.dev"]
   resources: ["benchmarks/status"]
   verbs: ["patch"]
+# Children carry an ownerReference with blockOwnerDeletion; the OwnerReferencesPermission-
+# Enforcement admission plugin (plugin/pkg/admission/gc/gc_admission.go) lets only those who
+# may update the owner's finalizers set it.
+- apiGroups: ["testbed.dev"]
+  resources: ["benchmarks/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["ray.io"]
   resources: ["rayjobs"]
   verbs: ["create", "get", "list", "delete"]
@@ -54,9 +60,18 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["resourcequotas"]
   verbs: ["list"]
+# Events: create (the Benchmark's), list (a trial's controllers' FailedCreate).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
+# A trial's pods that cannot start (image pulls, missing Secrets, crash loops).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# Before planning: does the runner's ServiceAccount exist in the Benchmark's namespace?
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
 {{- if .Values.networkPolicy.enabled }}
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
