@@ -145,10 +145,10 @@ RUNNER_RULES = {("", "configmaps"): {"create", "patch"}, ("", "pods"): {"list", 
                 ("testbed.dev", "benchmarks/finalizers"): {"update"}}
 # Requests made by the operator: Kopf's own, and our client's (testbed_operator.kube.USER_AGENT).
 OPERATOR_AGENTS = ("kopf/", "testbed-operator/")
-# Not exercised against the emulator, which runs no admission plugins: the children's
-# ownerReferences set blockOwnerDeletion, which OwnerReferencesPermissionEnforcement
-# (plugin/pkg/admission/gc/gc_admission.go) allows only to those who may update the owner's
-# finalizers.
+# Not a request of its own: the children's ownerReferences set blockOwnerDeletion, which
+# OwnerReferencesPermissionEnforcement (plugin/pkg/admission/gc/gc_admission.go) allows only to
+# those who may update the owner's finalizers (test_k8s_emulator.py checks it with the
+# emulator enforcing RBAC and that rule).
 ADMISSION_ONLY = {("testbed.dev", "benchmarks/finalizers"): {"update"}}
 NETWORK_POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "delete"}}
 
