@@ -185,6 +185,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _spec_from_args(args)
     _check_fits_machine(spec, args.spec)
     console = _console()
+    from .lifecycle import remove_leftovers
+
+    for left in remove_leftovers():
+        print(f"testbed: removed {len(left.processes)} process(es) left by an earlier testbed run "
+              f"(pid {left.owner_pid}, gone): {', '.join(left.processes[:6])}"
+              f"{' ...' if len(left.processes) > 6 else ''}", file=sys.stderr, flush=True)
     run_id = new_run_id()
     out = args.out or os.path.join("results", f"{spec.name}-{run_id}.jsonl")
     trials = spec.trials()
@@ -201,8 +207,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.advance(task)
             console.print(_trial_line(rec))
 
+        def on_status(msg: str) -> None:
+            progress.update(task, description=msg)
+            if not console.is_terminal:  # logs and pipes get each step as a line of its own
+                print(f"testbed: {msg}", file=sys.stderr, flush=True)
+
         result = run_benchmark(spec, out, run_id=run_id, on_record=on_record,
-                               on_status=lambda msg: progress.update(task, description=msg))
+                               on_status=on_status)
     console.print()
     rows = summarize(result.records)
     render_table(rows, console=console)
@@ -423,7 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    code = _main(argv)
+    from .lifecycle import Interrupted, SignalGuard
+
+    with SignalGuard():
+        try:
+            code = _main(argv)
+        except Interrupted as e:
+            _exit_interrupted(e)
     from .runner import ABANDONED
 
     if any(t.is_alive() for t in ABANDONED):
@@ -433,6 +450,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _exit_interrupted(e: Any) -> None:
+    """SIGINT/SIGTERM/SIGHUP: the engines stopped their clusters on the way out; kill whatever
+    of ours is left (a second signal kills at once), then exit with 128 + the signal."""
+    import time
+
+    from .lifecycle import cleanup_after_interrupt
+
+    t0 = time.monotonic()
+    print(f"testbed: {e.name}: stopping what this run started (again to kill at once)",
+          file=sys.stderr, flush=True)
+    left = cleanup_after_interrupt()
+    print(f"testbed: interrupted by {e.name}; stopped in {time.monotonic() - t0:.1f}s"
+          + (f" ({left} leftover process(es) killed)" if left else "")
+          + "; results measured so far are on disk", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Threads of an interrupted trial, Ray's and Dask's clients: none of them may hold the exit.
+    os._exit(e.exit_code)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from .datasets import Dataset, load_dataset
 from .engines import Engine, make_engine
 from .errors import RunError, TestbedError, UsageError
 from .faults import faulted_run
+from .lifecycle import Interrupted
 from .measure import combine_workers, environment
 from .results import append_record, describe
 from .spec import BenchmarkSpec, WorkloadSpec
@@ -107,41 +108,52 @@ def run_benchmark(
     for framework, workers in trials:
         engine: Engine | None = None
         startup_error: str | None = None
-        for wl in spec.workloads:
-            base = _base_record(spec, run_id, env, framework, workers, wl, data, load_seconds)
-            try:
-                if startup_error is not None:
-                    raise RunError(startup_error)
-                if engine is None:
-                    status(f"starting {framework} with {workers} worker(s)")
-                    candidate = _make_engine(spec, framework, workers, address)
-                    try:
-                        candidate.start()
-                    except TestbedError as e:
-                        # Do not retry the same start for every workload: fail them all.
-                        startup_error = f"{framework} x{workers} did not start: {e}"
-                        raise RunError(startup_error) from None
-                    engine = candidate
-                status(f"{wl.name} on {framework} x{workers}")
-                rec = _run_trial(engine, wl, data, spec, base)
-            except TestbedError as e:
-                rec = _failed(base, engine, str(e))
-            except Exception as e:  # a workload or framework error: record it, keep going
-                rec = _failed(base, engine, f"{type(e).__name__}: {e}", traceback.format_exc())
-            if rec["state"] != "succeeded" and engine is not None and rec.get("_restart"):
-                _stop_quietly(engine)
+        try:
+            for wl in spec.workloads:
+                base = _base_record(spec, run_id, env, framework, workers, wl, data, load_seconds)
+                try:
+                    if startup_error is not None:
+                        raise RunError(startup_error)
+                    if engine is None:
+                        status(f"starting {framework} with {workers} worker(s)")
+                        candidate = _make_engine(spec, framework, workers, address)
+                        try:
+                            candidate.start()
+                        except TestbedError as e:
+                            # Do not retry the same start for every workload: fail them all.
+                            startup_error = f"{framework} x{workers} did not start: {e}"
+                            raise RunError(startup_error) from None
+                        engine = candidate
+                    status(f"{wl.name} on {framework} x{workers}")
+                    rec = _run_trial(engine, wl, data, spec, base, status)
+                except TestbedError as e:
+                    rec = _failed(base, engine, str(e))
+                except Exception as e:  # a workload or framework error: record it, keep going
+                    rec = _failed(base, engine, f"{type(e).__name__}: {e}", traceback.format_exc())
+                if rec["state"] != "succeeded" and engine is not None and rec.get("_restart"):
+                    _stop_quietly(engine)
+                    engine = None
+                rec.pop("_restart", None)
+                append_record(out, rec)
+                result.records.append(rec)
+                if on_record:
+                    on_record(rec)
+                if rec.get("faults") and engine is not None and engine.started_cluster:
+                    # Workers were killed: the next workload gets a fresh, whole cluster.
+                    _stop_quietly(engine)
+                    engine = None
+        except Interrupted:
+            # SIGINT/SIGTERM/SIGHUP (bench.lifecycle): the cluster goes at once, before the
+            # exception does.
+            if engine is not None:
+                status(f"killing {framework} x{workers}")
+                engine.kill()
                 engine = None
-            rec.pop("_restart", None)
-            append_record(out, rec)
-            result.records.append(rec)
-            if on_record:
-                on_record(rec)
-            if rec.get("faults") and engine is not None and engine.started_cluster:
-                # Workers were killed: the next workload gets a fresh, whole cluster.
+            raise
+        finally:
+            if engine is not None:
+                status(f"stopping {framework} x{workers}")
                 _stop_quietly(engine)
-                engine = None
-        if engine is not None:
-            _stop_quietly(engine)
     return result
 
 
@@ -214,7 +226,8 @@ def _failed(base: dict[str, Any], engine: Engine | None, message: str,
 
 
 def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: BenchmarkSpec,
-               base: dict[str, Any]) -> dict[str, Any]:
+               base: dict[str, Any], status: Callable[[str], None] = lambda m: None
+               ) -> dict[str, Any]:
     """Run one trial under the spec's timeout; the body runs in a thread we can abandon."""
     rec = dict(base, phases=dict(base["phases"]))
     box: dict[str, Any] = {}
@@ -223,7 +236,8 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: Bench
     def body() -> None:
         try:
             with engine.work_context():
-                _trial_body(engine, get_workload(wl_spec.name), wl_spec.params, data, spec, rec)
+                _trial_body(engine, get_workload(wl_spec.name), wl_spec.params, data, spec, rec,
+                            status)
         except BaseException as e:  # handed to the waiting thread
             box["error"] = e
             box["tb"] = traceback.format_exc()
@@ -264,7 +278,8 @@ def _thread_pools() -> dict[str, int]:
 
 
 def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Dataset,
-                spec: BenchmarkSpec, rec: dict[str, Any]) -> None:
+                spec: BenchmarkSpec, rec: dict[str, Any],
+                status: Callable[[str], None] = lambda m: None) -> None:
     rec["environment"]["driver_threadpools"] = _thread_pools()
     t0 = time.perf_counter()
     state = wl.distribute(engine, data, params)
@@ -276,6 +291,8 @@ def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Data
             rec["phases"]["warmup"].append(time.perf_counter() - t0)
 
         tasks_before = engine.tasks
+        status(f"timing {rec['workload']} on {engine.framework} x{engine.workers}: "
+               f"{spec.repeats} repeat(s)")
         engine.start_sampling(spec.sample_interval)
         seconds = rec["seconds"]
         outcome = None

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import psutil
 
+from .. import lifecycle
 from ..errors import RunError
 
 if TYPE_CHECKING:
@@ -95,6 +96,9 @@ class Engine(ABC):
                 self.started_cluster = True
                 self._start_local()
             self._wait_for_workers(self.startup_timeout)
+        except lifecycle.Interrupted:
+            self.kill()
+            raise
         except BaseException:
             self.stop()
             raise
@@ -113,6 +117,11 @@ class Engine(ABC):
     def stop(self) -> None:
         self._disconnect()
         self._stop_processes()
+
+    def kill(self) -> None:
+        """Stop at once (an interrupted run): SIGKILL every process tree we started, no
+        goodbyes to the cluster (the process is about to exit)."""
+        self._stop_processes(grace=0)
 
     def _disconnect(self) -> None:  # pragma: no cover - overridden
         pass
@@ -222,10 +231,18 @@ class Engine(ABC):
             self._workdir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
         return self._workdir
 
-    def _spawn(self, args: list[str], env: dict[str, str] | None = None,
+    def _spawn(self, args: list[str], env: dict[str, str | None] | None = None,
                log: str | None = None) -> subprocess.Popen:
+        """Start one cluster process in a session of its own, carrying the run's marker
+        (:mod:`bench.lifecycle`). ``env`` overrides the inherited environment; a ``None``
+        value removes that variable."""
         full_env = dict(os.environ)
-        full_env.update(env or {})
+        for k, v in (env or {}).items():
+            if v is None:
+                full_env.pop(k, None)
+            else:
+                full_env[k] = v
+        full_env.update(lifecycle.spawn_env())
         out = open(log, "ab") if log else subprocess.DEVNULL
         try:
             p = subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT,
@@ -252,8 +269,8 @@ class Engine(ABC):
                 except psutil.Error:
                     pass
             for p in group:
-                _signal_group(p, signal.SIGTERM)
-            _, alive = psutil.wait_procs(tree, timeout=grace)
+                _signal_group(p, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            _, alive = psutil.wait_procs(tree, timeout=grace) if grace > 0 else ([], tree)
             for proc in alive:
                 try:
                     proc.kill()

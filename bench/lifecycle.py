@@ -1,0 +1,258 @@
+"""Nothing a run starts outlives it: a marker on every process, a watchdog, signals, leftovers.
+
+Local clusters are process trees the engine starts in sessions of their own (so that a
+terminal's Ctrl-C reaches only the ``testbed`` process, which then stops them in order).  The
+price is that nothing else would stop them if ``testbed`` died, so:
+
+* **Marker.** Every process an engine starts carries ``TESTBED_RUN_MARKER=<pid>:<start>`` in its
+  environment: the pid and start time (ms) of the ``testbed`` process that owns it.  Ray's
+  raylets and workers and Dask's nannies and workers inherit it from the process we start, so
+  ``/proc/<pid>/environ`` tells, for any process on the host, whether it is ours and whose.
+* **Watchdog.** With the first process it starts, the owner starts one small watchdog process
+  (``python -m bench.lifecycle --watch``) holding the read end of a pipe whose write end only
+  the owner holds.  When the owner dies, however it dies (SIGKILL included), the kernel closes
+  the write end, the watchdog's read returns, and it kills every process carrying the owner's
+  marker.  It also checks the owner every 2 s in case a forked child kept the pipe open.
+* **Signals.** ``testbed run`` and ``testbed runner`` turn SIGINT, SIGTERM and SIGHUP into
+  :class:`Interrupted` in the main thread: clusters are stopped on the way out (workers first),
+  then every marked process left is killed; the exit status is 128 + the signal (130, 143,
+  129).  A second signal kills every marked process at once and exits immediately.
+* **Leftovers.** ``testbed run`` first removes marked processes whose owner is gone (a watchdog
+  that was itself killed), and says so.  Processes without our marker, or whose owner still
+  runs (another ``testbed run``), are never touched.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import psutil
+
+MARKER_ENV = "TESTBED_RUN_MARKER"
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A termination signal reached the testbed process (raised in its main thread)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def _identity(pid: int) -> str | None:
+    try:
+        return f"{pid}:{int(psutil.Process(pid).create_time() * 1000)}"
+    except psutil.Error:
+        return None
+
+
+_OWN = _identity(os.getpid())
+
+
+def own_marker() -> str:
+    """This process's marker value (what its clusters carry)."""
+    global _OWN
+    if _OWN is None or not _OWN.startswith(f"{os.getpid()}:"):  # a fork of the importer
+        _OWN = _identity(os.getpid())
+    return _OWN or f"{os.getpid()}:0"
+
+
+def owner_alive(marker: str) -> bool:
+    pid, _, _ = marker.partition(":")
+    return pid.isdigit() and _identity(int(pid)) == marker
+
+
+def marked_processes(marker: str | None = None) -> list[tuple[psutil.Process, str]]:
+    """Processes on this host that carry a marker (``marker``'s only, if given), but not us."""
+    me = os.getpid()
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == me:
+            continue
+        try:
+            value = p.environ().get(MARKER_ENV)
+        except (psutil.Error, OSError):
+            continue
+        if value and (marker is None or value == marker):
+            out.append((p, value))
+    return out
+
+
+def kill_marked(marker: str, grace: float = 2.0) -> int:
+    """SIGTERM every process carrying ``marker``, SIGKILL what is left after ``grace`` seconds.
+
+    Returns how many processes were found.  Repeats the sweep until none is found, since a
+    Ray raylet or a Dask nanny may start a replacement while its siblings die.
+    """
+    seen: set[int] = set()
+    for _ in range(5):
+        procs = [p for p, _ in marked_processes(marker)]
+        if not procs:
+            break
+        seen.update(p.pid for p in procs)
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=grace) if grace > 0 else ([], procs)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=3)
+    return len(seen)
+
+
+@dataclass
+class Leftover:
+    owner_pid: int
+    processes: list[str]  # "pid name"
+
+
+def remove_leftovers() -> list[Leftover]:
+    """Kill marked processes whose owner is gone; returns what was removed, by owner."""
+    by_owner: dict[str, list[psutil.Process]] = {}
+    for p, value in marked_processes():
+        if not owner_alive(value):
+            by_owner.setdefault(value, []).append(p)
+    out = []
+    for marker, procs in by_owner.items():
+        names = []
+        for p in procs:
+            try:
+                names.append(f"{p.pid} {p.name()}")
+            except psutil.Error:
+                names.append(str(p.pid))
+        kill_marked(marker, grace=1.0)
+        out.append(Leftover(int(marker.split(":")[0]), names))
+    return out
+
+
+# -- the watchdog ------------------------------------------------------------------------------
+_watchdog: subprocess.Popen | None = None
+_watchdog_lock = threading.Lock()
+_pipe_w: int | None = None
+
+
+def ensure_watchdog() -> None:
+    """Start this process's watchdog once (before its first cluster process)."""
+    global _watchdog, _pipe_w
+    with _watchdog_lock:
+        if _watchdog is not None and _watchdog.poll() is None:
+            return
+        r, w = os.pipe()  # both non-inheritable: only the watchdog gets r, only we keep w
+        env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
+        try:
+            _watchdog = subprocess.Popen(
+                [sys.executable, "-m", "bench.lifecycle", "--watch", own_marker(), str(r)],
+                pass_fds=(r,), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            os.close(r)
+        if _pipe_w is not None:
+            os.close(_pipe_w)
+        _pipe_w = w
+
+
+def spawn_env() -> dict[str, str]:
+    """What every process an engine starts gets in its environment (and the watchdog started)."""
+    ensure_watchdog()
+    return {MARKER_ENV: own_marker()}
+
+
+def _watch(marker: str, fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the owner's business
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    while owner_alive(marker):
+        ready, _, _ = select.select([fd], [], [], 2.0)
+        if ready and not os.read(fd, 64):  # EOF: the owner is gone
+            break
+    kill_marked(marker, grace=2.0)
+
+
+# -- signals -----------------------------------------------------------------------------------
+class SignalGuard:
+    """SIGINT/SIGTERM/SIGHUP become :class:`Interrupted`; a second one exits at once."""
+
+    def __init__(self, on_second: Callable[[], None] | None = None):
+        self.first: int | None = None
+        self._on_second = on_second
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.first is None:
+            self.first = signum
+            raise Interrupted(signum)
+        try:
+            sys.stderr.write(f"testbed: {signal.Signals(signum).name} again: killing everything "
+                             "now\n")
+            sys.stderr.flush()
+        except Exception:
+            pass
+        kill_marked(own_marker(), grace=0)
+        os._exit(128 + self.first)
+
+    def __enter__(self) -> "SignalGuard":
+        global _ACTIVE
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+            _ACTIVE = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _ACTIVE
+        for s, h in self._previous.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+        if _ACTIVE is self:
+            _ACTIVE = None
+
+
+_ACTIVE: SignalGuard | None = None
+
+
+def reassert_signal_handlers() -> None:
+    """Put the active guard's handlers back after a library replaced them.
+
+    ``ray.init`` installs ``sys.exit(signum)`` as the SIGTERM handler of its driver
+    (``ray/_private/worker.py``, ``set_sigterm_handler``), which would skip our teardown.
+    """
+    guard = _ACTIVE
+    if guard is not None and threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, guard._handle)
+
+
+def cleanup_after_interrupt(grace: float = 2.0) -> int:
+    """Kill whatever our clusters left (after the engines' own teardown); returns the count."""
+    return kill_marked(own_marker(), grace=grace)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--watch":
+        _watch(argv[1], int(argv[2]))
+        return 0
+    print("usage: python -m bench.lifecycle --watch MARKER FD (started by testbed itself)",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover - the watchdog process
+    sys.exit(main(sys.argv[1:]))
