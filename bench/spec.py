@@ -274,6 +274,11 @@ class RaySettings(_Model):
     """GCS health checks of each node (``RAY_health_check_period_ms`` on the head)."""
     health_check_failure_threshold: int = Field(default=5, ge=1, le=100)
     """Missed checks before a node is marked dead (``RAY_health_check_failure_threshold``)."""
+    auth_mode: Literal["token", "disabled"] = "token"
+    """Ray's token authentication (``RAY_AUTH_MODE``) for the trial's cluster and its driver.
+    ``token``: a token made for the run, never ``~/.ray/auth_token`` (locally: a file in the
+    run's temp dir; on Kubernetes: KubeRay's ``authOptions``). ``disabled``: anyone who can
+    reach the cluster's ports may use it."""
 
     def head_env(self) -> dict[str, str]:
         """The head's (GCS's) settings as Ray config environment variables (local head

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from collections import Counter
 import socket
 import sys
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import psutil
 
+from .. import lifecycle
 from ..errors import RunError
 from .base import Engine, FaultWatch, wait_until
 
@@ -51,8 +53,10 @@ def _node_ports(temp_dir: str) -> list[str]:
     Ray's defaults race when several nodes start at once on one host.
     """
     os.makedirs(temp_dir, exist_ok=True)
-    block = next(_WORKER_PORT_BLOCKS) % 40
-    low = 10002 + block * 200
+    # Worker ports from 20000 up: outside Ray's default worker range (10002-19999), which a
+    # user's own Ray cluster on this host uses, and below Linux's ephemeral range (32768+).
+    block = next(_WORKER_PORT_BLOCKS) % 60
+    low = 20000 + block * 200
     return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
             f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
             f"--dashboard-agent-grpc-port={_free_port()}",
@@ -83,6 +87,9 @@ class RayEngine(Engine):
         self._head_ip: str | None = None
         self._node_procs: list[Any] = []
         self._worker_ips: list[str] = []
+        self._token_path: str | None = None
+        self.auth_mode: str | None = None  # what the driver connected with
+        self._saved_env: dict[str, str | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -92,19 +99,44 @@ class RayEngine(Engine):
                 "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "OPENBLAS_NUM_THREADS": threads,
                 "MKL_NUM_THREADS": threads}
 
+    def _auth_env(self) -> dict[str, str | None]:
+        """The authentication every process of the cluster we start, and our driver, gets.
+
+        Ray 2.60 (``ray/_private/authentication/authentication_token_setup.py``): ``ray start
+        --head`` turns token auth on by itself whenever ``~/.ray/auth_token`` exists, unless
+        ``RAY_AUTH_MODE`` is set; the C++ token loader reads ``RAY_AUTH_TOKEN``, then
+        ``RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token``. So the mode is always explicit,
+        and in token mode the token is a fresh one for this cluster, in a 0600 file in the
+        cluster's own temp dir, named by ``RAY_AUTH_TOKEN_PATH`` (``RAY_AUTH_TOKEN``, which
+        would win over it and shows in ``ps e``, is removed).
+        """
+        if self.ray_settings.auth_mode == "disabled":
+            return {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": None,
+                    "RAY_AUTH_TOKEN_PATH": None}
+        if self._token_path is None:
+            path = os.path.join(self._workdir_path("tb-ray-"), "auth_token")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            self._token_path = path
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": None,
+                "RAY_AUTH_TOKEN_PATH": self._token_path}
+
     def _start_local(self) -> None:
         work = self._workdir_path("tb-ray-")
         head_ip = _next_loopback()
         port = _free_port()
         common = ["--block", "--disable-usage-stats"]
+        auth = self._auth_env()
         # The driver runs on the head (as a RayJob's does), so its ray.put() lands in the head's
         # object store: size it like a worker's, or large datasets spill to disk.
         obj_store = max(78 * 2**20, min(self.memory_per_worker // 4, 2**30))
         self._spawn([_ray_bin(), "start", "--head", f"--node-ip-address={head_ip}",
                      f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
                      f"--object-store-memory={obj_store}", *self._dashboard_flags(head_ip),
+                     f"--ray-client-server-port={_free_port()}",
                      *_node_ports(os.path.join(work, "h")), *common],
-                    env=dict(self._env(), **self.ray_settings.head_env()),
+                    env={**self._env(), **self.ray_settings.head_env(), **auth},
                     log=os.path.join(work, "head.log"))
         self._head_ip = head_ip
         address = f"{head_ip}:{port}"
@@ -120,22 +152,27 @@ class RayEngine(Engine):
                          f"--num-cpus={cpus}", f"--memory={self.memory_per_worker}",
                          f"--object-store-memory={obj_store}",
                          *_node_ports(os.path.join(work, f"w{i}")), *common],
-                        env=self._env(), log=os.path.join(work, f"worker{i}.log"))
-        self._connect(address, node_ip=head_ip)
+                        env={**self._env(), **auth}, log=os.path.join(work, f"worker{i}.log"))
+        self._connect(address, node_ip=head_ip, auth=auth)
 
     def _dashboard_flags(self, ip: str) -> list[str]:
         # The dashboard serves Ray's state API (task attempts, node deaths), which a faulted
         # benchmark reads; other runs skip its start-up cost. KubeRay heads always run it.
+        # Its port is explicit either way: never the default 8265 a user's own head may hold.
         if not self.observe_faults:
-            return ["--include-dashboard=false"]
+            return ["--include-dashboard=false", f"--dashboard-port={_free_port()}"]
         return ["--include-dashboard=true", f"--dashboard-host={ip}",
                 f"--dashboard-port={_free_port()}"]
 
-    def _connect(self, address: str, node_ip: str | None = None) -> None:
+    def _connect(self, address: str, node_ip: str | None = None,
+                 auth: dict[str, str | None] | None = None) -> None:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
+        auth = auth if auth is not None else _auth_from_environment()
+        self._saved_env = {k: os.environ.get(k) for k in auth}
+        self.auth_mode = _use_driver_auth(auth)
         kw: dict[str, Any] = {}
         node_ip = node_ip or os.environ.get("TESTBED_NODE_IP")
         if node_ip:
@@ -157,12 +194,38 @@ class RayEngine(Engine):
                            f"the Ray GCS at {address}", poll=0.5)
             except RunError as e:
                 raise RunError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
+        if address != "auto":
+            self._check_token(address)
         try:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(address=address, log_to_driver=False, logging_level="ERROR",
                      configure_logging=False, **kw)
+            lifecycle.reassert_signal_handlers()
         except Exception as e:
+            if _auth_failure(e):
+                if self.auth_mode == "disabled":
+                    raise RunError(
+                        f"the Ray cluster at {address!r} requires token authentication and no "
+                        "token was given: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, a file "
+                        "holding it) in the environment; ~/.ray/auth_token is never read"
+                    ) from None
+                raise RunError(f"the Ray cluster at {address!r} rejected the authentication "
+                               "token (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH)") from None
             raise RunError(f"cannot connect to the Ray cluster at {address!r}: {_short(e)}") from None
+
+    def _check_token(self, address: str) -> None:
+        """Ask the GCS once, with our token, before ``ray.init``: a missing or wrong token is
+        then one clear error at once, not ``ray.init``'s 20 s of retries (each logging
+        ``InvalidAuthToken``) ending in a bare ``ConnectionError``."""
+        if _gcs_accepts(address, _driver_token()):
+            return
+        if self.auth_mode == "disabled":
+            raise RunError(
+                f"the Ray cluster at {address!r} requires token authentication and no token "
+                "was given: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, a file holding it) in "
+                "the environment; ~/.ray/auth_token is never read")
+        raise RunError(f"the Ray cluster at {address!r} rejected the authentication token "
+                       "(RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH): it is not this cluster's token")
 
     def _wait_for_workers(self, timeout: float) -> None:
         import ray
@@ -188,6 +251,9 @@ class RayEngine(Engine):
         self._remotes.clear()
         if ray.is_initialized():
             ray.shutdown()
+        if self._saved_env:  # the driver's environment as it was before we connected
+            _use_driver_auth(self._saved_env)
+            self._saved_env = {}
 
     # -- vocabulary ------------------------------------------------------------------------
     def _remote(self, fn: Callable) -> Any:
@@ -283,7 +349,7 @@ class RayEngine(Engine):
 
     def settings(self) -> dict[str, Any]:
         r = self.ray_settings
-        out = {"max_retries": r.max_retries}
+        out: dict[str, Any] = {"max_retries": r.max_retries, "auth_mode": self.auth_mode}
         if self.started_cluster:  # a connected cluster's head has whatever it was given
             out.update(health_check_period_ms=r.health_check_period_ms,
                        health_check_failure_threshold=r.health_check_failure_threshold)
@@ -337,6 +403,10 @@ class RayFaultWatch(FaultWatch):
         import ray
 
         self.job_id = ray.get_runtime_context().get_job_id()
+        # The state API's own address lookup (address=None) scans the host for GCS processes
+        # and gives up when it finds more than one (ray/_private/services.py): any other Ray
+        # cluster on the machine, a user's own included. Name ours.
+        self.address = ray.get_runtime_context().gcs_address
         # The faulted run's tasks are those created from now on, by this driver (the owner
         # stamps creation_time_ms with this clock). A snapshot of earlier tasks would not do:
         # task events reach the state API about a second late.
@@ -347,7 +417,8 @@ class RayFaultWatch(FaultWatch):
 
         # Normal tasks only: the workload's. (Actor calls, such as the samplers' stop() just
         # before the faulted run, reach the state API up to a second late.)
-        return [t for t in list_tasks(filters=[("job_id", "=", self.job_id)], limit=10_000,
+        return [t for t in list_tasks(address=self.address,
+                                      filters=[("job_id", "=", self.job_id)], limit=10_000,
                                       detail=True, raise_on_missing_output=False, timeout=30)
                 if str(t.type) == "NORMAL_TASK"]
 
@@ -368,7 +439,8 @@ class RayFaultWatch(FaultWatch):
                        poll=0.2)
         except RunError:
             pass
-        nodes = [n for n in list_nodes(detail=True, limit=10_000, raise_on_missing_output=False)
+        nodes = [n for n in list_nodes(address=self.address, detail=True, limit=10_000,
+                                       raise_on_missing_output=False)
                  if n.node_ip in killed]
         # Task events reach the state API about once a second: read until two reads agree.
         rows, prev = [], None
@@ -406,6 +478,100 @@ class RayFaultWatch(FaultWatch):
         if undetected:
             out["undetected"] = sorted(undetected)
         return out
+
+
+def _auth_from_environment() -> dict[str, str | None]:
+    """A cluster we did not start (``--address``): its token comes from the environment only.
+
+    ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH`` given: token mode (unless ``RAY_AUTH_MODE``
+    says otherwise). ``RAY_AUTH_MODE=token`` without either: an error, because Ray would fall
+    back to ``~/.ray/auth_token``, whatever that holds. Neither: ``disabled``, explicitly, so
+    that nothing in the user's home turns it on.
+    """
+    env = os.environ
+    mode = (env.get("RAY_AUTH_MODE") or "").strip().lower()
+    has_token = bool(env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH"))
+    if mode not in ("", "token", "disabled"):
+        raise RunError(f"RAY_AUTH_MODE={env['RAY_AUTH_MODE']!r}: expected 'token' or 'disabled'")
+    if mode == "token" and not has_token:
+        raise RunError("RAY_AUTH_MODE=token but neither RAY_AUTH_TOKEN nor RAY_AUTH_TOKEN_PATH is "
+                       "set: give the cluster's token in the environment (~/.ray/auth_token is "
+                       "never read)")
+    path = env.get("RAY_AUTH_TOKEN_PATH")
+    if path and not env.get("RAY_AUTH_TOKEN") and not os.path.isfile(path):
+        raise RunError(f"RAY_AUTH_TOKEN_PATH={path!r}: no such file")
+    if mode == "disabled" or not has_token:
+        return {"RAY_AUTH_MODE": "disabled"}
+    return {"RAY_AUTH_MODE": "token"}
+
+
+def _use_driver_auth(auth: dict[str, str | None]) -> str:
+    """Make this process (the driver) use ``auth`` for its next ``ray.init``; returns the mode.
+
+    Ray caches both the mode (RayConfig) and the token (the C++ AuthenticationTokenLoader) per
+    process; each cluster has its own token, so both caches are refreshed here, the way Ray's
+    own ``_enable_token_auth`` and ``ensure_token_if_auth_enabled`` refresh them.
+    """
+    for k, v in auth.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except ImportError:  # pragma: no cover - a Ray without token auth
+        pass
+    return os.environ.get("RAY_AUTH_MODE", "disabled")
+
+
+def _driver_token() -> str | None:
+    """The token this process will send (after :func:`_use_driver_auth`), or None."""
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    try:
+        with open(os.environ["RAY_AUTH_TOKEN_PATH"]) as f:
+            return f.read().strip()
+    except (KeyError, OSError):
+        return None
+
+
+def _gcs_accepts(address: str, token: str | None, timeout: float = 10) -> bool:
+    """False only when the GCS answers UNAUTHENTICATED to ``GetClusterId`` (the first call
+    every Ray client makes) with ``token`` as its bearer token, as Ray's own clients send it
+    (``authorization: Bearer``; ``ray/_private/authentication/``). Anything else (an old Ray
+    without the method, a slow GCS) is left to ``ray.init`` to report."""
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:  # pragma: no cover
+        return True
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with grpc.insecure_channel(address) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout,
+                              metadata=metadata)
+        except grpc.RpcError as e:
+            return e.code() != grpc.StatusCode.UNAUTHENTICATED
+    return True
+
+
+def _auth_failure(e: BaseException | None) -> bool:
+    """Whether ``ray.init`` failed on authentication: its ``ConnectionError`` carries the
+    ``AuthenticationError`` as its cause (``ray/_private/worker.py``, ``init``)."""
+    seen = 0
+    while e is not None and seen < 10:
+        text = f"{type(e).__name__} {e}".lower()
+        if any(s in text for s in ("authenticat", "auth token", "unauthenticated", "token-auth")):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 def _port_open(ip: str, port: int) -> bool:
