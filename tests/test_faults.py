@@ -90,7 +90,8 @@ def test_dask_survives_a_killed_worker(tmp_path, workload):
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_ray_survives_a_killed_worker_node(tmp_path, workload):
     rec, f, obs = _survived(tmp_path, "ray", workload, {
-        "max_retries": 3, "health_check_period_ms": 500, "health_check_failure_threshold": 3})
+        "max_retries": 3, "health_check_period_ms": 500, "health_check_failure_threshold": 3,
+        "auth_mode": "token"})
     # Ray's GCS marked the killed node dead, within the configured health checks (Ray's
     # default of 3 s x 5 would take about 15 s)...
     assert obs["workers_removed"] == 1 and "undetected" not in obs
