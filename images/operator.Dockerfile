@@ -14,7 +14,8 @@ COPY deps/ /wheels/deps/
 RUN python3 -m venv /opt/pip \
  && python3 -m venv --without-pip /opt/venv \
  && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-index --find-links /wheels/deps \
-      -r /wheels/requirements.txt
+      -r /wheels/requirements.txt \
+ && /opt/pip/bin/pip --python /opt/venv/bin/python check
 COPY project/ /wheels/project/
 # Every operator module must import with these packages alone.
 RUN /opt/pip/bin/pip --python /opt/venv/bin/python install --no-index --no-deps /wheels/project/*.whl \

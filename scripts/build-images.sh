@@ -1,31 +1,39 @@
 #!/usr/bin/env bash
 # Build the runner and operator images (images/*.Dockerfile) and print their sizes.
 #
-#   scripts/build-images.sh [--base IMAGE] [--tag TAG] [--relock] [--quiet]
+#   scripts/build-images.sh [--variant full|slim] [--base IMAGE] [--tag TAG] [--relock] [--quiet]
 #
+#   --variant V   the runner image's variant: full (default: torch from PyPI, the CUDA build with
+#                 its nvidia-* wheels, several GB; every workload) tagged testbed-runner:TAG, or
+#                 slim (no torch: every workload but cnn and resnet18) tagged testbed-runner:TAG-slim
 #   --base IMAGE  base of both images (default python:3.11-slim; testbed-base:bookworm is the
 #                 debootstrap base made by scripts/provision-docker.sh, no registry needed)
-#   --tag TAG     tags testbed-runner:TAG and testbed-operator:TAG (default 0.1.0, the chart's)
+#   --tag TAG     tags testbed-runner:TAG[-slim] and testbed-operator:TAG (default 0.1.0, the chart's)
 #   --relock      regenerate images/requirements-*.txt from pyproject.toml and the .venv first
 #   --quiet       only the steps' summaries, not docker's build output
 #
-# The wheelhouse is made on this host (images/wheelhouse/, gitignored): pip fetches the wheels
-# pinned in images/requirements-*.txt into images/wheelhouse/cache/ unless they are all there
-# already, and builds the project's wheel. Each image's build context is its own staged folder
-# (images/wheelhouse/runner|operator/: requirements.txt, deps/, project/), and the Dockerfiles
-# install with `pip install --no-index`: the build containers need no registry access.
+# The wheels come from a cache outside the clone, shared by every clone on this machine:
+# $TESTBED_WHEELHOUSE, by default ${XDG_CACHE_HOME:-~/.cache}/raydask-testbed/wheelhouse. pip
+# downloads into it only the wheels pinned in images/requirements-*.txt that it lacks. The
+# project's own wheel is built from this tree. Each image's build context is its own staged
+# folder, hard links into the cache (images/wheelhouse/runner|runner-slim|operator/, gitignored:
+# requirements.txt, deps/, project/), and the Dockerfiles install with `pip install --no-index`:
+# the build containers need no registry access.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE=python:3.11-slim
 TAG=0.1.0
+VARIANT=full
 RELOCK=""
 QUIET=""
 
-usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,14s/^# \{0,1\}//p' "$0"; }
 
 while [ "$#" -gt 0 ]; do
   case "$1" in
+    --variant) VARIANT=${2:?--variant needs full or slim}; shift 2 ;;
+    --variant=*) VARIANT=${1#*=}; shift ;;
     --base) BASE=${2:?--base needs an image}; shift 2 ;;
     --base=*) BASE=${1#*=}; shift ;;
     --tag) TAG=${2:?--tag needs a tag}; shift 2 ;;
@@ -36,6 +44,11 @@ while [ "$#" -gt 0 ]; do
     *) echo "build-images.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
+case "$VARIANT" in
+  full) RUNNER=runner; RUNNER_TAG="testbed-runner:$TAG" ;;
+  slim) RUNNER=runner-slim; RUNNER_TAG="testbed-runner:$TAG-slim" ;;
+  *) echo "build-images.sh: --variant must be full or slim, not '$VARIANT'" >&2; exit 2 ;;
+esac
 
 [ -x .venv/bin/python ] || scripts/setup.sh
 PY=.venv/bin/python
@@ -50,34 +63,40 @@ if [ -n "$RELOCK" ]; then
   "$PY" images/wheelhouse.py lock
 fi
 t0=$(now)
-"$PY" images/wheelhouse.py fetch
-for image in runner operator; do
+"$PY" images/wheelhouse.py fetch "$RUNNER" operator
+"$PY" images/wheelhouse.py project
+for image in "$RUNNER" operator; do
   "$PY" images/wheelhouse.py stage "$image"
 done
-echo "wheelhouse: $(du -sh images/wheelhouse/cache | cut -f1) in images/wheelhouse/cache ($(( $(now) - t0 )) s)"
+cache=$("$PY" images/wheelhouse.py cache-dir)
+echo "wheel cache: $(du -sh "$cache" | cut -f1) in $cache ($(( $(now) - t0 )) s)"
 
-for image in runner operator; do
+build() {  # build IMAGE_TAG DOCKERFILE CONTEXT [docker build arguments...]
+  local tag=$1 dockerfile=$2 context=$3 previous t0
+  shift 3
   t0=$(now)
-  echo "building testbed-$image:$TAG on $BASE ..."
-  previous=$(docker image inspect -f '{{.Id}}' "testbed-$image:$TAG" 2>/dev/null || true)
-  args=(--build-arg "BASE=$BASE" -f "images/$image.Dockerfile" -t "testbed-$image:$TAG"
-        "images/wheelhouse/$image")
+  echo "building $tag on $BASE ..."
+  previous=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
+  local args=(--build-arg "BASE=$BASE" "$@" -f "$dockerfile" -t "$tag" "$context")
   if [ -n "$QUIET" ]; then
     docker build --quiet "${args[@]}" >/dev/null
   else
     docker build "${args[@]}"
   fi
-  echo "built testbed-$image:$TAG in $(( $(now) - t0 )) s"
+  echo "built $tag in $(( $(now) - t0 )) s"
   # The image this tag named before, now untagged: remove it unless something still uses it.
-  if [ -n "$previous" ] \
-     && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "testbed-$image:$TAG")" ]; then
+  if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
     docker image rm "$previous" >/dev/null 2>&1 || true
   fi
-done
+}
+
+build "$RUNNER_TAG" images/runner.Dockerfile "images/wheelhouse/$RUNNER" \
+  --build-arg "VARIANT=$VARIANT"
+build "testbed-operator:$TAG" images/operator.Dockerfile images/wheelhouse/operator
 
 echo "image sizes:"
-for image in runner operator; do
-  bytes=$(docker image inspect -f '{{.Size}}' "testbed-$image:$TAG")
-  echo "  testbed-$image:$TAG  $(( bytes / 1000000 )) MB"
+for tag in "$RUNNER_TAG" "testbed-operator:$TAG"; do
+  bytes=$(docker image inspect -f '{{.Size}}' "$tag")
+  echo "  $tag  $(( bytes / 1000000 )) MB"
 done
 echo "done in $(( $(now) - t_all )) s"
