@@ -102,8 +102,15 @@ def run_benchmark(
     data = load_dataset(spec.dataset)
     load_seconds = time.perf_counter() - t0
     check_workloads(spec, data)
-    if any(w.name in ("cnn", "resnet18") for w in spec.workloads):
-        import torch  # noqa: F401  (imported once here, not inside a timed phase)
+    torch_workloads = [w.name for w in spec.workloads if w.name in ("cnn", "resnet18")]
+    if torch_workloads:
+        try:
+            import torch  # noqa: F401  (imported once here, not inside a timed phase)
+        except ImportError:
+            raise UsageError(
+                f"workloads: {', '.join(torch_workloads)} need torch, which is not installed "
+                "here (the slim runner image has none: use the full image, "
+                "testbed-runner:<tag>)") from None
 
     for framework, workers in trials:
         engine: Engine | None = None
