@@ -30,6 +30,11 @@ import sys
 if sys.version_info[:2] != (3, 11):
     sys.exit(f"the testbed needs Python 3.11 (ray/torch pins); found {sys.version.split()[0]}")
 PYEOF
+# A .venv whose creation was interrupted (no pip yet) is made again.
+if [ -x .venv/bin/python ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  echo "setup.sh: .venv is incomplete (no pip); creating it again" >&2
+  rm -rf .venv
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
 if [ -n "$RELOCK" ]; then
