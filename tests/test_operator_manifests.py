@@ -215,6 +215,7 @@ def test_rayjob_entrypoint_is_the_runner_with_the_spec_quoted():
         "serviceAccountName"] == "testbed-runner"
     env = yaml.safe_load(rj["spec"]["runtimeEnvYAML"])["env_vars"]
     assert json.loads(env["TESTBED_RESULT_OWNER"])["uid"] == "1234-abcd"
+    assert env["TESTBED_STARTUP_TIMEOUT_SECONDS"] == str(m.startup_timeout_seconds(BENCHMARK))
 
 
 @pytest.mark.parametrize("workers", [1, 6])
@@ -244,10 +245,15 @@ def test_runner_job_validates_and_runs_the_runner_as_non_root():
     assert pod["securityContext"]["runAsNonRoot"] and not c["securityContext"]["allowPrivilegeEscalation"]
     assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
-    assert job["spec"]["activeDeadlineSeconds"] == m.run_deadline_seconds(spec) == spec.timeout_seconds + 120
+    # The runner starts when the DaskCluster is Running (before its pods may exist): it may
+    # wait startupTimeoutSeconds for the workers, then run.
+    assert job["spec"]["activeDeadlineSeconds"] == (m.startup_timeout_seconds(BENCHMARK)
+                                                    + m.run_deadline_seconds(spec))
+    assert m.run_deadline_seconds(spec) == spec.timeout_seconds + 120
     assert c["args"][-2:] == ["--result-configmap", "bench/digits-knn-dask-2-result"]
     env = {e["name"]: e["value"] for e in c["env"]}
     assert json.loads(env["TESTBED_RESULT_OWNER"])["name"] == "digits-knn"
+    assert env["TESTBED_STARTUP_TIMEOUT_SECONDS"] == str(m.startup_timeout_seconds(BENCHMARK))
 
 
 @pytest.mark.parametrize("name", ["digits-knn", "a" * 63, "9lives", "x"])

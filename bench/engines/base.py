@@ -35,6 +35,9 @@ import psutil
 from .. import lifecycle
 from ..errors import RunError
 
+# The seconds a runner connecting to a cluster may wait for it (set by the operator).
+STARTUP_TIMEOUT_ENV = "TESTBED_STARTUP_TIMEOUT_SECONDS"
+
 if TYPE_CHECKING:
     from ..spec import DaskSettings, RaySettings
 
@@ -81,13 +84,24 @@ class Engine(ABC):
         self.on_task_done: Callable[[], None] | None = None
         self.started_cluster = False
         self.startup_seconds: float | None = None
+        self.ready_at: float | None = None  # wall-clock (epoch) time N workers were registered
+        if address and os.environ.get(STARTUP_TIMEOUT_ENV):
+            # A runner pod (the operator sets it): its cluster may still be starting, e.g. a
+            # DaskCluster is Running before its scheduler pod exists. Wait for it as long as
+            # the trial's startupTimeoutSeconds allows.
+            self.startup_timeout = float(os.environ[STARTUP_TIMEOUT_ENV])
         self.tasks = 0
         self._procs: list[subprocess.Popen] = []
         self._workdir: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> float:
-        """Start or connect, wait for every worker; returns the start-up seconds."""
+        """Start or connect, wait for every worker; returns the start-up seconds.
+
+        The one definition of a ready cluster, for every framework, locally and on
+        Kubernetes: N workers registered with the head/scheduler and reachable from here.
+        ``startup_seconds`` runs from this call until then (``ready_at``: the wall-clock time
+        it was reached), and ``startup_timeout`` bounds the whole of it."""
         t0 = time.perf_counter()
         try:
             if self.address:
@@ -95,7 +109,7 @@ class Engine(ABC):
             else:
                 self.started_cluster = True
                 self._start_local()
-            self._wait_for_workers(self.startup_timeout)
+            self._wait_for_workers(max(1.0, self.startup_timeout - (time.perf_counter() - t0)))
         except lifecycle.Interrupted:
             self.kill()
             raise
@@ -103,6 +117,7 @@ class Engine(ABC):
             self.stop()
             raise
         self.startup_seconds = time.perf_counter() - t0
+        self.ready_at = time.time()
         return self.startup_seconds
 
     @abstractmethod
@@ -181,6 +196,8 @@ class Engine(ABC):
             "cpus_per_worker": self.cpus_per_worker,
             "memory_per_worker": self.memory_per_worker,
             "settings": self.settings(),
+            "startup_seconds": self.startup_seconds,
+            "ready_at": self.ready_at,
         }
 
     def settings(self) -> dict[str, Any]:

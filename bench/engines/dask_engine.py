@@ -64,10 +64,19 @@ class DaskEngine(Engine):
 
         if "://" not in address:
             address = f"tcp://{address}"
-        try:
-            self.client = Client(address, timeout=min(30, self.startup_timeout), set_as_default=False)
-        except (OSError, TimeoutError) as e:
-            raise RunError(f"cannot connect to the Dask scheduler at {address!r}: {type(e).__name__}: {e}") from None
+        # The scheduler may not exist yet (dask-kubernetes marks a DaskCluster Running as soon
+        # as its Service exists, before any pod): keep trying for the whole start-up timeout.
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                self.client = Client(address, timeout=max(1.0, min(30.0, left)), set_as_default=False)
+                break
+            except (OSError, TimeoutError) as e:
+                if time.monotonic() + 1 >= deadline:
+                    raise RunError(f"cannot connect to the Dask scheduler at {address!r} within "
+                                   f"{self.startup_timeout:g} s: {type(e).__name__}: {e}") from None
+                time.sleep(1)
         self.address = self.address or None
         self._scheduler_address = address
 

@@ -171,6 +171,16 @@ def _owner_env(benchmark: dict[str, Any]) -> dict[str, str]:
     return {OWNER_ENV: json.dumps(owner_reference(benchmark), sort_keys=True)}
 
 
+STARTUP_TIMEOUT_ENV = "TESTBED_STARTUP_TIMEOUT_SECONDS"  # read by bench.engines (base.Engine)
+
+
+def _runner_env(benchmark: dict[str, Any]) -> dict[str, str]:
+    """What every runner gets: the result owner, and how long it may wait for its cluster's
+    N workers to register (``startupTimeoutSeconds``: a Dask runner starts as soon as the
+    DaskCluster is Running, before its scheduler pod may exist)."""
+    return {**_owner_env(benchmark), STARTUP_TIMEOUT_ENV: str(startup_timeout_seconds(benchmark))}
+
+
 # -- fault injection ------------------------------------------------------------------------
 FAULT_PODS_ENV = "TESTBED_FAULT_PODS"  # read by bench.k8s_faults in the runner
 
@@ -301,7 +311,7 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
             # Counted from the RayJob's creation: cluster start-up plus the run.
             "activeDeadlineSeconds": startup_timeout_seconds(benchmark) + run_deadline_seconds(spec),
             "backoffLimit": 0,
-            "runtimeEnvYAML": yaml.safe_dump({"env_vars": _owner_env(benchmark)}),
+            "runtimeEnvYAML": yaml.safe_dump({"env_vars": _runner_env(benchmark)}),
             "rayClusterSpec": cluster,
             "submitterPodTemplate": _submitter_template(image, pod_labels),
         },
@@ -385,11 +395,14 @@ def dask_scheduler_address(benchmark: dict[str, Any], workers: int) -> str:
 
 def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str,
                               workers: int, image: str, address: str) -> dict[str, Any]:
-    """The Dask client pod: a Job running ``testbed runner`` against the scheduler."""
+    """The Dask client pod: a Job running ``testbed runner`` against the scheduler. It starts
+    once the DaskCluster is Running, which dask-kubernetes sets as soon as the scheduler
+    Service exists: its deadline covers waiting for the workers (``startupTimeoutSeconds``)
+    and the run."""
     name = trial_name(benchmark["metadata"]["name"], framework, workers) + "-runner"
     runner = _container("runner", image, runner_args(benchmark, spec, framework, workers, address),
                         spec)
-    runner["env"] += [{"name": k, "value": v} for k, v in _owner_env(benchmark).items()]
+    runner["env"] += [{"name": k, "value": v} for k, v in _runner_env(benchmark).items()]
     runner["env"] += _fault_env(benchmark, spec, framework, workers)
     _credentials(benchmark, runner)
     runner["terminationMessagePolicy"] = "FallbackToLogsOnError"
@@ -401,7 +414,7 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
         "metadata": _metadata(benchmark, name, framework, workers),
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": run_deadline_seconds(spec),
+            "activeDeadlineSeconds": startup_timeout_seconds(benchmark) + run_deadline_seconds(spec),
             "ttlSecondsAfterFinished": 3600,
             "template": {"metadata": {"labels": labels(benchmark["metadata"]["name"], framework,
                                                        workers)},
