@@ -1,14 +1,26 @@
 """The controllers a real cluster would run, played against the API emulator over HTTP.
 
 * **KubeRay** (RayJob): sets ``jobDeploymentStatus: Initializing``, starts a real local Ray
-  cluster with the RayJob's worker count, sets ``Running``/``RUNNING`` with ``rayClusterName``
+  cluster with the RayJob's worker count, gives each pod KubeRay's probes
+  (:func:`kuberay_probes`, common/pod.go ``initLivenessAndReadinessProbe``), waits until the
+  kubelet finds every pod Ready (raycluster_controller.go ``calculateStatus``: ``ready`` once
+  all pods run and are Ready), sets ``Running``/``RUNNING`` with ``rayClusterName``
   and ``dashboardURL``, runs ``spec.entrypoint`` as the driver against it (``RAY_ADDRESS`` is
   the head, like a driver on the head pod, with the runtime env's and the head container's
   environment), then sets ``jobStatus`` ``SUCCEEDED``/``FAILED`` and
   ``jobDeploymentStatus`` ``Complete``/``Failed``.
-* **Dask operator** (DaskCluster): sets ``status.phase`` ``Created`` then, once a real local
-  scheduler and N workers are up, ``Running`` (what dask-kubernetes sets when the scheduler
-  Service exists).
+* **Dask operator** (DaskCluster): sets ``status.phase`` ``Created``, ``Pending``, then
+  ``Running`` at once, as dask-kubernetes does when the scheduler Service has a status
+  (controller.py ``handle_scheduler_service_status``): before any pod. The Service's address
+  (:class:`ServiceAddress`) refuses connections until the real local scheduler and N workers
+  are up (``late_scheduler``: name -> seconds before its pod comes), then forwards to it. The
+  runner waits for it itself, as it must on a real cluster.
+* **kubelet readiness probes**: for every Ray pod, the readiness probe KubeRay gave it runs
+  against the local node the pod stands for (:meth:`FakeControllers.probe`: ``httpGet`` on
+  the node's dashboard agent port; ``exec`` with ``localhost:<port>`` pointed at the node and
+  a PATH of ``image_tools`` only, no ``wget``, as in the image). Not Ready until it passes;
+  failures are ``Unhealthy`` Events on the pod. Every ``probe_period`` s, no initial delay;
+  liveness probes are not run.
 * **kubelet + cluster DNS** (batch/v1 Job): runs ``command + args`` of the pod template's
   first container with its environment.  Only the Dask scheduler Service's DNS name
   (``<cluster>-scheduler.<ns>.svc:8786``) is rewritten to the local scheduler's address.  Sets
@@ -20,7 +32,9 @@ service account) to publish their results.
 
 ``fast=True`` replaces clusters and runner with the *fast fake runner*: the objects become
 ready at once and a plausible result ConfigMap is published directly (for the operator
-benchmark with many Benchmarks).  Knobs for fault tests: ``never_ready`` (cluster names that
+benchmark with many Benchmarks). Still never more lenient: a RayJob whose probes are exec
+probes never becomes ready (:meth:`FakeControllers._fast_ready`), and a Dask runner waits until
+its scheduler would be up.  Knobs for fault tests: ``never_ready`` (cluster names that
 never become ready), ``crash`` (names whose runner exits 1 without publishing anything),
 ``gate`` (an event every runner waits for before it starts).
 
@@ -59,12 +73,14 @@ import asyncio
 import base64
 import collections
 import contextlib
+import copy
 import json
 import os
 import re
 import secrets
 import shlex
 import signal
+import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -131,8 +147,114 @@ def kuberay_token_env(env: list[dict[str, Any]], cluster: str,
     return out
 
 
+# KubeRay v1.6/v1.7 ray-operator/controllers/ray/utils/constant.go
+KUBERAY_AGENT_PORT = 52365          # DefaultDashboardAgentListenPort
+KUBERAY_DASHBOARD_PORT = 8265       # DefaultDashboardPort
+KUBERAY_WGET = "wget --tries 1 -T %d -q -O- http://localhost:%d/%s | grep success"  # BaseWgetHealthCommand
+KUBERAY_PROBE = {  # Default{Readiness,Liveness}Probe* (Head*TimeoutSeconds for the head)
+    "readinessProbe": dict(initialDelaySeconds=10, timeoutSeconds=2, headTimeout=5, periodSeconds=5,
+                           successThreshold=1, failureThreshold=10),
+    "livenessProbe": dict(initialDelaySeconds=30, timeoutSeconds=2, headTimeout=5, periodSeconds=5,
+                          successThreshold=1, failureThreshold=120),
+}
+
+
+def kuberay_probes(container: dict[str, Any], node_type: str, ray_start_params: dict[str, str],
+                   ray_version: str | None) -> dict[str, Any]:
+    """The Ray container as KubeRay builds it, probes included: KubeRay v1.6/v1.7
+    ray-operator/controllers/ray/common/pod.go ``initLivenessAndReadinessProbe`` (called from
+    ``BuildPod``; ``supportsUnifiedHealthCheck``: ``rayVersion`` parsed by
+    ``version.ParseGeneric`` and at least 2.53.0). With it, both probes are ``httpGet
+    /api/healthz`` on the dashboard agent's listen port (``rayStartParams
+    dashboard-agent-listen-port``, else 52365); without it (or unparsable), ``exec bash -c`` of
+    ``wget ... /api/local_raylet_healthz | grep success`` (the head adds ``&&`` the same on
+    the dashboard port's ``api/gcs_healthz``, timed out with DefaultReadinessProbeFailureThreshold,
+    as upstream does). A probe the container sets itself is kept."""
+    def port(key: str, default: int) -> int:
+        try:
+            return int(ray_start_params.get(key, default))
+        except (TypeError, ValueError):
+            return default
+
+    version = _version(ray_version or "")
+    # ParseGeneric needs at least major.minor; _version reads the same leading numbers.
+    http = version is not None and version >= (2, 53, 0)
+    agent = port("dashboard-agent-listen-port", KUBERAY_AGENT_PORT)
+    commands = [KUBERAY_WGET % (KUBERAY_PROBE["readinessProbe"]["timeoutSeconds"], agent,
+                                "api/local_raylet_healthz")]
+    if node_type == "head":
+        commands.append(KUBERAY_WGET % (KUBERAY_PROBE["readinessProbe"]["failureThreshold"],
+                                        port("dashboard-port", KUBERAY_DASHBOARD_PORT),
+                                        "api/gcs_healthz"))
+    out = copy.deepcopy(container)
+    for field, d in KUBERAY_PROBE.items():
+        if out.get(field) is not None:
+            continue
+        probe = {"initialDelaySeconds": d["initialDelaySeconds"],
+                 "timeoutSeconds": d["headTimeout"] if node_type == "head" else d["timeoutSeconds"],
+                 "periodSeconds": d["periodSeconds"], "successThreshold": d["successThreshold"],
+                 "failureThreshold": d["failureThreshold"]}
+        if http:
+            probe["httpGet"] = {"path": "/api/healthz", "port": agent}
+        else:
+            probe["exec"] = {"command": ["bash", "-c", " && ".join(commands)]}
+        out[field] = probe
+    return out
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ServiceAddress:
+    """A Service's address as kube-proxy makes it work: fixed from the Service's creation;
+    connections are refused while it has no ready endpoint (a bound, not listening socket),
+    then forwarded to the endpoint (the local scheduler)."""
+
+    def __init__(self) -> None:
+        self._reserved = socket.socket()
+        self._reserved.bind(("127.0.0.1", 0))
+        self.port = self._reserved.getsockname()[1]
+        self._server: asyncio.AbstractServer | None = None
+        self._pipes: set[asyncio.Task] = set()
+
+    async def serve(self, host: str, port: int) -> None:
+        self._reserved.close()
+        self._server = await asyncio.start_server(
+            lambda r, w: self._forward(r, w, host, port), "127.0.0.1", self.port, reuse_address=True)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       host: str, port: int) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection(host, port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(1 << 16):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.close()
+
+        tasks = [asyncio.ensure_future(pipe(reader, up_w)), asyncio.ensure_future(pipe(up_r, writer))]
+        self._pipes.update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pipes.difference_update(tasks)
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._reserved.close()
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._pipes):
+            t.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
 
 
 class LocalCluster:
@@ -184,7 +306,8 @@ def fake_records(argv: list[str]) -> dict[str, Any]:
                     "state": "succeeded", "error": None, "seconds": secs,
                     "phases": {"startup": 0.1, "load": 0.01, "distribute": 0.02},
                     "quality_metric": "accuracy", "quality": {"accuracy": 0.97},
-                    "resources": {"cpu_mean": 50.0, "rss_peak": 2**27}})
+                    "resources": {"cpu_mean": 50.0, "rss_peak": 2**27},
+                    "environment": {"engine": {"startup_seconds": 0.1, "ready_at": time.time()}}})
     return {"run_id": "fake", "records": out}
 
 
@@ -193,7 +316,9 @@ class FakeControllers:
                  never_ready: set[str] | None = None, crash: set[str] | dict[str, int] | None = None,
                  gate: asyncio.Event | None = None, runner_account: bool = True,
                  reject_pods: dict[str, str] | None = None,
-                 stuck_pods: dict[str, tuple[str, str]] | None = None):
+                 stuck_pods: dict[str, tuple[str, str]] | None = None,
+                 image_tools: tuple[str, ...] = ("bash", "sh", "grep"), probe_period: float = 0.5,
+                 late_scheduler: dict[str, float] | None = None):
         self.url, self.ns, self.kubeconfig, self.fast = url.rstrip("/"), namespace, kubeconfig, fast
         self.never_ready = never_ready or set()
         self.runner_account = runner_account
@@ -214,6 +339,18 @@ class FakeControllers:
         self._dask_addresses: dict[str, str] = {}
         self._pod_pids: dict[str, tuple[str, int]] = {}  # pod name -> (cluster key, pid)
         self.killed_pods: list[str] = []
+        # The kubelet's readiness probes: the tools an exec probe finds on the image's PATH
+        # (the runner image has no wget), how often probes run, each pod's readiness.
+        self.image_tools, self.probe_period = tuple(image_tools), probe_period
+        self._probe_path: str | None = None
+        self.pod_ready: dict[str, bool] = {}
+        self.pod_specs: dict[str, dict[str, Any]] = {}  # pod name -> its container, as built
+        self._probers: dict[str, list[asyncio.Task]] = collections.defaultdict(list)
+        self.late_scheduler = dict(late_scheduler or {})  # DaskCluster name -> seconds until its pod
+        self._services: dict[str, ServiceAddress] = {}    # DaskCluster key -> its scheduler Service
+        self.scheduler_up_at: dict[str, float] = {}       # DaskCluster key -> when it served (epoch)
+        self._scheduler_up: dict[str, asyncio.Event] = {}  # scheduler DNS name -> it serves
+        self.job_started_at: dict[str, float] = {}        # Job key -> when its runner started (epoch)
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -229,12 +366,18 @@ class FakeControllers:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        for t in [*self._tasks, *self._work.values()]:
+        for t in [*self._tasks, *self._work.values(), *(p for ps in self._probers.values() for p in ps)]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._work.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._work.values(),
+                             *(p for ps in self._probers.values() for p in ps), return_exceptions=True)
+        if self._probe_path is not None:
+            import shutil
+
+            shutil.rmtree(self._probe_path, ignore_errors=True)
         for key in list(self._procs):
             await self._kill(key)
-        await asyncio.gather(*(c.stop() for c in self._clusters.values()), return_exceptions=True)
+        await asyncio.gather(*(c.stop() for c in self._clusters.values()),
+                             *(s.close() for s in self._services.values()), return_exceptions=True)
         await self._session.close()
 
     async def _watch(self, path: str, handler: Any) -> None:
@@ -304,6 +447,13 @@ class FakeControllers:
             await self._stop_cluster(key)
 
     async def _stop_cluster(self, key: str) -> None:
+        service = self._services.pop(key, None)
+        if service is not None:
+            await service.close()
+        probers = self._probers.pop(key, [])
+        for t in probers:
+            t.cancel()
+        await asyncio.gather(*probers, return_exceptions=True)
         secret = self._secrets.pop(key, None)
         if secret is not None:  # garbage-collected with its owner, the RayCluster
             async with self._session.delete(f"{SECRETS.format(ns=self.ns)}/{secret}"):
@@ -331,8 +481,11 @@ class FakeControllers:
         self.killed_pods.append(name)
 
     async def _pods(self, key: str, cluster: str, info: dict[str, Any], framework: str,
-                    head_labels: dict[str, str], worker_labels: dict[str, str]) -> None:
-        """One Pod per node of the local cluster (see the module docstring)."""
+                    head_labels: dict[str, str], worker_labels: dict[str, str],
+                    containers: tuple[dict[str, Any], dict[str, Any]] | None = None) -> list[str]:
+        """One Pod per node of the local cluster (see the module docstring); returns their
+        names. ``containers`` (head, worker): the Ray containers as KubeRay built them; their
+        readiness probes run against the node each pod stands for (:meth:`_prober`)."""
         if framework == "ray":
             role = ("ray.io/node-type", "head", "worker")
         else:
@@ -341,11 +494,16 @@ class FakeControllers:
         pods += [(f"{cluster}-worker-{i}", {**worker_labels, role[0]: role[2]}, w["pid"], w["name"])
                  for i, w in enumerate(info["workers"])]
         path = PODS.format(ns=self.ns)
-        for name, labels, pid, fw_name in pods:
+        nodes = info.get("nodes") or [None] * len(pods)
+        for (name, labels, pid, fw_name), node in zip(pods, nodes):
             env = [{"name": "DASK_WORKER_NAME", "value": fw_name}] if fw_name and framework == "dask" else []
+            container = {"name": "node", "image": "local", "env": env}
+            if containers is not None:
+                container = {**containers[1 if fw_name else 0], "name": "node", "image": "local"}
+            self.pod_specs[name] = container
             body = {"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": name, "namespace": self.ns, "labels": labels},
-                    "spec": {"containers": [{"name": "node", "image": "local", "env": env}]}}
+                    "spec": {"containers": [container]}}
             async with self._session.post(path, data=json.dumps(body),
                                           headers={"Content-Type": "application/json"}) as r:
                 r.raise_for_status()
@@ -353,9 +511,135 @@ class FakeControllers:
             status = {"phase": "Running"}
             if framework == "ray" and fw_name:
                 status["podIP"] = fw_name
+            probe = container.get("readinessProbe")
+            # Not Ready until the probe first succeeds; a pod without one is Ready once running
+            # (here: its process is up; the local cluster waited for its workers).
+            status.update(self._readiness_status(probe is None))
             async with self._session.patch(f"{path}/{name}/status", data=json.dumps({"status": status}),
                                            headers=MERGE) as r:
                 r.raise_for_status()
+            if probe is not None:
+                self.pod_ready[name] = False
+                self._probers[key].append(asyncio.create_task(
+                    self._prober(name, probe, self._probe_targets(node, containers, fw_name))))
+        return [p[0] for p in pods]
+
+    # -- kubelet: readiness probes -----------------------------------------------------------
+    @staticmethod
+    def _readiness_status(ready: bool) -> dict[str, Any]:
+        return {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                "lastTransitionTime": _now()},
+                               {"type": "ContainersReady", "status": "True" if ready else "False",
+                                "lastTransitionTime": _now()}],
+                "containerStatuses": [{"name": "node", "ready": ready, "started": True,
+                                       "restartCount": 0, "image": "local", "imageID": "",
+                                       "state": {"running": {"startedAt": _now()}}}]}
+
+    @staticmethod
+    def _probe_targets(node: dict[str, Any] | None, containers: Any, fw_name: str | None
+                       ) -> dict[int, tuple[str, int]]:
+        """Container port -> where it is served here: the KubeRay probe ports (the dashboard
+        agent's, the head's dashboard) map to the ports the local engine gave that node."""
+        if node is None:
+            return {}
+        container = containers[1 if fw_name else 0]
+        targets: dict[int, tuple[str, int]] = {}
+        for field in ("readinessProbe", "livenessProbe"):
+            probe = container.get(field) or {}
+            if "httpGet" in probe:
+                targets[int(probe["httpGet"]["port"])] = (node["ip"], node["agent_port"])
+            for port in re.findall(r"localhost:(\d+)/api/(\w+)", " ".join(
+                    (probe.get("exec") or {}).get("command") or [])):
+                if port[1] == "gcs_healthz" and "dashboard_port" in node:
+                    targets[int(port[0])] = (node["dashboard_host"], node["dashboard_port"])
+                else:
+                    targets[int(port[0])] = (node["ip"], node["agent_port"])
+        return targets
+
+    def _image_path(self) -> str:
+        """A PATH holding only ``image_tools`` (links to this host's): what an exec probe finds
+        in the container."""
+        if self._probe_path is None:
+            import shutil
+            import tempfile
+
+            self._probe_path = tempfile.mkdtemp(prefix="fake-image-bin-")
+            for tool in self.image_tools:
+                found = shutil.which(tool)
+                if found:
+                    os.symlink(found, os.path.join(self._probe_path, tool))
+        return self._probe_path
+
+    async def probe(self, probe: dict[str, Any], targets: dict[int, tuple[str, int]]) -> tuple[bool, str]:
+        """One run of a probe as the kubelet runs it (pkg/kubelet/prober/prober.go): httpGet
+        succeeds on a status in [200, 400); exec on exit code 0, in the container (here: with
+        the image's PATH, ``localhost:<port>`` rewritten to where the node serves that port).
+        Returns (success, the kubelet's failure message)."""
+        timeout = float(probe.get("timeoutSeconds") or 1)
+        if "httpGet" in probe:
+            get = probe["httpGet"]
+            port = int(get["port"])
+            host, real = targets.get(port, ("127.0.0.1", port))
+            url = f"http://{host}:{real}{get.get('path') or '/'}"
+            try:
+                async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                    await r.read()
+                    if 200 <= r.status < 400:
+                        return True, ""
+                    return False, f"HTTP probe failed with statuscode: {r.status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                return False, f'Get "{url}": {type(e).__name__}: {e}'
+        command = list((probe.get("exec") or {}).get("command") or [])
+        if not command:
+            return False, "probe has no handler"
+        for port, (host, real) in targets.items():
+            command = [c.replace(f"localhost:{port}/", f"{host}:{real}/") for c in command]
+        import shutil
+
+        path = self._image_path()
+        exe = shutil.which(command[0], path=path)
+        if exe is None:
+            return False, f'exec: "{command[0]}": executable file not found in $PATH'
+        proc = await asyncio.create_subprocess_exec(
+            exe, *command[1:], env={"PATH": path}, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout + 1)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.shield(proc.wait())
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return False, f"command timed out after {timeout:g}s"
+        if proc.returncode == 0:
+            return True, ""
+        return False, out.decode(errors="replace").strip() or f"command exited with {proc.returncode}"
+
+    async def _prober(self, pod: str, probe: dict[str, Any], targets: dict[int, tuple[str, int]]) -> None:
+        """The kubelet's readiness worker (pkg/kubelet/prober/worker.go): not Ready until a
+        success, Ready until failureThreshold failures in a row; every failure is a Warning
+        ``Unhealthy`` Event on the pod ("Readiness probe failed: ..."). Times are scaled
+        (``probe_period``; no initial delay): simpler, never more lenient."""
+        ready, failures, said = False, 0, None
+        threshold = int(probe.get("failureThreshold") or 3)
+        while True:
+            ok, why = await self.probe(probe, targets)
+            failures = 0 if ok else failures + 1
+            now = ok or (ready and failures < threshold)
+            if now != ready:
+                ready = now
+                self.pod_ready[pod] = ready
+                async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod}/status", headers=MERGE,
+                                               data=json.dumps({"status": self._readiness_status(ready)})) as r:
+                    if r.status == 404:
+                        return
+                    r.raise_for_status()
+            if not ok and why != said:  # the recorder aggregates repeats into one Event
+                said = why
+                await self._event("v1", "Pod", pod, "Unhealthy", f"Readiness probe failed: {why}",
+                                  "kubelet")
+            await asyncio.sleep(self.probe_period)
 
     async def _guard(self, key: str, coro: Any) -> None:
         try:
@@ -504,13 +788,26 @@ class FakeControllers:
             return
         self.auth_env[key] = {k: v for k, v in pod_env.items() if k.startswith("RAY_AUTH_")}
         workers = sum(g["replicas"] for g in rc["workerGroupSpecs"])
+        # common/pod.go BuildPod: the Ray containers with KubeRay's probes.
+        group = rc["workerGroupSpecs"][0]
+        containers = (kuberay_probes(head, "head", rc["headGroupSpec"].get("rayStartParams") or {},
+                                     rc.get("rayVersion")),
+                      kuberay_probes(group["template"]["spec"]["containers"][0], "worker",
+                                     group.get("rayStartParams") or {}, rc.get("rayVersion")))
         env = {}
         if not self.fast:
             info = await self._cluster(key, "ray", workers, env=self.auth_env[key])
             env = {"RAY_ADDRESS": info["address"], "TESTBED_NODE_IP": info["head_ip"]}
-            await self._pods(key, cluster, info, "ray",
-                             rc["headGroupSpec"]["template"]["metadata"].get("labels", {}),
-                             rc["workerGroupSpecs"][0]["template"]["metadata"].get("labels", {}))
+            pods = await self._pods(key, cluster, info, "ray",
+                                    rc["headGroupSpec"]["template"]["metadata"].get("labels", {}),
+                                    group["template"]["metadata"].get("labels", {}), containers)
+            # raycluster_controller.go calculateStatus: the RayCluster is ``ready`` once every
+            # pod is running and Ready; rayjob_controller.go keeps the RayJob Initializing until
+            # then. A probe that never passes keeps it there.
+            while not all(self.pod_ready.get(p) for p in pods):
+                await asyncio.sleep(0.1)
+        else:
+            await self._fast_ready(containers)
         await self._patch_status(RAYJOBS, name, {
             "jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "rayClusterName": cluster,
             "dashboardURL": f"{name}-head-svc.{self.ns}.svc:8265", "jobId": f"{name}-job"})
@@ -527,8 +824,23 @@ class FakeControllers:
         if spec.get("shutdownAfterJobFinishes") and key in self._clusters:
             await self._stop_cluster(key)
 
+    async def _fast_ready(self, containers: tuple[dict[str, Any], ...]) -> None:
+        """``fast``: no nodes to probe. An httpGet probe counts as passed; an exec probe runs
+        as written (with the image's PATH, nothing answering on localhost), so a RayJob with
+        exec probes never becomes ready here: stricter than a real cluster, never more lenient."""
+        for c in containers:
+            probe = c.get("readinessProbe") or {}
+            while "exec" in probe and not (await self.probe(probe, {}))[0]:
+                await asyncio.sleep(self.probe_period)
+
     # -- Dask operator ---------------------------------------------------------------------
     async def _daskcluster(self, key: str, obj: dict[str, Any]) -> None:
+        """dask-kubernetes (dask_kubernetes/operator/controller/controller.py):
+        ``daskcluster_create`` sets ``Created``; ``daskcluster_create_components`` creates the
+        scheduler Deployment, its Service and the worker group and sets ``Pending``;
+        ``handle_scheduler_service_status`` sets ``Running`` as soon as the (ClusterIP)
+        Service has a status: before any pod exists. The Service's address works from then
+        on (:class:`ServiceAddress`), refusing connections until the scheduler is up."""
         name = obj["metadata"]["name"]
         self.starts[key] += 1
         await self._patch_status(DASKCLUSTERS, name, {"phase": "Created"})
@@ -536,6 +848,18 @@ class FakeControllers:
             return
         workers = obj["spec"]["worker"]["replicas"]
         scheduler = obj["spec"]["scheduler"]
+        dns = f"{name}-scheduler.{self.ns}.svc"
+        service = None
+        self._scheduler_up.setdefault(dns, asyncio.Event())
+        if self.fast:
+            self._dask_addresses[dns] = "tcp://127.0.0.1:1"
+        else:
+            service = self._services[key] = ServiceAddress()
+            self._dask_addresses[dns] = f"tcp://127.0.0.1:{service.port}"
+        await self._patch_status(DASKCLUSTERS, name, {"phase": "Pending"})
+        await self._patch_status(DASKCLUSTERS, name, {"phase": "Running"})
+        if name in self.late_scheduler:  # e.g. a slow image pull: the pod comes later
+            await asyncio.sleep(self.late_scheduler[name])
         # dask-kubernetes: the scheduler is Deployment <name>-scheduler; its ReplicaSet makes the pod.
         await self._admitted(name, scheduler["spec"], f"{name}-scheduler-6d5f7c9b8-",
                              ("apps/v1", "ReplicaSet", f"{name}-scheduler-6d5f7c9b8", "FailedCreate",
@@ -544,17 +868,18 @@ class FakeControllers:
                              {**obj["metadata"].get("labels", {}),
                               **(scheduler.get("metadata") or {}).get("labels", {})}):
             return
-        if self.fast:
-            address = "tcp://127.0.0.1:1"
+        if service is None:
+            self._scheduler_up[dns].set()
         else:
             info = await self._cluster(key, "dask", workers)
-            address = info["address"]
             spec = obj["spec"]
             await self._pods(key, name, info, "dask",
                              (spec["scheduler"].get("metadata") or {}).get("labels", {}),
                              (spec["worker"].get("metadata") or {}).get("labels", {}))
-        self._dask_addresses[f"{name}-scheduler.{self.ns}.svc"] = address
-        await self._patch_status(DASKCLUSTERS, name, {"phase": "Running"})
+            host, _, port = info["address"].removeprefix("tcp://").rpartition(":")
+            await service.serve(host, int(port))
+            self.scheduler_up_at[key] = time.time()
+            self._scheduler_up[dns].set()
 
     # -- kubelet ---------------------------------------------------------------------------
     async def _job(self, key: str, obj: dict[str, Any]) -> None:
@@ -567,12 +892,19 @@ class FakeControllers:
             return
         c = template["spec"]["containers"][0]
         argv = list(c.get("command") or []) + list(c.get("args") or [])
+        waits = []
         for i, arg in enumerate(argv):  # cluster DNS: the scheduler Service's name
             m = re.fullmatch(r"tcp://([^:/]+):\d+", arg)
             if m and m.group(1) in self._dask_addresses:
                 argv[i] = self._dask_addresses[m.group(1)]
+                waits.append(self._scheduler_up[m.group(1)])
+
         env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+        self.job_started_at[key] = time.time()
         await self._patch_status(JOBS, name, {"startTime": _now(), "active": 1})
+        if self.fast:  # the fast fake runner, like the real one, waits for its scheduler
+            for up in waits:
+                await up.wait()
         code = await self._execute(key, argv, env)
         if code == 0:
             status = {"active": 0, "succeeded": 1, "completionTime": _now(), "conditions": [

@@ -23,6 +23,16 @@ def _ray_auth() -> dict:
     return {"ray_settings": RaySettings(auth_mode="token"), "token": token}
 
 
+def _ray_node(argv: list[str]) -> dict:
+    flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    node = {"ip": flags["node-ip-address"],
+            "agent_port": int(flags["dashboard-agent-listen-port"])}
+    if "dashboard-port" in flags:  # the head
+        node["dashboard_port"] = int(flags["dashboard-port"])
+        node["dashboard_host"] = flags.get("dashboard-host", node["ip"])
+    return node
+
+
 def main() -> None:
     framework, workers = sys.argv[1], int(sys.argv[2])
     memory = int(sys.argv[3]) if len(sys.argv) > 3 else 2**30
@@ -51,6 +61,10 @@ def main() -> None:
         info["workers"] = [{"pid": p.pid, "name": n}
                            for p, n in zip(engine.worker_processes(), engine.worker_names())]
         info["head_pid"] = engine._procs[0].pid
+        if framework == "ray":
+            # What the kubelet's probes reach on each node's pod: its IP and the ports the
+            # engine gave it (bench/engines/ray_engine.py ``_node_ports``).
+            info["nodes"] = [_ray_node(p.args) for p in engine._procs]
         print(json.dumps(info), flush=True)
         sys.stdin.read()  # until the harness closes our stdin (or dies)
     finally:

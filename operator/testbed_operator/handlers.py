@@ -256,6 +256,27 @@ class PodFailureWatch:
                             f"{waiting['reason']}: {waiting.get('message') or ''}").rstrip(": ")
         return None
 
+    async def not_ready(self) -> str:
+        """Why the trial's pods are not Ready, for a start-up timeout's message: each pod whose
+        ``Ready`` condition is not True, with the kubelet's latest ``Unhealthy`` Event on it
+        (pkg/kubelet/prober/prober.go: "Readiness probe failed: ..."). Empty if none."""
+        pods = [p for p in await self.kube.list("v1", "Pod", self.ns,
+                                                f"{manifests.TRIAL_LABEL}={self.tname}")
+                if not any(c.get("type") == "Ready" and c.get("status") == "True"
+                           for c in (p.get("status") or {}).get("conditions") or [])]
+        if not pods:
+            return ""
+        events = await self.kube.list("v1", "Event", self.ns, fields="type=Warning")
+        parts = []
+        for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+            name = pod["metadata"]["name"]
+            said = [e for e in events if e.get("reason") == "Unhealthy"
+                    and (e.get("involvedObject") or {}).get("kind") == "Pod"
+                    and (e.get("involvedObject") or {}).get("name") == name]
+            said.sort(key=lambda e: _ts(e.get("lastTimestamp") or e.get("firstTimestamp")) or 0.0)
+            parts.append(f"pod {name} not Ready" + (f" ({said[-1].get('message')})" if said else ""))
+        return "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
+
 
 class BenchmarkOperator:
     """What the handlers share: the API client, the config, the metrics and the slots."""
@@ -466,6 +487,9 @@ class BenchmarkOperator:
             status = trials.retry_trial(status, i, outcome.error, policy)
             await self._save(ns, name, status)
             return status
+        startup = trials.cluster_startup_seconds(status["trials"][i], outcome.records)
+        if startup is not None:  # the runner's figure (see trials.cluster_startup_seconds)
+            status["trials"][i]["clusterStartupSeconds"] = startup
         status = trials.finish_trial(status, i, outcome.records, outcome.error, policy)
         done = status["trials"][i]
         if extra.get("resultsUri"):
@@ -500,7 +524,7 @@ class BenchmarkOperator:
             self.submissions[f"{meta['namespace']}/{manifest['kind']}/{meta['name']}"] += 1
             if applied_at is not None:  # the Benchmark's first cluster resource
                 self.metrics.first_trial_started(max(0.0, time.time() - applied_at))
-        await mark(**{field_name: trials.now()})
+        await mark(**{field_name: trials.now(precise=True)})
         return obj
 
     async def _ray_trial(self, body, spec, status, i, fw, workers, tname, image, startup_limit,
@@ -575,8 +599,10 @@ class BenchmarkOperator:
             if finished is not None:
                 ok, why = finished
                 return TrialOutcome() if ok else TrialOutcome(error=f"runner Job {jname} failed: {why}")
-            job = await self._poll_again(trial, startup_limit, run_limit, JOB, ns, jname,
-                                         f"runner Job {jname}", watch)
+            # DaskCluster Running comes before its pods (dask-kubernetes): the runner may wait
+            # up to startupTimeoutSeconds for the scheduler and workers, then run.
+            job = await self._poll_again(trial, startup_limit, startup_limit + run_limit, JOB, ns,
+                                         jname, f"runner Job {jname}", watch)
 
     def _failure_watch(self, ns: str, tname: str, trial: dict[str, Any],
                        owners: list[tuple[str, str]]) -> PodFailureWatch:
@@ -587,8 +613,9 @@ class BenchmarkOperator:
                           mark: Callable[..., Awaitable[None]], what: str) -> None:
         await _mark_ready(trial, mark)
         fw, workers = trial["framework"], trial["workers"]
+        since = time.time() - (_ts(trial.get("startedAt")) or time.time())
         self._event(body, "Normal", "ClusterReady", f"trial {fw} x{workers}: {what} ready after "
-                                                    f"{trial.get('clusterStartupSeconds', 0):g} s")
+                                                    f"{since:.3g} s")
 
     async def _poll_again(self, trial: dict[str, Any], startup_limit: float, run_limit: float,
                           kind: tuple[str, str], ns: str, name: str, what: str,
@@ -600,8 +627,10 @@ class BenchmarkOperator:
         ready = _ts(trial.get("clusterReadyAt"))
         if ready is None:
             if now - _ts(trial["startedAt"]) > startup_limit:
+                why = await watch.not_ready() if watch is not None else ""
                 raise TrialTimedOut(f"timed out: {what} was not ready within startupTimeoutSeconds="
-                                    f"{startup_limit:g}", cluster_ready=False)
+                                    f"{startup_limit:g}" + (f": {why}" if why else ""),
+                                    cluster_ready=False)
         elif now - ready > run_limit:
             raise TrialTimedOut(f"timed out: {what} did not finish within {run_limit:g} s of the "
                                 f"cluster being ready (timeoutSeconds per workload plus start-up grace)",
@@ -709,8 +738,10 @@ class TrialTimedOut(Exception):
 
 
 async def _mark_ready(trial: dict[str, Any], mark: Callable[..., Awaitable[None]]) -> None:
-    await mark(clusterReadyAt=trials.now(),
-               clusterStartupSeconds=round(time.time() - _ts(trial["startedAt"]), 3))
+    """The controller reports the cluster ready (RayJob past Initializing, DaskCluster
+    Running): the run deadline counts from here. ``clusterStartupSeconds`` is the runner's
+    figure, stored with its results."""
+    await mark(clusterReadyAt=trials.now())
 
 
 class BenchmarkGone(Exception):

@@ -42,8 +42,27 @@ PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded"
 DONE = (SUCCEEDED, FAILED, SKIPPED)
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+def now(precise: bool = False) -> str:
+    """RFC 3339 UTC; ``precise``: with milliseconds (for timestamps a duration is measured
+    from, e.g. a cluster's creation)."""
+    spec = "milliseconds" if precise else "seconds"
+    return datetime.now(timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def cluster_startup_seconds(trial: dict[str, Any], records: Iterable[dict[str, Any]]) -> float | None:
+    """``clusterStartupSeconds``: from the creation of the trial's cluster object (the RayJob,
+    ``submittedAt``; the DaskCluster, ``clusterCreatedAt``) until the runner had N workers
+    registered (``environment.engine.ready_at`` of its records, the engine's one definition
+    of a ready cluster). The same for Ray and Dask, and what a local run's ``phases.startup``
+    measures (from starting the cluster until N workers are registered). None when the runner
+    never got there."""
+    created = trial.get("clusterCreatedAt") or trial.get("submittedAt")
+    ready = [((r.get("environment") or {}).get("engine") or {}).get("ready_at") for r in records]
+    ready = [t for t in ready if isinstance(t, (int, float))]
+    if not created or not ready:
+        return None
+    start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    return round(max(0.0, min(ready) - start), 3)
 
 
 def plan(spec: BenchmarkSpec) -> list[tuple[str, int]]:
