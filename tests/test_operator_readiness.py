@@ -120,6 +120,24 @@ async def test_a_rayjob_without_ray_version_never_gets_ready_and_its_trial_says_
     assert "clusterStartupSeconds" not in trial
 
 
+async def test_the_fast_fake_is_not_more_lenient_about_exec_probes(cluster, monkeypatch):
+    """``fast=True`` has no nodes to probe, but a RayJob with wget exec probes still never
+    becomes ready there; with rayVersion (HTTP probes) the same trial runs."""
+    _without_ray_version(monkeypatch)
+    k8s, api, kubeconfig = cluster
+    async with FakeControllers(k8s.url, NS, kubeconfig, fast=True), running_operator(k8s.url, NS):
+        await api.apply(benchmark("fastexec", frameworks=["ray"], workers=[1],
+                                  ray={"authMode": "disabled"}, startupTimeoutSeconds=3))
+        obj = await finished(api, "fastexec", 60)
+        monkeypatch.undo()
+        await api.apply(benchmark("fasthttp", frameworks=["ray"], workers=[1]))
+        ok = await finished(api, "fasthttp", 60)
+    (trial,) = obj["status"]["trials"]
+    assert trial["state"] == "Failed" and "startupTimeoutSeconds=3" in trial["error"], trial["error"]
+    (trial,) = ok["status"]["trials"]
+    assert trial["state"] == "Succeeded" and trial["clusterStartupSeconds"] >= 0
+
+
 @pytest.mark.slow
 async def test_with_ray_version_the_http_probe_passes_and_startup_is_the_runners(cluster):
     """The operator's RayJob (rayVersion set): httpGet /api/healthz probes, which pass against

@@ -168,3 +168,19 @@ def test_the_status_fits_the_crd_status_schema(records):
     bad = json.loads(json.dumps(s))
     bad["conditions"][0].update(reason="not a reason", status="Maybe")
     assert len(list(validator.iter_errors(bad))) == 2
+
+
+def test_cluster_startup_runs_from_the_cluster_objects_creation_to_the_runners_ready_workers():
+    """clusterStartupSeconds: the RayJob's (submittedAt) or the DaskCluster's (clusterCreatedAt)
+    creation until the runner's first engine had N workers (environment.engine.ready_at)."""
+    rec = lambda ready: {"environment": {"engine": {"ready_at": ready}}}  # noqa: E731
+    created = "2026-01-01T00:00:00.250Z"
+    t0 = 1767225600.25
+    ray = {"submittedAt": created}
+    assert tr.cluster_startup_seconds(ray, [rec(t0 + 12.5), rec(t0 + 40)]) == 12.5  # the first
+    dask = {"clusterCreatedAt": created, "submittedAt": "2026-01-01T00:00:03.000Z"}
+    assert tr.cluster_startup_seconds(dask, [rec(t0 + 7)]) == 7.0  # not from the runner Job
+    assert tr.cluster_startup_seconds(dask, [{"environment": {}}, rec(None)]) is None
+    assert tr.cluster_startup_seconds({}, [rec(t0)]) is None
+    assert tr.cluster_startup_seconds(ray, [rec(t0 - 1)]) == 0.0  # clock skew: never negative
+    assert tr.now(precise=True).endswith("Z") and "." in tr.now(precise=True)
