@@ -220,12 +220,12 @@ def test_entry_points(images):
     assert "--max-concurrent-trials" in p.stdout, p.stdout
 
 
-_WORKER_PORT_BLOCKS = iter(range(19000, 32000, 200))
+_WORKER_PORT_BLOCKS = iter(range(10200, 19800, 200))
 
 
 def _ray_node_ports() -> list[str]:
     # Worker ports: a block of its own per node, below the kernel's ephemeral range (32768+)
-    # and apart from the blocks local engines use (10002-18000).
+    # and apart from the blocks local engines use (20000-31999).
     low = next(_WORKER_PORT_BLOCKS)
     return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
             f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
@@ -244,19 +244,61 @@ def test_ray_cluster_and_runner_in_containers(images, tmp_path):
     os.chown(shared, 1000, 1000)
     common = ["--disable-usage-stats", "--temp-dir=/tmp/ray", "--object-store-memory=100000000",
               "--block"]
+    agents = {}  # node IP -> its dashboard agent's HTTP port (KubeRay's probes ask there)
     with containers() as c:
+        ports = _ray_node_ports()
+        agents[head_ip] = _agent_port(ports)
         head = c.run_detached(
             "ray-head", RUNNER, "ray", "start", "--head", f"--node-ip-address={head_ip}",
             f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
-            "--include-dashboard=false", *_ray_node_ports(), *common,
+            "--include-dashboard=false", *ports, *common,
             opts=("--ipc=shareable", "--shm-size=256m", "-v", f"{shared}:/tmp/ray", *auth))
         wait_port(head_ip, port, 120, head)
+        workers = []
         for i, ip in enumerate(("127.0.9.3", "127.0.9.4")):
-            c.run_detached(f"ray-worker{i}", RUNNER, "ray", "start", f"--address={gcs}",
-                           f"--node-ip-address={ip}", "--num-cpus=1", f"--memory={2**30}",
-                           *_ray_node_ports(), *common, opts=("--shm-size=256m", *auth))
+            ports = _ray_node_ports()
+            agents[ip] = _agent_port(ports)
+            workers.append(c.run_detached(
+                f"ray-worker{i}", RUNNER, "ray", "start", f"--address={gcs}",
+                f"--node-ip-address={ip}", "--num-cpus=1", f"--memory={2**30}", *ports, *common,
+                opts=("--shm-size=256m", *auth)))
+        _kuberay_probes_pass(agents, head, workers)
         run_runner(c, "ray", gcs, f"--pid=container:{head}", f"--ipc=container:{head}",
                    "-v", f"{shared}:/tmp/ray", "-e", f"TESTBED_NODE_IP={head_ip}", *auth)
+
+
+def _agent_port(ports: list[str]) -> int:
+    return int(next(p for p in ports if p.startswith("--dashboard-agent-listen-port="))
+               .split("=")[1])
+
+
+def _kuberay_probes_pass(agents: dict[str, int], head: str, workers: list[str]) -> None:
+    """The probes KubeRay puts on every Ray pod pass against the runner image's nodes.
+
+    KubeRay (ray-operator/controllers/ray/common/pod.go, initLivenessAndReadinessProbe; ports in
+    utils/constant.go): with rayVersion >= 2.53, which the operator sets, an HTTP probe
+    ``GET /api/healthz`` on the dashboard agent's port (52365 in a pod; here each node's own
+    explicit port, all containers sharing the host's network), run by the kubelet. Without
+    rayVersion it injects exec probes running ``wget`` inside the container, which this image
+    does not have: those would never pass, and no Ray pod would ever become Ready.
+    """
+    for ip, agent in agents.items():
+        url = f"http://{ip}:{agent}/api/healthz"
+        deadline = time.monotonic() + 60
+        while True:  # the agent starts a little after the node's GCS/raylet ports open
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    body = r.read().decode()
+                    assert r.status == 200 and "success" in body, (url, r.status, body)
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"KubeRay's HTTP probe {url} never passed"
+                time.sleep(0.5)
+    legacy = ("wget --tries 1 -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz "
+              "| grep success")
+    for container in (head, *workers):
+        p = docker("exec", container, "bash", "-c", legacy, check=False)
+        assert p.returncode != 0 and "wget" in (p.stdout + p.stderr), (p.stdout, p.stderr)
 
 
 def run_runner(c, framework: str, address: str, *opts: str) -> None:
