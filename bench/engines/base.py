@@ -85,11 +85,15 @@ class Engine(ABC):
         self.started_cluster = False
         self.startup_seconds: float | None = None
         self.ready_at: float | None = None  # wall-clock (epoch) time N workers were registered
+        # How long to keep trying to reach a cluster we connect to. A runner pod (the operator
+        # sets the variable): its cluster may still be starting, e.g. a DaskCluster is Running
+        # before its scheduler pod exists, so as long as the trial's startupTimeoutSeconds
+        # allows. Anyone else who gives an address: a cluster that should be up, so a wrong
+        # address fails within 2 minutes, not after timeoutSeconds.
+        self.connect_timeout = min(startup_timeout, 120.0)
         if address and os.environ.get(STARTUP_TIMEOUT_ENV):
-            # A runner pod (the operator sets it): its cluster may still be starting, e.g. a
-            # DaskCluster is Running before its scheduler pod exists. Wait for it as long as
-            # the trial's startupTimeoutSeconds allows.
             self.startup_timeout = float(os.environ[STARTUP_TIMEOUT_ENV])
+            self.connect_timeout = self.startup_timeout
         self.tasks = 0
         self._procs: list[subprocess.Popen] = []
         self._workdir: str | None = None

@@ -66,7 +66,7 @@ class DaskEngine(Engine):
             address = f"tcp://{address}"
         # The scheduler may not exist yet (dask-kubernetes marks a DaskCluster Running as soon
         # as its Service exists, before any pod): keep trying for the whole start-up timeout.
-        deadline = time.monotonic() + self.startup_timeout
+        deadline = time.monotonic() + self.connect_timeout
         while True:
             left = deadline - time.monotonic()
             try:
@@ -75,7 +75,7 @@ class DaskEngine(Engine):
             except (OSError, TimeoutError) as e:
                 if time.monotonic() + 1 >= deadline:
                     raise RunError(f"cannot connect to the Dask scheduler at {address!r} within "
-                                   f"{self.startup_timeout:g} s: {type(e).__name__}: {e}") from None
+                                   f"{self.connect_timeout:g} s: {type(e).__name__}: {e}") from None
                 time.sleep(1)
         self.address = self.address or None
         self._scheduler_address = address

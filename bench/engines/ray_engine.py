@@ -190,7 +190,7 @@ class RayEngine(Engine):
         # ray.init retries an unreachable GCS for minutes: check reachability within our timeout.
         if address != "auto":
             try:
-                wait_until(lambda: _port_open(host, int(port)), self.startup_timeout,
+                wait_until(lambda: _port_open(host, int(port)), self.connect_timeout,
                            f"the Ray GCS at {address}", poll=0.5)
             except RunError as e:
                 raise RunError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
