@@ -14,7 +14,9 @@
   (controller.py ``handle_scheduler_service_status``): before any pod. The Service's address
   (:class:`ServiceAddress`) refuses connections until the real local scheduler and N workers
   are up (``late_scheduler``: name -> seconds before its pod comes), then forwards to it. The
-  runner waits for it itself, as it must on a real cluster.
+  runner waits for it itself, as it must on a real cluster. ``tests/real_dask_operator.py``
+  swaps it for the real dask-kubernetes controller plus a Deployment kubelet stand-in
+  (``RealDaskControllers``, used by ``tests/test_operator_real_dask.py``).
 * **kubelet readiness probes**: for every Ray pod, the readiness probe KubeRay gave it runs
   against the local node the pod stands for (:meth:`FakeControllers.probe`: ``httpGet`` on
   the node's dashboard agent port; ``exec`` with ``localhost:<port>`` pointed at the node and
@@ -360,10 +362,15 @@ class FakeControllers:
             await self._create(SERVICEACCOUNTS, {
                 "apiVersion": "v1", "kind": "ServiceAccount",
                 "metadata": {"name": RUNNER_ACCOUNT, "namespace": self.ns}})
-        for path, fn in ((RAYJOBS, self._rayjob), (DASKCLUSTERS, self._daskcluster),
-                         (JOBS, self._job), (PODS, None)):
+        for path, fn in self._watches():
             self._tasks.append(asyncio.create_task(self._watch(path.format(ns=self.ns), fn)))
         return self
+
+    def _watches(self) -> list[tuple[str, Any]]:
+        """What is watched, and the handler of each new object (None: Pods, for deletions).
+        ``tests/real_dask_operator.py`` swaps the fake Dask operator for the real one here."""
+        return [(RAYJOBS, self._rayjob), (DASKCLUSTERS, self._daskcluster), (JOBS, self._job),
+                (PODS, None)]
 
     async def __aexit__(self, *exc: Any) -> None:
         for t in [*self._tasks, *self._work.values(), *(p for ps in self._probers.values() for p in ps)]:
@@ -932,10 +939,8 @@ class FakeControllers:
             await self._publish_fake(argv)
             self.exits[key] = 0
             return 0
-        full = {**os.environ, **env, "KUBECONFIG": self.kubeconfig,
-                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-                "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "operator"), HERE])}
-        proc = await asyncio.create_subprocess_exec(*argv, env=full, start_new_session=True,
+        proc = await asyncio.create_subprocess_exec(*argv, env=self._process_env(env),
+                                                    start_new_session=True,
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.PIPE)
         self._procs[key] = proc
@@ -945,6 +950,13 @@ class FakeControllers:
         if proc.returncode:
             sys.stderr.write(f"[{key} exited {proc.returncode}]\n{err.decode()[-3000:]}\n")
         return proc.returncode
+
+    def _process_env(self, env: dict[str, str]) -> dict[str, str]:
+        """A local process standing for a container: ``env`` over ours, the emulator's
+        kubeconfig in place of the service account, the venv's tools (``testbed``, ``dask``)."""
+        return {**os.environ, **env, "KUBECONFIG": self.kubeconfig,
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+                "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "operator"), HERE])}
 
     async def _kill(self, key: str) -> None:
         proc = self._procs.pop(key, None)

@@ -1,0 +1,267 @@
+"""The real dask-kubernetes controller against the API emulator, with a small kubelet stand-in.
+
+:class:`RealDaskControllers` is :class:`fake_controllers.FakeControllers` (fake KubeRay, the
+Job kubelet, admission, Events) with the *fake* Dask operator replaced by:
+
+* **the real controller** of the ``dask-kubernetes`` wheel (a Kopf operator,
+  ``dask_kubernetes/operator/controller/controller.py``), run as its own process the way its
+  image runs it: ``kopf run --standalone --namespace NS -m dask_kubernetes.operator.controller``,
+  with ``$KUBECONFIG`` pointing at the emulator (its client, kr8s, reads it and asks
+  ``/version/``). It sets the DaskCluster's ``status.phase`` (``Created``, ``Pending``, and
+  ``Running`` once the scheduler Service has a status, which the emulator gives a Service at
+  creation), creates the scheduler Deployment and Service and a DaskWorkerGroup, and for that
+  the worker Deployments, each owned by its DaskCluster or DaskWorkerGroup;
+* **a Deployment controller + kubelet stand-in** (the emulator has no controllers): for each
+  Deployment labelled ``dask.org/component`` scheduler or worker, one Pod (its template's labels,
+  owned by the Deployment: the emulator's garbage collector removes it with it) and one local
+  process running the template's first container ``command + args`` with its env, as the kubelet
+  would (``$(VAR)`` expanded). Only what a pod network would give is rewritten: each process
+  listens on ``127.0.0.1`` with free ports instead of the container ports, and the scheduler
+  Service's DNS name (``<cluster>-scheduler.<ns>.svc[.cluster.local]``, in
+  ``DASK_SCHEDULER_ADDRESS`` or the Job's args) becomes the Service's local address
+  (:class:`fake_controllers.ServiceAddress`: refuses connections until the scheduler pod is
+  Ready, then forwards to it, as kube-proxy with no ready endpoint would). A pod is Ready when
+  its readiness probe passes (the scheduler's ``httpGet /health`` on its dashboard), or once
+  its process runs if it has none; the Deployment's status then says ``readyReplicas: 1``.
+  Deleting a Deployment (or its pod) kills the process group it stands for.
+
+Knobs kept from the fake: ``late_scheduler`` (DaskCluster name -> seconds before its scheduler
+pod is made), ``reject_pods``/``stuck_pods`` (by DaskCluster name, for the scheduler's pod).
+``starts`` counts ``Deployment/<name>`` as well as the Jobs and RayJobs.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+
+from fake_controllers import (DASKCLUSTERS, MERGE, PODS, FakeControllers, ServiceAddress,
+                              _now)
+
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
+SERVICES = "/api/v1/namespaces/{ns}/services"
+DASKWORKERGROUPS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskworkergroups"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaskKubernetesController:
+    """``kopf run -m dask_kubernetes.operator.controller`` in its own process group."""
+
+    def __init__(self, namespace: str, kubeconfig: str, log: str):
+        self.ns, self.kubeconfig = namespace, kubeconfig
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log = open(log, "wb")
+
+    async def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", self.ns,
+            "--liveness", f"http://127.0.0.1:{_free_port()}/healthz",
+            "-m", "dask_kubernetes.operator.controller",
+            stdout=self.log, stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=env)
+
+    def output(self) -> str:
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    async def stop(self) -> None:
+        try:
+            if self.proc is None or self.proc.returncode is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)  # Kopf stops on SIGTERM
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+        finally:
+            self.log.close()
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """The kubelet's ``$(VAR)`` expansion (``$$(VAR)`` escapes; unknown names stay)."""
+    return re.sub(r"\$(\$|\(([A-Za-z_][A-Za-z0-9_]*)\))",
+                  lambda m: "$" if m.group(1) == "$" else env.get(m.group(2), m.group(0)), text)
+
+
+def _set_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    """``flag value`` (or ``flag=value``) replaced, or appended when absent."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == flag and i + 1 < len(out):
+            out[i + 1] = value
+            return out
+        if a.startswith(flag + "="):
+            out[i] = f"{flag}={value}"
+            return out
+    return out + [flag, value]
+
+
+class RealDaskControllers(FakeControllers):
+    """FakeControllers with the real dask-kubernetes controller and a Deployment kubelet."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._logs = tempfile.mkdtemp(prefix="tb-real-dask-")  # the controller's and pods' output
+        self.controller = DaskKubernetesController(self.ns, self.kubeconfig,
+                                                   os.path.join(self._logs, "controller.log"))
+        self.pod_created_at: dict[str, float] = {}  # pod name -> when it was created (epoch)
+        self._scheduler_local: dict[str, str] = {}   # DaskCluster name -> tcp://127.0.0.1:port
+
+    def _watches(self) -> list[tuple[str, Any]]:
+        return [(p, fn) for p, fn in super()._watches() if p != DASKCLUSTERS] + [
+            (SERVICES, self._service), (DEPLOYMENTS, self._deployment)]
+
+    async def __aenter__(self) -> "RealDaskControllers":
+        await super().__aenter__()
+        await self.controller.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.controller.stop()  # first: nothing is re-created while we tear down
+        try:
+            await super().__aexit__(*exc)
+        finally:
+            shutil.rmtree(self._logs, ignore_errors=True)
+
+    # -- kube-proxy + cluster DNS: the scheduler Service ------------------------------------
+    def _dns_names(self, service: str) -> tuple[str, str]:
+        return f"{service}.{self.ns}.svc", f"{service}.{self.ns}.svc.cluster.local"
+
+    async def _service(self, key: str, obj: dict[str, Any]) -> None:
+        labels = obj["metadata"].get("labels") or {}
+        if labels.get("dask.org/component") != "scheduler":
+            return
+        service = self._services[key] = ServiceAddress()
+        for dns in self._dns_names(obj["metadata"]["name"]):
+            self._dask_addresses[dns] = f"tcp://127.0.0.1:{service.port}"
+            self._scheduler_up.setdefault(dns, asyncio.Event())
+
+    async def _job(self, key: str, obj: dict[str, Any]) -> None:
+        # The Job's pod resolves the Service's name: wait until our watch has seen the Service
+        # (the controller sets Running after creating it; our watch may be a moment behind).
+        c = obj["spec"]["template"]["spec"]["containers"][0]
+        hosts = [m.group(1) for a in [*(c.get("command") or []), *(c.get("args") or [])]
+                 if (m := re.fullmatch(r"tcp://([^:/]+-scheduler\.[^:/]+):\d+", a))]
+        deadline = time.monotonic() + 10
+        while any(h not in self._dask_addresses for h in hosts) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await super()._job(key, obj)
+
+    # -- Deployment controller + kubelet -----------------------------------------------------
+    async def _deployment(self, key: str, obj: dict[str, Any]) -> None:
+        meta, template = obj["metadata"], obj["spec"]["template"]
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        component, cluster = labels.get("dask.org/component"), labels.get("dask.org/cluster-name")
+        if component not in ("scheduler", "worker") or not cluster:
+            return
+        self.starts[key] += 1
+        name = meta["name"]
+        rs = f"{name}-{secrets.token_hex(5)[:9]}"  # the ReplicaSet's pod-template-hash name
+        pod = f"{rs}-{secrets.token_hex(3)[:5]}"
+        scheduler = component == "scheduler"
+        if scheduler and cluster in self.late_scheduler:  # e.g. a slow image pull
+            await asyncio.sleep(self.late_scheduler[cluster])
+        if scheduler:
+            await self._admitted(cluster, template["spec"], f"{rs}-",
+                                 ("apps/v1", "ReplicaSet", rs, "FailedCreate", "replicaset-controller"))
+            if await self._stuck(cluster, pod, labels):
+                return
+        container = template["spec"]["containers"][0]
+        env = await self._resolve_env(container.get("env") or [])
+        argv = [_expand(a, env) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+        # A pod's own network: loopback, free ports.
+        argv = _set_flag(argv, "--host", "127.0.0.1")
+        dashboard = _free_port()
+        argv = _set_flag(argv, "--dashboard-address", f"127.0.0.1:{dashboard}")
+        if scheduler:
+            port = _free_port()
+            argv = _set_flag(argv, "--port", str(port))
+            self._scheduler_local[cluster] = f"tcp://127.0.0.1:{port}"
+        # Cluster DNS: the scheduler Service's name, wherever the pod carries it.
+        for k, v in list(env.items()):
+            m = re.fullmatch(r"tcp://([^:/]+):\d+", v)
+            if m and m.group(1).endswith((".svc", ".svc.cluster.local")):
+                while m.group(1) not in self._dask_addresses:  # the Service comes right after
+                    await asyncio.sleep(0.05)
+                env[k] = self._dask_addresses[m.group(1)]
+        pods = PODS.format(ns=self.ns)
+        body = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": self.ns, "labels": labels,
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                                  "name": name, "uid": meta["uid"],
+                                                  "controller": True, "blockOwnerDeletion": True}]},
+                "spec": template["spec"]}
+        async with self._session.post(pods, data=json.dumps(body),
+                                      headers={"Content-Type": "application/json"}) as r:
+            if r.status == 404:
+                return
+            r.raise_for_status()
+        self.pod_created_at[pod] = time.time()
+        self.pod_specs[pod] = container
+        log = open(os.path.join(self._logs, f"{pod}.log"), "wb")
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=self._process_env(env), start_new_session=True,
+            stdout=log, stderr=asyncio.subprocess.STDOUT)
+        log.close()
+        self._procs[key] = proc
+        self._pod_pids[pod] = (key, proc.pid)
+        await self._patch_pod(pod, {"phase": "Running", "startTime": _now(), "podIP": "127.0.0.1",
+                                    **self._readiness_status(False)})
+        probe = container.get("readinessProbe")
+        if probe is not None and "httpGet" in probe:
+            url = f"http://127.0.0.1:{dashboard}{probe['httpGet'].get('path', '/')}"
+            while proc.returncode is None and not await self._http_ok(url):
+                await asyncio.sleep(0.2)
+        if proc.returncode is not None:
+            await self._patch_pod(pod, {"phase": "Failed"})
+            sys.stderr.write(f"[{key} exited {proc.returncode}]\n"
+                             f"{open(log.name, errors='replace').read()[-3000:]}\n")
+            return
+        self.pod_ready[pod] = True
+        await self._patch_pod(pod, self._readiness_status(True))
+        await self._patch_status(DEPLOYMENTS, name, {
+            "observedGeneration": meta.get("generation", 1), "replicas": 1, "updatedReplicas": 1,
+            "readyReplicas": 1, "availableReplicas": 1})
+        if scheduler:  # the Service now has a ready endpoint
+            service = self._services.get(f"Service/{name}")
+            if service is not None:
+                host, _, p = self._scheduler_local[cluster].removeprefix("tcp://").rpartition(":")
+                await service.serve(host, int(p))
+            self.scheduler_up_at[f"DaskCluster/{cluster}"] = time.time()
+            for dns in self._dns_names(name):
+                self._scheduler_up.setdefault(dns, asyncio.Event()).set()
+        await proc.wait()
+
+    async def _patch_pod(self, pod: str, status: dict[str, Any]) -> None:
+        async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod}/status", headers=MERGE,
+                                       data=json.dumps({"status": status})) as r:
+            if r.status != 404:
+                r.raise_for_status()
+
+    @staticmethod
+    async def _http_ok(url: str) -> bool:
+        try:
+            async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                return r.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
