@@ -23,6 +23,7 @@ price is that nothing else would stop them if ``testbed`` died, so:
 """
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -199,6 +200,10 @@ class SignalGuard:
     def _handle(self, signum: int, frame: object) -> None:
         if self.first is None:
             self.first = signum
+            # From here on the clusters die under their clients: Dask's and Ray's client
+            # threads would log each closed connection with a traceback. We are exiting; our
+            # own messages are prints.
+            logging.disable(logging.CRITICAL)
             raise Interrupted(signum)
         try:
             sys.stderr.write(f"testbed: {signal.Signals(signum).name} again: killing everything "
