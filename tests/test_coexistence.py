@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.engines.ray_engine import _gcs_accepts
+from bench.engines.ray_engine import _gcs_accepts, _port_open as _open
 from bench.results import read_records
 
 pytestmark = pytest.mark.slow
@@ -30,14 +29,6 @@ RAY_IP = "127.0.0.250"
 PORTS = {"ray GCS": (RAY_IP, 6379), "ray dashboard": (RAY_IP, 8265),
          "ray client server": (RAY_IP, 10001), "dask scheduler": ("127.0.0.1", 8786),
          "dask dashboard": ("127.0.0.1", 8787)}
-
-
-def _open(ip: str, port: int) -> bool:
-    try:
-        with socket.create_connection((ip, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _until(predicate, timeout: float, what: str, state=lambda: "") -> None:
