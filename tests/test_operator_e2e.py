@@ -25,7 +25,9 @@ BENCHMARKS = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks"
 
 
 async def no_children(api: Api) -> bool:
-    for path in (RAYJOBS, DASKCLUSTERS, JOBS):
+    # NetworkPolicies too: the operator deletes a trial's policy after its cluster, and the
+    # Benchmark may read Succeeded before that last delete (seen once in CI).
+    for path in (RAYJOBS, DASKCLUSTERS, JOBS, NETWORKPOLICIES):
         if await api.items(path):
             return False
     return not [c for c in await api.items(CONFIGMAPS) if c["metadata"]["name"].endswith("-result")]
