@@ -329,6 +329,9 @@ def _observed(f: dict[str, Any]) -> tuple[str, str, str]:
     det = fmt_seconds(obs.get("detected_after_seconds"), 2)
     if "node_dead_after_seconds" in obs:  # Ray
         later = f"node dead {fmt_seconds(obs.get('node_dead_after_seconds'), 2)}"
+        if (obs.get("replacement") or {}).get("by"):  # on Kubernetes, KubeRay's new pod
+            rep = obs.get("replaced_after_seconds")
+            later += "; not replaced" if rep is None else f"; replaced {fmt_seconds(rep, 2)}"
         fails = ", ".join(f"{n} {e}" for e, n in (obs.get("failed_by_error") or {}).items())
         redo = f"{obs.get('retried_tasks', 0)} retried" + (f" ({fails})" if fails else "")
     else:  # Dask

@@ -80,6 +80,8 @@ def test_dask_survives_a_killed_worker(tmp_path, workload):
     assert 0 <= obs["detected_after_seconds"] < f["seconds"] - f["killed"][0]["at"] + 30
     # ...the nanny started a replacement under the same name...
     assert obs["replaced_after_seconds"] > obs["detected_after_seconds"]
+    assert obs["replacement"] == {"by": "nanny", "expected": 1, "arrived": 1,
+                                  "after_seconds": obs["replaced_after_seconds"]}
     # ...and the task that was running on it ran again.
     assert obs["recomputed_tasks"] >= 1
     assert obs["rescheduled_tasks"] + obs["lost_results"] >= 1
@@ -102,6 +104,10 @@ def test_ray_survives_a_killed_worker_node(tmp_path, workload):
     assert 0 <= obs["detected_after_seconds"] <= obs["node_dead_after_seconds"] + 1
     # Every attempt is a workload task: one per task, plus the retries.
     assert obs["task_attempts"] == obs["retried_tasks"] + rec["tasks"]
+    # Nothing brings a local Ray node back (on Kubernetes KubeRay would: see
+    # tests/test_operator_faults.py), and the record says so.
+    assert obs["replacement"] == {"by": None, "expected": 0, "arrived": 0}
+    assert obs["replaced_after_seconds"] is None
 
 
 @pytest.mark.slow
@@ -138,6 +144,7 @@ def test_dask_without_nanny_gets_no_replacement(tmp_path):
     assert f["finished"] is True and f["quality_matches"] is True
     assert f["observed"]["workers_removed"] == 1
     assert f["observed"]["replaced_after_seconds"] is None
+    assert f["observed"]["replacement"] == {"by": None, "expected": 0, "arrived": 0}
 
 
 @pytest.mark.slow

@@ -62,6 +62,17 @@ class FaultWatch:
         return {"observed": False, "reason": f"{type(self).__name__} observes nothing"}
 
 
+def _replacement(by: str | None, killed: int, arrivals: list[float],
+                 t_kill: float | None) -> dict[str, Any]:
+    """The fault record's ``replacement``: who was expected to bring the killed workers back
+    (``by``; None: nothing does), how many came (``arrived``, of ``expected``), and when the
+    last one registered with the head/scheduler (``after_seconds`` from the first kill)."""
+    out: dict[str, Any] = {"by": by, "expected": killed if by else 0, "arrived": len(arrivals)}
+    if arrivals and t_kill is not None:
+        out["after_seconds"] = max(arrivals) - t_kill
+    return out
+
+
 class Engine(ABC):
     framework: str = ""
 
@@ -240,6 +251,20 @@ class Engine(ABC):
     def watch_faults(self) -> FaultWatch:
         """Start observing the cluster's reaction to faults (before the faulted run)."""
         return FaultWatch()
+
+    def replacer(self) -> str | None:
+        """Who brings a killed worker back, if anyone: inside Kubernetes the controller that
+        owns its pod (KubeRay's worker group, the Dask worker's Deployment) makes a new pod;
+        locally only a Dask nanny restarts a worker (a local Ray node stays dead). The fault
+        record then says whether and when the replacement arrived."""
+        if not self.started_cluster:
+            from ..k8s_faults import fault_config
+
+            return self._k8s_replacer if fault_config() is not None else None
+        return None
+
+    _k8s_replacer: str | None = None
+    """What replaces this framework's worker pods on Kubernetes."""
 
     counts_tasks = False
     """Whether ``map`` reports each finished task to ``on_task_done`` (what ``faults.

@@ -17,7 +17,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ..errors import RunError
 from ..measure import worker_start_sampling, worker_stop_sampling
-from .base import Engine, FaultWatch, wait_until
+from .base import Engine, FaultWatch, _replacement, wait_until
 
 
 def _dask_bin() -> str:
@@ -36,6 +36,8 @@ class DaskEngine(Engine):
     def __init__(self, workers: int, address: str | None = None, **kw: Any):
         super().__init__(workers, address, **kw)
         self.client = None
+        self._local_scheduler = ""
+        self._worker_names: list[str] = []
 
     def _start_local(self) -> None:
         work = self._workdir_path("tb-dask-")
@@ -48,16 +50,26 @@ class DaskEngine(Engine):
         wait_until(lambda: _read_address(sched_file) is not None, self.startup_timeout,
                    "the Dask scheduler", check=lambda: self._check_alive("dask scheduler"))
         address = _read_address(sched_file)
-        nthreads = max(1, int(self.cpus_per_worker))
+        self._local_scheduler = address
+        self._worker_names = []  # a restarted cluster's workers are new ones
         for i in range(self.workers):
-            self._spawn([_dask_bin(), "worker", address, "--nthreads", str(nthreads),
-                         "--nworkers", "1", "--memory-limit", str(self.memory_per_worker),
-                         "--local-directory", os.path.join(work, f"w{i}"), "--name", f"w{i}",
-                         "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
-                         "--death-timeout", "60",
-                         "--nanny" if self.dask_settings.nanny else "--no-nanny"],
-                        env=THREAD_ENV, log=os.path.join(work, f"worker{i}.log"))
+            self.add_worker(f"w{i}")
         self._connect(address)
+
+    def add_worker(self, name: str) -> None:
+        """Start one more worker, named ``name``, for the scheduler this engine started (a
+        replacement may reuse a dead worker's name, as a Deployment's new pod does)."""
+        i = len(self._procs) - 1
+        work = self._workdir_path("tb-dask-")
+        self._worker_names.append(name)
+        self._spawn([_dask_bin(), "worker", self._local_scheduler, "--nthreads",
+                     str(max(1, int(self.cpus_per_worker))), "--nworkers", "1",
+                     "--memory-limit", str(self.memory_per_worker),
+                     "--local-directory", os.path.join(work, f"w{i}"), "--name", name,
+                     "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
+                     "--death-timeout", "60",
+                     "--nanny" if self.dask_settings.nanny else "--no-nanny"],
+                    env=THREAD_ENV, log=os.path.join(work, f"worker{i}.log"))
 
     def _connect(self, address: str) -> None:
         from distributed import Client
@@ -169,10 +181,17 @@ class DaskEngine(Engine):
         return procs
 
     def worker_names(self) -> list[str]:
-        return [f"w{i}" for i in range(len(self._procs) - 1)]
+        return list(self._worker_names)
+
+    _k8s_replacer = "deployment"  # dask-kubernetes: one Deployment per worker
+
+    def replacer(self) -> str | None:
+        if self.started_cluster:
+            return "nanny" if self.dask_settings.nanny else None
+        return super().replacer()
 
     def watch_faults(self) -> FaultWatch:
-        return DaskFaultWatch(self.client, self.dask_settings.nanny)
+        return DaskFaultWatch(self.client, self.replacer())
 
 
 class FaultLedger(SchedulerPlugin):
@@ -233,9 +252,9 @@ def _ledger_report(dask_scheduler: Any) -> dict[str, Any]:
 
 
 class DaskFaultWatch(FaultWatch):
-    def __init__(self, client: Any, nanny: bool):
+    def __init__(self, client: Any, replacer: str | None):
         self.client = client
-        self.nanny = nanny
+        self.replacer = replacer  # "nanny", "deployment" or None: see Engine.replacer
         client.register_plugin(FaultLedger(), name=FaultLedger.name)
 
     def report(self, kills: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
@@ -248,10 +267,11 @@ class DaskFaultWatch(FaultWatch):
         ledger: dict[str, Any] = {}
 
         def settled() -> bool:
-            # The removals, and the nannies' replacements when there are nannies.
+            # The removals, and the replacements when something replaces workers (a nanny,
+            # or a Deployment's new pod, which keeps the worker's name: DASK_WORKER_NAME).
             ledger.update(self.client.run_on_scheduler(_ledger_report))
             return killed <= {r["name"] for r in ledger["removed"]} and (
-                not self.nanny or killed <= {a["name"] for a in ledger["added"]})
+                self.replacer is None or killed <= {a["name"] for a in ledger["added"]})
 
         try:
             wait_until(settled, timeout, "the scheduler to remove and replace the workers",
@@ -267,7 +287,11 @@ class DaskFaultWatch(FaultWatch):
         except Exception:
             pass
         removals = [r for r in led["removed"] if r["name"] in killed]
-        arrivals = [a for a in led["added"] if a["name"] in killed]
+        first: dict[str, float] = {}  # each killed worker's first comeback after the kill
+        for a in led["added"]:
+            if a["name"] in killed and (t_kill is None or a["time"] >= t_kill):
+                first.setdefault(a["name"], a["time"])
+        arrivals = [{"name": n, "time": t} for n, t in first.items()]
         by = led["by_removal"]
         out: dict[str, Any] = {
             "observed": True,
@@ -276,6 +300,8 @@ class DaskFaultWatch(FaultWatch):
                                        if removals and t_kill is not None else None),
             "replaced_after_seconds": (min(a["time"] for a in arrivals) - t_kill
                                        if arrivals and t_kill is not None else None),
+            "replacement": _replacement(self.replacer, len(killed), list(first.values()),
+                                        t_kill),
             "recomputed_tasks": led["recomputed"],
             "rescheduled_tasks": by.get("processing->released", 0),
             "lost_results": sum(n for t, n in by.items() if t.startswith("memory->")),

@@ -7,6 +7,7 @@ external interface address, other loopback addresses it keeps.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -21,9 +22,9 @@ import psutil
 
 from .. import lifecycle
 from ..errors import RunError
-from .base import Engine, FaultWatch, wait_until
+from .base import Engine, FaultWatch, _replacement, wait_until
 
-_LOOPBACK = itertools.count(2)
+_LOOPBACK = itertools.count(2 + 253 * (os.getpid() % 250))  # a base of its own per process
 
 
 _HANDED_OUT: set[int] = set()
@@ -44,7 +45,10 @@ def _free_port(ip: str = "") -> int:
             return port
 
 
-_WORKER_PORT_BLOCKS = itertools.count()
+# Per process, from an offset of its own: two testbed processes on one host (two runs, or a
+# test's cluster beside a run) would otherwise both hand out block 0, 1, ... and their workers
+# would fight over the same ports.
+_WORKER_PORT_BLOCKS = itertools.count(os.getpid() % 60)
 
 
 def _node_ports(temp_dir: str) -> list[str]:
@@ -70,7 +74,8 @@ def _ray_bin() -> str:
 
 
 def _next_loopback() -> str:
-    # 127.0.0.2 .. 127.0.0.254, cycling; a fresh base per engine keeps repeated starts apart.
+    # 127.0.X.2 .. 127.0.X.254, cycling; each process starts at its own X (its pid), so that
+    # two testbed processes' nodes do not share addresses.
     n = next(_LOOPBACK)
     return f"127.0.{(n // 253) % 250}.{2 + n % 253}"
 
@@ -87,6 +92,7 @@ class RayEngine(Engine):
         self._head_ip: str | None = None
         self._node_procs: list[Any] = []
         self._worker_ips: list[str] = []
+        self._node_args: dict[str, Any] = {}
         self._token_path: str | None = None
         self.auth_mode: str | None = None  # what the driver connected with
         self._saved_env: dict[str, str | None] = {}
@@ -144,16 +150,27 @@ class RayEngine(Engine):
         # Wait until the GCS answers before adding workers (they'd fail to register otherwise).
         wait_until(lambda: _port_open(head_ip, port), self.startup_timeout, "the Ray head's GCS",
                    check=lambda: self._check_alive("ray head"))
-        cpus = max(1, int(self.cpus_per_worker))
-        for i in range(self.workers):
-            ip = _next_loopback()
-            self._worker_ips.append(ip)
-            self._spawn([_ray_bin(), "start", f"--address={address}", f"--node-ip-address={ip}",
-                         f"--num-cpus={cpus}", f"--memory={self.memory_per_worker}",
-                         f"--object-store-memory={obj_store}",
-                         *_node_ports(os.path.join(work, f"w{i}")), *common],
-                        env={**self._env(), **auth}, log=os.path.join(work, f"worker{i}.log"))
+        self._node_args = {"obj_store": obj_store, "auth": auth}
+        self._worker_ips = []  # a restarted cluster's nodes are new ones
+        for _ in range(self.workers):
+            self.add_worker()
         self._connect(address, node_ip=head_ip, auth=auth)
+
+    def add_worker(self) -> str:
+        """Start one more worker node of the cluster this engine started (on its own loopback
+        address, like a new pod's IP) and return that address, the node's name in Ray."""
+        i = len(self._worker_ips)
+        work, args = self._workdir_path("tb-ray-"), self._node_args
+        ip = _next_loopback()
+        self._worker_ips.append(ip)
+        self._spawn([_ray_bin(), "start", f"--address={self._gcs_address}",
+                     f"--node-ip-address={ip}", f"--num-cpus={max(1, int(self.cpus_per_worker))}",
+                     f"--memory={self.memory_per_worker}",
+                     f"--object-store-memory={args['obj_store']}",
+                     *_node_ports(os.path.join(work, f"w{i}")), "--block",
+                     "--disable-usage-stats"],
+                    env={**self._env(), **args["auth"]}, log=os.path.join(work, f"worker{i}.log"))
+        return ip
 
     def _dashboard_flags(self, ip: str) -> list[str]:
         # The dashboard serves Ray's state API (task attempts, node deaths), which a faulted
@@ -198,8 +215,7 @@ class RayEngine(Engine):
             self._check_token(address)
         try:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR",
-                     configure_logging=False, **kw)
+            self._init_driver(ray, address, kw)
             lifecycle.reassert_signal_handlers()
         except Exception as e:
             if _auth_failure(e):
@@ -212,6 +228,26 @@ class RayEngine(Engine):
                 raise RunError(f"the Ray cluster at {address!r} rejected the authentication "
                                "token (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH)") from None
             raise RunError(f"cannot connect to the Ray cluster at {address!r}: {_short(e)}") from None
+
+    def _init_driver(self, ray: Any, address: str, kw: dict[str, Any]) -> None:
+        """``ray.init``, retried within ``connect_timeout``: its own window to find the
+        driver's raylet registered in the GCS (``services.get_node_to_connect_for_driver``) and
+        to read the session name is fixed, and on a loaded 2-core machine a fresh head's raylet
+        can register after it closes; ``ray.init`` then raises a bare ``ConnectionError``."""
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR",
+                         configure_logging=False, **kw)
+                return
+            except ConnectionError as e:
+                if _auth_failure(e) or time.monotonic() + 1 > deadline:
+                    raise
+                if self._procs:
+                    self._check_alive("ray head")
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                time.sleep(1)
 
     def _check_token(self, address: str) -> None:
         """Ask the GCS once, with our token, before ``ray.init``: a missing or wrong token is
@@ -345,7 +381,7 @@ class RayEngine(Engine):
         return procs
 
     def worker_names(self) -> list[str]:
-        return list(self._worker_ips[: len(self._procs) - 1])
+        return list(self._worker_ips)
 
     def settings(self) -> dict[str, Any]:
         r = self.ray_settings
@@ -355,8 +391,10 @@ class RayEngine(Engine):
                        health_check_failure_threshold=r.health_check_failure_threshold)
         return out
 
+    _k8s_replacer = "kuberay"  # the RayCluster's worker group keeps its replicas
+
     def watch_faults(self) -> FaultWatch:
-        return RayFaultWatch()
+        return RayFaultWatch(self.replacer())
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -399,9 +437,12 @@ class RayFaultWatch(FaultWatch):
     number above 0; a failed attempt carries the error type, e.g. ``NODE_DIED``) and node
     deaths (with the GCS's end time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, replacer: str | None = None) -> None:
         import ray
 
+        self.replacer = replacer  # see Engine.replacer
+        # The nodes before the run: a replacement is an alive node not among them.
+        self.nodes_before = {n["NodeID"] for n in ray.nodes()}
         self.job_id = ray.get_runtime_context().get_job_id()
         # The state API's own address lookup (address=None) scans the host for GCS processes
         # and gives up when it finds more than one (ray/_private/services.py): any other Ray
@@ -439,9 +480,24 @@ class RayFaultWatch(FaultWatch):
                        poll=0.2)
         except RunError:
             pass
-        nodes = [n for n in list_nodes(address=self.address, detail=True, limit=10_000,
-                                       raise_on_missing_output=False)
-                 if n.node_ip in killed]
+        if self.replacer is not None and killed:
+            # KubeRay makes a new pod for each deleted worker pod; its node registers anew
+            # (a new node ID, usually a new IP). Wait for as many as were killed (bounded).
+            def arrived() -> bool:
+                new = [n for n in ray.nodes()
+                       if n["Alive"] and n["NodeID"] not in self.nodes_before]
+                return len(new) >= len(killed)
+
+            try:
+                wait_until(arrived, timeout, "the replacement nodes", poll=0.5)
+            except RunError:
+                pass  # reported as fewer arrivals below
+        listed = list_nodes(address=self.address, detail=True, limit=10_000,
+                            raise_on_missing_output=False)
+        nodes = [n for n in listed if n.node_ip in killed]
+        arrivals = [n.start_time_ms / 1000 for n in listed
+                    if n.node_id not in self.nodes_before and str(n.state) == "ALIVE"
+                    and n.start_time_ms and (t_kill is None or n.start_time_ms / 1000 >= t_kill - 1)]
         # Task events reach the state API about once a second: read until two reads agree.
         rows, prev = [], None
         settle = time.monotonic() + 15
@@ -473,6 +529,10 @@ class RayFaultWatch(FaultWatch):
             "retried_tasks": sum(1 for t in rows if t.attempt_number > 0),
             "failed_attempts": len(failed),
             "failed_by_error": dict(Counter(str(t.error_type) for t in failed)),
+            "replaced_after_seconds": (min(arrivals) - t_kill
+                                       if arrivals and t_kill is not None else None),
+            "replacement": _replacement(self.replacer, len(killed), sorted(arrivals)[:len(killed)],
+                                        t_kill),
         }
         undetected = killed - {n.node_ip for n in nodes if str(n.state) == "DEAD"}
         if undetected:
@@ -584,4 +644,9 @@ def _port_open(ip: str, port: int) -> bool:
 
 def _short(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:300]
+    out = f"{type(e).__name__}: {msg[0] if msg else ''}"[:300]
+    cause = e.__cause__
+    if cause is not None:  # ray.init's ConnectionError hides why in its cause
+        lines = str(cause).strip().splitlines()
+        out += f" ({type(cause).__name__}: {lines[0] if lines else ''})"[:300]
+    return out

@@ -176,9 +176,18 @@ def _fault_result(f: dict[str, Any]) -> dict[str, Any]:
         "penaltySeconds": f.get("penalty_seconds"),
         "detectedAfterSeconds": obs.get("detected_after_seconds"),
         "retriedTasks": obs.get("retried_tasks", obs.get("recomputed_tasks")),
+        "replacement": _camel(obs.get("replacement")),
         "settings": f.get("settings") or {},
     }
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _camel(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``{"after_seconds": 1}`` → ``{"afterSeconds": 1}`` (one level)."""
+    if not d:
+        return None
+    return {k.split("_")[0] + "".join(w.title() for w in k.split("_")[1:]): v
+            for k, v in d.items()}
 
 
 def _as_record(trial: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
