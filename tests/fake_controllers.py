@@ -280,6 +280,18 @@ class LocalCluster:
         self.info = json.loads(line)
         return self.info
 
+    async def add_worker(self, name: str = "") -> dict[str, Any]:
+        """One more worker (``name``: a Dask worker's; Ray names a node by its address): what
+        a controller's replacement pod stands for. Returns it as ``info["workers"]`` lists
+        them (with ``node`` for Ray)."""
+        assert self.proc is not None and self.proc.returncode is None
+        self.proc.stdin.write(f"add {name}\n".encode())
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
+        if not line:
+            raise RuntimeError(f"local {self.framework} cluster exited with {await self.proc.wait()}")
+        return json.loads(line)
+
     async def stop(self) -> None:
         if self.proc is None or self.proc.returncode is not None:
             return
@@ -341,6 +353,12 @@ class FakeControllers:
         self._dask_addresses: dict[str, str] = {}
         self._pod_pids: dict[str, tuple[str, int]] = {}  # pod name -> (cluster key, pid)
         self.killed_pods: list[str] = []
+        # A worker pod's labels, framework and containers, to make it again once deleted;
+        # deleted pod -> (its replacement, when that was created (epoch)).
+        self._pod_template: dict[str, tuple[dict[str, str], str, Any]] = {}
+        self.replaced_pods: dict[str, tuple[str, float]] = {}
+        self._replacing: list[asyncio.Task] = []
+        self.not_replaced: dict[str, str] = {}  # deleted worker pod -> why no new one was made
         # The kubelet's readiness probes: the tools an exec probe finds on the image's PATH
         # (the runner image has no wget), how often probes run, each pod's readiness.
         self.image_tools, self.probe_period = tuple(image_tools), probe_period
@@ -373,9 +391,10 @@ class FakeControllers:
                 (PODS, None)]
 
     async def __aexit__(self, *exc: Any) -> None:
-        for t in [*self._tasks, *self._work.values(), *(p for ps in self._probers.values() for p in ps)]:
+        for t in [*self._tasks, *self._work.values(), *self._replacing,
+                  *(p for ps in self._probers.values() for p in ps)]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._work.values(),
+        await asyncio.gather(*self._tasks, *self._work.values(), *self._replacing,
                              *(p for ps in self._probers.values() for p in ps), return_exceptions=True)
         if self._probe_path is not None:
             import shutil
@@ -486,6 +505,11 @@ class FakeControllers:
         except psutil.Error:
             pass
         self.killed_pods.append(name)
+        if name in self._pod_template and entry[0] in self._work:  # its controller is live
+            self._replacing.append(asyncio.create_task(self._guard(
+                f"replace {name}", self._replace_pod(entry[0], name))))
+        elif name in self._pod_template:
+            self.not_replaced[name] = f"{entry[0]} is not being reconciled"
 
     async def _pods(self, key: str, cluster: str, info: dict[str, Any], framework: str,
                     head_labels: dict[str, str], worker_labels: dict[str, str],
@@ -497,39 +521,73 @@ class FakeControllers:
             role = ("ray.io/node-type", "head", "worker")
         else:
             role = ("dask.org/component", "scheduler", "worker")
-        pods = [(f"{cluster}-head", {**head_labels, role[0]: role[1]}, info["head_pid"], None)]
-        pods += [(f"{cluster}-worker-{i}", {**worker_labels, role[0]: role[2]}, w["pid"], w["name"])
-                 for i, w in enumerate(info["workers"])]
+        nodes = info.get("nodes") or [None] * (1 + len(info["workers"]))
+        names = [f"{cluster}-head"]
+        await self._pod(key, names[0], {**head_labels, role[0]: role[1]}, info["head_pid"], None,
+                        nodes[0], framework, containers)
+        for i, w in enumerate(info["workers"]):
+            names.append(f"{cluster}-worker-{i}")
+            await self._pod(key, names[-1], {**worker_labels, role[0]: role[2]}, w["pid"],
+                            w["name"], nodes[1 + i], framework, containers)
+        return names
+
+    async def _pod(self, key: str, name: str, labels: dict[str, str], pid: int,
+                   fw_name: str | None, node: dict[str, Any] | None, framework: str,
+                   containers: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
+        """The Pod standing for one node (``fw_name`` None: the head), Running, with its
+        readiness probe run by :meth:`_prober`."""
         path = PODS.format(ns=self.ns)
-        nodes = info.get("nodes") or [None] * len(pods)
-        for (name, labels, pid, fw_name), node in zip(pods, nodes):
-            env = [{"name": "DASK_WORKER_NAME", "value": fw_name}] if fw_name and framework == "dask" else []
-            container = {"name": "node", "image": "local", "env": env}
-            if containers is not None:
-                container = {**containers[1 if fw_name else 0], "name": "node", "image": "local"}
-            self.pod_specs[name] = container
-            body = {"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": name, "namespace": self.ns, "labels": labels},
-                    "spec": {"containers": [container]}}
-            async with self._session.post(path, data=json.dumps(body),
-                                          headers={"Content-Type": "application/json"}) as r:
-                r.raise_for_status()
-            self._pod_pids[name] = (key, pid)
-            status = {"phase": "Running"}
-            if framework == "ray" and fw_name:
-                status["podIP"] = fw_name
-            probe = container.get("readinessProbe")
-            # Not Ready until the probe first succeeds; a pod without one is Ready once running
-            # (here: its process is up; the local cluster waited for its workers).
-            status.update(self._readiness_status(probe is None))
-            async with self._session.patch(f"{path}/{name}/status", data=json.dumps({"status": status}),
-                                           headers=MERGE) as r:
-                r.raise_for_status()
-            if probe is not None:
-                self.pod_ready[name] = False
-                self._probers[key].append(asyncio.create_task(
-                    self._prober(name, probe, self._probe_targets(node, containers, fw_name))))
-        return [p[0] for p in pods]
+        env = [{"name": "DASK_WORKER_NAME", "value": fw_name}] if fw_name and framework == "dask" else []
+        container = {"name": "node", "image": "local", "env": env}
+        if containers is not None:
+            container = {**containers[1 if fw_name else 0], "name": "node", "image": "local"}
+        self.pod_specs[name] = container
+        body = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": self.ns, "labels": labels},
+                "spec": {"containers": [container]}}
+        async with self._session.post(path, data=json.dumps(body),
+                                      headers={"Content-Type": "application/json"}) as r:
+            r.raise_for_status()
+        self._pod_pids[name] = (key, pid)
+        if fw_name:  # a worker: what its controller would make again if it were deleted
+            self._pod_template[name] = (labels, framework, containers)
+        status = {"phase": "Running"}
+        if framework == "ray" and fw_name:
+            status["podIP"] = fw_name
+        probe = container.get("readinessProbe")
+        # Not Ready until the probe first succeeds; a pod without one is Ready once running
+        # (here: its process is up; the local cluster waited for its workers).
+        status.update(self._readiness_status(probe is None))
+        async with self._session.patch(f"{path}/{name}/status", data=json.dumps({"status": status}),
+                                       headers=MERGE) as r:
+            r.raise_for_status()
+        if probe is not None:
+            self.pod_ready[name] = False
+            self._probers[key].append(asyncio.create_task(
+                self._prober(name, probe, self._probe_targets(node, containers, fw_name))))
+
+    async def _replace_pod(self, key: str, gone: str) -> None:
+        """A worker pod was deleted: its controller makes a new one. KubeRay's RayCluster
+        reconciler creates pods until the worker group has its replicas again
+        (ray-operator/controllers/ray/raycluster_controller.go, ``reconcilePods``: a new pod,
+        a new name and IP, whose Ray node registers as a new node); the fake Dask operator's
+        worker is a Deployment, whose ReplicaSet makes a new pod from the same template (the
+        same ``DASK_WORKER_NAME``). Here: one more local worker joins the cluster."""
+        labels, framework, containers = self._pod_template.pop(gone)
+        cluster = self._clusters.get(key)
+        if cluster is None or cluster.proc is None or cluster.proc.returncode is not None:
+            self.not_replaced[gone] = f"its cluster {key} is gone"
+            return
+        env_name = ""
+        if framework == "dask":
+            env_name = next(e["value"] for e in self.pod_specs[gone].get("env") or []
+                            if e["name"] == "DASK_WORKER_NAME")
+        w = await cluster.add_worker(env_name)
+        base = gone.rsplit("-", 1)[0]
+        name = f"{base}-{secrets.token_hex(3)[:5]}"
+        await self._pod(key, name, labels, w["pid"], w["name"], w.get("node"), framework,
+                        containers)
+        self.replaced_pods[gone] = (name, time.time())
 
     # -- kubelet: readiness probes -----------------------------------------------------------
     @staticmethod
@@ -669,9 +727,26 @@ class FakeControllers:
 
     async def _cluster(self, key: str, framework: str, workers: int,
                        env: dict[str, str] | None = None) -> dict[str, Any]:
-        cluster = LocalCluster(framework, workers)
-        self._clusters[key] = cluster
-        return await cluster.start(env=env)
+        """Start the local cluster that stands for the pods. A head container that exits
+        during start-up is restarted, as the kubelet restarts any container of a
+        ``restartPolicy: Always`` pod (KubeRay's head and worker pods, Dask's Deployments),
+        after the CrashLoopBackOff delay (pkg/kubelet/kubelet.go: ``backOffPeriod`` 10 s,
+        doubling); a fake that gave up at once would be stricter than the real one."""
+        delay = 10.0
+        for attempt in range(1, 4):
+            cluster = LocalCluster(framework, workers)
+            self._clusters[key] = cluster
+            try:
+                return await cluster.start(env=env)
+            except RuntimeError as e:
+                if attempt == 3:
+                    raise
+                print(f"fake controller {key}: {e}; restarting after {delay:.0f} s "
+                      "(CrashLoopBackOff)", file=sys.stderr)
+                await cluster.stop()
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     # -- API helpers -----------------------------------------------------------------------
     async def _create(self, plural_path: str, body: dict[str, Any]) -> None:
@@ -847,7 +922,13 @@ class FakeControllers:
         scheduler Deployment, its Service and the worker group and sets ``Pending``;
         ``handle_scheduler_service_status`` sets ``Running`` as soon as the (ClusterIP)
         Service has a status: before any pod exists. The Service's address works from then
-        on (:class:`ServiceAddress`), refusing connections until the scheduler is up."""
+        on (:class:`ServiceAddress`), refusing connections until the scheduler is up.
+
+        The two handlers race (dask/dask-kubernetes#968, fixed by #977 after the 2026.3.0
+        release we run): the Service's handler can write ``Running`` before the components
+        handler writes its ``Pending``, and the DaskCluster then stays ``Pending`` for good.
+        Seen here with the real controller (one cluster of about a dozen). The fake always
+        takes that order, the stricter one: ``Running``, then ``Pending`` for good."""
         name = obj["metadata"]["name"]
         self.starts[key] += 1
         await self._patch_status(DASKCLUSTERS, name, {"phase": "Created"})
@@ -863,8 +944,8 @@ class FakeControllers:
         else:
             service = self._services[key] = ServiceAddress()
             self._dask_addresses[dns] = f"tcp://127.0.0.1:{service.port}"
-        await self._patch_status(DASKCLUSTERS, name, {"phase": "Pending"})
         await self._patch_status(DASKCLUSTERS, name, {"phase": "Running"})
+        await self._patch_status(DASKCLUSTERS, name, {"phase": "Pending"})
         if name in self.late_scheduler:  # e.g. a slow image pull: the pod comes later
             await asyncio.sleep(self.late_scheduler[name])
         # dask-kubernetes: the scheduler is Deployment <name>-scheduler; its ReplicaSet makes the pod.

@@ -2,6 +2,8 @@
 address as one JSON line, keep it up until stdin closes, then stop exactly what it started.
 
     python tests/local_cluster.py ray|dask WORKERS [MEMORY_BYTES]
+
+A line ``add [NAME]`` on stdin adds a worker (see ``main``).
 """
 import json
 import os
@@ -66,7 +68,24 @@ def main() -> None:
             # engine gave it (bench/engines/ray_engine.py ``_node_ports``).
             info["nodes"] = [_ray_node(p.args) for p in engine._procs]
         print(json.dumps(info), flush=True)
-        sys.stdin.read()  # until the harness closes our stdin (or dies)
+        # Until the harness closes our stdin (or dies): each line ``add [NAME]`` starts one
+        # more worker, as a controller's new pod for a deleted one (KubeRay keeps a worker
+        # group's replicas; a Deployment keeps its one pod, same DASK_WORKER_NAME), and
+        # answers with that worker as one JSON line.
+        for line in sys.stdin:
+            words = line.split()
+            if not words or words[0] != "add":
+                continue
+            if framework == "ray":
+                name = engine.add_worker()
+            else:
+                name = words[1]
+                engine.add_worker(name)
+            proc = engine._procs[-1]
+            out = {"pid": proc.pid, "name": name}
+            if framework == "ray":
+                out["node"] = _ray_node(proc.args)
+            print(json.dumps(out), flush=True)
     finally:
         engine.stop()
 

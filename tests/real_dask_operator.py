@@ -169,23 +169,46 @@ class RealDaskControllers(FakeControllers):
 
     # -- Deployment controller + kubelet -----------------------------------------------------
     async def _deployment(self, key: str, obj: dict[str, Any]) -> None:
+        """The Deployment's one pod, and a new one whenever that pod is deleted while the
+        Deployment lives (the ReplicaSet controller keeps ``replicas``:
+        pkg/controller/replicaset/replica_set.go, ``manageReplicas``), from the same template:
+        a Dask worker comes back under the same ``DASK_WORKER_NAME``."""
+        labels = (obj["spec"]["template"].get("metadata") or {}).get("labels") or {}
+        if labels.get("dask.org/component") not in ("scheduler", "worker") or \
+                not labels.get("dask.org/cluster-name"):
+            return
+        self.starts[key] += 1
+        rs = f"{obj['metadata']['name']}-{secrets.token_hex(5)[:9]}"  # pod-template-hash name
+        replacing: str | None = None
+        while True:
+            pod = await self._deployment_pod(key, obj, rs, replacing)
+            if pod is None or pod not in self.killed_pods:
+                return  # not made, or its process ended by itself
+            # Deleted: the ReplicaSet makes a new one, unless the Deployment is going too (the
+            # garbage collector deletes a Deployment's pods after it).
+            current = await self._get(f"{DEPLOYMENTS}/{obj['metadata']['name']}")
+            if current is None or current["metadata"].get("deletionTimestamp") or \
+                    current["metadata"]["uid"] != obj["metadata"]["uid"]:
+                return
+            replacing = pod
+
+    async def _deployment_pod(self, key: str, obj: dict[str, Any], rs: str,
+                              replacing: str | None) -> str | None:
+        """One pod of the Deployment and the process it stands for, until that ends; returns
+        the pod's name (None when it could not be made)."""
         meta, template = obj["metadata"], obj["spec"]["template"]
         labels = (template.get("metadata") or {}).get("labels") or {}
         component, cluster = labels.get("dask.org/component"), labels.get("dask.org/cluster-name")
-        if component not in ("scheduler", "worker") or not cluster:
-            return
-        self.starts[key] += 1
         name = meta["name"]
-        rs = f"{name}-{secrets.token_hex(5)[:9]}"  # the ReplicaSet's pod-template-hash name
         pod = f"{rs}-{secrets.token_hex(3)[:5]}"
         scheduler = component == "scheduler"
-        if scheduler and cluster in self.late_scheduler:  # e.g. a slow image pull
+        if scheduler and cluster in self.late_scheduler and replacing is None:  # a slow pull
             await asyncio.sleep(self.late_scheduler[cluster])
         if scheduler:
             await self._admitted(cluster, template["spec"], f"{rs}-",
                                  ("apps/v1", "ReplicaSet", rs, "FailedCreate", "replicaset-controller"))
             if await self._stuck(cluster, pod, labels):
-                return
+                return None
         container = template["spec"]["containers"][0]
         env = await self._resolve_env(container.get("env") or [])
         argv = [_expand(a, env) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
@@ -214,9 +237,11 @@ class RealDaskControllers(FakeControllers):
         async with self._session.post(pods, data=json.dumps(body),
                                       headers={"Content-Type": "application/json"}) as r:
             if r.status == 404:
-                return
+                return None
             r.raise_for_status()
         self.pod_created_at[pod] = time.time()
+        if replacing is not None:
+            self.replaced_pods[replacing] = (pod, time.time())
         self.pod_specs[pod] = container
         log = open(os.path.join(self._logs, f"{pod}.log"), "wb")
         proc = await asyncio.create_subprocess_exec(
@@ -236,7 +261,7 @@ class RealDaskControllers(FakeControllers):
             await self._patch_pod(pod, {"phase": "Failed"})
             sys.stderr.write(f"[{key} exited {proc.returncode}]\n"
                              f"{open(log.name, errors='replace').read()[-3000:]}\n")
-            return
+            return pod
         self.pod_ready[pod] = True
         await self._patch_pod(pod, self._readiness_status(True))
         await self._patch_status(DEPLOYMENTS, name, {
@@ -251,6 +276,7 @@ class RealDaskControllers(FakeControllers):
             for dns in self._dns_names(name):
                 self._scheduler_up.setdefault(dns, asyncio.Event()).set()
         await proc.wait()
+        return pod
 
     async def _patch_pod(self, pod: str, status: dict[str, Any]) -> None:
         async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod}/status", headers=MERGE,

