@@ -13,8 +13,9 @@ Per trial:
 * ``ray`` / ``dask-on-ray``: a ``RayJob`` with an inline cluster; the runner is the job's
   driver on the head (K8sJobMode, not Ray Client).  Ready when ``jobDeploymentStatus`` leaves
   ``Initializing``; done at ``Complete``/``Failed`` (``jobStatus`` SUCCEEDED/FAILED/STOPPED).
-* ``dask``: a ``DaskCluster`` (ready at ``status.phase == Running``, as the Dask operator sets
-  it), then a runner ``Job`` (done at its ``Complete``/``Failed`` condition).
+* ``dask``: a ``DaskCluster`` (its components made at ``status.phase`` Pending or Running, as
+  the Dask operator sets it), then a runner ``Job`` (done at its ``Complete``/``Failed``
+  condition).
 * With ``network_policy`` on, a ``NetworkPolicy`` is created before the cluster: the trial's
   pods accept connections only from each other (plus the configured metrics scrapers and, for
   Ray, the KubeRay operator on the dashboard port); it is deleted with the cluster.
@@ -581,7 +582,13 @@ class BenchmarkOperator:
             if cluster is None:
                 return TrialOutcome(error=f"DaskCluster {tname} was deleted before the trial finished")
             phase = (cluster.get("status") or {}).get("phase") or ""
-            if phase == "Running":
+            # dask-kubernetes 2026.3.0 (operator/controller/controller.py) writes Pending once
+            # the scheduler Deployment, its Service and the worker group exist, and Running
+            # when the Service has a status; the two race (dask/dask-kubernetes#968) and the
+            # cluster may stay Pending for good. Neither says a pod runs, and the runner waits
+            # for the scheduler and the N workers itself: either phase means "the Service
+            # exists, start the runner".
+            if phase in ("Pending", "Running"):
                 await self._mark_ready(body, trial, mark, f"DaskCluster {tname}")
                 break
             if phase == "Error":
