@@ -10,6 +10,7 @@
 #
 # Binaries, Go caches and the cluster's state live outside the clone, in
 # ${TESTBED_CLUSTER_CACHE:-$HOME/.cache/raydask-testbed/cluster}. Needs root (network, mounts, cgroups).
+# TESTBED_CLUSTER_DNS_INTERVAL (default 2): seconds between two refreshes of the Service DNS records.
 # Versions are pinned by cluster/go/*/go.mod and go.sum; see docs/real-cluster.md.
 set -euo pipefail
 
@@ -100,7 +101,9 @@ go_env() {
 
 build_kubernetes() {
   local pkg=k8s.io/component-base/version
-  local ld="-s -w -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$(cut -d. -f2 <<<"$K8S_VERSION")"
+  local minor ld
+  minor=$(cut -d. -f2 <<<"$K8S_VERSION")
+  ld="-s -w -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
   local pkgs=() b
@@ -431,9 +434,9 @@ EOF
   # Service DNS: Services and headless EndpointSlices -> hosts file for dnsmasq, every 2 s.
   cat >"$STATE/dns/sync.sh" <<'EOF'
 #!/usr/bin/env bash
-# usage: sync.sh KUBECTL KUBECONFIG HOSTSFILE DNSMASQ_PIDFILE
+# usage: sync.sh KUBECTL KUBECONFIG HOSTSFILE DNSMASQ_PIDFILE INTERVAL
 set -u
-kubectl=$1 kubeconfig=$2 hosts=$3 pidfile=$4
+kubectl=$1 kubeconfig=$2 hosts=$3 pidfile=$4 interval=$5
 tmpl='{{range .items}}{{if eq .kind "Service"}}S {{.metadata.namespace}} {{.metadata.name}} {{.spec.clusterIP}}{{"\n"}}{{else}}{{$ns := .metadata.namespace}}{{$svc := ""}}{{with .metadata.labels}}{{with index . "kubernetes.io/service-name"}}{{$svc = .}}{{end}}{{end}}{{range .endpoints}}E {{$ns}} {{$svc}} {{index .addresses 0}} {{or .hostname "-"}}{{"\n"}}{{end}}{{end}}{{end}}'
 while :; do
   if out=$("$kubectl" --kubeconfig "$kubeconfig" --request-timeout=5s get services,endpointslices -A -o go-template="$tmpl" 2>/dev/null); then
@@ -451,7 +454,7 @@ while :; do
       [[ -f $pidfile ]] && kill -HUP "$(cat "$pidfile")" 2>/dev/null
     fi
   fi
-  sleep 2
+  sleep "$interval"
 done
 EOF
   chmod +x "$STATE/dns/sync.sh"
@@ -487,6 +490,7 @@ cmd_up() {
   if pid_alive etcd || pid_alive kube-apiserver || pid_alive kubelet; then
     die "a cluster is already up (scripts/cluster.sh down first)"
   fi
+  ((${#RUN} + 25 < 108)) || die "TESTBED_CLUSTER_CACHE is too long a path for unix sockets: $RUN"
   local port busy=()
   for port in "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" 10248 10249 10250 10256 10257 10259; do
     [[ -n $(ss -Htln "sport = :$port" 2>/dev/null) ]] && busy+=("$port")
@@ -545,7 +549,8 @@ cmd_up() {
     --root-dir="$STATE/kubelet/root" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
     --pod-infra-container-image="$PAUSE_IMAGE" --v=1
   start_bg kube-proxy "$BIN/kube-proxy" --config="$STATE/kube-proxy.yaml"
-  start_bg dns-sync "$STATE/dns/sync.sh" "$BIN/kubectl" "$ADMIN_KUBECONFIG" "$STATE/dns/hosts" "$RUN/dnsmasq.pidfile"
+  start_bg dns-sync "$STATE/dns/sync.sh" "$BIN/kubectl" "$ADMIN_KUBECONFIG" "$STATE/dns/hosts" "$RUN/dnsmasq.pidfile" \
+    "${TESTBED_CLUSTER_DNS_INTERVAL:-2}"
   printf '%s' "$STATE/dns/sync.sh" >"$RUN/dns-sync.match"
 
   wait_for 90 "node $NODE_NAME Ready" node_ready
