@@ -35,7 +35,17 @@ def _ray_node(argv: list[str]) -> dict:
     return node
 
 
+def _protocol_out():
+    """Our stdout, kept for the JSON lines alone: fd 1 then goes to stderr, so that nothing
+    Ray or Dask print in this process (a driver's warning when a node dies) lands in it."""
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    return out
+
+
 def main() -> None:
+    proto = _protocol_out()
     framework, workers = sys.argv[1], int(sys.argv[2])
     memory = int(sys.argv[3]) if len(sys.argv) > 3 else 2**30
     auth = _ray_auth() if framework == "ray" else {}
@@ -67,7 +77,7 @@ def main() -> None:
             # What the kubelet's probes reach on each node's pod: its IP and the ports the
             # engine gave it (bench/engines/ray_engine.py ``_node_ports``).
             info["nodes"] = [_ray_node(p.args) for p in engine._procs]
-        print(json.dumps(info), flush=True)
+        print(json.dumps(info), file=proto, flush=True)
         # Until the harness closes our stdin (or dies): each line ``add [NAME]`` starts one
         # more worker, as a controller's new pod for a deleted one (KubeRay keeps a worker
         # group's replicas; a Deployment keeps its one pod, same DASK_WORKER_NAME), and
@@ -85,7 +95,7 @@ def main() -> None:
             out = {"pid": proc.pid, "name": name}
             if framework == "ray":
                 out["node"] = _ray_node(proc.args)
-            print(json.dumps(out), flush=True)
+            print(json.dumps(out), file=proto, flush=True)
     finally:
         engine.stop()
 
