@@ -10,7 +10,8 @@
 #
 # Binaries, Go caches and the cluster's state live outside the clone, in
 # ${TESTBED_CLUSTER_CACHE:-$HOME/.cache/raydask-testbed/cluster}. Needs root (network, mounts, cgroups).
-# TESTBED_CLUSTER_DNS_INTERVAL (default 2): seconds between two refreshes of the Service DNS records.
+# TESTBED_CLUSTER_DNS_RESYNC (default 30): the Service DNS records follow every change at once
+# (watches); this is the period of an extra full refresh.
 # Versions are pinned by cluster/go/*/go.mod and go.sum; see docs/real-cluster.md.
 set -euo pipefail
 
@@ -431,30 +432,49 @@ nodePortAddresses: ["$NODE_IP/32"]
 iptables: {localhostNodePorts: false, masqueradeAll: false}
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
-  # Service DNS: Services and headless EndpointSlices -> hosts file for dnsmasq, every 2 s.
+  # Service DNS: Services and headless EndpointSlices -> hosts file for dnsmasq. Two `kubectl get
+  # --watch` trigger a refresh on every change; a full refresh also runs every RESYNC seconds.
   cat >"$STATE/dns/sync.sh" <<'EOF'
 #!/usr/bin/env bash
-# usage: sync.sh KUBECTL KUBECONFIG HOSTSFILE DNSMASQ_PIDFILE INTERVAL
+# usage: sync.sh KUBECTL KUBECONFIG HOSTSFILE DNSMASQ_PIDFILE RESYNC_SECONDS
 set -u
-kubectl=$1 kubeconfig=$2 hosts=$3 pidfile=$4 interval=$5
+kubectl=$1 kubeconfig=$2 hosts=$3 pidfile=$4 resync=$5
 tmpl='{{range .items}}{{if eq .kind "Service"}}S {{.metadata.namespace}} {{.metadata.name}} {{.spec.clusterIP}}{{"\n"}}{{else}}{{$ns := .metadata.namespace}}{{$svc := ""}}{{with .metadata.labels}}{{with index . "kubernetes.io/service-name"}}{{$svc = .}}{{end}}{{end}}{{range .endpoints}}E {{$ns}} {{$svc}} {{index .addresses 0}} {{or .hostname "-"}}{{"\n"}}{{end}}{{end}}{{end}}'
-while :; do
-  if out=$("$kubectl" --kubeconfig "$kubeconfig" --request-timeout=5s get services,endpointslices -A -o go-template="$tmpl" 2>/dev/null); then
-    new=$(awk '
-      $1 == "S" && $4 != "None" { print $4, $3 "." $2 ".svc.cluster.local" }
-      $1 == "S" && $4 == "None" { headless[$2 "/" $3] = 1 }
-      $1 == "E" && $3 != ""     { ep[++n] = $0 }
-      END { for (i = 1; i <= n; i++) { split(ep[i], f, " ")
-              if (!((f[2] "/" f[3]) in headless)) continue
-              line = f[4] " " f[3] "." f[2] ".svc.cluster.local"
-              if (f[5] != "-") line = line " " f[5] "." f[3] "." f[2] ".svc.cluster.local"
-              print line } }' <<<"$out" | sort)
-    if [[ ! -f $hosts || $new != "$(cat "$hosts")" ]]; then
-      printf '%s\n' "$new" >"$hosts.tmp" && mv "$hosts.tmp" "$hosts"
-      [[ -f $pidfile ]] && kill -HUP "$(cat "$pidfile")" 2>/dev/null
-    fi
+refresh() {
+  local out new
+  out=$("$kubectl" --kubeconfig "$kubeconfig" --request-timeout=5s get services,endpointslices -A -o go-template="$tmpl" 2>/dev/null) || return 1
+  new=$(awk '
+    $1 == "S" && $4 != "None" { print $4, $3 "." $2 ".svc.cluster.local" }
+    $1 == "S" && $4 == "None" { headless[$2 "/" $3] = 1 }
+    $1 == "E" && $3 != ""     { ep[++n] = $0 }
+    END { for (i = 1; i <= n; i++) { split(ep[i], f, " ")
+            if (!((f[2] "/" f[3]) in headless)) continue
+            line = f[4] " " f[3] "." f[2] ".svc.cluster.local"
+            if (f[5] != "-") line = line " " f[5] "." f[3] "." f[2] ".svc.cluster.local"
+            print line } }' <<<"$out" | sort)
+  if [[ ! -f $hosts || $new != "$(cat "$hosts")" ]]; then
+    printf '%s\n' "$new" >"$hosts.tmp" && mv "$hosts.tmp" "$hosts"
+    [[ -f $pidfile ]] && kill -HUP "$(cat "$pidfile")" 2>/dev/null
   fi
-  sleep "$interval"
+  return 0
+}
+watch() {  # one line per change of $1; restarted when the apiserver ends the watch
+  while :; do
+    "$kubectl" --kubeconfig "$kubeconfig" get "$1" -A --watch -o name 2>/dev/null
+    echo restart; sleep 1
+  done
+}
+events=$(dirname "$hosts")/events
+rm -f "$events"; mkfifo "$events"
+exec 3<>"$events"
+watch services >&3 &
+watch endpointslices >&3 &
+wait_s=$resync
+while :; do
+  if read -r -t "$wait_s" -u 3 _; then
+    while read -r -t 0.2 -u 3 _; do :; done   # a burst of changes: one refresh
+  fi
+  if refresh; then wait_s=$resync; else wait_s=1; fi   # retry a failed refresh after 1 s
 done
 EOF
   chmod +x "$STATE/dns/sync.sh"
@@ -550,7 +570,7 @@ cmd_up() {
     --pod-infra-container-image="$PAUSE_IMAGE" --v=1
   start_bg kube-proxy "$BIN/kube-proxy" --config="$STATE/kube-proxy.yaml"
   start_bg dns-sync "$STATE/dns/sync.sh" "$BIN/kubectl" "$ADMIN_KUBECONFIG" "$STATE/dns/hosts" "$RUN/dnsmasq.pidfile" \
-    "${TESTBED_CLUSTER_DNS_INTERVAL:-2}"
+    "${TESTBED_CLUSTER_DNS_RESYNC:-30}"
   printf '%s' "$STATE/dns/sync.sh" >"$RUN/dns-sync.match"
 
   wait_for 90 "node $NODE_NAME Ready" node_ready
@@ -672,7 +692,7 @@ cmd_status() {
     if [[ $c == kuberay-operator ]] && ! pid_alive "$c"; then continue; fi
     if pid_alive "$c"; then
       any=1; pid=$(cat "$RUN/$c.pid")
-      rss=$(awk '/^VmRSS/ {printf "%d", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo 0)
+      rss=$(ps -o rss= -g "$pid" 2>/dev/null | awk '{s += $1} END {printf "%d", s / 1024}')  # the whole process group
       total=$((total + rss))
       printf '%-24s running  pid %-7s %5s MiB\n' "$c" "$pid" "$rss"
     else
