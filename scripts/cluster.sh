@@ -62,6 +62,9 @@ ensure_packages() {
   for cmd in "$@"; do
     if [[ $cmd == cni ]]; then
       [[ -x $CNI_BIN_DIR/bridge ]] || missing+=(containernetworking-plugins)
+    elif [[ $cmd == libc-static ]]; then  # gcc -static needs libc.a (not pulled in without recommends)
+      [[ -f $(gcc -print-file-name=libc.a 2>/dev/null) ]] ||
+        missing+=(libc6-dev)
     else
       command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG_FOR[$cmd]}")
     fi
@@ -166,6 +169,7 @@ cmd_build() {
   gov=$(go env GOVERSION | sed 's/^go//')
   [[ $(printf '%s\n%s\n' "$gov" "$need" | sort -V | head -1) == "$need" ]] || die "Go $gov is too old: the pinned modules need >= $need"
   ensure_packages gcc tar sha256sum
+  ensure_packages libc-static
   local stamp; stamp=$(build_stamp)
   if [[ -f $BIN/.stamp && $(cat "$BIN/.stamp") == "$stamp" ]]; then
     local b ok=1
