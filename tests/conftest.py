@@ -28,3 +28,12 @@ async def cluster(tmp_path):
             yield k8s, api, kubeconfig
         finally:
             await api.close()
+
+
+@pytest.fixture(scope="session")
+def built_images():
+    """The slim runner and the operator image (tests/image_build.py), built once per session
+    for every tier that runs them (tests/test_images.py, tests/test_real_cluster.py)."""
+    from image_build import build_images
+
+    return build_images()

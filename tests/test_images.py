@@ -1,9 +1,11 @@
 """Tier 4: the container images, built and run on a real Docker engine.
 
 The slim runner (no torch: these tests run KNN on digits) and the operator are built once per
-module (``scripts/build-images.sh --variant slim``) on the debootstrap base
-``testbed-base:bookworm`` (scripts/provision-docker.sh makes it; no registry needed), tagged
-``testbed-runner:test-slim`` and ``testbed-operator:test``. The full runner (PyPI's torch with its
+session (``scripts/build-images.sh --variant slim``, tests/image_build.py; shared with
+tests/test_real_cluster.py) on the debootstrap base ``testbed-base:bookworm``
+(scripts/provision-docker.sh makes it; no registry needed), tagged
+``testbed-runner:test-slim`` and ``testbed-operator:test`` (``$TESTBED_TEST_IMAGE_TAG``
+replaces ``test``). The full runner (PyPI's torch with its
 nvidia-* wheels, several GB) is not built here: tests/test_image_locks.py checks that its lock is
 closed and is what the tested .venv runs. Every container runs with ``--network=host`` and talks
 to loopback addresses only:
@@ -26,38 +28,21 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-BASE = os.environ.get("TESTBED_TEST_BASE_IMAGE", "testbed-base:bookworm")
-TAG = "test"
-RUNNER, OPERATOR = f"testbed-runner:{TAG}-slim", f"testbed-operator:{TAG}"
+from image_build import OPERATOR, RUNNER, engine_problem
+
 NS = "ns1"
 KNN = json.dumps({"workload": {"name": "knn"}, "repeats": 2, "warmup": 0})
 
 
-def _engine_problem() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker CLI"
-    try:
-        p = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                           capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "`docker info` timed out"
-    if p.returncode != 0 or not p.stdout.strip():
-        return f"`docker info` failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:200]}"
-    return None
-
-
-_PROBLEM = _engine_problem()
+_PROBLEM = engine_problem()
 pytestmark = [
     pytest.mark.skipif(_PROBLEM is not None,
                        reason=f"no Docker engine ({_PROBLEM}); scripts/provision-docker.sh "
@@ -157,22 +142,10 @@ def assert_knn_succeeded(records: list[dict], framework: str) -> None:
 
 # ------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def images() -> dict[str, float]:
-    """Build the slim runner and the operator on the debootstrap base; returns the build's
-    seconds."""
-    if docker("image", "inspect", BASE, check=False).returncode != 0:
-        if os.geteuid() != 0:
-            pytest.skip(f"base image {BASE} missing; scripts/provision-docker.sh (as root) builds it")
-        p = subprocess.run([str(ROOT / "scripts" / "provision-docker.sh")], capture_output=True,
-                           text=True, timeout=900)
-        assert p.returncode == 0, p.stdout + p.stderr
-    t0 = time.monotonic()
-    p = subprocess.run([str(ROOT / "scripts" / "build-images.sh"), "--variant", "slim",
-                        "--base", BASE, "--tag", TAG, "--quiet"],
-                       capture_output=True, text=True, timeout=1500)
-    assert p.returncode == 0, f"build-images.sh failed:\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
-    print(p.stdout)
-    return {"build_seconds": time.monotonic() - t0}
+def images(built_images) -> dict[str, float]:
+    """The slim runner and the operator on the debootstrap base (the session's build, see
+    tests/image_build.py); returns the build's seconds."""
+    return built_images
 
 
 # ------------------------------------------------------------------------------- tests
