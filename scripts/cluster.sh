@@ -728,9 +728,15 @@ cmd_kuberay() {  # start the KubeRay operator (CRDs, RBAC, its own identity) on 
   kc create clusterrolebinding kuberay-operator --clusterrole=kuberay-operator --user=kuberay-operator \
     --dry-run=client -o yaml | kc apply --server-side --force-conflicts -f - >/dev/null
   kc wait --for=condition=Established --timeout=60s -f "$BIN/kuberay/crd/" >/dev/null || die "the KubeRay CRDs did not become Established"
+  # The operator runs on the node, not in a pod: it cannot resolve the cluster's Service names,
+  # and it reads every RayJob's status from the head's dashboard at
+  # <head-svc>.<ns>.svc.cluster.local:8265 (utils.FetchHeadServiceURL). With
+  # --use-kubernetes-proxy it goes through the API server's services/proxy instead (its
+  # ClusterRole grants services/proxy; the token travels in x-ray-authorization, which the
+  # proxy passes on).
   start_bg kuberay-operator env KUBECONFIG="$STATE/kuberay-operator.kubeconfig" "$BIN/kuberay-operator" \
     --metrics-addr=0 --health-probe-bind-address=127.0.0.1:18082 --enable-leader-election=false \
-    --log-stdout-encoder=console
+    --use-kubernetes-proxy --log-stdout-encoder=console
   printf '%s' "$BIN/kuberay-operator" >"$RUN/kuberay-operator.match"
   wait_for 60 "the KubeRay operator's readiness probe" curl -fsS http://127.0.0.1:18082/readyz
   log "KubeRay operator $KUBERAY_VERSION running (log: $LOGS/kuberay-operator.log)"
