@@ -171,6 +171,30 @@ async def test_the_failure_watch_reads_only_this_attempts_controllers():
     assert await watch() is None  # ContainerCreating resolves by itself
 
 
+UNSCHEDULABLE = ("0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+                 "1 No preemption victims found for incoming pod.")
+
+
+async def test_a_start_up_timeout_names_the_schedulers_reason():
+    """A pod the scheduler could not place (PodScheduled False, as kube-scheduler sets it:
+    pkg/scheduler/schedule_one.go) is reported with the scheduler's reason, not just as "not
+    Ready": on a real node a trial that asks for more CPU than is free waits out its start-up
+    timeout, and the message must say why (tests/test_real_cluster.py saw it)."""
+    from testbed_operator.handlers import PodFailureWatch
+
+    pending = {"metadata": {"name": "t-ray-1-workers-worker-abcde"}, "status": {
+        "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                                            "reason": "Unschedulable", "message": UNSCHEDULABLE}]}}
+    running = {"metadata": {"name": "t-ray-1-head-x"}, "status": {"phase": "Running", "conditions": [
+        {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]}}
+    probe = _event("Pod", "t-ray-1-head-x", "Unhealthy", "2033-05-18T03:33:30Z",
+                   "Readiness probe failed: connection refused")
+    watch = PodFailureWatch(_Kube([probe], [pending, running]), "ns", "t-ray-1", None, 0, [])
+    assert await watch.not_ready() == (
+        "pod t-ray-1-head-x not Ready (Readiness probe failed: connection refused); "
+        f"pod t-ray-1-workers-worker-abcde not scheduled (Unschedulable: {UNSCHEDULABLE})")
+
+
 # -- KubeRay's token auth, as the fake plays it ---------------------------------------------------
 def test_the_fake_kuberay_validates_auth_like_kuberay():
     """utils/validation.go: token auth needs rayVersion >= 2.52.0; a RayJob may not use

@@ -259,8 +259,11 @@ class PodFailureWatch:
 
     async def not_ready(self) -> str:
         """Why the trial's pods are not Ready, for a start-up timeout's message: each pod whose
-        ``Ready`` condition is not True, with the kubelet's latest ``Unhealthy`` Event on it
-        (pkg/kubelet/prober/prober.go: "Readiness probe failed: ..."). Empty if none."""
+        ``Ready`` condition is not True, with the scheduler's reason when it was never placed
+        (its ``PodScheduled`` condition False, e.g. ``Unschedulable: 0/1 nodes are available: 1
+        Insufficient cpu``; pkg/scheduler/schedule_one.go, ``handleSchedulingFailure``) or else
+        the kubelet's latest ``Unhealthy`` Event on it (pkg/kubelet/prober/prober.go:
+        "Readiness probe failed: ..."). Empty if none."""
         pods = [p for p in await self.kube.list("v1", "Pod", self.ns,
                                                 f"{manifests.TRIAL_LABEL}={self.tname}")
                 if not any(c.get("type") == "Ready" and c.get("status") == "True"
@@ -271,6 +274,14 @@ class PodFailureWatch:
         parts = []
         for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
             name = pod["metadata"]["name"]
+            unscheduled = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                                if c.get("type") == "PodScheduled" and c.get("status") == "False"),
+                               None)
+            if unscheduled is not None:
+                why = ": ".join(x for x in (unscheduled.get("reason"), unscheduled.get("message"))
+                                if x)
+                parts.append(f"pod {name} not scheduled" + (f" ({why.strip()})" if why else ""))
+                continue
             said = [e for e in events if e.get("reason") == "Unhealthy"
                     and (e.get("involvedObject") or {}).get("kind") == "Pod"
                     and (e.get("involvedObject") or {}).get("name") == name]
