@@ -42,7 +42,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import yaml
@@ -397,7 +397,8 @@ class Stack:
         self.kube, self.dask = kube, dask
 
     def operator_pod(self) -> dict[str, Any]:
-        pods = self.kube.items("pods", SYSTEM_NS, "app.kubernetes.io/name=testbed")
+        pods = [p for p in self.kube.items("pods", SYSTEM_NS, "app.kubernetes.io/name=testbed")
+                if not p["metadata"].get("deletionTimestamp")]
         assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
         return pods[0]
 
@@ -451,10 +452,12 @@ FATAL = [
 ]
 
 
-def run_benchmark(stack: Stack, name: str, spec: dict[str, Any], timeout: float = 480
+def run_benchmark(stack: Stack, name: str, spec: dict[str, Any], timeout: float = 480,
+                  on_poll: Callable[[dict[str, Any]], None] | None = None
                   ) -> tuple[dict[str, Any], float, Watch, Watch]:
-    """Apply a Benchmark; wait for its end. Returns it, the seconds to its end and the pod and
-    result ConfigMap watches (stopped by the caller)."""
+    """Apply a Benchmark; wait for its end (``on_poll`` sees it at every poll until then).
+    Returns it, the seconds to its end and the pod and result ConfigMap watches (stopped by the
+    caller)."""
     kube = stack.kube
     selector = f"testbed.dev/benchmark={name}"
     pods = Watch(kube, "pods", NS, selector)
@@ -468,6 +471,8 @@ def run_benchmark(stack: Stack, name: str, spec: dict[str, Any], timeout: float 
             bm = kube.json("get", "benchmark", name, "-n", NS)
             if (bm.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 return bm, time.monotonic() - t0, pods, configmaps
+            if on_poll is not None:
+                on_poll(bm)
             logs = {"dask controller": stack.dask.output()[seen["dask controller"]:],
                     "KubeRay": stack.kuberay_log()[seen["KubeRay"]:]}
             for who, pattern in FATAL:
@@ -655,6 +660,38 @@ def test_a_trial_that_cannot_be_scheduled_says_why(stack):
                      r"1 Insufficient cpu", trial["error"]), trial["error"]
     assert_children_gone(stack, name)
     delete_benchmark(stack, name)
+
+
+def test_the_operator_pod_killed_mid_trial(stack):
+    """The operator's pod is deleted while a trial runs: its Deployment makes a new one, which
+    reads the trial back from the status, adopts the trial's objects and finishes it, without
+    starting anything twice."""
+    name = "knn-restart"
+    before = stack.operator_pod()["metadata"]["name"]
+    killed: dict[str, Any] = {}
+
+    def kill(bm: dict[str, Any]) -> None:
+        trials = (bm.get("status") or {}).get("trials") or []
+        if not killed and trials and trials[0].get("submittedAt"):
+            stack.kube.run("delete", "pod", "-n", SYSTEM_NS, before, "--wait=false")
+            killed["phase"] = bm["status"]["phase"]
+
+    bm, seconds, pods, configmaps = run_benchmark(stack, name, knn_spec("dask"), on_poll=kill)
+    try:
+        TIMINGS["dask x1 with the operator killed, to Succeeded"] = seconds
+        assert killed == {"phase": "Running"}, killed
+        (trial,) = assert_succeeded(bm, "dask")
+        assert trial["attempts"] == 1, trial
+        runners = {p["metadata"]["name"] for p in pods.objects()
+                   if "job-name" in p["metadata"]["labels"]}
+        assert len(runners) == 1, runners
+    finally:
+        pods.stop()
+        configmaps.stop()
+    assert_children_gone(stack, name)
+    delete_benchmark(stack, name)
+    after = stack.operator_pod()
+    assert after["metadata"]["name"] != before and pod_ready(after)
 
 
 def test_the_operator_hit_no_permission_error(stack):
