@@ -1,6 +1,5 @@
-"""The real Kopf operator against the API emulator, with the real dask-kubernetes controller and
-fake KubeRay / kubelet controllers that start real local clusters and run the real
-``testbed runner`` (the end-to-end test; ``tests/real_dask_operator.py``)."""
+"""The real Kopf operator against the API emulator, with fake KubeRay / Dask operator / kubelet
+controllers that start real local clusters and run the real ``testbed runner``."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +14,6 @@ import pytest
 
 from fake_controllers import FakeControllers, wait_for
 from operator_harness import Api, benchmark, finished, running_operator
-from real_dask_operator import DEPLOYMENTS, RealDaskControllers
 
 NS = "ns1"
 SECRET = "e2e-s3cr3t-never-stored"
@@ -29,7 +27,7 @@ BENCHMARKS = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks"
 async def no_children(api: Api) -> bool:
     # NetworkPolicies too: the operator deletes a trial's policy after its cluster, and the
     # Benchmark may read Succeeded before that last delete (seen once in CI).
-    for path in (RAYJOBS, DASKCLUSTERS, JOBS, NETWORKPOLICIES, DEPLOYMENTS):
+    for path in (RAYJOBS, DASKCLUSTERS, JOBS, NETWORKPOLICIES):
         if await api.items(path):
             return False
     return not [c for c in await api.items(CONFIGMAPS) if c["metadata"]["name"].endswith("-result")]
@@ -68,8 +66,7 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch, 
     """The issue's end-to-end test: real clusters, real runners, results in status, metrics
     and S3 (moto on loopback), every child removed, nothing ran twice. The Ray clusters run
     with KubeRay's token auth (the default authMode): a driver without the token is refused,
-    the runner (the RayJob's driver, with the head's environment) connects. The Dask
-    clusters are made by the real dask-kubernetes controller."""
+    the runner (the RayJob's driver, with the head's environment) connects."""
     from moto.server import ThreadedMotoServer
 
     import boto3
@@ -84,7 +81,7 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch, 
             monkeypatch.setenv(k, v)
         boto3.client("s3").create_bucket(Bucket="results")
         gate = asyncio.Event()
-        async with RealDaskControllers(k8s.url, NS, kubeconfig, gate=gate) as fake, \
+        async with FakeControllers(k8s.url, NS, kubeconfig, gate=gate) as fake, \
                 running_operator(k8s.url, NS) as running:
             code, _ = await api.apply(benchmark(
                 "e2e", frameworks=["ray", "dask"], workers=[1, 2],
@@ -128,11 +125,8 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch, 
                 assert rows[(fw, 1)]["speedup"] == pytest.approx(1.0)
                 assert rows[(fw, 2)]["speedup"] == pytest.approx(
                     rows[(fw, 1)]["median"] / rows[(fw, 2)]["median"], rel=1e-6)
-            # Each cluster resource and runner was created once and run once: 2 RayJobs (the
-            # runner is their driver), 2 Dask runner Jobs, and the real controller's
-            # Deployments (a scheduler per DaskCluster, one per worker: 2 + 3), none twice.
-            assert set(fake.starts.values()) == {1} and len(fake.starts) == 9, fake.starts
-            assert not any(k.startswith("DaskCluster/") for k in fake.starts)  # the real one
+            # Each cluster resource and runner was created once and run once.
+            assert set(fake.starts.values()) == {1} and len(fake.starts) == 6
             # The runners published their results under their own name (managedFields).
             published = [r for r in k8s.emulator.history if r.resource is not None
                          and r.resource.plural == "configmaps" and r.method.value == "POST"
