@@ -110,6 +110,23 @@ def test_the_operator_pod_is_restricted_and_configured_from_values():
     assert dep["spec"]["replicas"] == 1
 
 
+def test_results_s3_settings_reach_the_operator_from_values_and_a_secret():
+    """``resultsS3``: the endpoint and region as boto3's variables, the credentials only as a
+    Secret reference (tests/test_real_cluster.py uploads through them to moto)."""
+    (dep,) = by_kind(render({}))["Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert not {"AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"} & {e["name"] for e in c["env"]}
+    assert "envFrom" not in c
+    values = {"resultsS3": {"endpointUrl": "http://minio.minio:9000", "region": "eu-west-1",
+                            "credentialsSecret": "results-s3"}}
+    (dep,) = by_kind(render(values))["Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["AWS_ENDPOINT_URL"] == "http://minio.minio:9000"
+    assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert c["envFrom"] == [{"secretRef": {"name": "results-s3"}}]
+
+
 @pytest.mark.parametrize("values, message", [
     ({"maxConcurrentTrials": 0}, "/maxConcurrentTrials"),
     ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
@@ -117,6 +134,9 @@ def test_the_operator_pod_is_restricted_and_configured_from_values():
     ({"imagee": {}}, "imagee"),
     ({"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
     ({"runnerPodFaults": "yes"}, "/runnerPodFaults"),
+    ({"resultsS3": {"endpointUrl": "minio:9000"}}, "/resultsS3/endpointUrl"),
+    ({"resultsS3": {"credentialsSecret": "My_Secret"}}, "/resultsS3/credentialsSecret"),
+    ({"resultsS3": {"secretKey": "x"}}, "secretKey"),
     ({"networkPolicy": {"metricsFrom": {"namespaceSelector": {}}}}, "/networkPolicy/metricsFrom"),
     ({"networkPolicy": {"metricsFrom": [{"namespaceSelecter": {}}]}}, "namespaceSelecter"),
     ({"networkPolicy": {"rayDashboardFrom": [{}]}}, "/networkPolicy/rayDashboardFrom/0"),
