@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes cluster on this machine, built from the components' own Go modules.
 #
-#   scripts/cluster.sh build    build (or reuse) the pinned binaries and the pause image
+#   scripts/cluster.sh build    build (or reuse) the pinned binaries (and Prometheus) and the pause image
 #   scripts/cluster.sh up       start etcd, the control plane, containerd, the kubelet, kube-proxy, DNS
 #   scripts/cluster.sh down     stop everything and undo every change to the host (safe to repeat)
 #   scripts/cluster.sh status   one line per component
@@ -26,6 +26,9 @@ PKI="$STATE/pki"
 K8S_VERSION=v1.33.13
 ETCD_VERSION=v3.5.35
 KUBERAY_VERSION=v1.6.1
+# Prometheus v3.16.0 is the Go module github.com/prometheus/prometheus v0.316.0. Built for the
+# real-cluster tests: Debian's prometheus 2.42 has no Kubernetes service discovery.
+PROMETHEUS_VERSION=v3.16.0
 PAUSE_TAG=3.10.1
 PAUSE_IMAGE="registry.k8s.io/pause:$PAUSE_TAG"
 
@@ -90,7 +93,7 @@ ensure_packages() {
 build_stamp() {
   # Everything that decides the binaries: pins, go.sum, the Go toolchain, this script's build recipe.
   {
-    echo "$K8S_VERSION $ETCD_VERSION $KUBERAY_VERSION $PAUSE_TAG"
+    echo "$K8S_VERSION $ETCD_VERSION $KUBERAY_VERSION $PROMETHEUS_VERSION $PAUSE_TAG"
     go version
     cat "$ROOT"/cluster/go/*/go.mod "$ROOT"/cluster/go/*/go.sum
     sed -n '/^# >>> build recipe/,/^# <<< build recipe/p' "${BASH_SOURCE[0]}"
@@ -120,6 +123,14 @@ build_etcd() {
   (cd "$ROOT/cluster/go/etcd" &&
     nice -n 19 go build -trimpath -ldflags "$ld" -o "$BIN/.new/etcd" go.etcd.io/etcd/server/v3 &&
     nice -n 19 go build -trimpath -ldflags "$ld" -o "$BIN/.new/etcdctl" go.etcd.io/etcd/etcdctl/v3)
+}
+
+build_prometheus() {
+  local ld="-s -w" pkg=github.com/prometheus/common/version
+  ld+=" -X $pkg.Version=${PROMETHEUS_VERSION#v} -X $pkg.Branch=HEAD -X $pkg.BuildDate=19700101-00:00:00"
+  (cd "$ROOT/cluster/go/prometheus" &&
+    nice -n 19 go build -trimpath -ldflags "$ld" -o "$BIN/.new/prometheus" github.com/prometheus/prometheus/cmd/prometheus &&
+    nice -n 19 go build -trimpath -ldflags "$ld" -o "$BIN/.new/promtool" github.com/prometheus/prometheus/cmd/promtool)
 }
 
 build_kuberay() {
@@ -173,7 +184,7 @@ cmd_build() {
   local stamp; stamp=$(build_stamp)
   if [[ -f $BIN/.stamp && $(cat "$BIN/.stamp") == "$stamp" ]]; then
     local b ok=1
-    for b in "${KUBE_BINS[@]}" etcd etcdctl kuberay-operator pause pause.tar; do [[ -e $BIN/$b ]] || ok=0; done
+    for b in "${KUBE_BINS[@]}" etcd etcdctl kuberay-operator prometheus promtool pause pause.tar; do [[ -e $BIN/$b ]] || ok=0; done
     if [[ $ok == 1 ]]; then log "binaries up to date in $BIN (stamp ${stamp:0:12})"; return 0; fi
   fi
   local t0=$SECONDS
@@ -182,6 +193,7 @@ cmd_build() {
   log "building Kubernetes $K8S_VERSION (${KUBE_BINS[*]}) ..."; build_kubernetes
   log "building etcd $ETCD_VERSION ..."; build_etcd
   log "building KubeRay operator $KUBERAY_VERSION ..."; build_kuberay
+  log "building Prometheus $PROMETHEUS_VERSION ..."; build_prometheus
   log "building the pause image $PAUSE_IMAGE ..."; build_pause
   local f
   for f in "$BIN/.new"/*; do rm -rf "${BIN:?}/$(basename "$f")"; mv "$f" "$BIN/"; done
