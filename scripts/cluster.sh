@@ -508,11 +508,23 @@ setup_network() {
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || die "no bridge netfilter (br_netfilter) in this kernel"
   set_sysctl net.bridge.bridge-nf-call-iptables 1
-  # Accept forwarding to/from the bridge even where FORWARD's policy is DROP (Docker sets that).
+  # Accept forwarding within and into the bridge even where FORWARD's policy is DROP (Docker
+  # sets that). Nothing from a pod leaves the machine: pods reach each other, Services (already
+  # DNATed to pod IPs by kube-proxy) and the node's own addresses (INPUT, not FORWARD); the rest
+  # is refused at once. That includes a ClusterIP that kube-proxy has not programmed yet (the
+  # first second of a new Service): routed by default, it went out to the host's gateway,
+  # and the client's connect hung for its whole timeout (30 s for Dask) instead of failing fast
+  # and retrying.
   iptables -N RDTB-FORWARD 2>/dev/null || iptables -F RDTB-FORWARD
-  iptables -A RDTB-FORWARD -i "$BRIDGE" -j ACCEPT
+  iptables -A RDTB-FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
+  iptables -A RDTB-FORWARD -i "$BRIDGE" -j REJECT --reject-with icmp-port-unreachable
   iptables -A RDTB-FORWARD -o "$BRIDGE" -j ACCEPT
   iptables -C FORWARD -j RDTB-FORWARD 2>/dev/null || iptables -I FORWARD 1 -j RDTB-FORWARD
+  # The same for the node's own connections to ClusterIPs (filter OUTPUT sees them after
+  # kube-proxy's DNAT, so only unprogrammed ones match).
+  iptables -N RDTB-OUTPUT 2>/dev/null || iptables -F RDTB-OUTPUT
+  iptables -A RDTB-OUTPUT -d "$SERVICE_CIDR" -j REJECT --reject-with icmp-port-unreachable
+  iptables -C OUTPUT -j RDTB-OUTPUT 2>/dev/null || iptables -I OUTPUT 1 -j RDTB-OUTPUT
 }
 
 cmd_up() {
