@@ -8,8 +8,11 @@ The operator sets ``$TESTBED_FAULT_PODS`` on the runner of a Benchmark with ``fa
 ``identity``   how the framework names a worker: ``podIP`` (a Ray node's address) or
                ``env:NAME`` (a container environment variable, e.g. ``DASK_WORKER_NAME``).
 
-Pods are deleted with a grace period of 0 (the kubelet SIGKILLs their containers), using the
-runner's service account (``testbed-runner``: pods ``list`` and ``delete`` in its namespace;
+Pods are deleted with a grace period of 0: the API object goes at once (the controllers make a
+replacement), and the kubelet stops the containers with SIGTERM and SIGKILL after its minimum
+grace period of 2 s (pkg/kubelet/kuberuntime). A Ray node can drain in that time without
+failing a task; its death shows as the GCS marking it dead. The deletion uses the runner's
+service account (``testbed-runner``: pods ``list`` and ``delete`` in its namespace;
 the chart grants that when ``runner.podFaults`` is true).  KubeRay and the Dask operator then
 replace the pod, as a nanny replaces a local worker process.
 """

@@ -43,8 +43,11 @@ never become ready), ``crash`` (names whose runner exits 1 without publishing an
 * **Pods**: with real clusters, every Ray node and every Dask worker and scheduler also gets a
   Pod object carrying its template's labels plus KubeRay's ``ray.io/node-type`` or the Dask
   operator's ``dask.org/component``, ``status.podIP`` (the Ray node's address) and the
-  ``DASK_WORKER_NAME`` env.  Deleting such a pod SIGKILLs the process tree it stands for, as
-  the kubelet does with a grace period of 0 (``killed_pods`` lists them).
+  ``DASK_WORKER_NAME`` env.  Deleting such a pod stops the process tree it stands for as the
+  kubelet stops a container: SIGTERM, then SIGKILL after the grace period, which is never
+  under 2 s, even for a deletion with ``gracePeriodSeconds: 0``
+  (``minimumGracePeriodInSeconds``, pkg/kubelet/kuberuntime/kuberuntime_manager.go, applied in
+  ``killContainer``, kuberuntime_container.go). ``killed_pods`` lists them.
 
 * **KubeRay token auth** (``rayClusterSpec.authOptions``, KubeRay v1.6/v1.7 source):
   ``ValidateRayJobSpec`` (utils/validation.go) refuses ``mode: token`` without a ``rayVersion``
@@ -207,6 +210,11 @@ def kuberay_probes(container: dict[str, Any], node_type: str, ray_start_params: 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+
+# The kubelet's floor on a container's grace period (pkg/kubelet/kuberuntime/
+# kuberuntime_manager.go): a pod deleted with gracePeriodSeconds 0 still gets SIGTERM and 2 s.
+KUBELET_MIN_GRACE_SECONDS = 2.0
 
 class ServiceAddress:
     """A Service's address as kube-proxy makes it work: fixed from the Service's creation;
@@ -499,9 +507,10 @@ class FakeControllers:
             return
         try:
             root = psutil.Process(entry[1])
-            for p in [root] + root.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
+            tree = [root] + root.children(recursive=True)
+            root.terminate()
+            self._replacing.append(asyncio.create_task(self._guard(
+                f"stop {name}", self._kill_after(tree, KUBELET_MIN_GRACE_SECONDS))))
         except psutil.Error:
             pass
         self.killed_pods.append(name)
@@ -510,6 +519,16 @@ class FakeControllers:
                 f"replace {name}", self._replace_pod(entry[0], name))))
         elif name in self._pod_template:
             self.not_replaced[name] = f"{entry[0]} is not being reconciled"
+
+    @staticmethod
+    async def _kill_after(tree: list[Any], grace: float) -> None:
+        """What is left of a container's processes when its grace period ends: SIGKILLed."""
+        import psutil
+
+        await asyncio.sleep(grace)
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
     async def _pods(self, key: str, cluster: str, info: dict[str, Any], framework: str,
                     head_labels: dict[str, str], worker_labels: dict[str, str],

@@ -23,7 +23,9 @@ Job kubelet, admission, Events) with the *fake* Dask operator replaced by:
   Ready, then forwards to it, as kube-proxy with no ready endpoint would). A pod is Ready when
   its readiness probe passes (the scheduler's ``httpGet /health`` on its dashboard), or once
   its process runs if it has none; the Deployment's status then says ``readyReplicas: 1``.
-  Deleting a Deployment (or its pod) kills the process group it stands for.
+  Deleting a Deployment kills the process group it stands for; deleting its pod stops it as
+  the kubelet stops a container (SIGTERM, SIGKILL after the 2 s minimum grace period:
+  fake_controllers.KUBELET_MIN_GRACE_SECONDS).
 
 Knobs kept from the fake: ``late_scheduler`` (DaskCluster name -> seconds before its scheduler
 pod is made), ``reject_pods``/``stuck_pods`` (by DaskCluster name, for the scheduler's pod).

@@ -175,6 +175,12 @@ def _fault_result(f: dict[str, Any]) -> dict[str, Any]:
         "qualityMatches": f.get("quality_matches"), "seconds": f.get("seconds"),
         "penaltySeconds": f.get("penalty_seconds"),
         "detectedAfterSeconds": obs.get("detected_after_seconds"),
+        # Workers the framework saw go (Ray: nodes the GCS marked dead; Dask: workers the
+        # scheduler removed), and for Ray when: a node can drain and go without failing a task
+        # (a deleted pod's container gets SIGTERM first), so detection by task failure may
+        # never come.
+        "workersRemoved": obs.get("workers_removed"),
+        "nodeDeadAfterSeconds": obs.get("node_dead_after_seconds"),
         "retriedTasks": obs.get("retried_tasks", obs.get("recomputed_tasks")),
         "replacement": _camel(obs.get("replacement")),
         "settings": f.get("settings") or {},
