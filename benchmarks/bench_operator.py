@@ -80,7 +80,7 @@ async def main(n: int, rounds: int) -> int:
                     name = f"lat{i}"
                     t0 = time.perf_counter()
                     await api.apply(benchmark(name, frameworks=["dask"], workers=[1]))
-                    await wait_for(lambda: _cluster_posts(k8s.emulator, name), 10,
+                    await wait_for(lambda name=name: _cluster_posts(k8s.emulator, name), 10,
                                    f"{name}'s cluster resource", poll=0.002)
                     latencies.append(time.perf_counter() - t0)
                     await _done(api, [name], 30)

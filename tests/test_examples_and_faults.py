@@ -17,8 +17,29 @@ def test_there_are_examples():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_specs_are_valid(path):
+    """Each example loads as ``testbed run -f`` loads it, plans one trial for every framework
+    and worker count it names, and, as a Benchmark's spec, passes the CRD's schema and the
+    operator's validation: ``kubectl apply`` and the operator take it too."""
+    import jsonschema
+    import yaml
+
+    from testbed_operator.crd import spec_schema
+    from testbed_operator.validation import validate_benchmark
+
+    doc = yaml.safe_load(path.read_text())
+    raw = doc["spec"] if doc.get("kind") == "Benchmark" else {k: v for k, v in doc.items()
+                                                               if k != "name"}
     spec = load_spec(path)
-    assert spec.trials()
+    assert spec.frameworks == raw["frameworks"] and spec.workers == raw["workers"]
+    planned = spec.trials()
+    assert [(f, w) for f, w in planned if f != "local"] == [
+        (f, w) for f in raw["frameworks"] if f != "local" for w in raw["workers"]]
+    assert len(planned) == len(set(planned))
+    jsonschema.Draft4Validator(spec_schema()).validate(raw)
+    body = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
+            "metadata": {"name": (doc.get("metadata") or {}).get("name") or path.stem,
+                         "namespace": "bench"}, "spec": raw}
+    assert validate_benchmark(body).model_dump() == spec.model_dump()
 
 
 def test_faults_do_not_apply_to_the_local_baseline(tmp_path):

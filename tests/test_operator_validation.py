@@ -1,7 +1,8 @@
 """Semantic Benchmark checks: what the schema cannot catch, reported with the field's name."""
 import pytest
 
-from testbed_operator.validation import BenchmarkInvalid, trial_requests, validate_benchmark
+from testbed_operator.validation import (BenchmarkInvalid, split_spec, trial_requests,
+                                         validate_benchmark)
 
 
 def body(**spec):
@@ -15,9 +16,24 @@ def quota(**hard):
 
 
 def test_a_good_benchmark_gives_the_engine_spec():
-    spec = validate_benchmark(body(workload={"name": "knn"}, failurePolicy="stop",
-                                   resultsUri="s3://results/run1", image="runner:1"))
+    """The engine's spec, with the workload's defaults filled in; the operator-only fields are
+    split off for the operator (the engine would refuse them as unknown)."""
+    b = body(workload={"name": "knn"}, failurePolicy="stop", resultsUri="s3://results/run1",
+             image="runner:1")
+    spec = validate_benchmark(b)
     assert spec.name == "b" and spec.workloads[0].params["n_neighbors"] == 5
+    assert (spec.frameworks, spec.workers) == (["ray", "dask"], [1, 2])
+    engine, operator_only = split_spec(b)
+    assert operator_only == {"failurePolicy": "stop", "resultsUri": "s3://results/run1",
+                             "image": "runner:1"}
+    assert not set(operator_only) & set(engine)
+    dumped = spec.model_dump(by_alias=True)
+    assert not {"failurePolicy", "resultsUri", "image"} & set(dumped)
+    # Each of them is checked by the operator itself: a bad value names its field.
+    for field, bad in (("failurePolicy", "sometimes"), ("resultsUri", "gs://x"),
+                       ("trialRetries", 9), ("startupTimeoutSeconds", 0)):
+        with pytest.raises(BenchmarkInvalid, match=f"spec.{field}"):
+            validate_benchmark(body(workload={"name": "knn"}, **{field: bad}))
 
 
 @pytest.mark.parametrize("spec, words", [

@@ -86,12 +86,37 @@ def test_table_text_has_cells_and_labels():
     assert "\x1b[" not in text
 
 
+def _table_rows(text: str, width: int) -> list[list[str]]:
+    """The rows of a printed table with ``width`` cells (cells are split on 2+ spaces)."""
+    rows = [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()]
+    return [r for r in rows if len(r) == width]
+
+
 def test_render_table_prints_both_tables():
+    rows = summarize(sample_records())
     c = console()
-    render_table(summarize(sample_records()), c)
+    render_table(rows, c)
     out = c.export_text()
     assert "Run Time Performance" in out and "Scaling" in out
-    assert "FAILED" in out
+    # Scaling and quality: one line per summary row, its median, speedup and quality.
+    scaling = {tuple(r[:3]): r[3:] for r in _table_rows(out, 9)}
+    assert set(scaling) - {("Workload", "Framework", "Workers")} == {
+        (r["workload"], r["framework"], str(r["workers"])) for r in rows}
+    for r in rows:
+        cells = scaling[(r["workload"], r["framework"], str(r["workers"]))]
+        if r["state"] != "succeeded":
+            assert cells == ["FAILED", "—", "—", "—", "—", "—"], cells
+            continue
+        assert cells[0] == f"{r['median']:.3f} ±{r['iqr']:.3f}", cells
+        assert cells[1] == f"{r['speedup']:.2f}×" and cells[2] == f"{r['efficiency']:.2f}", cells
+        assert cells[5].startswith(r["quality_metric"]), cells
+    # Run Time Performance: a column per framework and worker count, a row per workload.
+    (header, knn, kmeans) = _table_rows(out, 8)
+    assert header == ["Workload", "local 1t", "local 4t", "ray ×1", "ray ×2", "ray ×3",
+                      "dask ×1", "dask ×2"]
+    assert knn == ["knn", "4.000 ±0.040", "1.333 ±0.000", "4.400 ±0.000", "2.200 ±0.000",
+                   "1.000 ±0.000", "4.800 ±0.000", "FAILED"]
+    assert kmeans[0] == "kmeans" and kmeans[5] == "—" and kmeans[7] == "0.700 ±0.010"
 
 
 # ---- figures -----------------------------------------------------------------------------
@@ -231,7 +256,13 @@ def test_report_command_prints_only_without_out(tmp_path):
     results = write_jsonl(tmp_path / "results.jsonl", sample_records())
     c = console()
     assert report_command(str(results), None, None, c) == 0
-    assert "knn" in c.export_text()
+    out = c.export_text()
+    # The summary tables of these records (the same as render_table prints), nothing written.
+    expected = console()
+    render_table(summarize(sample_records()), expected)
+    want = expected.export_text()
+    assert len(_table_rows(want, 9)) == 14 and _table_rows(want, 9) == _table_rows(out, 9)
+    assert len(_table_rows(want, 8)) == 3 and _table_rows(want, 8) == _table_rows(out, 8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
 
 
