@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 from typing import Any, AsyncIterator
 
@@ -15,13 +14,9 @@ from testbed_operator.handlers import BenchmarkOperator, OperatorConfig
 from testbed_operator.kube import Kube, api_client
 from testbed_operator.main import run
 
+from support import free_port  # noqa: F401  (re-exported: the operator tests import it here)
+
 BENCHMARKS = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RunningOperator:

@@ -41,7 +41,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -49,18 +48,14 @@ from typing import Any
 
 import aiohttp
 
+from support import free_port
+
 from fake_controllers import (DASKCLUSTERS, MERGE, PODS, FakeControllers, ServiceAddress,
                               _now)
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
 SERVICES = "/api/v1/namespaces/{ns}/services"
 DASKWORKERGROUPS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskworkergroups"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DaskKubernetesController:
@@ -75,7 +70,7 @@ class DaskKubernetesController:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig}
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", self.ns,
-            "--liveness", f"http://127.0.0.1:{_free_port()}/healthz",
+            "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
             "-m", "dask_kubernetes.operator.controller",
             stdout=self.log, stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=env)
 
@@ -216,10 +211,10 @@ class RealDaskControllers(FakeControllers):
         argv = [_expand(a, env) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
         # A pod's own network: loopback, free ports.
         argv = _set_flag(argv, "--host", "127.0.0.1")
-        dashboard = _free_port()
+        dashboard = free_port()
         argv = _set_flag(argv, "--dashboard-address", f"127.0.0.1:{dashboard}")
         if scheduler:
-            port = _free_port()
+            port = free_port()
             argv = _set_flag(argv, "--port", str(port))
             self._scheduler_local[cluster] = f"tcp://127.0.0.1:{port}"
         # Cluster DNS: the scheduler Service's name, wherever the pod carries it.

@@ -36,6 +36,7 @@ import uuid
 
 import pytest
 
+import support
 from image_build import OPERATOR, RUNNER, engine_problem
 
 NS = "ns1"
@@ -61,18 +62,9 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     return p
 
 
-_PORTS: set[int] = set()
-
-
 def free_port() -> int:
     """A port free on every interface (containers share the host's network), never reused here."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        if port not in _PORTS:
-            _PORTS.add(port)
-            return port
+    return support.free_port("")
 
 
 def wait_port(ip: str, port: int, timeout: float, container: str) -> None:

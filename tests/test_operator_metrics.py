@@ -1,5 +1,4 @@
 """Operator metrics: re-exported from Benchmark.status and scraped over real HTTP on loopback."""
-import socket
 import urllib.request
 
 import pytest
@@ -7,13 +6,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from testbed_operator import trials as tr
 from testbed_operator.metrics import OperatorMetrics
+from support import free_port
 from test_operator_trials import SPEC, records  # noqa: F401  (real runner records fixture)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scrape(port):
@@ -25,7 +19,7 @@ def _scrape(port):
 @pytest.fixture
 def served():
     m = OperatorMetrics()
-    port = _free_port()
+    port = free_port()
     server, thread = m.serve(port)
     yield m, port
     server.shutdown()

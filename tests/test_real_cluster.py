@@ -46,7 +46,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,7 @@ import pytest
 import yaml
 
 from image_build import OPERATOR, RUNNER, TAG
+from support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SH = ROOT / "scripts" / "cluster.sh"
@@ -357,12 +357,6 @@ def _owned_service_dry_run(kubeconfig: Path) -> subprocess.CompletedProcess:
         time.sleep(2)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 class NodeProcess:
     """A process on the node (not a pod), in its own session, its output in a log file."""
 
@@ -408,7 +402,7 @@ class DaskController(NodeProcess):
     what = "dask controller"
 
     def __init__(self, kubeconfig: Path, log: Path):
-        self.port = _free_port("127.0.0.1")
+        self.port = free_port("127.0.0.1")
         super().__init__([sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
                           "--liveness", f"http://127.0.0.1:{self.port}/healthz",
                           "-m", "dask_kubernetes.operator.controller"],
@@ -426,7 +420,7 @@ class S3Server(NodeProcess):
     what = "moto S3 server"
 
     def __init__(self, log: Path):
-        port = _free_port(NODE_IP)
+        port = free_port(NODE_IP)
         self.url = f"http://{NODE_IP}:{port}"
         super().__init__([sys.executable, "-m", "moto.server", "-H", NODE_IP, "-p", str(port)],
                          log)
@@ -446,7 +440,7 @@ class Prometheus(NodeProcess):
     what = "prometheus"
 
     def __init__(self, config: Path, tmp: Path):
-        self.port = _free_port("127.0.0.1")
+        self.port = free_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}"
         check = subprocess.run([str(CACHE / "bin" / "promtool"), "check", "config", str(config)],
                                capture_output=True, text=True, timeout=60)
