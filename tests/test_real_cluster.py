@@ -977,17 +977,19 @@ def test_ray_knn_and_tasks_one_and_two_workers(stack, record_property):
     delete_benchmark(stack, name)
 
 
-def test_dask_on_ray_knn_and_tasks_one_worker(stack):
+def test_dask_on_ray_knn_and_tasks_one_and_two_workers(stack):
     """Dask collections on Ray's scheduler: a RayJob like ``ray``'s, the runner as its driver."""
     name = "bench-dask-on-ray"
-    bm, seconds, pods, configmaps = run_benchmark(stack, name, bench_spec(["dask-on-ray"]))
-    pods.stop()
+    bm, seconds, pods, configmaps = run_benchmark(stack, name, bench_spec(["dask-on-ray"], (1, 2)))
     try:
-        TIMINGS["dask-on-ray x1 (knn, tasks) to Succeeded"] = seconds
-        (trial,) = assert_succeeded(bm, "dask-on-ray", (1,), ("knn", "tasks"))
-        assert trial["cluster"].startswith("RayJob/")
-        assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1], ("knn", "tasks"))
+        TIMINGS["dask-on-ray x1+x2 (knn, tasks) to Succeeded"] = seconds
+        for trial in assert_succeeded(bm, "dask-on-ray", (1, 2), ("knn", "tasks")):
+            assert trial["cluster"].startswith("RayJob/")
+            assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1],
+                                    ("knn", "tasks"))
+            assert_startup_includes_the_workers(pods, trial)
     finally:
+        pods.stop()
         configmaps.stop()
     assert_children_gone(stack, name)
     delete_benchmark(stack, name)
