@@ -30,7 +30,7 @@ _LOOPBACK = itertools.count(2 + 253 * (os.getpid() % 250))  # a base of its own 
 _HANDED_OUT: set[int] = set()
 
 
-def _free_port(ip: str = "") -> int:
+def free_port(ip: str = "") -> int:
     """A port free on every interface, never handed out twice by this process.
 
     Ray's own "find a free port" races when several nodes start at once on one host, so each
@@ -61,10 +61,10 @@ def _node_ports(temp_dir: str) -> list[str]:
     # user's own Ray cluster on this host uses, and below Linux's ephemeral range (32768+).
     block = next(_WORKER_PORT_BLOCKS) % 60
     low = 20000 + block * 200
-    return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
+    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
             f"--min-worker-port={low}", f"--max-worker-port={low + 199}",
             f"--temp-dir={temp_dir}"]
 
@@ -131,7 +131,7 @@ class RayEngine(Engine):
     def _start_local(self) -> None:
         work = self._workdir_path("tb-ray-")
         head_ip = _next_loopback()
-        port = _free_port()
+        port = free_port()
         common = ["--block", "--disable-usage-stats"]
         auth = self._auth_env()
         # The driver runs on the head (as a RayJob's does), so its ray.put() lands in the head's
@@ -140,7 +140,7 @@ class RayEngine(Engine):
         self._spawn([_ray_bin(), "start", "--head", f"--node-ip-address={head_ip}",
                      f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
                      f"--object-store-memory={obj_store}", *self._dashboard_flags(head_ip),
-                     f"--ray-client-server-port={_free_port()}",
+                     f"--ray-client-server-port={free_port()}",
                      *_node_ports(os.path.join(work, "h")), *common],
                     env={**self._env(), **self.ray_settings.head_env(), **auth},
                     log=os.path.join(work, "head.log"))
@@ -177,9 +177,9 @@ class RayEngine(Engine):
         # benchmark reads; other runs skip its start-up cost. KubeRay heads always run it.
         # Its port is explicit either way: never the default 8265 a user's own head may hold.
         if not self.observe_faults:
-            return ["--include-dashboard=false", f"--dashboard-port={_free_port()}"]
+            return ["--include-dashboard=false", f"--dashboard-port={free_port()}"]
         return ["--include-dashboard=true", f"--dashboard-host={ip}",
-                f"--dashboard-port={_free_port()}"]
+                f"--dashboard-port={free_port()}"]
 
     def _connect(self, address: str, node_ip: str | None = None,
                  auth: dict[str, str | None] | None = None) -> None:
