@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Regenerate the files built from code: the Benchmark CRD (from bench.spec, via
+# testbed_operator.crd) in operator/crds/ and the chart, and the Grafana dashboard (from
+# testbed_operator.dashboard).
+#   scripts/generate.sh           write them
+#   scripts/generate.sh --check   only report which differ (exit 1), as the tests would
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CHECK=""
+case "${1:-}" in
+  "") ;;
+  --check) CHECK=1 ;;
+  *) echo "generate.sh: unknown argument '$1' (expected --check or nothing)" >&2; exit 2 ;;
+esac
+export PYTHONPATH="$PWD:$PWD/operator${PYTHONPATH:+:$PYTHONPATH}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+.venv/bin/python -m testbed_operator.crd > "$tmp/crd.yaml"
+.venv/bin/python -m testbed_operator.dashboard > "$tmp/dashboard.json"
+stale=0
+for pair in "crd.yaml operator/crds/benchmark.yaml" "crd.yaml charts/testbed/crds/benchmark.yaml" \
+            "dashboard.json charts/testbed/dashboards/testbed.json"; do
+  set -- $pair
+  if ! cmp -s "$tmp/$1" "$2"; then
+    if [ -n "$CHECK" ]; then
+      echo "generate.sh: $2 is stale; run scripts/generate.sh (make generate)" >&2
+      stale=1
+    else
+      cp "$tmp/$1" "$2" && echo "wrote $2"
+    fi
+  fi
+done
+exit "$stale"
