@@ -18,16 +18,17 @@ trap 'rm -rf "$tmp"' EXIT
 .venv/bin/python -m testbed_operator.crd > "$tmp/crd.yaml"
 .venv/bin/python -m testbed_operator.dashboard > "$tmp/dashboard.json"
 stale=0
-for pair in "crd.yaml operator/crds/benchmark.yaml" "crd.yaml charts/testbed/crds/benchmark.yaml" \
-            "dashboard.json charts/testbed/dashboards/testbed.json"; do
-  set -- $pair
-  if ! cmp -s "$tmp/$1" "$2"; then
+check() {  # check GENERATED TARGET: compare, and write TARGET unless --check
+  if ! cmp -s "$1" "$2"; then
     if [ -n "$CHECK" ]; then
       echo "generate.sh: $2 is stale; run scripts/generate.sh (make generate)" >&2
       stale=1
     else
-      cp "$tmp/$1" "$2" && echo "wrote $2"
+      cp "$1" "$2" && echo "wrote $2"
     fi
   fi
-done
+}
+check "$tmp/crd.yaml" operator/crds/benchmark.yaml
+check "$tmp/crd.yaml" charts/testbed/crds/benchmark.yaml
+check "$tmp/dashboard.json" charts/testbed/dashboards/testbed.json
 exit "$stale"

@@ -4,7 +4,7 @@
 #   scripts/lint.sh --fix    also apply ruff's safe fixes
 # Each tool runs even when an earlier one fails, so one run shows every finding.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 V=.venv/bin
 FIX=""
 case "${1:-}" in
