@@ -346,17 +346,21 @@ def version_priority(version: str) -> tuple:
 
 # ------------------------------------------------------------------------------------- tables
 # metav1.ObjectMeta{}.SwaggerDoc() for the columns every Table starts with.
-_NAME_DOC = ("Name must be unique within a namespace. Is required when creating resources, although "
+_NAME_DOC = ("Name must be unique within a namespace. Is required when creating resources, "
+             "although "
              "some resources may allow a client to request the generation of an appropriate name "
              "automatically. Name is primarily intended for creation idempotence and configuration "
              "definition. Cannot be updated. More info: "
              "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names")
-_CREATED_DOC = ("CreationTimestamp is a timestamp representing the server time when this object was "
+_CREATED_DOC = ("CreationTimestamp is a timestamp representing the server time when this object "
+                "was "
                 "created. It is not guaranteed to be set in happens-before order across separate "
-                "operations. Clients may not set this value. It is represented in RFC3339 form and is "
+                "operations. Clients may not set this value. It is represented in RFC3339 form and "
+                "is "
                 "in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: "
                 "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata")
-_NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "description": _NAME_DOC, "priority": 0}
+_NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "description": _NAME_DOC,
+                "priority": 0}
 # What a CRD version without additionalPrinterColumns is served with: serveDefaultColumnsIfEmpty
 # in staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/customresource_handler.go.
 _DEFAULT_CRD_COLUMNS = [{"name": "Age", "type": "date", "description": _CREATED_DOC,
@@ -450,7 +454,8 @@ def jsonpath_find(obj: Any, path: str) -> list[Any]:
                     out.append(n[key])
         elif inner == "*":
             for n in nodes:
-                out += list(n.values()) if isinstance(n, dict) else list(n) if isinstance(n, list) else []
+                out += list(n.values()) if isinstance(n, dict) else list(n) if isinstance(n,
+                                                                                          list) else []
         elif re.fullmatch(r"-?\d+", inner):
             i = int(inner)
             out = [n[i] for n in nodes if isinstance(n, list) and -len(n) <= i < len(n)]
@@ -471,7 +476,8 @@ def jsonpath_find(obj: Any, path: str) -> list[Any]:
                     else:
                         a, b = found[0], _literal(f[3])
                         try:
-                            ok = {"==": a == b, "!=": a != b}.get(f[2]) if f[2] in ("==", "!=") else \
+                            ok = {"==": a == b, "!=": a != b}.get(f[2]) if f[2] in ("==",
+                                                                                    "!=") else \
                                 {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[f[2]]
                         except TypeError:
                             ok = False
@@ -580,16 +586,19 @@ def _forbidden(res: resource, name: str | None, why: str) -> KubernetesError:
 _OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 _LIST_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"
 _META_SCHEMAS = {
-    _OBJECT_META: {"type": "object", "description": "ObjectMeta is metadata that all persisted resources must have.",
+    _OBJECT_META: {"type": "object",
+                   "description": "ObjectMeta is metadata that all persisted resources must have.",
                    "properties": {
-                       **{k: {"type": "string"} for k in ("name", "generateName", "namespace", "uid",
+                       **{k: {"type": "string"} for k in ("name", "generateName", "namespace",
+                                                          "uid",
                                                            "resourceVersion", "selfLink")},
                        "generation": {"type": "integer", "format": "int64"},
                        "deletionGracePeriodSeconds": {"type": "integer", "format": "int64"},
                        "creationTimestamp": {"type": "string", "format": "date-time"},
                        "deletionTimestamp": {"type": "string", "format": "date-time"},
                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                       "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "annotations": {"type": "object",
+                                       "additionalProperties": {"type": "string"}},
                        "finalizers": {"type": "array", "items": {"type": "string"}},
                        "ownerReferences": {"type": "array", "items": {"type": "object"}},
                        "managedFields": {"type": "array", "items": {"type": "object"}}}},
@@ -600,13 +609,16 @@ _META_SCHEMAS = {
 
 
 def _param(name: str, where: str = "query", description: str = "") -> dict:
-    return {"name": name, "in": where, "description": description, "schema": {"type": "string", "uniqueItems": True},
+    return {"name": name, "in": where, "description": description,
+            "schema": {"type": "string", "uniqueItems": True},
             **({"required": True} if where == "path" else {})}
 
 
 _WRITE_PARAMS = [_param("dryRun"), _param("fieldManager"), _param(
-    "fieldValidation", description="fieldValidation instructs the server on how to handle objects in the "
-    "request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: Ignore, Warn "
+    "fieldValidation",
+    description="fieldValidation instructs the server on how to handle objects in the "
+    "request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: Ignore, "
+    "Warn "
     "(the default), Strict.")]
 
 
@@ -638,14 +650,17 @@ class PatchedEmulator(KubernetesEmulator):
     _schemas: dict = attrs.field(factory=dict, init=False)      # resource -> openAPIV3Schema
     _validators: dict = attrs.field(factory=dict, init=False)   # resource -> Draft4Validator (lazy)
     _custom: set = attrs.field(factory=set, init=False)         # resources defined by CRDs
-    _storage: dict = attrs.field(factory=dict, init=False)      # served CRD version -> storage version
+    _storage: dict = attrs.field(factory=dict,
+                                 init=False)      # served CRD version -> storage version
     _columns: dict = attrs.field(factory=dict, init=False)      # CRD version -> printer columns
-    _openapi: dict | None = attrs.field(default=None, init=False)   # "apis/g/v" -> document (cached)
+    _openapi: dict | None = attrs.field(default=None,
+                                        init=False)   # "apis/g/v" -> document (cached)
     # Per storage resource: the last ``watch_cache_size`` events [(rv, event)], for replays.
     _log: dict = attrs.field(factory=lambda: collections.defaultdict(collections.deque), init=False)
     _log_trimmed: set = attrs.field(factory=set, init=False)    # resources whose log lost events
     watch_cache_size: int = attrs.field(default=WATCH_CACHE_SIZE, init=False)
-    _watches: dict = attrs.field(factory=dict, init=False)      # id(response) -> raw request, open watches
+    _watches: dict = attrs.field(factory=dict,
+                                 init=False)      # id(response) -> raw request, open watches
     _gc_task: asyncio.Task | None = attrs.field(default=None, init=False)
     _gc_pending: bool = attrs.field(default=False, init=False)
     # Every request served, for assertions. kmock's own ``_requests`` is trimmed to a window:
@@ -672,7 +687,8 @@ class PatchedEmulator(KubernetesEmulator):
         spec, names = crd["spec"], crd["spec"]["names"]
         added = []
         versions = [v for v in spec["versions"] if v.get("served", True)]
-        storage = next((v["name"] for v in spec["versions"] if v.get("storage")), versions[0]["name"])
+        storage = next((v["name"] for v in spec["versions"] if v.get("storage")),
+                       versions[0]["name"])
         for version in versions:
             res = resource(spec["group"], version["name"], names["plural"])
             self.resources[res] = ResourceInfo(
@@ -727,16 +743,19 @@ class PatchedEmulator(KubernetesEmulator):
             unknown += [f"metadata.{k}" for k in meta if k not in OBJECT_META_FIELDS]
             meta = {k: v for k, v in meta.items() if k in OBJECT_META_FIELDS}
         keep = {k: obj[k] for k in ("apiVersion", "kind") if k in obj}
-        obj = {**_prune(obj, schema, "", unknown), **keep, **({"metadata": meta} if meta is not None else {})}
+        obj = {**_prune(obj, schema, "", unknown), **keep,
+               **({"metadata": meta} if meta is not None else {})}
         if res not in self._validators:
             self._validators[res] = jsonschema.Draft4Validator(openapi_to_jsonschema(schema))
-        errors = sorted(self._validators[res].iter_errors(obj), key=lambda e: list(map(str, e.path)))
+        errors = sorted(self._validators[res].iter_errors(obj),
+                        key=lambda e: list(map(str, e.path)))
         return obj, unknown, errors
 
     def _raise_invalid(self, res: resource, obj: dict, errors: list) -> None:
         """422 ``Invalid`` with one cause per schema error."""
         if errors:
-            causes = [{"reason": "FieldValueInvalid", "message": e.message,  # field.Path: spec.a[0].b
+            causes = [{"reason": "FieldValueInvalid",
+                       "message": e.message,  # field.Path: spec.a[0].b
                        "field": "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path).lstrip(".")}
                       for e in errors]
             kind, name = self.resources[res].kind, obj.get("metadata", {}).get("name")
@@ -837,7 +856,8 @@ class PatchedEmulator(KubernetesEmulator):
             return await self._serve_update_request(request, res, info)
         if method == "DELETE" and request.name is not None:
             return await self._serve_delete_request(request, res)
-        raise _status(405, "MethodNotAllowed", "the server does not allow this method on the requested "
+        raise _status(405, "MethodNotAllowed",
+                      "the server does not allow this method on the requested "
                       "resource (not emulated)")
 
     @staticmethod
@@ -853,8 +873,10 @@ class PatchedEmulator(KubernetesEmulator):
                 return attrs.evolve(request, data=yaml.safe_load(request.text or ""))
             except yaml.YAMLError as e:
                 raise _status(400, "BadRequest", f"error decoding YAML: {e}")
-        raise _status(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - '
-                      f'accepted media types include: application/json, application/yaml ("{ctype}" is not emulated)')
+        raise _status(415, "UnsupportedMediaType",
+                      f'the body of the request was in an unknown format - '
+                      'accepted media types include: application/json, application/yaml '
+                      f'("{ctype}" is not emulated)')
 
     async def _serve_other(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         path = request.url.path
@@ -887,14 +909,16 @@ class PatchedEmulator(KubernetesEmulator):
             # forbiddenMessage in staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go
             what = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
             scope = f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope"
-            raise _forbidden(res, a.name, f'User "{a.user}" cannot {a.verb} resource "{what}" in API '
+            raise _forbidden(res, a.name,
+                             f'User "{a.user}" cannot {a.verb} resource "{what}" in API '
                              f'group "{a.group}" {scope}')
 
     def _admit_owner_references(self, request: rendering.Request, res: resource,
                                 new: dict, old: dict | None) -> None:
         """The OwnerReferencesPermissionEnforcement admission plugin
         (plugin/pkg/admission/gc/gc_admission.go), enforced only with an authorizer."""
-        if self.authorizer is None or (res.group, res.plural, request.subresource) == ("", "pods", "status"):
+        if self.authorizer is None or (res.group, res.plural, request.subresource) == ("", "pods",
+                                                                                       "status"):
             return
         new_refs = (new.get("metadata") or {}).get("ownerReferences") or []
         old_refs = ((old or {}).get("metadata") or {}).get("ownerReferences") or []
@@ -904,7 +928,8 @@ class PatchedEmulator(KubernetesEmulator):
         name = request.name or (new.get("metadata") or {}).get("name")
         if old is not None and not self.authorizer(Attributes(user, "delete", res.group, res.plural,
                                                               request.subresource or "", ns, name)):
-            raise _forbidden(res, name, "cannot set an ownerRef on a resource you can't delete: , <nil>")
+            raise _forbidden(res, name,
+                             "cannot set an ownerRef on a resource you can't delete: , <nil>")
         was_blocking = {r.get("uid") for r in old_refs if r.get("blockOwnerDeletion") is True}
         blocking = [r for r in new_refs if r.get("blockOwnerDeletion") is True and r.get("uid") not in was_blocking]
         if not blocking or self.authorizer(Attributes(user, "update", "*", "*", "finalizers")):
@@ -914,13 +939,18 @@ class PatchedEmulator(KubernetesEmulator):
             mappings = [r for r in self.resources if r.group == group and r.version == version
                         and self.resources[r].kind == ref.get("kind")]
             if not mappings:
-                raise _forbidden(res, name, f"cannot set blockOwnerDeletion in this case because cannot find "
-                                 f"RESTMapping for APIVersion {ref.get('apiVersion')} Kind {ref.get('kind')}: "
-                                 f'no matches for kind "{ref.get("kind")}" in version "{ref.get("apiVersion")}"')
+                raise _forbidden(res, name,
+                                 f"cannot set blockOwnerDeletion in this case because cannot find "
+                                 f"RESTMapping for APIVersion {ref.get('apiVersion')} Kind "
+                                 f"{ref.get('kind')}: "
+                                 f'no matches for kind "{ref.get("kind")}" in version '
+                                 f'"{ref.get("apiVersion")}"')
             for owner in mappings:
-                if not self.authorizer(Attributes(user, "update", group, owner.plural, "finalizers", ns,
+                if not self.authorizer(Attributes(user, "update", group, owner.plural, "finalizers",
+                                                  ns,
                                                   ref.get("name"))):
-                    raise _forbidden(res, name, "cannot set blockOwnerDeletion if an ownerReference refers "
+                    raise _forbidden(res, name,
+                                     "cannot set blockOwnerDeletion if an ownerReference refers "
                                      "to a resource you can't set finalizers on: , <nil>")
 
     # ------------------------------------------------------------------------------ reads
@@ -969,12 +999,15 @@ class PatchedEmulator(KubernetesEmulator):
                 continue
             if "as" not in opts:
                 return None
-            if opts["as"] == "Table" and opts.get("g") == "meta.k8s.io" and opts.get("v") in ("v1", "v1beta1"):
+            if opts["as"] == "Table" and opts.get("g") == "meta.k8s.io" and opts.get("v") in ("v1",
+                                                                                              "v1beta1"):
                 if request.params.get("includeObject", "") not in TABLE_INCLUDE:  # handlers/response.go asTable
                     raise _status(400, "BadRequest",
-                                  f'unrecognized includeObject value: "{request.params["includeObject"]}"')
+                                  'unrecognized includeObject value: '
+                                  f'"{request.params["includeObject"]}"')
                 return opts["v"]
-        raise _status(406, "NotAcceptable", "only the following media types are accepted: application/json, "
+        raise _status(406, "NotAcceptable",
+                      "only the following media types are accepted: application/json, "
                       "application/json;as=Table;v=v1;g=meta.k8s.io")
 
     def _table(self, request: rendering.Request, objs: list[dict], rv: str, version: str,
@@ -1007,13 +1040,15 @@ class PatchedEmulator(KubernetesEmulator):
                         {"kind": "PartialObjectMetadata", "apiVersion": f"meta.k8s.io/{version}",
                          "metadata": o.get("metadata") or {}})
             rows.append({"cells": cells(o), "object": embedded})
-        return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}", "metadata": {"resourceVersion": rv},
+        return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}",
+                "metadata": {"resourceVersion": rv},
                 "columnDefinitions": definitions if headers else None, "rows": rows}
 
     async def _serve_get(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         table = self._table_version(request)
         async with self._lock:
-            obj = self._present(self._stored(request.resource, request.namespace, request.name), request.resource)
+            obj = self._present(self._stored(request.resource, request.namespace, request.name),
+                                request.resource)
         if table:
             obj = self._table(request, [obj], obj["metadata"].get("resourceVersion", ""), table)
         return aiohttp.web.json_response(obj)
@@ -1027,7 +1062,8 @@ class PatchedEmulator(KubernetesEmulator):
             rv = str(self._rv)
         if table:
             return aiohttp.web.json_response(self._table(request, items, rv, table))
-        return aiohttp.web.json_response({"apiVersion": _gv(res), "kind": f"{self.resources[res].kind}List",
+        return aiohttp.web.json_response({"apiVersion": _gv(res),
+                                          "kind": f"{self.resources[res].kind}List",
                                           "metadata": {"resourceVersion": rv}, "items": items})
 
     async def _serve_watch_stream(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
@@ -1051,7 +1087,8 @@ class PatchedEmulator(KubernetesEmulator):
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         obj = self._present(event["object"], request.resource)
                         if table:
-                            obj = self._table(request, [obj], obj["metadata"].get("resourceVersion", ""),
+                            obj = self._table(request, [obj],
+                                              obj["metadata"].get("resourceVersion", ""),
                                               table, headers=not headers_sent)
                             headers_sent = True
                         event = {"type": event["type"], "object": obj}
@@ -1085,7 +1122,8 @@ class PatchedEmulator(KubernetesEmulator):
                 if res in self._log_trimmed and int(since) < oldest - 1:
                     # getAllEventsSinceLocked in staging/src/k8s.io/apiserver/pkg/storage/cacher/
                     # watch_cache.go; the cacher sends it as a watch ERROR event (newErrWatcher).
-                    expired = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    expired = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                               "status": "Failure",
                                "message": f"too old resource version: {since} ({oldest - 1})",
                                "reason": "Expired", "code": 410}
                 events = [ev for rv, ev in log if rv > int(since)]
@@ -1121,7 +1159,8 @@ class PatchedEmulator(KubernetesEmulator):
             if res in self._custom:
                 raise _status(415, "UnsupportedMediaType",
                               f"the body of the request was in an unknown format - accepted media "
-                              f"types include: {JSON_PATCH}, {MERGE_PATCH}, application/apply-patch+yaml")
+                              f"types include: {JSON_PATCH}, {MERGE_PATCH}, "
+                              "application/apply-patch+yaml")
             if _has_smp_directives(body):
                 raise _status(400, "BadRequest", "the emulator applies strategic-merge patches as "
                               "merge patches and does not support $-directives")
@@ -1145,7 +1184,8 @@ class PatchedEmulator(KubernetesEmulator):
         staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go)."""
         directive = request.params.get("fieldValidation") or "Warn"
         if directive not in ("Ignore", "Warn", "Strict"):
-            raise _status(400, "BadRequest", f'fieldValidation must be one of "Ignore", "Warn" or "Strict", '
+            raise _status(400, "BadRequest",
+                          f'fieldValidation must be one of "Ignore", "Warn" or "Strict", '
                           f'got "{directive}"')
         return directive
 
@@ -1183,7 +1223,8 @@ class PatchedEmulator(KubernetesEmulator):
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
             if not meta.get("name"):
-                raise _status(422, "Invalid", "metadata.name: Required value: name or generateName is required")
+                raise _status(422, "Invalid",
+                              "metadata.name: Required value: name or generateName is required")
             if info.namespaced is False:
                 meta.pop("namespace", None)
             elif request.namespace:
@@ -1194,7 +1235,8 @@ class PatchedEmulator(KubernetesEmulator):
             key = self._key(res, meta.get("namespace"), meta["name"])
             if key in self._objects and not self._objects[key].deleted:
                 # apierrors.NewAlreadyExists
-                raise _status(409, "AlreadyExists", f'{_qualified(res)} "{meta["name"]}" already exists',
+                raise _status(409, "AlreadyExists",
+                              f'{_qualified(res)} "{meta["name"]}" already exists',
                               name=meta["name"], group=res.group, kind=res.plural)
             if has_status:
                 body.pop("status", None)
@@ -1234,15 +1276,19 @@ class PatchedEmulator(KubernetesEmulator):
                     raise _status(400, "BadRequest", "a PUT body must be a JSON object")
                 sent_rv = (new.get("metadata") or {}).get("resourceVersion")
                 if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
-                    raise _status(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(res)} '
+                    raise _status(409, "Conflict",
+                                  f'Operation cannot be fulfilled on {_qualified(res)} '
                                   f'"{request.name}": the object has been modified; please apply '
                                   f'your changes to the latest version and try again')
                 return new
             return dict(dicts.patch_dict(copy.deepcopy(old), self._patch_body(request, res)))
         except jsonpatch.JsonPatchTestFailed as e:
-            raise _status(422, "Invalid", f"the server rejected our request due to an error in our request: {e}")
-        except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException, ValueError, TypeError) as e:
-            raise _status(422, "Invalid", f"the server rejected our request: {e}")  # the code is a guess
+            raise _status(422, "Invalid",
+                          f"the server rejected our request due to an error in our request: {e}")
+        except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException, ValueError,
+                TypeError) as e:
+            raise _status(422, "Invalid",
+                          f"the server rejected our request: {e}")  # the code is a guess
 
     async def _serve_update_request(self, request: rendering.Request, res: resource,
                                     info: ResourceInfo) -> aiohttp.web.StreamResponse:
@@ -1263,13 +1309,15 @@ class PatchedEmulator(KubernetesEmulator):
                     if "status" in old:
                         final["status"] = old["status"]
             meta = final["metadata"] = dict(final.get("metadata") or {})
-            for k in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "generation"):
+            for k in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp",
+                      "generation"):
                 if k in old["metadata"]:
                     meta[k] = old["metadata"][k]
                 else:
                     meta.pop(k, None)
             meta["resourceVersion"] = old["metadata"].get("resourceVersion")
-            ignored = {"metadata", "status", "apiVersion"} if has_status else {"metadata", "apiVersion"}
+            ignored = {"metadata", "status", "apiVersion"} if has_status else {"metadata",
+                                                                               "apiVersion"}
             if _without(final, ignored) != _without(old, ignored):
                 meta["generation"] = old["metadata"].get("generation", 1) + 1
             final, unknown, errors = self._validate(res, {**final, "apiVersion": _gv(res)})
@@ -1279,14 +1327,16 @@ class PatchedEmulator(KubernetesEmulator):
                 # a patch: jsonPatcher.applyPatchToCurrentObject in handlers/patch.go
                 why = f'Invalid value: {json.dumps(json.dumps(new))}: {self._strict_error(unknown)}'
                 raise _status(422, "Invalid", f' "" is invalid: patch: {why}',
-                              causes=[{"reason": "FieldValueInvalid", "message": why, "field": "patch"}])
+                              causes=[{"reason": "FieldValueInvalid", "message": why,
+                                       "field": "patch"}])
             self._raise_invalid(res, final, errors)
             self._admit_owner_references(request, res, final, old)
             final["apiVersion"] = old.get("apiVersion", final["apiVersion"])
             if final == old:                                 # a no-op keeps the resourceVersion
                 return self._respond(self._present(old, res), 200, unknown, directive)
             final = await self._commit(key, final)
-        if any(final["metadata"].get(k) != old["metadata"].get(k) for k in ("ownerReferences", "finalizers")):
+        if any(final["metadata"].get(k) != old["metadata"].get(k) for k in ("ownerReferences",
+                                                                            "finalizers")):
             self._wake_collector()
         return self._respond(self._present(final, res), 200, unknown, directive)
 
@@ -1310,12 +1360,16 @@ class PatchedEmulator(KubernetesEmulator):
         policy = body.get("propagationPolicy") or request.params.get("propagationPolicy")
         orphan = body.get("orphanDependents", request.params.get("orphanDependents"))
         if policy not in (None, "Orphan", "Background", "Foreground"):
-            raise _status(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
-                          f'Unsupported value: "{policy}": supported values: "Foreground", "Background", "Orphan"')
+            raise _status(422, "Invalid",
+                          f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
+                          f'Unsupported value: "{policy}": supported values: "Foreground", '
+                          '"Background", "Orphan"')
         if orphan is not None:
             if policy is not None:
-                raise _status(422, "Invalid", 'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
-                              'Invalid value: "": orphanDependents and deletionPropagation cannot be both set')
+                raise _status(422, "Invalid",
+                              'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
+                              'Invalid value: "": orphanDependents and deletionPropagation cannot '
+                              'be both set')
             policy = "Orphan" if orphan in (True, *_GO_TRUE) else "Background"
         return policy, body.get("preconditions") or {}
 
@@ -1327,8 +1381,10 @@ class PatchedEmulator(KubernetesEmulator):
                 want, have = preconditions.get(field), stored["metadata"].get(field)
                 if want and want != have:
                     label = "UID" if field == "uid" else "ResourceVersion"
-                    raise _status(409, "Conflict", f"Operation cannot be fulfilled on {_qualified(res)} "
-                                  f'"{request.name}": Precondition failed: {label} in precondition: {want}, '
+                    raise _status(409, "Conflict",
+                                  f"Operation cannot be fulfilled on {_qualified(res)} "
+                                  f'"{request.name}": Precondition failed: {label} in '
+                                  f'precondition: {want}, '
                                   f"{label} in object meta: {have}")
             result = await self._delete(self._key(res, request.namespace, request.name), policy)
         self._wake_collector()
@@ -1489,7 +1545,8 @@ class PatchedEmulator(KubernetesEmulator):
         for entry in body["resources"]:
             if entry["name"].endswith(("/status", "/scale")):
                 # the CRD discovery controller lists subresources with these verbs only
-                entry.update(verbs=["get", "patch", "update"], shortNames=[], categories=[], singularName="")
+                entry.update(verbs=["get", "patch", "update"], shortNames=[], categories=[],
+                             singularName="")
         return body
 
     def _openapi_documents(self) -> dict[str, dict]:
@@ -1513,13 +1570,17 @@ class PatchedEmulator(KubernetesEmulator):
             name = _schema_name(res.group, res.version, info.kind)
             schema = copy.deepcopy(self._schemas[res])
             schema.setdefault("properties", {})["metadata"] = {
-                "allOf": [{"$ref": f"#/components/schemas/{_OBJECT_META}"}], "description": "Standard object's metadata."}
+                "allOf": [{"$ref": f"#/components/schemas/{_OBJECT_META}"}],
+                "description": "Standard object's metadata."}
             schema["x-kubernetes-group-version-kind"] = [gvk]
             schemas[name] = schema
             schemas[name + "List"] = {"type": "object", "required": ["items"],
-                                      "x-kubernetes-group-version-kind": [{**gvk, "kind": info.kind + "List"}],
-                                      "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                                     "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}},
+                                      "x-kubernetes-group-version-kind": [{**gvk,
+                                                                           "kind": info.kind + "List"}],
+                                      "properties": {"apiVersion": {"type": "string"},
+                                                     "kind": {"type": "string"},
+                                                     "items": {"type": "array",
+                                                               "items": {"$ref": f"#/components/schemas/{name}"}},
                                                      "metadata": {"$ref": f"#/components/schemas/{_LIST_META}"}}}
             ref, list_ref = {"$ref": f"#/components/schemas/{name}"}, {"$ref": f"#/components/schemas/{name}List"}
             scope = [_param("namespace", "path")] if info.namespaced else []
@@ -1529,13 +1590,17 @@ class PatchedEmulator(KubernetesEmulator):
                            "get": _operation("list", gvk, list_ref),
                            "post": _operation("post", gvk, ref, _WRITE_PARAMS, ref)}
             item = {"parameters": [_param("name", "path"), *scope, _param("pretty")],
-                    "get": _operation("get", gvk, ref), "put": _operation("put", gvk, ref, _WRITE_PARAMS, ref),
-                    "patch": _operation("patch", gvk, ref, [*_WRITE_PARAMS, _param("force")], {"type": "object"}, True),
+                    "get": _operation("get", gvk, ref),
+                    "put": _operation("put", gvk, ref, _WRITE_PARAMS, ref),
+                    "patch": _operation("patch", gvk, ref, [*_WRITE_PARAMS, _param("force")],
+                                        {"type": "object"}, True),
                     "delete": _operation("delete", gvk, None)}
             paths[base + "/{name}"] = item
             if "status" in info.subresources:
-                paths[base + "/{name}/status"] = {k: item[k] for k in ("parameters", "get", "put", "patch")}
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+                paths[base + "/{name}/status"] = {k: item[k] for k in ("parameters", "get", "put",
+                                                                       "patch")}
+        return {"openapi": "3.0.0",
+                "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
                 "paths": paths, "components": {"schemas": schemas}}
 
     def _openapi_index(self) -> dict:
@@ -1544,7 +1609,8 @@ class PatchedEmulator(KubernetesEmulator):
         docs = self._openapi_documents()
         if "" not in docs:  # the index is cached with the documents, under ""
             docs[""] = {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=" + hashlib.sha512(
-                json.dumps(doc, sort_keys=True).encode()).hexdigest().upper()} for gv, doc in sorted(docs.items())}}
+                json.dumps(doc, sort_keys=True).encode()).hexdigest().upper()} for gv,
+                doc in sorted(docs.items())}}
         return docs[""]
 
 
@@ -1553,7 +1619,8 @@ def fail_requests(status: int, times: int, *, method: str | None = None, plural:
     """A fault for ``PatchedEmulator.faults``: answer the first ``times`` matching requests with
     ``status`` (409 Conflict, 500 InternalError, 503 ServiceUnavailable, ...). ``.hits`` counts
     the requests it failed."""
-    reasons = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+    reasons = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError",
+               503: "ServiceUnavailable"}
 
     def fault(request):
         if fault.hits >= times:
@@ -1636,10 +1703,12 @@ async def serve_emulator(namespace: str = "ns1") -> AsyncIterator[EmulatorHandle
         async with srv.client.post("/api/v1/namespaces", json={
                 "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}) as resp:
             resp.raise_for_status()
-        yield EmulatorHandle(emulator=k, server=srv, url=str(srv.url).rstrip("/"), namespace=namespace)
+        yield EmulatorHandle(emulator=k, server=srv, url=str(srv.url).rstrip("/"),
+                             namespace=namespace)
 
 
-def write_kubeconfig(path: str | Path, url: str, namespace: str = "ns1", token: str | None = None) -> Path:
+def write_kubeconfig(path: str | Path, url: str, namespace: str = "ns1",
+                     token: str | None = None) -> Path:
     """Write a kubeconfig (context ``kmock``) pointing at the emulator; ``token`` (the user name,
     for :attr:`PatchedEmulator.authorizer`) or no credentials."""
     config = {

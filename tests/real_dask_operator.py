@@ -47,11 +47,8 @@ import time
 from typing import Any
 
 import aiohttp
-
+from fake_controllers import DASKCLUSTERS, MERGE, PODS, FakeControllers, ServiceAddress, _now
 from support import free_port
-
-from fake_controllers import (DASKCLUSTERS, MERGE, PODS, FakeControllers, ServiceAddress,
-                              _now)
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
 SERVICES = "/api/v1/namespaces/{ns}/services"
@@ -128,7 +125,7 @@ class RealDaskControllers(FakeControllers):
         return [(p, fn) for p, fn in super()._watches() if p != DASKCLUSTERS] + [
             (SERVICES, self._service), (DEPLOYMENTS, self._deployment)]
 
-    async def __aenter__(self) -> "RealDaskControllers":
+    async def __aenter__(self) -> RealDaskControllers:
         await super().__aenter__()
         await self.controller.start()
         return self
@@ -203,12 +200,14 @@ class RealDaskControllers(FakeControllers):
             await asyncio.sleep(self.late_scheduler[cluster])
         if scheduler:
             await self._admitted(cluster, template["spec"], f"{rs}-",
-                                 ("apps/v1", "ReplicaSet", rs, "FailedCreate", "replicaset-controller"))
+                                 ("apps/v1", "ReplicaSet", rs, "FailedCreate",
+                                  "replicaset-controller"))
             if await self._stuck(cluster, pod, labels):
                 return None
         container = template["spec"]["containers"][0]
         env = await self._resolve_env(container.get("env") or [])
-        argv = [_expand(a, env) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+        argv = [_expand(a, env) for a in [*(container.get("command") or []),
+                                          *(container.get("args") or [])]]
         # A pod's own network: loopback, free ports.
         argv = _set_flag(argv, "--host", "127.0.0.1")
         dashboard = free_port()
@@ -284,7 +283,8 @@ class RealDaskControllers(FakeControllers):
     @staticmethod
     async def _http_ok(url: str) -> bool:
         try:
-            async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+            timeout = aiohttp.ClientTimeout(total=2)
+            async with aiohttp.ClientSession() as s, s.get(url, timeout=timeout) as r:
                 return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False

@@ -11,7 +11,6 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-
 from fake_controllers import FakeControllers, wait_for
 from operator_harness import benchmark, finished, running_operator
 
@@ -23,7 +22,8 @@ CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor"}  # prometheus-operator CRs: no o
 VALUE_SETS = {
     "defaults": {},
     "namespaced": {"watchNamespaces": ["bench", "ml"], "maxConcurrentTrials": 2},
-    "monitoring": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+    "monitoring": {"metrics": {"port": 9100,
+                               "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
                                "podMonitors": {"enabled": True}},
                    "watchNamespaces": ["bench"]},
     "minimal": {"grafanaDashboard": {"enabled": False}, "runnerNamespaces": ["jobs"],
@@ -99,7 +99,8 @@ def test_the_operator_pod_is_restricted_and_configured_from_values():
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
                                     "capabilities": {"drop": ["ALL"]}}
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["TESTBED_NAMESPACES"] == "bench,ml" and env["TESTBED_MAX_CONCURRENT_TRIALS"] == "2"
@@ -170,7 +171,8 @@ OPERATOR_AGENTS = ("kopf/", "testbed-operator/")
 # those who may update the owner's finalizers (test_k8s_emulator.py checks it with the
 # emulator enforcing RBAC and that rule).
 ADMISSION_ONLY = {("testbed.dev", "benchmarks/finalizers"): {"update"}}
-NETWORK_POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "delete"}}
+NETWORK_POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "get", "list",
+                                                                   "delete"}}
 
 
 def _rules(role: dict) -> dict[tuple[str, str], set[str]]:
@@ -193,7 +195,8 @@ def test_rbac_is_exactly_what_the_operator_and_runner_use():
     assert "ClusterRole" not in ns and "ClusterRoleBinding" not in ns
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): _rules(r) for r in ns["Role"]}
     assert roles == {("bench", "tb-testbed"): OPERATOR_RULES, ("ml", "tb-testbed"): OPERATOR_RULES,
-                     ("bench", "testbed-runner"): RUNNER_RULES, ("ml", "testbed-runner"): RUNNER_RULES}
+                     ("bench", "testbed-runner"): RUNNER_RULES,
+                     ("ml", "testbed-runner"): RUNNER_RULES}
     for rb in ns["RoleBinding"]:
         (subject,) = rb["subjects"]
         assert rb["roleRef"]["name"] == rb["metadata"]["name"]
@@ -264,7 +267,8 @@ async def test_the_operator_uses_only_what_its_role_grants(cluster, tmp_path):
     used = dict(used)
     for key, verbs in used.items():
         assert verbs <= OPERATOR_RULES.get(key, set()), (key, verbs)
-    unused = {k: v - used.get(k, set()) for k, v in OPERATOR_RULES.items() if v - used.get(k, set())}
+    unused = {k: v - used.get(k, set())
+              for k, v in OPERATOR_RULES.items() if v - used.get(k, set())}
     # Granted but not exercised here: RayClusters that KubeRay creates for a RayJob (the
     # emulator has no KubeRay) are deleted with the Benchmark; the finalizers (admission).
     assert unused == {("ray.io", "rayclusters"): {"delete"}, **ADMISSION_ONLY}, unused
@@ -346,7 +350,8 @@ async def test_with_network_policies_the_operator_uses_exactly_its_role(cluster)
         if r.resource is None or r.resource.plural is None or not r.headers.get(
                 "User-Agent", "").startswith(OPERATOR_AGENTS):
             continue
-        used[(r.resource.group, r.resource.plural + (f"/{r.subresource}" if r.subresource else ""))].add(_verb(r))
+        used[(r.resource.group,
+              r.resource.plural + (f"/{r.subresource}" if r.subresource else ""))].add(_verb(r))
     for key, verbs in used.items():
         assert verbs <= granted.get(key, set()), (key, verbs)
     assert used[("networking.k8s.io", "networkpolicies")] == NETWORK_POLICY_RULES[

@@ -161,7 +161,8 @@ def test_wheel_cache_is_outside_the_clone(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(ROOT.parent))
     assert not Path(wheelhouse.cache_dir()).is_relative_to(ROOT)
     # The build contexts stay in the clone, gitignored.
-    ignored = subprocess.run(["git", "check-ignore", "-q", "images/wheelhouse/runner-slim/deps/x.whl"],
+    ignored = subprocess.run(["git", "check-ignore", "-q",
+                              "images/wheelhouse/runner-slim/deps/x.whl"],
                              cwd=ROOT, capture_output=True)
     assert ignored.returncode == 0
 
