@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp.web
@@ -27,13 +27,14 @@ from .apimachinery import (
     status_error,
     version_priority,
 )
-from .openapi import openapi_document, openapi_index
 from .gc import GarbageCollectorMixin
+from .openapi import openapi_document, openapi_index
 from .rbac import Attributes, AuthorizationMixin
 from .tables import DEFAULT_CRD_COLUMNS, table, table_version
 from .watch import WatchMixin
 from .writes import WritesMixin
 
+Handler = Callable[[rendering.Request], Awaitable[aiohttp.web.StreamResponse]]
 REQUEST_WINDOW = 32  # kmock scans this list once per DSL reaction for every request
 
 
@@ -164,16 +165,28 @@ class PatchedEmulator(WritesMixin, WatchMixin, GarbageCollectorMixin, Authorizat
 
     # ---------------------------------------------------------------------------- routing
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        # Resource requests are answered here; other paths (discovery, /version, /openapi, 404s)
-        # go to kmock's RawHandler (DSL reactions, then the fallbacks of KubernetesScaffold).
+        """Resource requests are answered here, each by the handler of its verb; other paths
+        (discovery, /version, /openapi, 404s) go to kmock's RawHandler (DSL reactions, then the
+        fallbacks of KubernetesScaffold)."""
+        self._inject_faults(request)
+        res = request.resource
+        if res is None or res.plural is None or res.version is None:
+            return await self._serve_other(request)
+        self._check_served(request)
+        if request.method.value in ("POST", "PUT"):
+            request = self._decode_body(request)
+        return await self._handler(request)(request)
+
+    def _inject_faults(self, request: rendering.Request) -> None:
         for fault in self.faults:
             error = fault(request)
             if error is not None:
                 self._injected.append(error)  # answered as such, not recorded as a server bug
                 raise error
+
+    def _check_served(self, request: rendering.Request) -> None:
+        """404 for a resource or subresource not served, 403 for a request not authorized."""
         res = request.resource
-        if res is None or res.plural is None or res.version is None:
-            return await self._serve_other(request)
         if res not in self.resources:  # stock kmock creates an unknown resource on a POST
             raise status_error(404, "NotFound", "the server could not find the requested resource")
         self._authorize(request)
@@ -181,22 +194,23 @@ class PatchedEmulator(WritesMixin, WatchMixin, GarbageCollectorMixin, Authorizat
         if request.subresource not in (None, "status") or (
                 request.subresource == "status" and "status" not in info.subresources):
             raise status_error(404, "NotFound", "the server could not find the requested resource")
+
+    def _handler(self, request: rendering.Request) -> Handler:
+        """The handler of a resource request's verb: get, list, watch, create, update or patch,
+        delete; 405 for the others (deletecollection, POST to an object...)."""
         method = request.method.value
         if method == "GET":
             if request.params.get("watch") in GO_TRUE:
-                return await self._serve_watch_stream(request)
-            return await (self._serve_get(request) if request.name else self._serve_collection(request))
-        if method in ("POST", "PUT"):
-            request = self._decode_body(request)
-        if method == "POST" and request.name is None:
-            return await self._serve_create_request(request, res, info)
-        if method in ("PUT", "PATCH") and request.name is not None:
-            return await self._serve_update_request(request, res, info)
-        if method == "DELETE" and request.name is not None:
-            return await self._serve_delete_request(request, res)
-        raise status_error(405, "MethodNotAllowed",
-                      "the server does not allow this method on the requested "
-                      "resource (not emulated)")
+                return self._serve_watch_stream
+            return self._serve_get if request.name else self._serve_collection
+        handlers: dict[tuple[str, bool], Handler] = {
+            ("POST", False): self._serve_create, ("PUT", True): self._serve_update,
+            ("PATCH", True): self._serve_update, ("DELETE", True): self._serve_delete}
+        handler = handlers.get((method, request.name is not None))
+        if handler is None:
+            raise status_error(405, "MethodNotAllowed", "the server does not allow this method "
+                               "on the requested resource (not emulated)")
+        return handler
 
     @staticmethod
     def _decode_body(request: rendering.Request) -> rendering.Request:

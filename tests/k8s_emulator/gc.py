@@ -53,8 +53,14 @@ class GarbageCollectorMixin:
         for key, raw in alive.items():
             for ref in raw["metadata"].get("ownerReferences") or []:
                 dependents[ref.get("uid")].append((key, ref))
+        return (await self._gc_owner_step(alive, dependents)
+                or await self._gc_dependent_step(alive, by_uid, dependents))
 
-        for key, raw in alive.items():  # owners being deleted with a GC finalizer
+    async def _gc_owner_step(self, alive: dict[tuple, dict],
+                             dependents: dict[str, list[tuple[tuple, dict]]]) -> bool:
+        """Owners being deleted with a GC finalizer: orphan the dependents, or finish a
+        foreground deletion that no dependent blocks any more."""
+        for key, raw in alive.items():
             meta = raw["metadata"]
             finalizers = meta.get("finalizers") or []
             if not meta.get("deletionTimestamp"):
@@ -72,29 +78,18 @@ class GarbageCollectorMixin:
                     ref.get("blockOwnerDeletion") for _, ref in dependents.get(meta["uid"], [])):
                 await self._remove_finalizer(key, FOREGROUND)
                 return True
+        return False
 
-        for key, raw in alive.items():  # dependents
+    async def _gc_dependent_step(self, alive: dict[tuple, dict], by_uid: dict[str, tuple],
+                                 dependents: dict[str, list[tuple[tuple, dict]]]) -> bool:
+        """Dependents: drop references to owners that are gone, delete those with no owner
+        left."""
+        for key, raw in alive.items():
             meta = raw["metadata"]
             refs = meta.get("ownerReferences") or []
             if not refs or meta.get("deletionTimestamp"):
                 continue
-            solid, gone = [], []
-            waiting = False
-            for ref in refs:
-                hit = by_uid.get(ref.get("uid"))
-                if hit is None:
-                    (gone if self._resolvable(ref) else solid).append(ref)  # unresolvable: retried forever
-                    continue
-                (_, owner_ns, owner_name), owner = hit
-                if owner.get("kind") != ref.get("kind") or owner_name != ref.get("name") or (
-                        owner_ns is not None and owner_ns != key[1]):
-                    gone.append(ref)
-                elif owner["metadata"].get("deletionTimestamp") and FOREGROUND in (
-                        owner["metadata"].get("finalizers") or []):
-                    gone.append(ref)
-                    waiting = True
-                else:
-                    solid.append(ref)
+            solid, gone, waiting = self._classify_references(key, refs, by_uid)
             if solid:
                 if gone:  # drop the references to dangling or foreground-deleting owners
                     dep = copy.deepcopy(raw)
@@ -108,6 +103,30 @@ class GarbageCollectorMixin:
             await self._delete(key, policy)
             return True
         return False
+
+    def _classify_references(self, key: tuple, refs: list[dict],
+                             by_uid: dict[str, tuple]) -> tuple[list[dict], list[dict], bool]:
+        """classifyReferences: the references to live owners (solid), to owners that are gone
+        or being deleted in the foreground (gone), and whether one of those is the latter."""
+        solid, gone = [], []
+        waiting = False
+        for ref in refs:
+            hit = by_uid.get(ref.get("uid"))
+            if hit is None:
+                # an owner whose kind is not served (unresolvable) is retried forever
+                (gone if self._resolvable(ref) else solid).append(ref)
+                continue
+            (_, owner_ns, owner_name), owner = hit
+            if owner.get("kind") != ref.get("kind") or owner_name != ref.get("name") or (
+                    owner_ns is not None and owner_ns != key[1]):
+                gone.append(ref)
+            elif owner["metadata"].get("deletionTimestamp") and FOREGROUND in (
+                    owner["metadata"].get("finalizers") or []):
+                gone.append(ref)
+                waiting = True
+            else:
+                solid.append(ref)
+        return solid, gone, waiting
 
     async def _remove_finalizer(self, key: tuple, finalizer: str) -> None:
         obj = copy.deepcopy(self._objects[key].raw)

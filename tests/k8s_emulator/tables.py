@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import operator
 import re
+from collections.abc import Callable
 from typing import Any
 
 from kmock._internal import rendering  # private: kmock==0.8 is pinned
@@ -77,7 +79,8 @@ def _age(timestamp: str) -> str:
     return human_duration((datetime.datetime.now(datetime.UTC) - when).total_seconds())
 
 
-_JSONPATH_STEP = re.compile(r"""\.(?P<field>[^.\[\]]+) | \[(?P<bracket>(?:'[^']*'|"[^"]*"|[^\]])*)\]""", re.X)
+_JSONPATH_STEP = re.compile(
+    r"""\.(?P<field>[^.\[\]]+) | \[(?P<bracket>(?:'[^']*'|"[^"]*"|[^\]])*)\]""", re.X)
 _FILTER = re.compile(r"""\?\(@((?:\.[^.\s=!<>]+)*)\s*(?:(==|!=|<=|>=|<|>)\s*(.+?))?\s*\)""")
 
 
@@ -107,52 +110,69 @@ def jsonpath_find(obj: Any, path: str) -> list[Any]:
         if m is None:
             raise ValueError(f"unrecognized JSONPath {path!r} at {pos}")
         pos = m.end()
-        out: list[Any] = []
         key = m["field"]
         inner = (m["bracket"] or "").strip() if key is None else None
         if key is None and inner and inner[0] in "'\"":
             key = _literal(inner)
         if key is not None:
-            for n in nodes:
-                if key == "*" and isinstance(n, (dict, list)):
-                    out += list(n.values()) if isinstance(n, dict) else list(n)
-                elif isinstance(n, dict) and key in n:
-                    out.append(n[key])
-        elif inner == "*":
-            for n in nodes:
-                out += list(n.values()) if isinstance(n, dict) else list(n) if isinstance(n,
-                                                                                          list) else []
-        elif re.fullmatch(r"-?\d+", inner):
-            i = int(inner)
-            out = [n[i] for n in nodes if isinstance(n, list) and -len(n) <= i < len(n)]
-        elif re.fullmatch(r"-?\d*:-?\d*", inner):
-            a, b = inner.split(":")
-            for n in nodes:
-                if isinstance(n, list):
-                    out += n[int(a) if a else None:int(b) if b else None]
-        elif (f := _FILTER.fullmatch(inner)) is not None:
-            keys = [k for k in f[1].split(".") if k]
-            for n in nodes:
-                for item in (n if isinstance(n, list) else []):
-                    found = jsonpath_find(item, "".join(f".{k}" for k in keys)) if keys else [item]
-                    if f[2] is None:
-                        ok = bool(found)
-                    elif not found:
-                        ok = False
-                    else:
-                        a, b = found[0], _literal(f[3])
-                        try:
-                            ok = {"==": a == b, "!=": a != b}.get(f[2]) if f[2] in ("==",
-                                                                                    "!=") else \
-                                {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[f[2]]
-                        except TypeError:
-                            ok = False
-                    if ok:
-                        out.append(item)
+            nodes = _field(nodes, key)
         else:
-            raise ValueError(f"unrecognized JSONPath {path!r}: [{inner}]")
-        nodes = out
+            nodes = _bracket(nodes, inner or "", path)
     return nodes
+
+
+def _children(n: Any) -> list[Any]:
+    """``*`` of one node: a map's values or a list's items."""
+    return list(n.values()) if isinstance(n, dict) else list(n) if isinstance(n, list) else []
+
+
+def _field(nodes: list[Any], key: Any) -> list[Any]:
+    """``.key`` or ``['key']`` (``*`` is every child)."""
+    out: list[Any] = []
+    for n in nodes:
+        if key == "*" and isinstance(n, (dict, list)):
+            out += _children(n)
+        elif isinstance(n, dict) and key in n:
+            out.append(n[key])
+    return out
+
+
+def _bracket(nodes: list[Any], inner: str, path: str) -> list[Any]:
+    """``[*]``, ``[i]``, ``[a:b]`` or ``[?(filter)]``."""
+    if inner == "*":
+        return [c for n in nodes for c in _children(n)]
+    if re.fullmatch(r"-?\d+", inner):
+        i = int(inner)
+        return [n[i] for n in nodes if isinstance(n, list) and -len(n) <= i < len(n)]
+    if re.fullmatch(r"-?\d*:-?\d*", inner):
+        a, b = inner.split(":")
+        return [x for n in nodes if isinstance(n, list)
+                for x in n[int(a) if a else None:int(b) if b else None]]
+    f = _FILTER.fullmatch(inner)
+    if f is None:
+        raise ValueError(f"unrecognized JSONPath {path!r}: [{inner}]")
+    keys = [k for k in f[1].split(".") if k]
+    sub = "".join(f".{k}" for k in keys)
+    return [item for n in nodes for item in (n if isinstance(n, list) else [])
+            if _matches(jsonpath_find(item, sub) if keys else [item], f[2], f[3])]
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt,
+    "<=": operator.le, ">=": operator.ge}
+
+
+def _matches(found: list[Any], op: str | None, literal: str | None) -> bool:
+    """A filter's test of one item: ``@.a`` exists, or ``@.a <op> literal`` holds (values that
+    cannot be compared do not match)."""
+    if op is None:
+        return bool(found)
+    if not found:
+        return False
+    try:
+        return bool(_COMPARE[op](found[0], _literal(literal or "")))
+    except TypeError:
+        return False
 
 
 def _go_text(value: Any) -> str:

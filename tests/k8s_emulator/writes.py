@@ -13,7 +13,7 @@ import aiohttp.web
 import jsonpatch
 import jsonpointer
 import jsonschema
-from kmock import ResourceInfo, resource
+from kmock import resource
 from kmock._internal import dicts, rendering  # private: kmock==0.8 is pinned
 from kmock._internal.k8s import KubernetesError
 
@@ -137,8 +137,10 @@ class WritesMixin:
                 response.headers.add("Warning", "299 - " + json.dumps(f'unknown field "{path}"'))
         return response
 
-    async def _serve_create_request(self, request: rendering.Request, res: resource,
-                                    info: ResourceInfo) -> aiohttp.web.StreamResponse:
+    async def _serve_create(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """POST to a collection."""
+        res = request.resource
+        info = self.resources[res]
         directive = self._field_validation(request)
         body = copy.deepcopy(request.data)
         if not isinstance(body, dict):
@@ -216,8 +218,10 @@ class WritesMixin:
             raise status_error(422, "Invalid",
                           f"the server rejected our request: {e}")  # the code is a guess
 
-    async def _serve_update_request(self, request: rendering.Request, res: resource,
-                                    info: ResourceInfo) -> aiohttp.web.StreamResponse:
+    async def _serve_update(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """PUT or PATCH of an object or its status."""
+        res = request.resource
+        info = self.resources[res]
         directive = self._field_validation(request)
         has_status = "status" in info.subresources
         async with self._lock:
@@ -299,7 +303,9 @@ class WritesMixin:
             policy = "Orphan" if orphan in (True, *GO_TRUE) else "Background"
         return policy, body.get("preconditions") or {}
 
-    async def _serve_delete_request(self, request: rendering.Request, res: resource) -> aiohttp.web.StreamResponse:
+    async def _serve_delete(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """DELETE of an object (with DeleteOptions)."""
+        res = request.resource
         policy, preconditions = self._delete_options(request)
         async with self._lock:
             stored = self._stored(res, request.namespace, request.name)
