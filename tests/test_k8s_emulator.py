@@ -1,4 +1,4 @@
-"""The in-memory Kubernetes API of tests/k8s_emulator.py.
+"""The in-memory Kubernetes API of tests/k8s_emulator/.
 
 Each gap test runs against stock kmock 0.8 *and* ``PatchedEmulator`` and asserts both
 behaviours: if a kmock upgrade fixes a gap, its stock case fails and the subclass can shrink.

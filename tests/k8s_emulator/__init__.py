@@ -65,7 +65,8 @@ Gaps fixed (stock kmock 0.8 → this subclass):
   token is the user name) and the ``OwnerReferencesPermissionEnforcement`` admission rule
   applies: ``blockOwnerDeletion: true`` needs ``update`` on the owner's ``<resource>/finalizers``.
 * **Selectors.** Stock kmock ignores ``labelSelector``/``fieldSelector``. Here both filter lists
-  and watches (equality, ``!=``, ``in``/``notin``, existence; field selectors compare a dotted path).
+  and watches (equality, ``!=``, ``in``/``notin``, existence; field selectors compare a dotted
+  path).
 * **Lists.** Stock lists have ``resourceVersion: "..."`` and no ``kind``; here they have the
   current global ``resourceVersion``, ``apiVersion`` and ``kind: <Kind>List``.
 * **Namespaces.** Stock kmock's path parser crashes on ``/api/v1/namespaces`` (500) and reads
@@ -95,9 +96,15 @@ schemas of built-in kinds (so ``kubectl apply`` of a built-in kind needs ``--val
 Resource requests are answered by the subclass directly: kmock's DSL reactions
 (``emulator[...] << 500``) only apply to other paths; use :attr:`PatchedEmulator.faults`.
 
-This module relies on kmock internals (``kmock._internal``, the private ``_objects``, ``_buses``,
-``_lock``, ``_requests``, and the shape of ``RawHandler.__call__``), hence the ``kmock==0.8`` pin in
-``pyproject.toml``. Helpers: :func:`load_crds`, :func:`serve_emulator`, :func:`write_kubeconfig`.
+This package relies on kmock internals (``kmock._internal``, the private ``_objects``,
+``_buses``, ``_lock``, ``_requests``, and the shape of ``RawHandler.__call__``), hence the
+``kmock==0.8`` pin in ``pyproject.toml``. Helpers: :func:`load_crds`, :func:`serve_emulator`,
+:func:`write_kubeconfig`.
+
+Modules: ``apimachinery`` (Status errors, selectors, pruning, request parsing), ``tables``,
+``rbac``, ``openapi``, ``watch``, ``writes`` and ``gc`` (the mixins of :class:`PatchedEmulator`),
+``emulator`` (state, registration, transport, routing, reads, discovery) and ``serving`` (CRDs,
+the server, kubeconfigs). This ``__init__`` only re-exports.
 """
 
 from .apimachinery import match_labels, openapi_to_jsonschema, version_priority

@@ -62,7 +62,7 @@ def qualified(res: resource) -> str:
 def not_found(res: resource, name: str | None) -> KubernetesError:
     # apierrors.NewNotFound (staging/src/k8s.io/apimachinery/pkg/api/errors/errors.go)
     return status_error(404, "NotFound", f'{qualified(res)} "{name}" not found',
-                   name=name, group=res.group, kind=res.plural)
+                        name=name, group=res.group, kind=res.plural)
 
 
 def group_version(res: resource) -> str:
@@ -181,7 +181,8 @@ def has_smp_directives(node: Any) -> bool:
 
 
 GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}  # what the apiserver's strconv.ParseBool accepts
-_NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/(?P<name>[^/]+)(?:/(?P<sub>status|finalize))?)?/?")
+_NAMESPACE_PATH = re.compile(
+    r"/api/v1/namespaces(?:/(?P<name>[^/]+)(?:/(?P<sub>status|finalize))?)?/?")
 
 
 async def parse_request(raw_request: aiohttp.web.BaseRequest, id: int) -> rendering.Request:

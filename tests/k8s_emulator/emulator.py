@@ -146,7 +146,8 @@ class PatchedEmulator(WritesMixin, WatchMixin, GarbageCollectorMixin, Authorizat
                 return await self._handle(request)
             except rendering.StreamingError as e:
                 raw_response = e.args[0]
-                raise e.__cause__ if e.__cause__ is not None else e
+                # the failure inside the stream, as it was raised: no new chaining
+                raise e.__cause__ if e.__cause__ is not None else e  # noqa: B904
         except Exception as e:
             prepared = raw_response is not None and raw_response.prepared
             deliberate = isinstance(e, KubernetesError) and (
@@ -224,11 +225,11 @@ class PatchedEmulator(WritesMixin, WatchMixin, GarbageCollectorMixin, Authorizat
             try:
                 return attrs.evolve(request, data=yaml.safe_load(request.text or ""))
             except yaml.YAMLError as e:
-                raise status_error(400, "BadRequest", f"error decoding YAML: {e}")
+                raise status_error(400, "BadRequest", f"error decoding YAML: {e}") from e
         raise status_error(415, "UnsupportedMediaType",
-                      f'the body of the request was in an unknown format - '
-                      'accepted media types include: application/json, application/yaml '
-                      f'("{ctype}" is not emulated)')
+                           f'the body of the request was in an unknown format - '
+                           'accepted media types include: application/json, application/yaml '
+                           f'("{ctype}" is not emulated)')
 
     async def _serve_other(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         path = request.url.path
@@ -240,7 +241,8 @@ class PatchedEmulator(WritesMixin, WatchMixin, GarbageCollectorMixin, Authorizat
         if path.startswith("/openapi/v3/"):
             doc = self._openapi_documents().get(path.removeprefix("/openapi/v3/"))
             if doc is None or not path.removeprefix("/openapi/v3/"):
-                raise status_error(404, "NotFound", "the server could not find the requested resource")
+                raise status_error(404, "NotFound",
+                                   "the server could not find the requested resource")
             return aiohttp.web.json_response(doc)
         return await apps.RawHandler._handle(self, request)
 
@@ -251,7 +253,7 @@ class PatchedEmulator(WritesMixin, WatchMixin, GarbageCollectorMixin, Authorizat
             match_labels({}, request.params.get("labelSelector"))
             match_fields({}, request.params.get("fieldSelector"))
         except ValueError as e:
-            raise status_error(400, "BadRequest", str(e))
+            raise status_error(400, "BadRequest", str(e)) from e
 
     def _select(self, request: rendering.Request) -> list[dict]:
         store = self._store_of(request.resource)
@@ -315,7 +317,8 @@ class PatchedEmulator(WritesMixin, WatchMixin, GarbageCollectorMixin, Authorizat
     @staticmethod
     def _order_versions(group: dict) -> dict:
         """Versions in priority order, the first preferred (sortGroupDiscoveryByKubeAwareVersion
-        in staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/customresource_discovery_controller.go)."""
+        in staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/
+        customresource_discovery_controller.go)."""
         group["versions"] = sorted(group["versions"], key=lambda v: version_priority(v["version"]))
         group["preferredVersion"] = dict(group["versions"][0])
         return group
@@ -371,6 +374,7 @@ def fail_requests(status: int, times: int, *, method: str | None = None, plural:
         if name is not None and request.name != name:
             return None
         fault.hits += 1
-        return status_error(status, reasons.get(status, "InternalError"), f"injected fault ({status})")
+        return status_error(status, reasons.get(status, "InternalError"),
+                            f"injected fault ({status})")
     fault.hits = 0
     return fault

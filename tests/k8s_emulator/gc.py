@@ -40,8 +40,8 @@ class GarbageCollectorMixin:
 
     def _resolvable(self, ref: dict) -> bool:
         group, _, version = str(ref.get("apiVersion", "")).rpartition("/")
-        return any(r.group == group and r.version == version and self.resources[r].kind == ref.get("kind")
-                   for r in self.resources)
+        return any(r.group == group and r.version == version
+                   and self.resources[r].kind == ref.get("kind") for r in self.resources)
 
     async def _gc_step(self) -> bool:
         """One change of the garbage collector, if any is due (pkg/controller/garbagecollector/
@@ -68,7 +68,8 @@ class GarbageCollectorMixin:
             if ORPHAN in finalizers:
                 for dep_key, _ in dependents.get(meta["uid"], []):
                     dep = copy.deepcopy(self._objects[dep_key].raw)
-                    refs = [r for r in dep["metadata"].pop("ownerReferences") if r.get("uid") != meta["uid"]]
+                    refs = [r for r in dep["metadata"].pop("ownerReferences")
+                            if r.get("uid") != meta["uid"]]
                     if refs:  # an empty list is omitted (omitempty)
                         dep["metadata"]["ownerReferences"] = refs
                     await self._commit(dep_key, dep)
@@ -99,7 +100,8 @@ class GarbageCollectorMixin:
                 continue
             own = meta.get("finalizers") or []
             policy = ("Foreground" if waiting and dependents.get(meta.get("uid")) else
-                      "Orphan" if ORPHAN in own else "Foreground" if FOREGROUND in own else "Background")
+                      "Orphan" if ORPHAN in own else
+                      "Foreground" if FOREGROUND in own else "Background")
             await self._delete(key, policy)
             return True
         return False

@@ -65,6 +65,10 @@ def _operation(verb: str, gvk: dict, schema_ref: dict | None, params: list[dict]
     return op
 
 
+def _ref(schema: str) -> dict:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
 def openapi_document(resources: list[resource], infos: dict[resource, ResourceInfo],
                      schemas_by_resource: dict[resource, dict]) -> dict:
     """The OpenAPI v3 document of one CRD group-version's ``resources``
@@ -76,24 +80,21 @@ def openapi_document(resources: list[resource], infos: dict[resource, ResourceIn
         info = infos[res]
         gvk = {"group": res.group, "version": res.version, "kind": info.kind}
         name = _schema_name(res.group, res.version, info.kind)
+        ref, list_ref = _ref(name), _ref(name + "List")
         schema = copy.deepcopy(schemas_by_resource[res])
         schema.setdefault("properties", {})["metadata"] = {
-            "allOf": [{"$ref": f"#/components/schemas/{_OBJECT_META}"}],
-            "description": "Standard object's metadata."}
+            "allOf": [_ref(_OBJECT_META)], "description": "Standard object's metadata."}
         schema["x-kubernetes-group-version-kind"] = [gvk]
         schemas[name] = schema
-        schemas[name + "List"] = {"type": "object", "required": ["items"],
-                                  "x-kubernetes-group-version-kind": [{**gvk,
-                                                                       "kind": info.kind + "List"}],
-                                  "properties": {"apiVersion": {"type": "string"},
-                                                 "kind": {"type": "string"},
-                                                 "items": {"type": "array",
-                                                           "items": {"$ref": f"#/components/schemas/{name}"}},
-                                                 "metadata": {"$ref": f"#/components/schemas/{_LIST_META}"}}}
-        ref, list_ref = {"$ref": f"#/components/schemas/{name}"}, {"$ref": f"#/components/schemas/{name}List"}
+        schemas[name + "List"] = {
+            "type": "object", "required": ["items"],
+            "x-kubernetes-group-version-kind": [{**gvk, "kind": info.kind + "List"}],
+            "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                           "items": {"type": "array", "items": ref},
+                           "metadata": _ref(_LIST_META)}}
         scope = [_param("namespace", "path")] if info.namespaced else []
-        base = f"/apis/{res.group}/{res.version}" + ("/namespaces/{namespace}" if info.namespaced else "") \
-            + f"/{res.plural}"
+        base = (f"/apis/{res.group}/{res.version}"
+                + ("/namespaces/{namespace}" if info.namespaced else "") + f"/{res.plural}")
         paths[base] = {"parameters": [*scope, _param("pretty")],
                        "get": _operation("list", gvk, list_ref),
                        "post": _operation("post", gvk, ref, _WRITE_PARAMS, ref)}
@@ -105,8 +106,8 @@ def openapi_document(resources: list[resource], infos: dict[resource, ResourceIn
                 "delete": _operation("delete", gvk, None)}
         paths[base + "/{name}"] = item
         if "status" in info.subresources:
-            paths[base + "/{name}/status"] = {k: item[k] for k in ("parameters", "get", "put",
-                                                                   "patch")}
+            paths[base + "/{name}/status"] = {k: item[k]
+                                              for k in ("parameters", "get", "put", "patch")}
     return {"openapi": "3.0.0",
             "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
             "paths": paths, "components": {"schemas": schemas}}

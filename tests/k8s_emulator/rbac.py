@@ -51,10 +51,13 @@ _REQUEST_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 
 
 def request_verb(request: rendering.Request) -> str:
-    """The verb of a resource request (staging/src/k8s.io/apiserver/pkg/endpoints/request/requestinfo.go)."""
+    """The verb of a resource request
+    (staging/src/k8s.io/apiserver/pkg/endpoints/request/requestinfo.go)."""
     method = request.method.value
     if method == "GET":
-        return "watch" if request.params.get("watch") in GO_TRUE else "get" if request.name else "list"
+        if request.params.get("watch") in GO_TRUE:
+            return "watch"
+        return "get" if request.name else "list"
     if method == "DELETE":
         return "delete" if request.name else "deletecollection"
     return _REQUEST_VERBS.get(method, method.lower())
@@ -64,7 +67,7 @@ def forbidden(res: resource, name: str | None, why: str) -> KubernetesError:
     # apierrors.NewForbidden (staging/src/k8s.io/apimachinery/pkg/api/errors/errors.go)
     where = f'{qualified(res)} "{name}"' if name else qualified(res)
     return status_error(403, "Forbidden", f"{where} is forbidden: {why}",
-                   name=name, group=res.group, kind=res.plural)
+                        name=name, group=res.group, kind=res.plural)
 
 
 class AuthorizationMixin:
@@ -85,12 +88,13 @@ class AuthorizationMixin:
         a = Attributes(self._user(request), request_verb(request), res.group, res.plural,
                        request.subresource or "", request.namespace, request.name)
         if not self.authorizer(a):
-            # forbiddenMessage in staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go
+            # forbiddenMessage in
+            # staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go
             what = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
             scope = f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope"
             raise forbidden(res, a.name,
-                             f'User "{a.user}" cannot {a.verb} resource "{what}" in API '
-                             f'group "{a.group}" {scope}')
+                            f'User "{a.user}" cannot {a.verb} resource "{what}" in API '
+                            f'group "{a.group}" {scope}')
 
     def _admit_owner_references(self, request: rendering.Request, res: resource,
                                 new: dict, old: dict | None) -> None:
@@ -108,9 +112,10 @@ class AuthorizationMixin:
         if old is not None and not self.authorizer(Attributes(user, "delete", res.group, res.plural,
                                                               request.subresource or "", ns, name)):
             raise forbidden(res, name,
-                             "cannot set an ownerRef on a resource you can't delete: , <nil>")
+                            "cannot set an ownerRef on a resource you can't delete: , <nil>")
         was_blocking = {r.get("uid") for r in old_refs if r.get("blockOwnerDeletion") is True}
-        blocking = [r for r in new_refs if r.get("blockOwnerDeletion") is True and r.get("uid") not in was_blocking]
+        blocking = [r for r in new_refs
+                    if r.get("blockOwnerDeletion") is True and r.get("uid") not in was_blocking]
         if not blocking or self.authorizer(Attributes(user, "update", "*", "*", "finalizers")):
             return  # finalizeAnythingRecord
         for ref in blocking:
@@ -119,15 +124,15 @@ class AuthorizationMixin:
                         and self.resources[r].kind == ref.get("kind")]
             if not mappings:
                 raise forbidden(res, name,
-                                 f"cannot set blockOwnerDeletion in this case because cannot find "
-                                 f"RESTMapping for APIVersion {ref.get('apiVersion')} Kind "
-                                 f"{ref.get('kind')}: "
-                                 f'no matches for kind "{ref.get("kind")}" in version '
-                                 f'"{ref.get("apiVersion")}"')
+                                f"cannot set blockOwnerDeletion in this case because cannot find "
+                                f"RESTMapping for APIVersion {ref.get('apiVersion')} Kind "
+                                f"{ref.get('kind')}: "
+                                f'no matches for kind "{ref.get("kind")}" in version '
+                                f'"{ref.get("apiVersion")}"')
             for owner in mappings:
                 if not self.authorizer(Attributes(user, "update", group, owner.plural, "finalizers",
                                                   ns,
                                                   ref.get("name"))):
                     raise forbidden(res, name,
-                                     "cannot set blockOwnerDeletion if an ownerReference refers "
-                                     "to a resource you can't set finalizers on: , <nil>")
+                                    "cannot set blockOwnerDeletion if an ownerReference refers "
+                                    "to a resource you can't set finalizers on: , <nil>")

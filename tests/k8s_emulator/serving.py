@@ -44,7 +44,7 @@ def dask_crd_dir() -> Path | None:
     spec = importlib.util.find_spec("dask_kubernetes")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = (Path(list(spec.submodule_search_locations)[0]) / "operator" / "deployment" / "helm"
+    path = (Path(next(iter(spec.submodule_search_locations))) / "operator" / "deployment" / "helm"
             / "dask-kubernetes-operator" / "crds")
     return path if path.is_dir() else None
 
@@ -77,7 +77,8 @@ async def serve_emulator(namespace: str = "ns1") -> AsyncIterator[EmulatorHandle
     """Serve a :class:`PatchedEmulator` on a random local port, on the running event loop, with
     the built-in kinds, the CRDs of :func:`load_crds` and the namespace ``namespace``."""
     async with PatchedEmulator() as k, kmock.Server(k) as srv:
-        k.resources.load_bundled()   # v1 namespaces/configmaps/..., batch/v1 jobs, networking.k8s.io/v1 networkpolicies...
+        # v1 namespaces/configmaps/..., batch/v1 jobs, networking.k8s.io/v1 networkpolicies...
+        k.resources.load_bundled()
         load_crds(k)
         async with srv.client.post("/api/v1/namespaces", json={
                 "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}) as resp:

@@ -114,10 +114,7 @@ def jsonpath_find(obj: Any, path: str) -> list[Any]:
         inner = (m["bracket"] or "").strip() if key is None else None
         if key is None and inner and inner[0] in "'\"":
             key = _literal(inner)
-        if key is not None:
-            nodes = _field(nodes, key)
-        else:
-            nodes = _bracket(nodes, inner or "", path)
+        nodes = _field(nodes, key) if key is not None else _bracket(nodes, inner or "", path)
     return nodes
 
 
@@ -226,16 +223,17 @@ def table_version(request: rendering.Request) -> str | None:
             continue
         if "as" not in opts:
             return None
-        if opts["as"] == "Table" and opts.get("g") == "meta.k8s.io" and opts.get("v") in ("v1",
-                                                                                          "v1beta1"):
-            if request.params.get("includeObject", "") not in TABLE_INCLUDE:  # handlers/response.go asTable
+        if opts["as"] == "Table" and opts.get("g") == "meta.k8s.io" and opts.get("v") in (
+                "v1", "v1beta1"):
+            # handlers/response.go asTable
+            if request.params.get("includeObject", "") not in TABLE_INCLUDE:
                 raise status_error(400, "BadRequest",
-                              'unrecognized includeObject value: '
-                              f'"{request.params["includeObject"]}"')
+                                   'unrecognized includeObject value: '
+                                   f'"{request.params["includeObject"]}"')
             return opts["v"]
     raise status_error(406, "NotAcceptable",
-                  "only the following media types are accepted: application/json, "
-                  "application/json;as=Table;v=v1;g=meta.k8s.io")
+                       "only the following media types are accepted: application/json, "
+                       "application/json;as=Table;v=v1;g=meta.k8s.io")
 
 def table(request: rendering.Request, objs: list[dict], rv: str, version: str,
           columns: list[dict] | None, headers: bool = True) -> dict:

@@ -59,14 +59,13 @@ class WatchMixin:
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         headers_sent = False
         async with contextlib.aclosing(self._serve_watch(request)) as stream:
-            try:
+            with contextlib.suppress(StopAsyncIteration):
                 await anext(stream)  # a malformed selector is a 400, before the headers go out
-            except StopAsyncIteration:
-                pass
             await response.prepare(request._raw_request)
             self._watches[id(response)] = request._raw_request
             try:
                 async for event in stream:
+                    out = event
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         obj = self._present(event["object"], request.resource)
                         if as_table:
@@ -74,8 +73,8 @@ class WatchMixin:
                                               obj["metadata"].get("resourceVersion", ""),
                                               as_table, headers=not headers_sent)
                             headers_sent = True
-                        event = {"type": event["type"], "object": obj}
-                    await response.write(json.dumps(event).encode() + b"\n")
+                        out = {"type": event["type"], "object": obj}
+                    await response.write(json.dumps(out).encode() + b"\n")
             except ConnectionError:
                 return response  # the client left, or the connection was cut
             except Exception as e:

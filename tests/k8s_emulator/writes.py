@@ -70,12 +70,13 @@ class WritesMixin:
         if errors:
             causes = [{"reason": "FieldValueInvalid",
                        "message": e.message,  # field.Path: spec.a[0].b
-                       "field": "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path).lstrip(".")}
+                       "field": "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                                        for p in e.path).lstrip(".")}
                       for e in errors]
             kind, name = self.resources[res].kind, obj.get("metadata", {}).get("name")
             raise status_error(422, "Invalid", f'{kind}.{res.group} "{name}" is invalid: '
-                          + "; ".join(f"{c['field']}: {c['message']}" for c in causes),
-                          name=name, group=res.group, kind=kind, causes=causes)
+                               + "; ".join(f"{c['field']}: {c['message']}" for c in causes),
+                               name=name, group=res.group, kind=kind, causes=causes)
 
 
     def _patch_body(self, request: rendering.Request, res: resource) -> Any:
@@ -84,12 +85,13 @@ class WritesMixin:
         if ctype == STRATEGIC_MERGE_PATCH:
             if res in self._custom:
                 raise status_error(415, "UnsupportedMediaType",
-                              f"the body of the request was in an unknown format - accepted media "
-                              f"types include: {JSON_PATCH}, {MERGE_PATCH}, "
-                              "application/apply-patch+yaml")
+                                   "the body of the request was in an unknown format - accepted "
+                                   f"media types include: {JSON_PATCH}, {MERGE_PATCH}, "
+                                   "application/apply-patch+yaml")
             if has_smp_directives(body):
-                raise status_error(400, "BadRequest", "the emulator applies strategic-merge patches as "
-                              "merge patches and does not support $-directives")
+                raise status_error(400, "BadRequest",
+                                   "the emulator applies strategic-merge patches as "
+                                   "merge patches and does not support $-directives")
             ctype = MERGE_PATCH
         if ctype == MERGE_PATCH:
             if not isinstance(body, dict):
@@ -99,9 +101,10 @@ class WritesMixin:
                 raise status_error(400, "BadRequest", "a JSON patch must be a JSON array")
         else:
             raise status_error(415, "UnsupportedMediaType",
-                          f"the body of the request was in an unknown format ({ctype or 'none'}) - "
-                          f"accepted media types include: {JSON_PATCH}, {MERGE_PATCH}, "
-                          f"{STRATEGIC_MERGE_PATCH} (server-side apply is not emulated)")
+                               "the body of the request was in an unknown format "
+                               f"({ctype or 'none'}) - "
+                               f"accepted media types include: {JSON_PATCH}, {MERGE_PATCH}, "
+                               f"{STRATEGIC_MERGE_PATCH} (server-side apply is not emulated)")
         return body
 
     @staticmethod
@@ -111,8 +114,8 @@ class WritesMixin:
         directive = request.params.get("fieldValidation") or "Warn"
         if directive not in ("Ignore", "Warn", "Strict"):
             raise status_error(400, "BadRequest",
-                          f'fieldValidation must be one of "Ignore", "Warn" or "Strict", '
-                          f'got "{directive}"')
+                               f'fieldValidation must be one of "Ignore", "Warn" or "Strict", '
+                               f'got "{directive}"')
         return directive
 
     @staticmethod
@@ -125,8 +128,9 @@ class WritesMixin:
         staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go."""
         kind = body.get("kind") or self.resources[res].kind
         version = str(body.get("apiVersion") or group_version(res)).rpartition("/")[2]
-        return status_error(400, "BadRequest", f'{kind} in version "{version}" cannot be handled as a '
-                       f'{self.resources[res].kind}: {self._strict_error(unknown)}')
+        return status_error(400, "BadRequest",
+                            f'{kind} in version "{version}" cannot be handled as a '
+                            f'{self.resources[res].kind}: {self._strict_error(unknown)}')
 
     @staticmethod
     def _respond(obj: dict, status: int = 200, unknown: Iterable[str] = (),
@@ -151,21 +155,22 @@ class WritesMixin:
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
             if not meta.get("name"):
-                raise status_error(422, "Invalid",
-                              "metadata.name: Required value: name or generateName is required")
+                raise status_error(422, "Invalid", "metadata.name: Required value: name or "
+                                   "generateName is required")
             if info.namespaced is False:
                 meta.pop("namespace", None)
             elif request.namespace:
                 if meta.get("namespace", request.namespace) != request.namespace:
-                    raise status_error(400, "BadRequest", "the namespace of the provided object does "
-                                  "not match the namespace sent on the request")
+                    raise status_error(400, "BadRequest",
+                                       "the namespace of the provided object does "
+                                       "not match the namespace sent on the request")
                 meta["namespace"] = request.namespace
             key = self._key(res, meta.get("namespace"), meta["name"])
             if key in self._objects and not self._objects[key].deleted:
                 # apierrors.NewAlreadyExists
                 raise status_error(409, "AlreadyExists",
-                              f'{qualified(res)} "{meta["name"]}" already exists',
-                              name=meta["name"], group=res.group, kind=res.plural)
+                                   f'{qualified(res)} "{meta["name"]}" already exists',
+                                   name=meta["name"], group=res.group, kind=res.plural)
             if has_status:
                 body.pop("status", None)
             if self._store_of(res) == SERVICES:
@@ -205,18 +210,19 @@ class WritesMixin:
                 sent_rv = (new.get("metadata") or {}).get("resourceVersion")
                 if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
                     raise status_error(409, "Conflict",
-                                  f'Operation cannot be fulfilled on {qualified(res)} '
-                                  f'"{request.name}": the object has been modified; please apply '
-                                  f'your changes to the latest version and try again')
+                                       f'Operation cannot be fulfilled on {qualified(res)} '
+                                       f'"{request.name}": the object has been modified; please '
+                                       'apply your changes to the latest version and try again')
                 return new
             return dict(dicts.patch_dict(copy.deepcopy(old), self._patch_body(request, res)))
         except jsonpatch.JsonPatchTestFailed as e:
             raise status_error(422, "Invalid",
-                          f"the server rejected our request due to an error in our request: {e}")
+                               "the server rejected our request due to an error in our request: "
+                               f"{e}") from e
         except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException, ValueError,
                 TypeError) as e:
             raise status_error(422, "Invalid",
-                          f"the server rejected our request: {e}")  # the code is a guess
+                               f"the server rejected our request: {e}") from e  # code: a guess
 
     async def _serve_update(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         """PUT or PATCH of an object or its status."""
@@ -250,14 +256,15 @@ class WritesMixin:
                                                                                "apiVersion"}
             if without(final, ignored) != without(old, ignored):
                 meta["generation"] = old["metadata"].get("generation", 1) + 1
-            final, unknown, errors = self._validate(res, {**final, "apiVersion": group_version(res)})
+            final, unknown, errors = self._validate(res,
+                                                    {**final, "apiVersion": group_version(res)})
             if unknown and directive == "Strict":
                 if request.method.value == "PUT":
                     raise self._decode_error(request.data, res, unknown)
                 # a patch: jsonPatcher.applyPatchToCurrentObject in handlers/patch.go
                 why = f'Invalid value: {json.dumps(json.dumps(new))}: {self._strict_error(unknown)}'
                 raise status_error(422, "Invalid", f' "" is invalid: patch: {why}',
-                              causes=[{"reason": "FieldValueInvalid", "message": why,
+                                   causes=[{"reason": "FieldValueInvalid", "message": why,
                                        "field": "patch"}])
             self._raise_invalid(res, final, errors)
             self._admit_owner_references(request, res, final, old)
@@ -291,15 +298,15 @@ class WritesMixin:
         orphan = body.get("orphanDependents", request.params.get("orphanDependents"))
         if policy not in (None, "Orphan", "Background", "Foreground"):
             raise status_error(422, "Invalid",
-                          f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
-                          f'Unsupported value: "{policy}": supported values: "Foreground", '
-                          '"Background", "Orphan"')
+                               f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
+                               f'Unsupported value: "{policy}": supported values: "Foreground", '
+                               '"Background", "Orphan"')
         if orphan is not None:
             if policy is not None:
                 raise status_error(422, "Invalid",
-                              'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
-                              'Invalid value: "": orphanDependents and deletionPropagation cannot '
-                              'be both set')
+                                   'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
+                                   'Invalid value: "": orphanDependents and deletionPropagation '
+                                   'cannot be both set')
             policy = "Orphan" if orphan in (True, *GO_TRUE) else "Background"
         return policy, body.get("preconditions") or {}
 
@@ -314,10 +321,9 @@ class WritesMixin:
                 if want and want != have:
                     label = "UID" if field == "uid" else "ResourceVersion"
                     raise status_error(409, "Conflict",
-                                  f"Operation cannot be fulfilled on {qualified(res)} "
-                                  f'"{request.name}": Precondition failed: {label} in '
-                                  f'precondition: {want}, '
-                                  f"{label} in object meta: {have}")
+                                       f"Operation cannot be fulfilled on {qualified(res)} "
+                                       f'"{request.name}": Precondition failed: {label} in '
+                                       f"precondition: {want}, {label} in object meta: {have}")
             result = await self._delete(self._key(res, request.namespace, request.name), policy)
         self._wake_collector()
         return aiohttp.web.json_response(self._present(result, res))
@@ -332,8 +338,10 @@ class WritesMixin:
         current = list(meta.get("finalizers") or [])
         if policy is None:
             store = key[0]
-            policy = ("Orphan" if ORPHAN in current else "Foreground" if FOREGROUND in current else
-                      "Orphan" if (store.group, store.version, store.plural) in ORPHAN_BY_DEFAULT else "Background")
+            by_default = (store.group, store.version, store.plural) in ORPHAN_BY_DEFAULT
+            policy = ("Orphan" if ORPHAN in current else
+                      "Foreground" if FOREGROUND in current else
+                      "Orphan" if by_default else "Background")
         finalizers = [f for f in current if f not in (ORPHAN, FOREGROUND)]
         finalizers += {"Orphan": [ORPHAN], "Foreground": [FOREGROUND]}.get(policy, [])
         if not finalizers and not meta.get("deletionTimestamp"):
