@@ -95,7 +95,7 @@ def overheads(out_dir: Path) -> None:
                       {"name": "noop"}],
     })
     out = out_dir / "overhead.jsonl"
-    run_benchmark(spec, str(out), trials=[("local", 1)] + spec.trials())
+    run_benchmark(spec, str(out), trials=[("local", 1), *spec.trials()])
     recs = read_records(out)
     print(f"\n  {'framework':<12} {'workers':>7} {'async us/task':>14} {'sync us/task':>13} "
           f"{'tasks/s':>9}")

@@ -51,11 +51,11 @@ async def main(n: int, rounds: int) -> int:
                "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "operator")])}
         exe = os.path.join(os.path.dirname(sys.executable), "testbed-operator")
         metrics_port = free_port()
-        log = open(os.path.join(tmp, "operator.log"), "w")
-        proc = subprocess.Popen([exe, "--namespace", NS, "--poll-seconds", "0.2",
-                                 "--metrics-port", str(metrics_port),
-                                 "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        with open(os.path.join(tmp, "operator.log"), "w") as log:  # the child keeps its own fd
+            proc = subprocess.Popen([exe, "--namespace", NS, "--poll-seconds", "0.2",
+                                     "--metrics-port", str(metrics_port),
+                                     "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
         ps = psutil.Process(proc.pid)
         peak = 0
 
@@ -101,8 +101,8 @@ async def main(n: int, rounds: int) -> int:
                 twice = {k: v for k, v in fake.starts.items() if v != 1}
                 posts = {}
                 for r in k8s.emulator.history:
-                    if r.method.value == "POST" and r.resource is not None and r.resource.plural in (
-                            "rayjobs", "daskclusters", "jobs"):
+                    if (r.method.value == "POST" and r.resource is not None
+                            and r.resource.plural in ("rayjobs", "daskclusters", "jobs")):
                         key = (r.resource.plural, (r.data or {}).get("metadata", {}).get("name"))
                         posts[key] = posts.get(key, 0) + 1
                 reposted = {k: v for k, v in posts.items() if v != 1}
@@ -123,7 +123,6 @@ async def main(n: int, rounds: int) -> int:
             sampler.cancel()
             proc.terminate()
             await asyncio.to_thread(proc.wait, 30)
-            log.close()
             await api.close()
     print(f"apply -> first cluster resource (n={rounds}): median "
           f"{statistics.median(latencies) * 1000:.0f} ms, "
@@ -148,7 +147,9 @@ async def main(n: int, rounds: int) -> int:
 
 
 def _pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 async def _watch_trials(url: str, seen_done: dict, planned_at: dict) -> None:

@@ -155,12 +155,13 @@ def kuberay_token_env(env: list[dict[str, Any]], cluster: str,
 # KubeRay v1.6/v1.7 ray-operator/controllers/ray/utils/constant.go
 KUBERAY_AGENT_PORT = 52365          # DefaultDashboardAgentListenPort
 KUBERAY_DASHBOARD_PORT = 8265       # DefaultDashboardPort
-KUBERAY_WGET = "wget --tries 1 -T %d -q -O- http://localhost:%d/%s | grep success"  # BaseWgetHealthCommand
+# BaseWgetHealthCommand
+KUBERAY_WGET = "wget --tries 1 -T %d -q -O- http://localhost:%d/%s | grep success"
 KUBERAY_PROBE = {  # Default{Readiness,Liveness}Probe* (Head*TimeoutSeconds for the head)
-    "readinessProbe": dict(initialDelaySeconds=10, timeoutSeconds=2, headTimeout=5, periodSeconds=5,
-                           successThreshold=1, failureThreshold=10),
-    "livenessProbe": dict(initialDelaySeconds=30, timeoutSeconds=2, headTimeout=5, periodSeconds=5,
-                          successThreshold=1, failureThreshold=120),
+    "readinessProbe": {"initialDelaySeconds": 10, "timeoutSeconds": 2, "headTimeout": 5,
+                       "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 10},
+    "livenessProbe": {"initialDelaySeconds": 30, "timeoutSeconds": 2, "headTimeout": 5,
+                      "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 120},
 }
 
 
@@ -355,7 +356,8 @@ class FakeControllers:
         self.auth_env: dict[str, dict[str, str]] = {}  # RayJob key -> the RAY_AUTH_* its pods got
         self._secrets: dict[str, str] = {}             # RayJob key -> its auth Secret
         # name -> how many runs crash (a set: every run).
-        self.crash = dict.fromkeys(crash, -1) if isinstance(crash, (set, list)) else dict(crash or {})
+        self.crash = (dict.fromkeys(crash, -1) if isinstance(crash, (set, list))
+                      else dict(crash or {}))
         self.gate = gate
         self.starts: collections.Counter[str] = collections.Counter()
         self.exits: dict[str, int] = {}
@@ -381,7 +383,8 @@ class FakeControllers:
         self.pod_ready: dict[str, bool] = {}
         self.pod_specs: dict[str, dict[str, Any]] = {}  # pod name -> its container, as built
         self._probers: dict[str, list[asyncio.Task]] = collections.defaultdict(list)
-        self.late_scheduler = dict(late_scheduler or {})  # DaskCluster name -> seconds until its pod
+        # DaskCluster name -> seconds until its pod
+        self.late_scheduler = dict(late_scheduler or {})
         self._services: dict[str, ServiceAddress] = {}    # DaskCluster key -> its scheduler Service
         self.scheduler_up_at: dict[str, float] = {}  # DaskCluster key -> when it served (epoch)
         self._scheduler_up: dict[str, asyncio.Event] = {}  # scheduler DNS name -> it serves
@@ -481,7 +484,8 @@ class FakeControllers:
         key = f"{obj['kind']}/{obj['metadata']['name']}"
         if etype == "ADDED" and key not in self._work:
             self._work[key] = asyncio.create_task(self._guard(key, handler(key, obj)))
-        elif etype == "DELETED" or (etype == "MODIFIED" and obj["metadata"].get("deletionTimestamp")):
+        elif etype == "DELETED" or (etype == "MODIFIED"
+                                    and obj["metadata"].get("deletionTimestamp")):
             task = self._work.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -516,7 +520,7 @@ class FakeControllers:
             return
         try:
             root = psutil.Process(entry[1])
-            tree = [root] + root.children(recursive=True)
+            tree = [root, *root.children(recursive=True)]
             root.terminate()
             self._replacing.append(asyncio.create_task(self._guard(
                 f"stop {name}", self._kill_after(tree, KUBELET_MIN_GRACE_SECONDS))))
@@ -565,7 +569,8 @@ class FakeControllers:
         """The Pod standing for one node (``fw_name`` None: the head), Running, with its
         readiness probe run by :meth:`_prober`."""
         path = PODS.format(ns=self.ns)
-        env = [{"name": "DASK_WORKER_NAME", "value": fw_name}] if fw_name and framework == "dask" else []
+        env = ([{"name": "DASK_WORKER_NAME", "value": fw_name}]
+               if fw_name and framework == "dask" else [])
         container = {"name": "node", "image": "local", "env": env}
         if containers is not None:
             container = {**containers[1 if fw_name else 0], "name": "node", "image": "local"}
@@ -710,7 +715,8 @@ class FakeControllers:
             return False, f"command timed out after {timeout:g}s"
         if proc.returncode == 0:
             return True, ""
-        return False, out.decode(errors="replace").strip() or f"command exited with {proc.returncode}"
+        return False, (out.decode(errors="replace").strip()
+                       or f"command exited with {proc.returncode}")
 
     async def _prober(self, pod: str, probe: dict[str, Any],
                       targets: dict[int, tuple[str, int]]) -> None:
@@ -727,9 +733,9 @@ class FakeControllers:
             if now != ready:
                 ready = now
                 self.pod_ready[pod] = ready
+                body = json.dumps({"status": self._readiness_status(ready)})
                 async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod}/status",
-                                               headers=MERGE,
-                                               data=json.dumps({"status": self._readiness_status(ready)})) as r:
+                                               headers=MERGE, data=body) as r:
                     if r.status == 404:
                         return
                     r.raise_for_status()
@@ -985,7 +991,8 @@ class FakeControllers:
         await self._patch_status(DASKCLUSTERS, name, {"phase": "Pending"})
         if name in self.late_scheduler:  # e.g. a slow image pull: the pod comes later
             await asyncio.sleep(self.late_scheduler[name])
-        # dask-kubernetes: the scheduler is Deployment <name>-scheduler; its ReplicaSet makes the pod.
+        # dask-kubernetes: the scheduler is Deployment <name>-scheduler; its ReplicaSet makes the
+        # pod.
         await self._admitted(name, scheduler["spec"], f"{name}-scheduler-6d5f7c9b8-",
                              ("apps/v1", "ReplicaSet", f"{name}-scheduler-6d5f7c9b8",
                               "FailedCreate",

@@ -93,10 +93,10 @@ def _walk(roots: list[Requirement], lock: dict[str, str]) -> tuple[set[str], lis
     problems: list[str] = []
     todo = [(wheelhouse.norm(r.name), frozenset(r.extras)) for r in roots]
     for r in roots:
-        if wheelhouse.norm(r.name) != wheelhouse.PROJECT:
-            if wheelhouse.norm(r.name) not in lock or not r.specifier.contains(
-                    lock[wheelhouse.norm(r.name)], prereleases=True):
-                problems.append(f"root {r}: lock has {lock.get(wheelhouse.norm(r.name))}")
+        if wheelhouse.norm(r.name) != wheelhouse.PROJECT and (
+                wheelhouse.norm(r.name) not in lock or not r.specifier.contains(
+                    lock[wheelhouse.norm(r.name)], prereleases=True)):
+            problems.append(f"root {r}: lock has {lock.get(wheelhouse.norm(r.name))}")
     while todo:
         pkg, extras = todo.pop()
         if (pkg, extras) in seen:

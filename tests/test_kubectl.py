@@ -116,7 +116,8 @@ async def test_kubectl_apply_validates_with_the_crd_schema(kube, tmp_path):
                                        'strict decoding error: '
                                        'unknown field "spec.repeat"')
     _, out, err = await kubectl("apply", "-f", str(typo), "--validate=warn")
-    assert out.strip() == "benchmark.testbed.dev/typo created" and 'Warning: unknown field "spec.repeat"' in err
+    assert out.strip() == "benchmark.testbed.dev/typo created"
+    assert 'Warning: unknown field "spec.repeat"' in err
 
     del doc["spec"]["repeat"]
     doc["metadata"]["name"], doc["spec"]["workers"] = "zero", [0]
@@ -135,14 +136,16 @@ async def test_kubectl_get_describe_rayjobs_and_configmaps(kube):
     _, out, _ = await kubectl("get", "benchmarks")
     header, row = _table(out)
     assert header == _columns(priority=False)
-    assert dict(zip(header, row, strict=False)) | {"NAME": "digits-knn", "PHASE": "Running", "WORKLOAD": "knn",
-                                     "FRAMEWORKS": "ray,dask", "PROGRESS": "2/6"} == dict(zip(header, row, strict=False))
-    assert re.fullmatch(r"\d+s", dict(zip(header, row, strict=False))["AGE"])
+    cells = dict(zip(header, row, strict=False))
+    assert cells | {"NAME": "digits-knn", "PHASE": "Running", "WORKLOAD": "knn",
+                    "FRAMEWORKS": "ray,dask", "PROGRESS": "2/6"} == cells
+    assert re.fullmatch(r"\d+s", cells["AGE"])
     _, out, _ = await kubectl("get", "bm", "-o", "wide")
     header, row = _table(out)
     assert header == _columns(priority=True)
     wide = dict(zip(header, row, strict=False))
-    assert wide.get("TRIAL", "ray-2") == "ray-2" and wide.get("MESSAGE", "running ray-2") == "running ray-2"
+    assert wide.get("TRIAL", "ray-2") == "ray-2"
+    assert wide.get("MESSAGE", "running ray-2") == "running ray-2"
 
     _, out, _ = await kubectl("describe", "benchmark", "digits-knn")
     for line in ("Name:         digits-knn", "Namespace:    ns1", "Kind:         Benchmark"):
@@ -173,7 +176,8 @@ async def test_kubectl_get_describe_rayjobs_and_configmaps(kube):
         assert r.status == 201
     _, out, _ = await kubectl("get", "configmaps")
     header, row = _table(out)
-    assert header == ["NAME", "CREATED AT"] and row[0] == "digits-knn-ray-2-result"  # the default table
+    # the default table
+    assert header == ["NAME", "CREATED AT"] and row[0] == "digits-knn-ray-2-result"
 
 
 async def _read_until(stream: asyncio.StreamReader, pattern: str) -> list[str]:
@@ -221,7 +225,9 @@ async def test_kubectl_watch_wait_and_delete(kube):
     _, out, _ = await kubectl("delete", "benchmark", "digits-knn")
     assert out.strip() == 'benchmark.testbed.dev "digits-knn" deleted'
     rc, _, err = await kubectl("get", "bm", "digits-knn", check=False)
-    assert rc == 1 and err.strip() == 'Error from server (NotFound): benchmarks.testbed.dev "digits-knn" not found'
+    assert rc == 1
+    assert err.strip() == \
+        'Error from server (NotFound): benchmarks.testbed.dev "digits-knn" not found'
     await env.emulator.garbage_collected()
     rc, _, err = await kubectl("get", "configmap", "digits-knn-result", check=False)
     assert rc == 1 and "NotFound" in err  # the garbage collector took the owned ConfigMap

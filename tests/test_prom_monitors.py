@@ -91,7 +91,8 @@ def test_the_operator_service_monitor(monitors):
     assert rules[:1 + len(keeps) + 1] == [INIT, *keeps, {
         "action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
         "regex": "metrics"}]
-    assert keeps[0]["source_labels"][0] == "__meta_kubernetes_service_label_app_kubernetes_io_component"
+    assert keeps[0]["source_labels"][0] == \
+        "__meta_kubernetes_service_label_app_kubernetes_io_component"
     assert {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"} in rules
     assert RUNNING in rules
     # The operator's own `namespace` label (the Benchmark's) wins over the target's.
