@@ -38,10 +38,12 @@ def default_run(out_dir: Path) -> float:
     section("1. testbed run (defaults)")
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--out",
-                        str(out_dir / "default.jsonl")], cwd=out_dir, capture_output=True, text=True)
+                        str(out_dir / "default.jsonl")], cwd=out_dir, capture_output=True,
+                        text=True)
     wall = time.perf_counter() - t0
     ok = p.returncode == 0
-    print(f"exit {p.returncode}; wall {wall:.1f} s (goal < 300 s): {'PASS' if ok and wall < 300 else 'FAIL'}")
+    print(f"exit {p.returncode}; wall {wall:.1f} s (goal < 300 s): "
+          f"{'PASS' if ok and wall < 300 else 'FAIL'}")
     if not ok:
         print(p.stderr[-2000:])
     return wall
@@ -62,13 +64,16 @@ def synthetic(out_dir: Path, samples: int, repeats: int, only: list[str]) -> Non
     })
     out = out_dir / "synthetic.jsonl"
     run_benchmark(spec, str(out), trials=[("local", 1), ("local", 2), ("ray", 2), ("dask", 2)],
-                  on_record=lambda r: print(f"  {r['workload']:<7} {r['framework']:>5} x{r['workers']}: "
-                                            f"{r['state']} median {r['median'] or float('nan'):.3f} s "
+                  on_record=lambda r: print(f"  {r['workload']:<7} {r['framework']:>5} "
+                                            f"x{r['workers']}: "
+                                            f"{r['state']} median "
+                                            f"{r['median'] or float('nan'):.3f} s "
                                             f"seconds {[round(s, 3) for s in r['seconds']]} "
                                             f"distribute {r['phases']['distribute'] or 0:.2f} s "
                                             f"{r['error'] or ''}", flush=True))
     rows = {(r["workload"], r["framework"], r["workers"]): r for r in summarize(read_records(out))}
-    print(f"\n  {'workload':<8} {'framework':<6} {'median s':>9} {'vs local 1t':>12} {'vs local 2t':>12}  verdict")
+    print(f"\n  {'workload':<8} {'framework':<6} {'median s':>9} {'vs local 1t':>12} "
+          f"{'vs local 2t':>12}  verdict")
     for wl in only:
         for fw in ("ray", "dask"):
             r = rows.get((wl, fw, 2))
@@ -90,9 +95,10 @@ def overheads(out_dir: Path) -> None:
                       {"name": "noop"}],
     })
     out = out_dir / "overhead.jsonl"
-    run_benchmark(spec, str(out), trials=[("local", 1)] + spec.trials())
+    run_benchmark(spec, str(out), trials=[("local", 1), *spec.trials()])
     recs = read_records(out)
-    print(f"\n  {'framework':<12} {'workers':>7} {'async us/task':>14} {'sync us/task':>13} {'tasks/s':>9}")
+    print(f"\n  {'framework':<12} {'workers':>7} {'async us/task':>14} {'sync us/task':>13} "
+          f"{'tasks/s':>9}")
     for r in recs:
         if r["workload"] != "tasks" or r["state"] != "succeeded":
             continue
@@ -106,13 +112,15 @@ def overheads(out_dir: Path) -> None:
         if r["workload"] == "noop" and r["state"] == "succeeded":
             per = r["extra"]["harness_overhead_s"] + (r["median"] or 0)
             worst = max(worst, per)
-            print(f"  noop {r['framework']:<12} x{r['workers']}: {per * 1e6:.1f} us per timed repeat")
+            print(f"  noop {r['framework']:<12} x{r['workers']}: "
+                  f"{per * 1e6:.1f} us per timed repeat")
     print(f"  harness overhead per repeat, worst: {worst * 1e3:.3f} ms (goal < 5 ms): "
           f"{'PASS' if worst < 0.005 else 'FAIL'}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-default", action="store_true", help="skip the default-run timing")
     ap.add_argument("--skip-overheads", action="store_true", help="skip sections 3 and 4")
     ap.add_argument("--samples", type=int, default=200_000)

@@ -82,14 +82,17 @@ def _line(label: str, rec: dict) -> str:
     obs = f.get("observed") or {}
     median = describe(rec.get("seconds") or [])["median"]
     if not f.get("applicable") or median is None:
-        return f"{label:<28} {rec['workload']:<10} not measured: {rec.get('error') or f.get('reason')}"
+        why = rec.get("error") or f.get("reason")
+        return f"{label:<28} {rec['workload']:<10} not measured: {why}"
     penalty = f["penalty_seconds"]
-    then = (f"node dead {obs['node_dead_after_seconds']:.2f} s" if obs.get("node_dead_after_seconds")
-            is not None else f"replaced {obs['replaced_after_seconds']:.2f} s"
+    then = (f"node dead {obs['node_dead_after_seconds']:.2f} s"
+            if obs.get("node_dead_after_seconds") is not None
+            else f"replaced {obs['replaced_after_seconds']:.2f} s"
             if obs.get("replaced_after_seconds") is not None else "—")
     redo = obs.get("retried_tasks", obs.get("recomputed_tasks"))
     det = obs.get("detected_after_seconds")
-    return (f"{label:<28} {rec['workload']:<10} median {median:6.3f} s  faulted {f['seconds']:6.3f} s"
+    return (f"{label:<28} {rec['workload']:<10} median {median:6.3f} s  faulted "
+            f"{f['seconds']:6.3f} s"
             f"  penalty {penalty:+7.3f} s ({penalty / median:+6.0%})"
             f"  {'finished' if f.get('finished') else 'FAILED'}"
             f"{'' if f.get('quality_matches') in (True, None) else ' (quality differs)'}"

@@ -51,11 +51,11 @@ async def main(n: int, rounds: int) -> int:
                "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "operator")])}
         exe = os.path.join(os.path.dirname(sys.executable), "testbed-operator")
         metrics_port = free_port()
-        log = open(os.path.join(tmp, "operator.log"), "w")
-        proc = subprocess.Popen([exe, "--namespace", NS, "--poll-seconds", "0.2",
-                                 "--metrics-port", str(metrics_port),
-                                 "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        with open(os.path.join(tmp, "operator.log"), "w") as log:  # the child keeps its own fd
+            proc = subprocess.Popen([exe, "--namespace", NS, "--poll-seconds", "0.2",
+                                     "--metrics-port", str(metrics_port),
+                                     "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
         ps = psutil.Process(proc.pid)
         peak = 0
 
@@ -101,8 +101,8 @@ async def main(n: int, rounds: int) -> int:
                 twice = {k: v for k, v in fake.starts.items() if v != 1}
                 posts = {}
                 for r in k8s.emulator.history:
-                    if r.method.value == "POST" and r.resource is not None and r.resource.plural in (
-                            "rayjobs", "daskclusters", "jobs"):
+                    if (r.method.value == "POST" and r.resource is not None
+                            and r.resource.plural in ("rayjobs", "daskclusters", "jobs")):
                         key = (r.resource.plural, (r.data or {}).get("metadata", {}).get("name"))
                         posts[key] = posts.get(key, 0) + 1
                 reposted = {k: v for k, v in posts.items() if v != 1}
@@ -123,18 +123,20 @@ async def main(n: int, rounds: int) -> int:
             sampler.cancel()
             proc.terminate()
             await asyncio.to_thread(proc.wait, 30)
-            log.close()
             await api.close()
-    print(f"apply -> first cluster resource (n={rounds}): median {statistics.median(latencies) * 1000:.0f} ms, "
+    print(f"apply -> first cluster resource (n={rounds}): median "
+          f"{statistics.median(latencies) * 1000:.0f} ms, "
           f"max {max(latencies) * 1000:.0f} ms   [goal < 1000 ms]")
     print(f"{n} Benchmarks x 4 trials applied at once: {phases.count('Succeeded')}/{n} Succeeded, "
           f"{trials} trials in {elapsed:.1f} s ({trials / elapsed:.1f} trials/s)")
-    print(f"trials started twice (harness): {len(twice)}; objects created twice (API): {len(reposted)}")
+    print(f"trials started twice (harness): {len(twice)}; objects created twice (API): "
+          f"{len(reposted)}")
     print(f"reconcile latency, runner done -> trial done in status (n={len(react)}): "
           f"p50 {_pct(react, 50) * 1000:.0f} ms, p95 {_pct(react, 95) * 1000:.0f} ms, "
           f"max {max(react) * 1000:.0f} ms   [goal p95 < 1000 ms]")
     print(f"reconcile latency, apply -> trials planned in status (n={len(plan)}): "
-          f"p50 {_pct(plan, 50) * 1000:.0f} ms, p95 {_pct(plan, 95) * 1000:.0f} ms   [goal p95 < 1000 ms]")
+          f"p50 {_pct(plan, 50) * 1000:.0f} ms, p95 {_pct(plan, 95) * 1000:.0f} ms"
+          "   [goal p95 < 1000 ms]")
     print(f"operator RSS: idle after warm-up {idle_rss / 2**20:.0f} MB, peak {peak / 2**20:.0f} MB"
           f"   [goal < 300 MB]")
     ok = (max(latencies) < 1 and phases.count("Succeeded") == n and not twice and not reposted
@@ -145,7 +147,9 @@ async def main(n: int, rounds: int) -> int:
 
 
 def _pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 async def _watch_trials(url: str, seen_done: dict, planned_at: dict) -> None:
@@ -157,7 +161,8 @@ async def _watch_trials(url: str, seen_done: dict, planned_at: dict) -> None:
     async with aiohttp.ClientSession(url) as session:
         rv = None
         while True:
-            params = {"watch": "true", "timeoutSeconds": "60", **({"resourceVersion": rv} if rv else {})}
+            params = {"watch": "true", "timeoutSeconds": "60",
+                      **({"resourceVersion": rv} if rv else {})}
             async with session.get(BENCHMARKS.format(ns=NS), params=params,
                                    timeout=aiohttp.ClientTimeout(total=None)) as r:
                 async for line in r.content:
@@ -171,7 +176,8 @@ async def _watch_trials(url: str, seen_done: dict, planned_at: dict) -> None:
                         planned_at.setdefault(obj["metadata"]["name"], now)
                     for t in st.get("trials") or []:
                         if t["state"] in ("Succeeded", "Failed"):
-                            seen_done.setdefault((obj["metadata"]["name"], t["framework"], t["workers"]), now)
+                            seen_done.setdefault((obj["metadata"]["name"], t["framework"],
+                                                  t["workers"]), now)
 
 
 async def _done(api: Api, names: list[str], timeout: float) -> list[dict]:

@@ -96,8 +96,8 @@ def read_lock(name: str) -> dict[str, str]:
     """``{normalized name: version}`` of a lock file."""
     pins = {}
     with open(lock_path(name)) as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
+        for raw in f:
+            line = raw.split("#", 1)[0].strip()
             if line:
                 pkg, _, version = line.partition("==")
                 pins[norm(pkg)] = version
@@ -217,7 +217,8 @@ def fetch(names: list[str]) -> None:
 
 
 def project() -> None:
-    """The project's own wheel, in images/wheelhouse/project/ (per clone: it is this tree's code)."""
+    """The project's own wheel, in images/wheelhouse/project/ (per clone: it is this tree's
+    code)."""
     out = os.path.join(CONTEXTS, "project")
     shutil.rmtree(out, ignore_errors=True)
     # Built with the .venv's setuptools: no build-isolation download.

@@ -88,7 +88,7 @@ import signal
 import socket
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -155,12 +155,13 @@ def kuberay_token_env(env: list[dict[str, Any]], cluster: str,
 # KubeRay v1.6/v1.7 ray-operator/controllers/ray/utils/constant.go
 KUBERAY_AGENT_PORT = 52365          # DefaultDashboardAgentListenPort
 KUBERAY_DASHBOARD_PORT = 8265       # DefaultDashboardPort
-KUBERAY_WGET = "wget --tries 1 -T %d -q -O- http://localhost:%d/%s | grep success"  # BaseWgetHealthCommand
+# BaseWgetHealthCommand
+KUBERAY_WGET = "wget --tries 1 -T %d -q -O- http://localhost:%d/%s | grep success"
 KUBERAY_PROBE = {  # Default{Readiness,Liveness}Probe* (Head*TimeoutSeconds for the head)
-    "readinessProbe": dict(initialDelaySeconds=10, timeoutSeconds=2, headTimeout=5, periodSeconds=5,
-                           successThreshold=1, failureThreshold=10),
-    "livenessProbe": dict(initialDelaySeconds=30, timeoutSeconds=2, headTimeout=5, periodSeconds=5,
-                          successThreshold=1, failureThreshold=120),
+    "readinessProbe": {"initialDelaySeconds": 10, "timeoutSeconds": 2, "headTimeout": 5,
+                       "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 10},
+    "livenessProbe": {"initialDelaySeconds": 30, "timeoutSeconds": 2, "headTimeout": 5,
+                      "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 120},
 }
 
 
@@ -208,7 +209,7 @@ def kuberay_probes(container: dict[str, Any], node_type: str, ray_start_params: 
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 
@@ -231,7 +232,8 @@ class ServiceAddress:
     async def serve(self, host: str, port: int) -> None:
         self._reserved.close()
         self._server = await asyncio.start_server(
-            lambda r, w: self._forward(r, w, host, port), "127.0.0.1", self.port, reuse_address=True)
+            lambda r, w: self._forward(r, w, host, port), "127.0.0.1", self.port,
+            reuse_address=True)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        host: str, port: int) -> None:
@@ -252,7 +254,8 @@ class ServiceAddress:
                 with contextlib.suppress(Exception):
                     dst.close()
 
-        tasks = [asyncio.ensure_future(pipe(reader, up_w)), asyncio.ensure_future(pipe(up_r, writer))]
+        tasks = [asyncio.ensure_future(pipe(reader, up_w)),
+                 asyncio.ensure_future(pipe(up_r, writer))]
         self._pipes.update(tasks)
         await asyncio.gather(*tasks, return_exceptions=True)
         self._pipes.difference_update(tasks)
@@ -275,7 +278,8 @@ class LocalCluster:
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
 
-    async def start(self, timeout: float = 150, env: dict[str, str] | None = None) -> dict[str, Any]:
+    async def start(self, timeout: float = 150,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
         """``env``: what the cluster's pods get on top of the image's (e.g. KubeRay's
         ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``)."""
         self.proc = await asyncio.create_subprocess_exec(
@@ -284,7 +288,8 @@ class LocalCluster:
             start_new_session=True, env={**os.environ, **(env or {})})
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         if not line:
-            raise RuntimeError(f"local {self.framework} cluster exited with {await self.proc.wait()}")
+            raise RuntimeError(f"local {self.framework} cluster exited with "
+                               f"{await self.proc.wait()}")
         self.info = json.loads(line)
         return self.info
 
@@ -297,7 +302,8 @@ class LocalCluster:
         await self.proc.stdin.drain()
         line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
         if not line:
-            raise RuntimeError(f"local {self.framework} cluster exited with {await self.proc.wait()}")
+            raise RuntimeError(f"local {self.framework} cluster exited with "
+                               f"{await self.proc.wait()}")
         return json.loads(line)
 
     async def stop(self) -> None:
@@ -316,7 +322,7 @@ class LocalCluster:
 def fake_records(argv: list[str]) -> dict[str, Any]:
     """What the fast fake runner publishes: one succeeded record per workload, timings that
     scale with the worker count (shape of bench.runner's records)."""
-    args = dict(zip(argv[::2], argv[1::2]))
+    args = dict(zip(argv[::2], argv[1::2], strict=False))
     spec = json.loads(args.get("--spec-json", "{}"))
     framework, workers = args.get("--framework", "ray"), int(args.get("--workers", "1"))
     names = [w["name"] for w in spec.get("workloads") or [spec.get("workload") or {"name": "knn"}]]
@@ -335,7 +341,8 @@ def fake_records(argv: list[str]) -> dict[str, Any]:
 
 class FakeControllers:
     def __init__(self, url: str, namespace: str, kubeconfig: str, *, fast: bool = False,
-                 never_ready: set[str] | None = None, crash: set[str] | dict[str, int] | None = None,
+                 never_ready: set[str] | None = None,
+                 crash: set[str] | dict[str, int] | None = None,
                  gate: asyncio.Event | None = None, runner_account: bool = True,
                  reject_pods: dict[str, str] | None = None,
                  stuck_pods: dict[str, tuple[str, str]] | None = None,
@@ -349,11 +356,13 @@ class FakeControllers:
         self.auth_env: dict[str, dict[str, str]] = {}  # RayJob key -> the RAY_AUTH_* its pods got
         self._secrets: dict[str, str] = {}             # RayJob key -> its auth Secret
         # name -> how many runs crash (a set: every run).
-        self.crash = {n: -1 for n in crash} if isinstance(crash, (set, list)) else dict(crash or {})
+        self.crash = (dict.fromkeys(crash, -1) if isinstance(crash, (set, list))
+                      else dict(crash or {}))
         self.gate = gate
         self.starts: collections.Counter[str] = collections.Counter()
         self.exits: dict[str, int] = {}
-        self.finished_at: dict[str, float] = {}  # Kind/name -> when its end was reported (monotonic)
+        # Kind/name -> when its end was reported (monotonic)
+        self.finished_at: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
         self._work: dict[str, asyncio.Task] = {}
         self._clusters: dict[str, LocalCluster] = {}
@@ -374,15 +383,16 @@ class FakeControllers:
         self.pod_ready: dict[str, bool] = {}
         self.pod_specs: dict[str, dict[str, Any]] = {}  # pod name -> its container, as built
         self._probers: dict[str, list[asyncio.Task]] = collections.defaultdict(list)
-        self.late_scheduler = dict(late_scheduler or {})  # DaskCluster name -> seconds until its pod
+        # DaskCluster name -> seconds until its pod
+        self.late_scheduler = dict(late_scheduler or {})
         self._services: dict[str, ServiceAddress] = {}    # DaskCluster key -> its scheduler Service
-        self.scheduler_up_at: dict[str, float] = {}       # DaskCluster key -> when it served (epoch)
+        self.scheduler_up_at: dict[str, float] = {}  # DaskCluster key -> when it served (epoch)
         self._scheduler_up: dict[str, asyncio.Event] = {}  # scheduler DNS name -> it serves
-        self.job_started_at: dict[str, float] = {}        # Job key -> when its runner started (epoch)
+        self.job_started_at: dict[str, float] = {}   # Job key -> when its runner started (epoch)
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def __aenter__(self) -> "FakeControllers":
+    async def __aenter__(self) -> FakeControllers:
         self._session = aiohttp.ClientSession(self.url)
         if self.runner_account:  # what the chart installs in each runner namespace
             await self._create(SERVICEACCOUNTS, {
@@ -403,7 +413,8 @@ class FakeControllers:
                   *(p for ps in self._probers.values() for p in ps)]:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._work.values(), *self._replacing,
-                             *(p for ps in self._probers.values() for p in ps), return_exceptions=True)
+                             *(p for ps in self._probers.values() for p in ps),
+                             return_exceptions=True)
         if self._probe_path is not None:
             import shutil
 
@@ -435,7 +446,8 @@ class FakeControllers:
                         obj = event["object"]
                         if event["type"] == "ERROR":
                             if obj.get("code") != 410:
-                                print(f"fake controller watch {path}: {obj.get('message')}", file=sys.stderr)
+                                print(f"fake controller watch {path}: {obj.get('message')}",
+                                      file=sys.stderr)
                             rv = None
                             break
                         rv = obj["metadata"].get("resourceVersion", rv)
@@ -446,7 +458,7 @@ class FakeControllers:
                         else:
                             seen[obj["metadata"]["name"]] = obj
                         await self._dispatch(event["type"], obj, handler)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.1)
 
     async def _relist(self, path: str, handler: Any, seen: dict[str, dict[str, Any]]) -> str:
@@ -472,7 +484,8 @@ class FakeControllers:
         key = f"{obj['kind']}/{obj['metadata']['name']}"
         if etype == "ADDED" and key not in self._work:
             self._work[key] = asyncio.create_task(self._guard(key, handler(key, obj)))
-        elif etype == "DELETED" or (etype == "MODIFIED" and obj["metadata"].get("deletionTimestamp")):
+        elif etype == "DELETED" or (etype == "MODIFIED"
+                                    and obj["metadata"].get("deletionTimestamp")):
             task = self._work.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -507,7 +520,7 @@ class FakeControllers:
             return
         try:
             root = psutil.Process(entry[1])
-            tree = [root] + root.children(recursive=True)
+            tree = [root, *root.children(recursive=True)]
             root.terminate()
             self._replacing.append(asyncio.create_task(self._guard(
                 f"stop {name}", self._kill_after(tree, KUBELET_MIN_GRACE_SECONDS))))
@@ -556,7 +569,8 @@ class FakeControllers:
         """The Pod standing for one node (``fw_name`` None: the head), Running, with its
         readiness probe run by :meth:`_prober`."""
         path = PODS.format(ns=self.ns)
-        env = [{"name": "DASK_WORKER_NAME", "value": fw_name}] if fw_name and framework == "dask" else []
+        env = ([{"name": "DASK_WORKER_NAME", "value": fw_name}]
+               if fw_name and framework == "dask" else [])
         container = {"name": "node", "image": "local", "env": env}
         if containers is not None:
             container = {**containers[1 if fw_name else 0], "name": "node", "image": "local"}
@@ -654,7 +668,8 @@ class FakeControllers:
                     os.symlink(found, os.path.join(self._probe_path, tool))
         return self._probe_path
 
-    async def probe(self, probe: dict[str, Any], targets: dict[int, tuple[str, int]]) -> tuple[bool, str]:
+    async def probe(self, probe: dict[str, Any],
+                    targets: dict[int, tuple[str, int]]) -> tuple[bool, str]:
         """One run of a probe as the kubelet runs it (pkg/kubelet/prober/prober.go): httpGet
         succeeds on a status in [200, 400); exec on exit code 0, in the container (here: with
         the image's PATH, ``localhost:<port>`` rewritten to where the node serves that port).
@@ -666,12 +681,13 @@ class FakeControllers:
             host, real = targets.get(port, ("127.0.0.1", port))
             url = f"http://{host}:{real}{get.get('path') or '/'}"
             try:
-                async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                async with self._session.get(url,
+                                             timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                     await r.read()
                     if 200 <= r.status < 400:
                         return True, ""
                     return False, f"HTTP probe failed with statuscode: {r.status}"
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 return False, f'Get "{url}": {type(e).__name__}: {e}'
         command = list((probe.get("exec") or {}).get("command") or [])
         if not command:
@@ -686,10 +702,11 @@ class FakeControllers:
             return False, f'exec: "{command[0]}": executable file not found in $PATH'
         proc = await asyncio.create_subprocess_exec(
             exe, *command[1:], env={"PATH": path}, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout + 1)
-        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+        except (TimeoutError, asyncio.CancelledError) as e:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.shield(proc.wait())
@@ -698,9 +715,11 @@ class FakeControllers:
             return False, f"command timed out after {timeout:g}s"
         if proc.returncode == 0:
             return True, ""
-        return False, out.decode(errors="replace").strip() or f"command exited with {proc.returncode}"
+        return False, (out.decode(errors="replace").strip()
+                       or f"command exited with {proc.returncode}")
 
-    async def _prober(self, pod: str, probe: dict[str, Any], targets: dict[int, tuple[str, int]]) -> None:
+    async def _prober(self, pod: str, probe: dict[str, Any],
+                      targets: dict[int, tuple[str, int]]) -> None:
         """The kubelet's readiness worker (pkg/kubelet/prober/worker.go): not Ready until a
         success, Ready until failureThreshold failures in a row; every failure is a Warning
         ``Unhealthy`` Event on the pod ("Readiness probe failed: ..."). Times are scaled
@@ -714,8 +733,9 @@ class FakeControllers:
             if now != ready:
                 ready = now
                 self.pod_ready[pod] = ready
-                async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod}/status", headers=MERGE,
-                                               data=json.dumps({"status": self._readiness_status(ready)})) as r:
+                body = json.dumps({"status": self._readiness_status(ready)})
+                async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod}/status",
+                                               headers=MERGE, data=body) as r:
                     if r.status == 404:
                         return
                     r.raise_for_status()
@@ -823,13 +843,17 @@ class FakeControllers:
             return False
         reason, message = self.stuck_pods[obj_name]
         await self._create(PODS, {"apiVersion": "v1", "kind": "Pod",
-                                  "metadata": {"name": pod_name, "namespace": self.ns, "labels": labels},
+                                  "metadata": {"name": pod_name, "namespace": self.ns,
+                                               "labels": labels},
                                   "spec": {"containers": [{"name": "main", "image": "local"}]}})
-        async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod_name}/status", headers=MERGE,
-                                       data=json.dumps({"status": {"phase": "Pending", "containerStatuses": [
+        async with self._session.patch(f"{PODS.format(ns=self.ns)}/{pod_name}/status",
+                                       headers=MERGE,
+                                       data=json.dumps({"status": {"phase": "Pending",
+                                                                   "containerStatuses": [
                                            {"name": "main", "ready": False, "restartCount": 0,
                                             "image": "local", "imageID": "",
-                                            "state": {"waiting": {"reason": reason, "message": message}}}]}})) as r:
+                                            "state": {"waiting": {"reason": reason,
+                                                                  "message": message}}}]}})) as r:
             r.raise_for_status()
         return True
 
@@ -967,9 +991,11 @@ class FakeControllers:
         await self._patch_status(DASKCLUSTERS, name, {"phase": "Pending"})
         if name in self.late_scheduler:  # e.g. a slow image pull: the pod comes later
             await asyncio.sleep(self.late_scheduler[name])
-        # dask-kubernetes: the scheduler is Deployment <name>-scheduler; its ReplicaSet makes the pod.
+        # dask-kubernetes: the scheduler is Deployment <name>-scheduler; its ReplicaSet makes the
+        # pod.
         await self._admitted(name, scheduler["spec"], f"{name}-scheduler-6d5f7c9b8-",
-                             ("apps/v1", "ReplicaSet", f"{name}-scheduler-6d5f7c9b8", "FailedCreate",
+                             ("apps/v1", "ReplicaSet", f"{name}-scheduler-6d5f7c9b8",
+                              "FailedCreate",
                               "replicaset-controller"))
         if await self._stuck(name, f"{name}-scheduler-6d5f7c9b8-x2x4p",
                              {**obj["metadata"].get("labels", {}),
@@ -995,7 +1021,8 @@ class FakeControllers:
         template = obj["spec"]["template"]
         await self._admitted(name, template["spec"], f"{name}-",
                              ("batch/v1", "Job", name, "FailedCreate", "job-controller"))
-        if await self._stuck(name, f"{name}-x7k2q", (template.get("metadata") or {}).get("labels", {})):
+        if await self._stuck(name, f"{name}-x7k2q",
+                             (template.get("metadata") or {}).get("labels", {})):
             return
         c = template["spec"]["containers"][0]
         argv = list(c.get("command") or []) + list(c.get("args") or [])
@@ -1020,8 +1047,10 @@ class FakeControllers:
         else:
             msg = "Job has reached the specified backoff limit"
             status = {"active": 0, "failed": 1, "conditions": [
-                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": msg},
-                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": msg}]}
+                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": msg},
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": msg}]}
         await self._patch_status(JOBS, name, status)
         self.finished_at[key] = time.monotonic()
 

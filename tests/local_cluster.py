@@ -11,8 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.engines import make_engine  # noqa: E402
-from bench.spec import RaySettings  # noqa: E402
+from bench.engines import make_engine
+from bench.spec import RaySettings
 
 
 def _ray_auth() -> dict:
@@ -70,8 +70,8 @@ def main() -> None:
             info = {"address": engine._scheduler_address}
         # What a pod per node would stand for: the process tree its deletion kills, and the
         # name the framework knows it by (a Ray node's IP, a Dask worker's name).
-        info["workers"] = [{"pid": p.pid, "name": n}
-                           for p, n in zip(engine.worker_processes(), engine.worker_names())]
+        info["workers"] = [{"pid": p.pid, "name": n} for p, n in zip(
+            engine.worker_processes(), engine.worker_names(), strict=False)]
         info["head_pid"] = engine._procs[0].pid
         if framework == "ray":
             # What the kubelet's probes reach on each node's pod: its IP and the ports the

@@ -109,7 +109,7 @@ def _duration_ms(text: str) -> int:
     m = _DURATION.match(text)
     if not text or not m:
         raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(v) * unit for v, unit in zip(m.groups(), _DURATION_UNITS_MS) if v)
+    return sum(int(v) * unit for v, unit in zip(m.groups(), _DURATION_UNITS_MS, strict=True) if v)
 
 
 def _selector_relabelings(selector: dict, role: str, where: str) -> list[dict]:
@@ -274,7 +274,8 @@ def _pod_monitor_job(m: dict, ep: dict, i: int, kubeconfig: str, interval: str |
     rules.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
                   "regex": ep["port"]})
     rules += [{"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-              {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+              {"source_labels": ["__meta_kubernetes_pod_container_name"],
+               "target_label": "container"},
               {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"}]
     rules += _target_label_rules("__meta_kubernetes_pod_label_", spec.get("podTargetLabels") or [])
     rules.append({"target_label": "job",
@@ -317,7 +318,8 @@ def _service_monitor_job(m: dict, ep: dict, i: int, kubeconfig: str,
     return _tail(job, ep, rules)
 
 
-def scrape_configs(monitors: list[dict], kubeconfig: str, interval: str | None = None) -> list[dict]:
+def scrape_configs(monitors: list[dict], kubeconfig: str,
+                   interval: str | None = None) -> list[dict]:
     """One Prometheus scrape job per endpoint of every PodMonitor / ServiceMonitor given.
 
     ``kubeconfig``: path of the kubeconfig the Prometheus server uses for Kubernetes SD.

@@ -47,11 +47,8 @@ import time
 from typing import Any
 
 import aiohttp
-
+from fake_controllers import DASKCLUSTERS, MERGE, PODS, FakeControllers, ServiceAddress, _now
 from support import free_port
-
-from fake_controllers import (DASKCLUSTERS, MERGE, PODS, FakeControllers, ServiceAddress,
-                              _now)
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
 SERVICES = "/api/v1/namespaces/{ns}/services"
@@ -64,34 +61,32 @@ class DaskKubernetesController:
     def __init__(self, namespace: str, kubeconfig: str, log: str):
         self.ns, self.kubeconfig = namespace, kubeconfig
         self.proc: asyncio.subprocess.Process | None = None
-        self.log = open(log, "wb")
+        self.log = log
 
     async def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig}
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", self.ns,
-            "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
-            "-m", "dask_kubernetes.operator.controller",
-            stdout=self.log, stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=env)
+        with open(self.log, "wb") as out:  # the child keeps its own descriptor
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", self.ns,
+                "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
+                "-m", "dask_kubernetes.operator.controller",
+                stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True, env=env)
 
     def output(self) -> str:
-        with open(self.log.name, errors="replace") as f:
+        with open(self.log, errors="replace") as f:
             return f.read()
 
     async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)  # Kopf stops on SIGTERM
         try:
-            if self.proc is None or self.proc.returncode is not None:
-                return
+            await asyncio.wait_for(self.proc.wait(), 15)
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)  # Kopf stops on SIGTERM
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                await self.proc.wait()
-        finally:
-            self.log.close()
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
 
 
 def _expand(text: str, env: dict[str, str]) -> str:
@@ -110,7 +105,7 @@ def _set_flag(argv: list[str], flag: str, value: str) -> list[str]:
         if a.startswith(flag + "="):
             out[i] = f"{flag}={value}"
             return out
-    return out + [flag, value]
+    return [*out, flag, value]
 
 
 class RealDaskControllers(FakeControllers):
@@ -128,7 +123,7 @@ class RealDaskControllers(FakeControllers):
         return [(p, fn) for p, fn in super()._watches() if p != DASKCLUSTERS] + [
             (SERVICES, self._service), (DEPLOYMENTS, self._deployment)]
 
-    async def __aenter__(self) -> "RealDaskControllers":
+    async def __aenter__(self) -> RealDaskControllers:
         await super().__aenter__()
         await self.controller.start()
         return self
@@ -189,6 +184,30 @@ class RealDaskControllers(FakeControllers):
                 return
             replacing = pod
 
+    def _pod_argv(self, container: dict[str, Any], env: dict[str, str],
+                  scheduler_of: str | None) -> tuple[list[str], int]:
+        """The pod's command line on a pod's own network (loopback, free ports), and its
+        dashboard port; ``scheduler_of``: the cluster whose scheduler the pod is."""
+        argv = [_expand(a, env) for a in [*(container.get("command") or []),
+                                          *(container.get("args") or [])]]
+        argv = _set_flag(argv, "--host", "127.0.0.1")
+        dashboard = free_port()
+        argv = _set_flag(argv, "--dashboard-address", f"127.0.0.1:{dashboard}")
+        if scheduler_of is not None:
+            port = free_port()
+            argv = _set_flag(argv, "--port", str(port))
+            self._scheduler_local[scheduler_of] = f"tcp://127.0.0.1:{port}"
+        return argv, dashboard
+
+    async def _resolve_service_names(self, env: dict[str, str]) -> None:
+        """Cluster DNS: the scheduler Service's name, wherever the pod carries it."""
+        for k, v in list(env.items()):
+            m = re.fullmatch(r"tcp://([^:/]+):\d+", v)
+            if m and m.group(1).endswith((".svc", ".svc.cluster.local")):
+                while m.group(1) not in self._dask_addresses:  # the Service comes right after
+                    await asyncio.sleep(0.05)
+                env[k] = self._dask_addresses[m.group(1)]
+
     async def _deployment_pod(self, key: str, obj: dict[str, Any], rs: str,
                               replacing: str | None) -> str | None:
         """One pod of the Deployment and the process it stands for, until that ends; returns
@@ -203,27 +222,14 @@ class RealDaskControllers(FakeControllers):
             await asyncio.sleep(self.late_scheduler[cluster])
         if scheduler:
             await self._admitted(cluster, template["spec"], f"{rs}-",
-                                 ("apps/v1", "ReplicaSet", rs, "FailedCreate", "replicaset-controller"))
+                                 ("apps/v1", "ReplicaSet", rs, "FailedCreate",
+                                  "replicaset-controller"))
             if await self._stuck(cluster, pod, labels):
                 return None
         container = template["spec"]["containers"][0]
         env = await self._resolve_env(container.get("env") or [])
-        argv = [_expand(a, env) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
-        # A pod's own network: loopback, free ports.
-        argv = _set_flag(argv, "--host", "127.0.0.1")
-        dashboard = free_port()
-        argv = _set_flag(argv, "--dashboard-address", f"127.0.0.1:{dashboard}")
-        if scheduler:
-            port = free_port()
-            argv = _set_flag(argv, "--port", str(port))
-            self._scheduler_local[cluster] = f"tcp://127.0.0.1:{port}"
-        # Cluster DNS: the scheduler Service's name, wherever the pod carries it.
-        for k, v in list(env.items()):
-            m = re.fullmatch(r"tcp://([^:/]+):\d+", v)
-            if m and m.group(1).endswith((".svc", ".svc.cluster.local")):
-                while m.group(1) not in self._dask_addresses:  # the Service comes right after
-                    await asyncio.sleep(0.05)
-                env[k] = self._dask_addresses[m.group(1)]
+        argv, dashboard = self._pod_argv(container, env, cluster if scheduler else None)
+        await self._resolve_service_names(env)
         pods = PODS.format(ns=self.ns)
         body = {"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod, "namespace": self.ns, "labels": labels,
@@ -240,11 +246,11 @@ class RealDaskControllers(FakeControllers):
         if replacing is not None:
             self.replaced_pods[replacing] = (pod, time.time())
         self.pod_specs[pod] = container
-        log = open(os.path.join(self._logs, f"{pod}.log"), "wb")
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=self._process_env(env), start_new_session=True,
-            stdout=log, stderr=asyncio.subprocess.STDOUT)
-        log.close()
+        log = os.path.join(self._logs, f"{pod}.log")
+        with open(log, "wb") as out:  # the child keeps its own descriptor
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=self._process_env(env), start_new_session=True,
+                stdout=out, stderr=asyncio.subprocess.STDOUT)
         self._procs[key] = proc
         self._pod_pids[pod] = (key, proc.pid)
         await self._patch_pod(pod, {"phase": "Running", "startTime": _now(), "podIP": "127.0.0.1",
@@ -256,8 +262,8 @@ class RealDaskControllers(FakeControllers):
                 await asyncio.sleep(0.2)
         if proc.returncode is not None:
             await self._patch_pod(pod, {"phase": "Failed"})
-            sys.stderr.write(f"[{key} exited {proc.returncode}]\n"
-                             f"{open(log.name, errors='replace').read()[-3000:]}\n")
+            with open(log, errors="replace") as f:
+                sys.stderr.write(f"[{key} exited {proc.returncode}]\n{f.read()[-3000:]}\n")
             return pod
         self.pod_ready[pod] = True
         await self._patch_pod(pod, self._readiness_status(True))
@@ -284,7 +290,8 @@ class RealDaskControllers(FakeControllers):
     @staticmethod
     async def _http_ok(url: str) -> bool:
         try:
-            async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+            timeout = aiohttp.ClientTimeout(total=2)
+            async with aiohttp.ClientSession() as s, s.get(url, timeout=timeout) as r:
                 return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False

@@ -11,19 +11,20 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-
 from fake_controllers import FakeControllers, wait_for
 from operator_harness import benchmark, finished, running_operator
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "testbed"
+DASKCLUSTERS_PATH = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
 K8S = "1.33.0"
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor"}  # prometheus-operator CRs: no offline schema
 
 VALUE_SETS = {
     "defaults": {},
     "namespaced": {"watchNamespaces": ["bench", "ml"], "maxConcurrentTrials": 2},
-    "monitoring": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+    "monitoring": {"metrics": {"port": 9100,
+                               "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
                                "podMonitors": {"enabled": True}},
                    "watchNamespaces": ["bench"]},
     "minimal": {"grafanaDashboard": {"enabled": False}, "runnerNamespaces": ["jobs"],
@@ -32,10 +33,12 @@ VALUE_SETS = {
                           "pullPolicy": "Always"}},
     "network-policy": {"networkPolicy": {
         "enabled": True,
-        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-                         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
-        "rayDashboardFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}}},
-                             {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]},
+        "metricsFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
+        "rayDashboardFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}}},
+            {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]},
         "watchNamespaces": ["bench"]},
 }
 
@@ -98,8 +101,10 @@ def test_the_operator_pod_is_restricted_and_configured_from_values():
     (dep,) = by_kind(docs)["Deployment"]
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+    assert pod["securityContext"]["runAsNonRoot"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
                                     "capabilities": {"drop": ["ALL"]}}
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["TESTBED_NAMESPACES"] == "bench,ml" and env["TESTBED_MAX_CONCURRENT_TRIALS"] == "2"
@@ -127,7 +132,7 @@ def test_results_s3_settings_reach_the_operator_from_values_and_a_secret():
     assert c["envFrom"] == [{"secretRef": {"name": "results-s3"}}]
 
 
-@pytest.mark.parametrize("values, message", [
+@pytest.mark.parametrize(("values", "message"), [
     ({"maxConcurrentTrials": 0}, "/maxConcurrentTrials"),
     ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
     ({"metrics": {"port": 70000}}, "/metrics/port"),
@@ -170,7 +175,8 @@ OPERATOR_AGENTS = ("kopf/", "testbed-operator/")
 # those who may update the owner's finalizers (test_k8s_emulator.py checks it with the
 # emulator enforcing RBAC and that rule).
 ADMISSION_ONLY = {("testbed.dev", "benchmarks/finalizers"): {"update"}}
-NETWORK_POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "delete"}}
+NETWORK_POLICY_RULES = {
+    ("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "delete"}}
 
 
 def _rules(role: dict) -> dict[tuple[str, str], set[str]]:
@@ -186,14 +192,16 @@ def test_rbac_is_exactly_what_the_operator_and_runner_use():
     cluster = by_kind(render({}))
     (cr,) = cluster["ClusterRole"]
     assert _rules(cr) == OPERATOR_RULES
-    assert "Role" in cluster and [r["metadata"]["name"] for r in cluster["Role"]] == ["testbed-runner"]
+    assert "Role" in cluster
+    assert [r["metadata"]["name"] for r in cluster["Role"]] == ["testbed-runner"]
     assert _rules(cluster["Role"][0]) == RUNNER_RULES
     assert cluster["Role"][0]["metadata"]["namespace"] == "testbed"  # the release namespace
     ns = by_kind(render(VALUE_SETS["namespaced"]))
     assert "ClusterRole" not in ns and "ClusterRoleBinding" not in ns
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): _rules(r) for r in ns["Role"]}
     assert roles == {("bench", "tb-testbed"): OPERATOR_RULES, ("ml", "tb-testbed"): OPERATOR_RULES,
-                     ("bench", "testbed-runner"): RUNNER_RULES, ("ml", "testbed-runner"): RUNNER_RULES}
+                     ("bench", "testbed-runner"): RUNNER_RULES,
+                     ("ml", "testbed-runner"): RUNNER_RULES}
     for rb in ns["RoleBinding"]:
         (subject,) = rb["subjects"]
         assert rb["roleRef"]["name"] == rb["metadata"]["name"]
@@ -223,7 +231,8 @@ def test_owner_references_block_deletion_so_both_roles_may_update_the_finalizers
     for values in ({}, VALUE_SETS["namespaced"], VALUE_SETS["minimal"]):
         docs = by_kind(render(values))
         for role in docs.get("ClusterRole", []) + docs["Role"]:
-            assert _rules(role)[("testbed.dev", "benchmarks/finalizers")] == {"update"}, role["metadata"]
+            assert _rules(role)[("testbed.dev", "benchmarks/finalizers")] == {"update"}, \
+                role["metadata"]
 
 
 def _verb(r) -> str:
@@ -247,8 +256,7 @@ async def test_the_operator_uses_only_what_its_role_grants(cluster, tmp_path):
                                   workload={"name": "knn", "params": {"n_neighbors": "x"}}))
         await finished(api, "bad", 60)
         await api.apply(benchmark("gone", frameworks=["dask"], workers=[1]))
-        await wait_for(lambda: api.items("/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"),
-                       30, "gone's DaskCluster")
+        await wait_for(lambda: api.items(DASKCLUSTERS_PATH), 30, "gone's DaskCluster")
         await api.delete("/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks/gone")
 
         async def deleted():
@@ -264,7 +272,8 @@ async def test_the_operator_uses_only_what_its_role_grants(cluster, tmp_path):
     used = dict(used)
     for key, verbs in used.items():
         assert verbs <= OPERATOR_RULES.get(key, set()), (key, verbs)
-    unused = {k: v - used.get(k, set()) for k, v in OPERATOR_RULES.items() if v - used.get(k, set())}
+    unused = {k: v - used.get(k, set())
+              for k, v in OPERATOR_RULES.items() if v - used.get(k, set())}
     # Granted but not exercised here: RayClusters that KubeRay creates for a RayJob (the
     # emulator has no KubeRay) are deleted with the Benchmark; the finalizers (admission).
     assert unused == {("ray.io", "rayclusters"): {"delete"}, **ADMISSION_ONLY}, unused
@@ -294,7 +303,8 @@ def test_the_network_policy_option_reaches_the_operator_and_its_role():
                  if r["metadata"]["name"] == "tb-testbed"]
         assert roles and all(_rules(r) == want for r in roles), vals
         (dep,) = docs["Deployment"]
-        env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
         assert {k for k in env if "NETWORK_POLICY" in k} == ({
             "TESTBED_NETWORK_POLICY", "TESTBED_NETWORK_POLICY_METRICS_FROM",
             "TESTBED_NETWORK_POLICY_RAY_DASHBOARD_FROM"} if on else set())
@@ -305,7 +315,8 @@ def test_the_network_policy_option_reaches_the_operator_and_its_role():
         assert config.network_policy is on
         if on:
             assert config.network_policy_metrics_from == vals["networkPolicy"]["metricsFrom"]
-            assert config.network_policy_ray_dashboard_from == vals["networkPolicy"]["rayDashboardFrom"]
+            assert config.network_policy_ray_dashboard_from == \
+                vals["networkPolicy"]["rayDashboardFrom"]
     # The default peer for the Ray dashboard is the KubeRay operator, the same as the operator's.
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TESTBED_NETWORK_POLICY_RAY_DASHBOARD_FROM", raising=False)
@@ -329,8 +340,7 @@ async def test_with_network_policies_the_operator_uses_exactly_its_role(cluster)
         assert obj["status"]["phase"] == "Succeeded", obj["status"]["message"]
         assert [t["attempts"] for t in obj["status"]["trials"]] == [1, 2]
         await api.apply(benchmark("gone", frameworks=["dask"], workers=[1]))
-        await wait_for(lambda: api.items("/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"),
-                       30, "gone's DaskCluster")
+        await wait_for(lambda: api.items(DASKCLUSTERS_PATH), 30, "gone's DaskCluster")
 
         async def finalized():  # else the deletion may skip the operator's delete handler
             return ((await api.benchmark("gone")) or {}).get("metadata", {}).get("finalizers")
@@ -346,7 +356,8 @@ async def test_with_network_policies_the_operator_uses_exactly_its_role(cluster)
         if r.resource is None or r.resource.plural is None or not r.headers.get(
                 "User-Agent", "").startswith(OPERATOR_AGENTS):
             continue
-        used[(r.resource.group, r.resource.plural + (f"/{r.subresource}" if r.subresource else ""))].add(_verb(r))
+        used[(r.resource.group,
+              r.resource.plural + (f"/{r.subresource}" if r.subresource else ""))].add(_verb(r))
     for key, verbs in used.items():
         assert verbs <= granted.get(key, set()), (key, verbs)
     assert used[("networking.k8s.io", "networkpolicies")] == NETWORK_POLICY_RULES[

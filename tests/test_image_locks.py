@@ -93,10 +93,10 @@ def _walk(roots: list[Requirement], lock: dict[str, str]) -> tuple[set[str], lis
     problems: list[str] = []
     todo = [(wheelhouse.norm(r.name), frozenset(r.extras)) for r in roots]
     for r in roots:
-        if wheelhouse.norm(r.name) != wheelhouse.PROJECT:
-            if wheelhouse.norm(r.name) not in lock or not r.specifier.contains(
-                    lock[wheelhouse.norm(r.name)], prereleases=True):
-                problems.append(f"root {r}: lock has {lock.get(wheelhouse.norm(r.name))}")
+        if wheelhouse.norm(r.name) != wheelhouse.PROJECT and (
+                wheelhouse.norm(r.name) not in lock or not r.specifier.contains(
+                    lock[wheelhouse.norm(r.name)], prereleases=True)):
+            problems.append(f"root {r}: lock has {lock.get(wheelhouse.norm(r.name))}")
     while todo:
         pkg, extras = todo.pop()
         if (pkg, extras) in seen:
@@ -161,7 +161,8 @@ def test_wheel_cache_is_outside_the_clone(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(ROOT.parent))
     assert not Path(wheelhouse.cache_dir()).is_relative_to(ROOT)
     # The build contexts stay in the clone, gitignored.
-    ignored = subprocess.run(["git", "check-ignore", "-q", "images/wheelhouse/runner-slim/deps/x.whl"],
+    ignored = subprocess.run(["git", "check-ignore", "-q",
+                              "images/wheelhouse/runner-slim/deps/x.whl"],
                              cwd=ROOT, capture_output=True)
     assert ignored.returncode == 0
 

@@ -35,7 +35,6 @@ import urllib.request
 import uuid
 
 import pytest
-
 import support
 from image_build import OPERATOR, RUNNER, engine_problem
 
@@ -158,9 +157,11 @@ def test_image_sizes(images, record_property):
     p = docker("run", "--rm", "--network=host", RUNNER, "python", "-c", find)
     assert p.stdout.strip() == "['ray', 'dask', 'sklearn', 'pandas', 'distributed']", p.stdout
     p = docker("run", "--rm", "--network=host", RUNNER, "sh", "-c",
-               "ls /opt/venv/lib/python3.11/site-packages | grep -ciE '^(nvidia|triton|torch)' || true")
+               "ls /opt/venv/lib/python3.11/site-packages"
+               " | grep -ciE '^(nvidia|triton|torch)' || true")
     assert p.stdout.strip() == "0", p.stdout
-    label = docker("image", "inspect", "-f", '{{index .Config.Labels "org.raydask-testbed.variant"}}',
+    label = docker("image", "inspect", "-f",
+                   '{{index .Config.Labels "org.raydask-testbed.variant"}}',
                    RUNNER).stdout.strip()
     assert label == "slim"
 

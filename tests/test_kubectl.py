@@ -18,7 +18,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-
 from k8s_emulator import BENCHMARK_CRD, KUBERAY_DIR, serve_emulator, write_kubeconfig
 
 KUBECTL = shutil.which("kubectl")
@@ -39,7 +38,8 @@ class Kubectl:
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(cache.parent)}
 
     async def start(self, *args: str) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(*self.args, *args, env=self.env, stdout=asyncio.subprocess.PIPE,
+        return await asyncio.create_subprocess_exec(*self.args, *args, env=self.env,
+                                                    stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE)
 
     async def __call__(self, *args: str, check: bool = True) -> tuple[int, str, str]:
@@ -51,7 +51,8 @@ class Kubectl:
             await proc.wait()
             raise
         if check and proc.returncode:
-            raise AssertionError(f"kubectl {' '.join(args)} exited {proc.returncode}: {err.decode()}")
+            raise AssertionError(f"kubectl {' '.join(args)} exited {proc.returncode}: "
+                                 f"{err.decode()}")
         return proc.returncode, out.decode(), err.decode()
 
 
@@ -63,7 +64,8 @@ async def kube(tmp_path):
 
 
 async def _patch_status(s: aiohttp.ClientSession, status: dict) -> None:
-    async with s.patch(f"{BENCHMARKS}/digits-knn/status", json={"status": status}, headers=MERGE) as r:
+    async with s.patch(f"{BENCHMARKS}/digits-knn/status", json={"status": status},
+                       headers=MERGE) as r:
         assert r.status == 200, await r.text()
 
 
@@ -80,7 +82,7 @@ def _table(text: str) -> list[list[str]]:
 
 
 async def test_kubectl_version_and_discovery(kube):
-    env, s, kubectl = kube
+    _env, _s, kubectl = kube
     _, out, _ = await kubectl("version", "-o", "json")
     version = json.loads(out)
     assert version["serverVersion"]["gitVersion"].startswith("v1.")
@@ -94,7 +96,7 @@ async def test_kubectl_version_and_discovery(kube):
 async def test_kubectl_apply_validates_with_the_crd_schema(kube, tmp_path):
     """kubectl apply with validation on (the default, Strict) learns from /openapi/v3 that the
     server validates fields, so an unknown field is the apiserver's 400, word for word."""
-    env, s, kubectl = kube
+    env, _s, kubectl = kube
     _, out, _ = await kubectl("apply", "-f", str(EXAMPLE))
     assert out.strip() == "benchmark.testbed.dev/digits-knn created"
     _, out, _ = await kubectl("apply", "-f", str(EXAMPLE))
@@ -108,11 +110,14 @@ async def test_kubectl_apply_validates_with_the_crd_schema(kube, tmp_path):
     typo = tmp_path / "typo.yaml"
     typo.write_text(yaml.safe_dump(doc))
     rc, _, err = await kubectl("apply", "-f", str(typo), check=False)
-    assert rc == 1 and err.strip() == (f'Error from server (BadRequest): error when creating "{typo}": Benchmark in '
-                                       'version "v1alpha1" cannot be handled as a Benchmark: strict decoding error: '
+    assert rc == 1 and err.strip() == ('Error from server (BadRequest): error when creating '
+                                       f'"{typo}": Benchmark in '
+                                       'version "v1alpha1" cannot be handled as a Benchmark: '
+                                       'strict decoding error: '
                                        'unknown field "spec.repeat"')
     _, out, err = await kubectl("apply", "-f", str(typo), "--validate=warn")
-    assert out.strip() == "benchmark.testbed.dev/typo created" and 'Warning: unknown field "spec.repeat"' in err
+    assert out.strip() == "benchmark.testbed.dev/typo created"
+    assert 'Warning: unknown field "spec.repeat"' in err
 
     del doc["spec"]["repeat"]
     doc["metadata"]["name"], doc["spec"]["workers"] = "zero", [0]
@@ -122,21 +127,25 @@ async def test_kubectl_apply_validates_with_the_crd_schema(kube, tmp_path):
 
 
 async def test_kubectl_get_describe_rayjobs_and_configmaps(kube):
-    env, s, kubectl = kube
+    _env, s, kubectl = kube
     await kubectl("apply", "-f", str(EXAMPLE))
-    await _patch_status(s, {"phase": "Running", "workload": "knn", "frameworks": "ray,dask", "progress": "2/6",
+    await _patch_status(s,
+                        {"phase": "Running", "workload": "knn", "frameworks": "ray,dask",
+                         "progress": "2/6",
                             "currentTrial": "ray-2", "message": "running ray-2"})
     _, out, _ = await kubectl("get", "benchmarks")
     header, row = _table(out)
     assert header == _columns(priority=False)
-    assert dict(zip(header, row)) | {"NAME": "digits-knn", "PHASE": "Running", "WORKLOAD": "knn",
-                                     "FRAMEWORKS": "ray,dask", "PROGRESS": "2/6"} == dict(zip(header, row))
-    assert re.fullmatch(r"\d+s", dict(zip(header, row))["AGE"])
+    cells = dict(zip(header, row, strict=False))
+    assert cells | {"NAME": "digits-knn", "PHASE": "Running", "WORKLOAD": "knn",
+                    "FRAMEWORKS": "ray,dask", "PROGRESS": "2/6"} == cells
+    assert re.fullmatch(r"\d+s", cells["AGE"])
     _, out, _ = await kubectl("get", "bm", "-o", "wide")
     header, row = _table(out)
     assert header == _columns(priority=True)
-    wide = dict(zip(header, row))
-    assert wide.get("TRIAL", "ray-2") == "ray-2" and wide.get("MESSAGE", "running ray-2") == "running ray-2"
+    wide = dict(zip(header, row, strict=False))
+    assert wide.get("TRIAL", "ray-2") == "ray-2"
+    assert wide.get("MESSAGE", "running ray-2") == "running ray-2"
 
     _, out, _ = await kubectl("describe", "benchmark", "digits-knn")
     for line in ("Name:         digits-knn", "Namespace:    ns1", "Kind:         Benchmark"):
@@ -147,22 +156,28 @@ async def test_kubectl_get_describe_rayjobs_and_configmaps(kube):
               "spec": {"entrypoint": "testbed runner"}}
     async with s.post(f"/apis/ray.io/v1/namespaces/{NS}/rayjobs", json=rayjob) as r:
         assert r.status == 201
-    async with s.patch(f"/apis/ray.io/v1/namespaces/{NS}/rayjobs/digits-knn-ray-2/status", headers=MERGE,
-                       json={"status": {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}}) as r:
+    async with s.patch(f"/apis/ray.io/v1/namespaces/{NS}/rayjobs/digits-knn-ray-2/status",
+                       headers=MERGE,
+                       json={"status": {"jobStatus": "RUNNING",
+                                        "jobDeploymentStatus": "Running"}}) as r:
         assert r.status == 200
     _, out, _ = await kubectl("get", "rayjobs")  # the preferred version of ray.io is v1
     header, row = _table(out)
     assert row[0] == "digits-knn-ray-2"
     if KUBERAY_DIR.is_dir():  # the real KubeRay CRDs: their printer columns, and v1alpha1 too
-        assert header[:3] == ["NAME", "JOB STATUS", "DEPLOYMENT STATUS"] and row[1:3] == ["RUNNING", "Running"]
-        _, out, _ = await kubectl("get", "rayjobs.v1alpha1.ray.io", "-o", "jsonpath={.items[*].apiVersion}")
+        assert header[:3] == ["NAME", "JOB STATUS", "DEPLOYMENT STATUS"] and row[1:3] == ["RUNNING",
+                                                                                          "Running"]
+        _, out, _ = await kubectl("get", "rayjobs.v1alpha1.ray.io", "-o",
+                                  "jsonpath={.items[*].apiVersion}")
         assert out == "ray.io/v1alpha1"  # one storage for every served version
 
-    async with s.post(f"/api/v1/namespaces/{NS}/configmaps", json={"metadata": {"name": "digits-knn-ray-2-result"}}) as r:
+    async with s.post(f"/api/v1/namespaces/{NS}/configmaps",
+                      json={"metadata": {"name": "digits-knn-ray-2-result"}}) as r:
         assert r.status == 201
     _, out, _ = await kubectl("get", "configmaps")
     header, row = _table(out)
-    assert header == ["NAME", "CREATED AT"] and row[0] == "digits-knn-ray-2-result"  # the default table
+    # the default table
+    assert header == ["NAME", "CREATED AT"] and row[0] == "digits-knn-ray-2-result"
 
 
 async def _read_until(stream: asyncio.StreamReader, pattern: str) -> list[str]:
@@ -190,9 +205,11 @@ async def test_kubectl_watch_wait_and_delete(kube):
         watch.kill()
         await watch.wait()
 
-    waiting = await kubectl.start("wait", "--for=condition=Ready", "benchmark/digits-knn", f"--timeout={GUARD}s")
+    waiting = await kubectl.start("wait", "--for=condition=Ready", "benchmark/digits-knn",
+                                  f"--timeout={GUARD}s")
     await _patch_status(s, {"conditions": [{"type": "Ready", "status": "True", "reason": "Finished",
-                                            "message": "done", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+                                            "message": "done",
+                                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
     out, err = await asyncio.wait_for(waiting.communicate(), GUARD + 5)
     assert waiting.returncode == 0, err.decode()
     assert out.decode().strip() == "benchmark.testbed.dev/digits-knn condition met"
@@ -202,12 +219,15 @@ async def test_kubectl_watch_wait_and_delete(kube):
     ref = {"apiVersion": owner["apiVersion"], "kind": "Benchmark", "name": "digits-knn",
            "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
     async with s.post(f"/api/v1/namespaces/{NS}/configmaps",
-                      json={"metadata": {"name": "digits-knn-result", "ownerReferences": [ref]}}) as r:
+                      json={"metadata": {"name": "digits-knn-result",
+                                         "ownerReferences": [ref]}}) as r:
         assert r.status == 201
     _, out, _ = await kubectl("delete", "benchmark", "digits-knn")
     assert out.strip() == 'benchmark.testbed.dev "digits-knn" deleted'
     rc, _, err = await kubectl("get", "bm", "digits-knn", check=False)
-    assert rc == 1 and err.strip() == 'Error from server (NotFound): benchmarks.testbed.dev "digits-knn" not found'
+    assert rc == 1
+    assert err.strip() == \
+        'Error from server (NotFound): benchmarks.testbed.dev "digits-knn" not found'
     await env.emulator.garbage_collected()
     rc, _, err = await kubectl("get", "configmap", "digits-knn-result", check=False)
     assert rc == 1 and "NotFound" in err  # the garbage collector took the owned ConfigMap

@@ -9,7 +9,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from prom_monitors import prometheus_config, sanitize_label_name, scrape_configs
 from test_chart import render
 
@@ -36,7 +35,8 @@ def jobs_by_name(monitors: list[dict], **kw) -> dict[str, dict]:
 
 def test_the_ray_pod_monitor(monitors):
     jobs = jobs_by_name(monitors)
-    assert list(jobs) == ["podMonitor/testbed/tb-testbed-ray/0", "podMonitor/testbed/tb-testbed-dask/0",
+    assert list(jobs) == ["podMonitor/testbed/tb-testbed-ray/0",
+                          "podMonitor/testbed/tb-testbed-dask/0",
                           "serviceMonitor/testbed/tb-testbed/0"]
     assert "&id" not in yaml.safe_dump(list(jobs.values()))  # no shared objects -> no YAML aliases
     job = jobs["podMonitor/testbed/tb-testbed-ray/0"]
@@ -67,7 +67,8 @@ def test_the_dask_pod_monitor(monitors):
         "action": "keep", "source_labels": ["__meta_kubernetes_pod_label_dask_org_component",
                                             "__meta_kubernetes_pod_labelpresent_dask_org_component"],
         "regex": "(scheduler|worker);true"}
-    assert rules[3] == {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+    assert rules[3] == {"action": "keep",
+                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
                         "regex": "http-dashboard"}
     assert {"target_label": "job", "replacement": "testbed/tb-testbed-dask"} in rules
     assert rules[-1] == {"target_label": "endpoint", "replacement": "http-dashboard"}
@@ -78,7 +79,8 @@ def test_the_operator_service_monitor(monitors):
     job = jobs_by_name(monitors)["serviceMonitor/testbed/tb-testbed/0"]
     # No namespaceSelector: the monitor's (the release's) own namespace; upstream's default role.
     assert job["kubernetes_sd_configs"] == [
-        {"role": "endpoints", "kubeconfig_file": "/kubeconfig", "namespaces": {"names": [RELEASE_NS]}}]
+        {"role": "endpoints", "kubeconfig_file": "/kubeconfig",
+         "namespaces": {"names": [RELEASE_NS]}}]
     rules = job["relabel_configs"]
     labels = sm["spec"]["selector"]["matchLabels"]
     assert labels["app.kubernetes.io/component"] == "operator" and len(labels) == 6
@@ -87,8 +89,10 @@ def test_the_operator_service_monitor(monitors):
                                 f"__meta_kubernetes_service_labelpresent_{sanitize_label_name(k)}"],
               "regex": f"({labels[k]});true"} for k in sorted(labels)]
     assert rules[:1 + len(keeps) + 1] == [INIT, *keeps, {
-        "action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": "metrics"}]
-    assert keeps[0]["source_labels"][0] == "__meta_kubernetes_service_label_app_kubernetes_io_component"
+        "action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+        "regex": "metrics"}]
+    assert keeps[0]["source_labels"][0] == \
+        "__meta_kubernetes_service_label_app_kubernetes_io_component"
     assert {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"} in rules
     assert RUNNING in rules
     # The operator's own `namespace` label (the Benchmark's) wins over the target's.
@@ -96,7 +100,8 @@ def test_the_operator_service_monitor(monitors):
     assert all(j["honor_labels"] is False for j in jobs_by_name(monitors).values()
                if j["job_name"].startswith("podMonitor/"))
     assert rules[-2:] == [
-        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job", "replacement": "${1}"},
+        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job",
+         "replacement": "${1}"},
         {"target_label": "endpoint", "replacement": "metrics"}]
     # The chart's Service for the operator carries exactly the labels the monitor selects.
     svc = next(d for d in render(VALUES, namespace=RELEASE_NS)
@@ -151,7 +156,8 @@ def test_unsupported_operator_and_kind_raise(monitors):
     dask = next(m for m in ms if m["metadata"]["name"].endswith("-dask"))
     dask["spec"]["selector"]["matchExpressions"][0]["operator"] = "Gt"
     with pytest.raises(ValueError, match=r"PodMonitor testbed/tb-testbed-dask: unsupported "
-                                         r"matchExpressions operator 'Gt' on key 'dask.org/component'"):
+                                         r"matchExpressions operator 'Gt' on key "
+                                         r"'dask.org/component'"):
         scrape_configs(ms, "/kubeconfig")
     with pytest.raises(ValueError, match=r"unsupported monitor kind 'Probe'"):
         scrape_configs([{"kind": "Probe", "metadata": {"name": "p", "namespace": "x"}, "spec": {}}],

@@ -52,12 +52,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
-
 from image_build import OPERATOR, RUNNER, TAG
 from support import free_port
 
@@ -127,20 +127,36 @@ class Kube:
         return self.json(*args).get("items", [])
 
 
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """Stop a process started with ``start_new_session=True`` and its children: SIGTERM to its
+    process group, then SIGKILL if it has not exited after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class Watch:
     """``kubectl get KIND --watch -o json`` in the background: every version of every object
     seen, for assertions on objects that are gone by the time the test looks."""
 
     def __init__(self, kube: Kube, kind: str, ns: str, selector: str = ""):
-        self.file = tempfile.NamedTemporaryFile(prefix=f"tb-watch-{kind}-", suffix=".json",
-                                                delete=False)
         args = [str(KUBECTL), "--kubeconfig", kube.kubeconfig, "get", kind, "-n", ns, "--watch",
-                "-o", "json", "--show-managed-fields"] + (["-l", selector] if selector else [])
-        self.proc = subprocess.Popen(args, stdout=self.file, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                "-o", "json", "--show-managed-fields", *(["-l", selector] if selector else [])]
+        with tempfile.NamedTemporaryFile(prefix=f"tb-watch-{kind}-", suffix=".json",
+                                         delete=False) as file:  # the child keeps its own fd
+            self.path = Path(file.name)
+            self.proc = subprocess.Popen(args, stdout=file, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)
 
     def objects(self) -> list[dict[str, Any]]:
-        text = Path(self.file.name).read_text()
+        text = self.path.read_text()
         dec, i, out = json.JSONDecoder(), 0, []
         while True:
             while i < len(text) and text[i].isspace():
@@ -154,12 +170,8 @@ class Watch:
             out.extend(obj.get("items", [obj]) if obj.get("kind", "").endswith("List") else [obj])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
-        self.file.close()
-        os.unlink(self.file.name)
+        stop_group(self.proc, 10)
+        self.path.unlink()
 
 
 # ------------------------------------------------------------------------------- fixtures
@@ -273,7 +285,8 @@ def _install_testbed(kube: Kube, s3_url: str) -> None:
     Secret with the S3 credentials first (the chart only names it)."""
     kube.apply([{"apiVersion": "v1", "kind": "Secret",
                  "metadata": {"name": S3_SECRET, "namespace": SYSTEM_NS},
-                 "stringData": {"AWS_ACCESS_KEY_ID": "testbed", "AWS_SECRET_ACCESS_KEY": "testbed"}}])
+                 "stringData": {"AWS_ACCESS_KEY_ID": "testbed",
+                                "AWS_SECRET_ACCESS_KEY": "testbed"}}])
     crds, docs = _render(str(ROOT / "charts" / "testbed"), _chart_values(s3_url), RELEASE,
                          SYSTEM_NS)
     kube.apply(crds)
@@ -385,15 +398,7 @@ class NodeProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 15)
 
 
 class DaskController(NodeProcess):
@@ -641,7 +646,8 @@ def run_benchmark(stack: Stack, name: str, spec: dict[str, Any], timeout: float 
                 hits = [m.group(0) for m in pattern.finditer(logs[who])]
                 if hits:
                     raise AssertionError(f"{who} cannot go on:\n" + "\n".join(hits[:5]))
-            assert time.monotonic() - t0 < timeout, f"Benchmark {name} did not finish in {timeout} s"
+            assert time.monotonic() - t0 < timeout, \
+                f"Benchmark {name} did not finish in {timeout} s"
             time.sleep(2)
     except BaseException:
         print(json.dumps((kube.json("get", "benchmark", name, "-n", NS) or {}).get("status"),
@@ -660,7 +666,8 @@ TASKS = {"name": "tasks", "params": {"count": 500, "sync_count": 50}}
 
 
 def bench_spec(frameworks: list[str], workers: tuple[int, ...] = (1,),
-               workloads: tuple[dict[str, Any], ...] = (KNN, TASKS), **extra: Any) -> dict[str, Any]:
+               workloads: tuple[dict[str, Any], ...] = (KNN, TASKS),
+               **extra: Any) -> dict[str, Any]:
     return {"frameworks": list(frameworks), "workers": list(workers),
             "workloads": [dict(w) for w in workloads], "dataset": {"name": "digits"},
             "repeats": 2, "warmup": 0, "workerResources": dict(RESOURCES),
@@ -756,8 +763,8 @@ def assert_startup_includes_the_workers(pods: Watch, trial: dict[str, Any]) -> f
     assert len(starts) >= trial["workers"], (trial, starts)
     nth = starts[trial["workers"] - 1]
     ready = created + trial["clusterStartupSeconds"]
-    assert ready >= nth - 1.0, (f"start-up ended {nth - ready:.1f} s before worker "
-                                f"{trial['workers']} started", trial)
+    assert ready >= nth - 1.0, (
+        f"start-up ended {nth - ready:.1f} s before worker {trial['workers']} started", trial)
     cluster = trial["cluster"].split("/")[1]
     runner = [started_at([p]) for p in pods.objects()
               if p["metadata"]["labels"].get("job-name", "").startswith(cluster)]
@@ -830,10 +837,12 @@ class KubectlUser:
 
     def __init__(self, kube: Kube, name: str):
         self.kube, self.name = kube, name
-        self.watch_out = tempfile.NamedTemporaryFile(prefix="tb-get-w-", suffix=".txt", delete=False)
-        self.watch = subprocess.Popen([str(KUBECTL), "--kubeconfig", kube.kubeconfig, "get",
-                                       "benchmarks", "-n", NS, "-w"], stdout=self.watch_out,
-                                      stderr=subprocess.DEVNULL, start_new_session=True)
+        with tempfile.NamedTemporaryFile(prefix="tb-get-w-", suffix=".txt",
+                                         delete=False) as watch_out:  # the child keeps its own fd
+            self.watch_path = Path(watch_out.name)
+            self.watch = subprocess.Popen([str(KUBECTL), "--kubeconfig", kube.kubeconfig, "get",
+                                           "benchmarks", "-n", NS, "-w"], stdout=watch_out,
+                                          stderr=subprocess.DEVNULL, start_new_session=True)
         self.wait: subprocess.Popen | None = None
         self.wide: list[str] = []
 
@@ -856,13 +865,9 @@ class KubectlUser:
             assert self.wait.returncode == 0, out
         finally:
             for proc in (self.wait, self.watch):
-                if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(10)
-        self.watch_out.close()
-        lines = Path(self.watch_out.name).read_text().strip().splitlines()
-        os.unlink(self.watch_out.name)
+                stop_group(proc, 10)
+        lines = self.watch_path.read_text().strip().splitlines()
+        self.watch_path.unlink()
         describe = self.kube.run("describe", "benchmark", self.name, "-n", NS).stdout
         return lines, out, describe
 
@@ -881,7 +886,8 @@ def test_dask_knn_and_tasks_one_and_two_workers(stack, record_property):
         record_property("dask x1+x2 seconds to Succeeded", seconds)
         for trial in assert_succeeded(bm, "dask", (1, 2), ("knn", "tasks")):
             assert trial["clusterCreatedAt"]
-            assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1], ("knn", "tasks"))
+            assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1],
+                                    ("knn", "tasks"))
             assert_startup_includes_the_workers(pods, trial)
             _assert_uploaded(stack, name, trial)
         seen = pods.objects()
@@ -890,12 +896,14 @@ def test_dask_knn_and_tasks_one_and_two_workers(stack, record_property):
         workers = {p["metadata"]["name"] for p in seen
                    if p["metadata"]["labels"].get("dask.org/component") == "worker"}
         assert len(workers) == 3, workers  # one, then two
-        scheduler = [p for p in seen if p["metadata"]["labels"].get("dask.org/component") == "scheduler"]
+        scheduler = [p for p in seen
+                     if p["metadata"]["labels"].get("dask.org/component") == "scheduler"]
         assert any(pod_ready(p) for p in scheduler), "the scheduler's readiness probe never passed"
         stored = {p["metadata"]["name"]: p for p in policies.objects()}
         assert set(stored) == {t["cluster"].split("/")[1] for t in bm["status"]["trials"]}, stored
         for policy in stored.values():
-            assert policy["metadata"]["uid"] and policy["spec"]["policyTypes"] == ["Ingress"], policy
+            assert policy["metadata"]["uid"], policy
+            assert policy["spec"]["policyTypes"] == ["Ingress"], policy
     finally:
         pods.stop()
         configmaps.stop()
@@ -955,7 +963,8 @@ def test_ray_knn_and_tasks_one_and_two_workers(stack, record_property):
         TIMINGS["ray x1+x2 (knn, tasks) to Succeeded"] = seconds
         record_property("ray x1+x2 seconds to Succeeded", seconds)
         for trial in assert_succeeded(bm, "ray", (1, 2), ("knn", "tasks")):
-            assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1], ("knn", "tasks"))
+            assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1],
+                                    ("knn", "tasks"))
             assert_startup_includes_the_workers(pods, trial)
         seen = pods.objects()
         heads = [p for p in seen if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
@@ -1004,7 +1013,8 @@ def test_a_worker_pod_deleted_mid_run_is_replaced_by_the_real_controllers(stack)
     name = "bench-fault"
     # Not digits: KNN on it takes 0.1 s, over before the deletion (API, kubelet) kills anything.
     # 160,000 x 20 takes ~10 s on two 400m workers (128 tasks of ~300 MiB distance blocks).
-    spec = bench_spec(["ray", "dask"], (2,), ({"name": "knn", "params": {"chunks_per_worker": 64}},),
+    spec = bench_spec(["ray", "dask"], (2,),
+                      ({"name": "knn", "params": {"chunks_per_worker": 64}},),
                       dataset={"name": "synthetic", "samples": 160000, "features": 20},
                       repeats=1,
                       faults={"killWorkers": 1, "afterTasksFraction": 0.4, "seed": 2,
@@ -1016,7 +1026,9 @@ def test_a_worker_pod_deleted_mid_run_is_replaced_by_the_real_controllers(stack)
     for cm in configmaps.objects():
         for rec in json.loads((cm.get("data") or {}).get("records.json", "{}")).get("records", []):
             f = rec.get("faults") or {}
-            print(f"{cm['metadata']['name']}: faulted run {json.dumps({k: f.get(k) for k in ('killed', 'seconds', 'observed')}, default=str)[:3000]}")
+            summary = {k: f.get(k) for k in ("killed", "seconds", "observed")}
+            print(f"{cm['metadata']['name']}: faulted run "
+                  f"{json.dumps(summary, default=str)[:3000]}")
     configmaps.stop()
     try:
         TIMINGS["ray x2 + dask x2 with a worker pod deleted, to Succeeded"] = seconds
@@ -1043,7 +1055,8 @@ def test_a_worker_pod_deleted_mid_run_is_replaced_by_the_real_controllers(stack)
             assert 0 < rep["afterSeconds"] < 120, fault
             seen = worker_pods(pods, trial)
             assert len(seen) == 3, sorted(seen)  # two, and the one that replaced the victim
-            created = {n: _timestamp(v[0]["metadata"]["creationTimestamp"]) for n, v in seen.items()}
+            created = {n: _timestamp(v[0]["metadata"]["creationTimestamp"])
+                       for n, v in seen.items()}
             newest = max(created, key=created.get)
             if trial["framework"] == "ray":  # the victim is named by its node's IP
                 ips = {n: next((p["status"].get("podIP") for p in v
@@ -1137,8 +1150,10 @@ def test_prometheus_scraped_the_operator_and_the_trials_pods_by_their_pod_ips(st
                      '(last_over_time(testbed_trial_duration_seconds{namespace="bench"}[1h]))')
     rows = {(r["metric"]["benchmark"], r["metric"]["framework"], r["metric"]["workers"],
              r["metric"]["workload"]) for r in got}
-    assert {("bench-dask", "dask", w, wl) for w in ("1", "2") for wl in ("knn", "tasks")} <= rows, rows
-    assert {("bench-ray", "ray", w, wl) for w in ("1", "2") for wl in ("knn", "tasks")} <= rows, rows
+    assert {("bench-dask", "dask", w, wl) for w in ("1", "2") for wl in ("knn",
+                                                                         "tasks")} <= rows, rows
+    assert {("bench-ray", "ray", w, wl) for w in ("1", "2") for wl in ("knn",
+                                                                       "tasks")} <= rows, rows
 
     def scraped(match: str) -> dict[str, str]:
         """pod -> instance of every pod with series matching ``match`` in the last hour."""
@@ -1147,8 +1162,10 @@ def test_prometheus_scraped_the_operator_and_the_trials_pods_by_their_pod_ips(st
     ray = scraped('{__name__=~"ray_.+", namespace="bench"}')
     for prefix in ("bench-ray-ray-1-", "bench-ray-ray-2-"):
         mine = {p: i for p, i in ray.items() if p.startswith(prefix)}
-        assert any("-head-" in p for p in mine) and any("-worker-" in p for p in mine), (prefix, ray)
-    assert all(pod_ip.fullmatch(i.rsplit(":", 1)[0]) and i.endswith(":8080") for i in ray.values()), ray
+        assert any("-head-" in p for p in mine) and any("-worker-" in p for p in mine), \
+            (prefix, ray)
+    assert all(pod_ip.fullmatch(i.rsplit(":", 1)[0]) and i.endswith(":8080")
+               for i in ray.values()), ray
     dask = scraped('{__name__=~"dask_.+", namespace="bench"}')
     for prefix in ("bench-dask-dask-1-", "bench-dask-dask-2-"):
         mine = {p: i for p, i in dask.items() if p.startswith(prefix)}
@@ -1156,7 +1173,8 @@ def test_prometheus_scraped_the_operator_and_the_trials_pods_by_their_pod_ips(st
         assert any(i.endswith(":8788") for i in mine.values()), (prefix, dask)   # its workers
     assert all(pod_ip.fullmatch(i.rsplit(":", 1)[0]) for i in dask.values()), dask
     # Dask's own figures, from the scheduler of the 2-worker trial: it saw both workers.
-    workers = prom.query('max(max_over_time(dask_scheduler_workers{pod=~"bench-dask-dask-2-.*"}[1h]))')
+    workers = prom.query(
+        'max(max_over_time(dask_scheduler_workers{pod=~"bench-dask-dask-2-.*"}[1h]))')
     assert workers and float(workers[0]["value"][1]) >= 2, workers
     # No target of the three monitors is left failing for a reason other than its pod's end.
     print("prometheus targets: " + ", ".join(sorted({t["scrapePool"] for t in prom.targets()})))

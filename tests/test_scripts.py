@@ -10,7 +10,8 @@ SCRIPTS = sorted([*ROOT.glob("scripts/*.sh"), ROOT / ".ci" / "run"])
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None,
-                    reason="shellcheck not installed (Debian package 'shellcheck'; .ci/run installs it)")
+                    reason="shellcheck not installed (Debian package 'shellcheck'; .ci/run "
+                           "installs it)")
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shellcheck(script):
     p = subprocess.run(["shellcheck", "--severity=style", str(script)], capture_output=True,
@@ -32,4 +33,4 @@ def test_kind_config_is_a_valid_cluster_with_workers_and_loopback_ports():
             assert m["listenAddress"] == "127.0.0.1"  # nothing published beyond loopback
     script = (ROOT / "scripts" / "kind-up.sh").read_text()
     assert "kind create cluster --config kind-config.yaml" in script
-    assert f"--name \"$CLUSTER\"" in script and f"CLUSTER={cfg['name']}" in script
+    assert "--name \"$CLUSTER\"" in script and f"CLUSTER={cfg['name']}" in script
