@@ -13,10 +13,10 @@ from __future__ import annotations
 from .commands import compare_command, load_results, report_command
 from .console import render_compare, render_faults, render_table, table_text
 from .document import report_format, report_text, write_report
-from .figures import FIGURES, make_figures
+from .figures import make_figures
 from .html import grid_html, html_document
 from .markdown import grid_markdown, markdown_document
-from .sections import HOW_TO_READ
+from .sections import FIGURES, HOW_TO_READ
 from .stats import REGRESSIONS, compare
 from .table import (
     Cell,

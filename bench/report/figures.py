@@ -2,7 +2,7 @@
 
 The only module of the report that uses matplotlib, and it imports it only when a figure is
 drawn: printing tables (``testbed report`` without ``--out``) and ``testbed compare`` never load
-it.  ``FIGURES`` (titles and captions) is plain data, for the HTML and Markdown outputs.
+it.  Each figure's title and caption are in ``sections.FIGURES``, under its file name.
 """
 from __future__ import annotations
 
@@ -33,39 +33,6 @@ FRAMEWORK_MARKERS = {"local": "s", "ray": "o", "dask": "^", "dask-on-ray": "D"}
 PHASES = ("startup", "load", "distribute", "compute")
 PHASE_COLORS = {"startup": "#9ecae1", "load": "#fdae6b", "distribute": "#a1d99b",
                 "compute": "#3182bd"}
-
-# Figure file name -> (title, caption).
-FIGURES = {
-    "time_vs_workers": (
-        "Compute time vs workers",
-        ("Median compute time of the timed repeats (bars: interquartile range) per framework "
-         "and worker count. Dashed/dotted horizontal lines are the single-process local "
-         "baselines with 1 thread and with every core."),
-    ),
-    "speedup_efficiency": (
-        "Speedup and parallel efficiency",
-        ("Speedup = median at the smallest worker count / median at n workers; efficiency = "
-         "speedup / (n / smallest count). The dashed black line is ideal linear scaling."),
-    ),
-    "phases": (
-        "Where the time goes",
-        ("One-off phases (cluster start-up, data load, data distribution) and the median "
-         "compute time, stacked per framework and worker count."),
-    ),
-    "resources": (
-        "CPU and memory",
-        ("Mean CPU use summed over the workers (100 % = one core busy) and peak resident "
-         "memory of the workers, per framework and worker count."),
-    ),
-    "faults": (
-        "Fault tolerance",
-        ("Per faulted trial: the fault-free median (grey) and the run during which workers "
-         "were killed (coloured if it finished, red hatching if it failed), the red line "
-         "marking the kill; the label gives the penalty, the framework's detection time and "
-         "its retries."),
-    ),
-}
-
 
 def _framework_color(framework: str, seen: dict[str, str]) -> str:
     if framework in FRAMEWORK_COLORS:

@@ -8,8 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .figures import FIGURES
-from .sections import HOW_TO_READ, load_summary, sections, title
+from .sections import FIGURES, HOW_TO_READ, load_summary, sections, title
 from .table import Grid
 
 _CSS = """

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .figures import FIGURES
-from .sections import HOW_TO_READ, load_summary, sections, title
+from .sections import FIGURES, HOW_TO_READ, load_summary, sections, title
 from .table import Grid
 
 

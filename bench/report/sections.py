@@ -1,5 +1,5 @@
-"""What a report says, whatever its format: title, summary line, how to read it, and its
-tables (heading, grid, intro)."""
+"""What a report says, whatever its format: title, summary line, how to read it, its tables
+(heading, grid, intro) and the captions of its figures."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,6 +21,39 @@ HOW_TO_READ = (
     "reported separately. A difference between two cells is only meaningful when it is "
     "larger than both cells' IQR and more than 5 %."
 )
+
+
+# Figure file name (see figures.make_figures) -> (title, caption).
+FIGURES = {
+    "time_vs_workers": (
+        "Compute time vs workers",
+        ("Median compute time of the timed repeats (bars: interquartile range) per framework "
+         "and worker count. Dashed/dotted horizontal lines are the single-process local "
+         "baselines with 1 thread and with every core."),
+    ),
+    "speedup_efficiency": (
+        "Speedup and parallel efficiency",
+        ("Speedup = median at the smallest worker count / median at n workers; efficiency = "
+         "speedup / (n / smallest count). The dashed black line is ideal linear scaling."),
+    ),
+    "phases": (
+        "Where the time goes",
+        ("One-off phases (cluster start-up, data load, data distribution) and the median "
+         "compute time, stacked per framework and worker count."),
+    ),
+    "resources": (
+        "CPU and memory",
+        ("Mean CPU use summed over the workers (100 % = one core busy) and peak resident "
+         "memory of the workers, per framework and worker count."),
+    ),
+    "faults": (
+        "Fault tolerance",
+        ("Per faulted trial: the fault-free median (grey) and the run during which workers "
+         "were killed (coloured if it finished, red hatching if it failed), the red line "
+         "marking the kill; the label gives the penalty, the framework's detection time and "
+         "its retries."),
+    ),
+}
 
 
 class Section(NamedTuple):
