@@ -207,6 +207,31 @@ def test_report_format_without_out_prints_markdown(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["r.jsonl"]
 
 
+def test_compare_and_printed_reports_never_load_matplotlib(tmp_path):
+    """matplotlib (a second of start-up) is for the figures only: `testbed compare` and the
+    reports without figures (the tables; Markdown on stdout) run without it, while a report file
+    with figures does load it (so the check below can fail)."""
+    a = _results(tmp_path / "a.jsonl", (1, [1.0, 1.01, 0.99]), (2, [0.6, 0.6, 0.6]))
+    b = _results(tmp_path / "b.jsonl", (1, [1.3, 1.31, 1.29]), (2, None))
+    code = f"""
+import contextlib, io, sys
+from bench.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    codes = [main(["compare", {str(a)!r}, {str(b)!r}]),
+             main(["compare", {str(a)!r}, {str(b)!r}, "--no-fail"]),
+             main(["report", {str(a)!r}]), main(["report", {str(b)!r}, "--format", "md"])]
+print("codes", codes)
+print("loaded", sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"))
+with contextlib.redirect_stdout(io.StringIO()):
+    main(["report", {str(a)!r}, "--out", {str(tmp_path / "r.md")!r}])
+print("after a report file", "matplotlib" in sys.modules)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["codes [1, 0, 0, 0]", "loaded []",
+                                     "after a report file True"], p.stdout + p.stderr
+
+
 def test_unreachable_cluster_is_a_run_failure(tmp_path):
     spec = json.dumps({"workload": {"name": "noop"}, "timeoutSeconds": 3})
     p = testbed("runner", "--framework", "dask", "--workers", "1",
@@ -284,7 +309,8 @@ def test_runner_connects_to_an_existing_ray_cluster(tmp_path):
 def test_dataset_flags_follow_the_dataset_in_use(tmp_path):
     """In process: --samples is fine for a spec's synthetic dataset; --dataset replacing the
     spec's dataset drops the fields only the old one reads (they would now be errors)."""
-    from bench.cli import _spec_from_args, build_parser
+    from bench.cli import build_parser
+    from bench.cli.spec_args import spec_from_args as _spec_from_args
 
     spec = tmp_path / "s.yaml"
     spec.write_text("dataset: {name: synthetic, samples: 500, features: 8, seed: 3}\n")
