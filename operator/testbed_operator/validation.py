@@ -15,8 +15,8 @@ import hashlib
 import re
 from typing import Any
 
+from bench.kube.spec import DEFAULTS
 from bench.spec import OPERATOR_FIELDS, BenchmarkSpec, SpecError, parse_quantity, parse_spec
-
 
 
 class BenchmarkInvalid(ValueError):
@@ -55,12 +55,12 @@ def validate_benchmark(body: dict[str, Any], quotas: list[dict[str, Any]] = ()) 
     uri = extra.get("resultsUri")
     if uri is not None and not re.fullmatch(r"s3://[^/]+(/.*)?", str(uri)):
         raise BenchmarkInvalid(f"spec.resultsUri: {uri!r} is not of the form s3://bucket[/prefix]")
-    if extra.get("failurePolicy", "continue") not in ("continue", "stop"):
+    if extra.get("failurePolicy", DEFAULTS["failurePolicy"]) not in ("continue", "stop"):
         raise BenchmarkInvalid("spec.failurePolicy: expected 'continue' or 'stop'")
-    retries = extra.get("trialRetries", 0)
+    retries = extra.get("trialRetries", DEFAULTS["trialRetries"])
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 5:
         raise BenchmarkInvalid(f"spec.trialRetries: expected a whole number from 0 to 5, got {retries!r}")
-    startup = extra.get("startupTimeoutSeconds", 600)
+    startup = extra.get("startupTimeoutSeconds", DEFAULTS["startupTimeoutSeconds"])
     if isinstance(startup, bool) or not isinstance(startup, int) or startup < 1:
         raise BenchmarkInvalid(f"spec.startupTimeoutSeconds: expected a whole number of seconds "
                                f">= 1, got {startup!r}")
