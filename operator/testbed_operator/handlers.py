@@ -46,10 +46,18 @@ async def until_stopped(work: Awaitable[None], stopped: Any, logger: Any) -> Non
         raise results[0]
 
 
+def _ns(namespace: str | None) -> str:
+    """Benchmarks are namespaced: Kopf always passes their namespace."""
+    if namespace is None:
+        raise kopf.PermanentError("a Benchmark without a namespace")
+    return namespace
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
-    """Attach the handlers to ``registry``; they find the :class:`BenchmarkOperator` in
+    """Attach the handlers to ``registry``; they find the :class:`.reconcile.BenchmarkOperator` in
     ``memo.operator`` (``kopf.operator(memo=kopf.Memo(operator=...))``)."""
-    res = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry)
+    res: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": PLURAL,
+                           "registry": registry}
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -57,9 +65,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration")
-        # Events on the Benchmark come from BenchmarkOperator._event, each with its own reason
-        # (kopf.event, kopf/_core/engines/posting.py). Log lines are not posted: Kopf would post
-        # each with the reason "Logging" (K8sPoster in kopf/_core/engines/posting.py, posting.loggers).
+        # Events on the Benchmark come from BenchmarkOperator._event (.events.kopf_event), each
+        # with its own reason (kopf.event, kopf/_core/engines/posting.py). Log lines are not
+        # posted: Kopf would post each with the reason "Logging" (K8sPoster in
+        # kopf/_core/engines/posting.py, posting.loggers).
         settings.posting.enabled = True
         settings.posting.loggers = False
         settings.posting.reporting_component = "testbed-operator"
@@ -75,19 +84,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     # normal stop says nothing (kopf/_core/engines/daemons.py "has exited on request").
     @kopf.daemon(**res, id="trials", cancellation_backoff=5.0, cancellation_timeout=10.0,
                  initial_delay=0)
-    async def run_trials(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, logger: Any,
-                         stopped: kopf.DaemonStopped, **_: Any) -> None:
-        await until_stopped(memo.operator.drive(namespace, name, logger, copy.deepcopy(dict(body))),
-                            stopped, logger)
+    async def run_trials(name: str, namespace: str | None, body: kopf.Body, memo: Any,
+                         logger: Any, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await until_stopped(memo.operator.drive(_ns(namespace), name, logger,
+                                                copy.deepcopy(dict(body))), stopped, logger)
 
     @kopf.on.delete(**res, id="cleanup")
-    async def cleanup(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        n = await memo.operator.delete_children(namespace, name)
+    async def cleanup(name: str, namespace: str | None, memo: Any, logger: Any, **_: Any) -> None:
+        n = await memo.operator.delete_children(_ns(namespace), name)
         memo.operator.metrics.forget(namespace, name)
         logger.info(f"deleted {n} child object(s)")
 
     @kopf.on.event(**res, id="metrics")
-    def export(type: str, name: str, namespace: str, status: dict[str, Any], memo: kopf.Memo,
+    def export(type: str, name: str, namespace: str | None, status: kopf.Status, memo: Any,
                **_: Any) -> None:
         if type == "DELETED":
             memo.operator.metrics.forget(namespace, name)
@@ -95,5 +104,5 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             memo.operator.metrics.observe_status(namespace, name, dict(status))
 
     @kopf.on.probe(registry=registry, id="trialsRunning")
-    def running(memo: kopf.Memo, **_: Any) -> int:
+    def running(memo: Any, **_: Any) -> int:
         return len(memo.operator.slots.held)

@@ -1,21 +1,20 @@
-"""Run the operator: ``testbed-operator`` (console script) or ``kopf run -m testbed_operator.main``.
+"""Run the operator: ``testbed-operator`` (console script) or
+``kopf run -m testbed_operator.main``.
 
-Every flag has an environment variable (the Helm chart sets those; :mod:`.config` builds the\nconfig from both, flags first):
+Every flag has an environment variable (the Helm chart sets those; :mod:`.config` builds the
+config from both, a flag beating its variable):
 
-=======================================  =============================================  =============================
-flag                                     environment                                    default
-=======================================  =============================================  =============================
-``--namespace`` (repeat)                 ``TESTBED_NAMESPACES`` (a,b)                   cluster-wide
-``--metrics-port``                       ``TESTBED_METRICS_PORT``                       9090 (0 disables)
-``--metrics-address``                    ``TESTBED_METRICS_ADDRESS``                    127.0.0.1 (0.0.0.0 in a pod)
-``--liveness``                           ``TESTBED_LIVENESS``                           http://127.0.0.1:8080/healthz
-``--default-image``                      ``TESTBED_DEFAULT_IMAGE``                      testbed-runner:latest
-``--max-concurrent-trials``              ``TESTBED_MAX_CONCURRENT_TRIALS``              1
-``--poll-seconds``                       ``TESTBED_POLL_SECONDS``                       1
-``--network-policy``                     ``TESTBED_NETWORK_POLICY`` (true/false)        off
-``--network-policy-metrics-from``        ``TESTBED_NETWORK_POLICY_METRICS_FROM``        ``[]`` (JSON)
-``--network-policy-ray-dashboard-from``  ``TESTBED_NETWORK_POLICY_RAY_DASHBOARD_FROM``  the KubeRay operator (JSON)
-=======================================  =============================================  =============================
+* ``--namespace`` (repeat), ``TESTBED_NAMESPACES`` (a,b): cluster-wide
+* ``--metrics-port``, ``TESTBED_METRICS_PORT``: 9090 (0 disables)
+* ``--metrics-address``, ``TESTBED_METRICS_ADDRESS``: 127.0.0.1 (0.0.0.0 in a pod)
+* ``--liveness``, ``TESTBED_LIVENESS``: http://127.0.0.1:8080/healthz
+* ``--default-image``, ``TESTBED_DEFAULT_IMAGE``: testbed-runner:latest
+* ``--max-concurrent-trials``, ``TESTBED_MAX_CONCURRENT_TRIALS``: 1
+* ``--poll-seconds``, ``TESTBED_POLL_SECONDS``: 1
+* ``--network-policy``, ``TESTBED_NETWORK_POLICY`` (true/false): off
+* ``--network-policy-metrics-from``, ``TESTBED_NETWORK_POLICY_METRICS_FROM``: ``[]`` (JSON)
+* ``--network-policy-ray-dashboard-from``, ``TESTBED_NETWORK_POLICY_RAY_DASHBOARD_FROM``:
+  the KubeRay operator (JSON)
 
 The two ``-from`` values are JSON lists of NetworkPolicyPeer objects (``namespaceSelector``,
 ``podSelector``, ``ipBlock``); see :func:`.manifests.build_networkpolicy_manifest`.
@@ -31,6 +30,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
 
@@ -56,7 +56,7 @@ async def run(op: BenchmarkOperator, *, liveness: str | None = None,
             return login
     else:
         @kopf.on.login(registry=registry)
-        def _login(**kw: object) -> kopf.ConnectionInfo | None:
+        def _login(**kw: Any) -> kopf.ConnectionInfo | None:
             return kopf.login_with_service_account(**kw) or kopf.login_with_kubeconfig(**kw)
     server = None
     if config.metrics_port:

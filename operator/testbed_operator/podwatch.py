@@ -56,8 +56,8 @@ class PodFailureWatch:
                        or (e.get("metadata") or {}).get("creationTimestamp"))
             if self.since is not None and when is not None and when < self.since:
                 continue  # an earlier attempt's
-            found.append((when or 0.0, f"{inv.get('kind')} {inv.get('name')} could not create "
-                                       f"its pod: {e.get('reason')}: {e.get('message') or ''}"))
+            found.append((when or 0.0, (f"{inv.get('kind')} {inv.get('name')} could not create "
+                                        f"its pod: {e.get('reason')}: {e.get('message') or ''}")))
         if found:
             return max(found)[1].rstrip(": ")
         for pod in await self.kube.list("v1", "Pod", self.ns,
@@ -99,5 +99,6 @@ class PodFailureWatch:
                     and (e.get("involvedObject") or {}).get("kind") == "Pod"
                     and (e.get("involvedObject") or {}).get("name") == name]
             said.sort(key=lambda e: ts(e.get("lastTimestamp") or e.get("firstTimestamp")) or 0.0)
-            parts.append(f"pod {name} not Ready" + (f" ({said[-1].get('message')})" if said else ""))
+            parts.append(f"pod {name} not Ready"
+                         + (f" ({said[-1].get('message')})" if said else ""))
         return "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")

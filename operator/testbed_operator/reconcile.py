@@ -131,7 +131,8 @@ class BenchmarkOperator:
     # -- helpers ---------------------------------------------------------------------------
     async def _running_elsewhere(self) -> set[tuple[str, str]]:
         out = set()
-        for ns in self.config.namespaces or [None]:
+        watched: list[str | None] = [*self.config.namespaces] or [None]
+        for ns in watched:
             for b in await self.kube.list_benchmarks(ns):
                 st = b.get("status") or {}
                 if any(t.get("state") == trials.RUNNING for t in st.get("trials") or []):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Awaitable, Callable
 
 
@@ -12,8 +13,8 @@ class TrialSlots:
     ``running_elsewhere`` returns the Benchmarks whose status shows a Running trial (read from
     the API), so after a restart the resumed trials count before their daemons get here."""
 
-    def __init__(self, limit: int, running_elsewhere: Callable[[], Awaitable[set[tuple[str, str]]]],
-                 poll: float):
+    def __init__(self, limit: int,
+                 running_elsewhere: Callable[[], Awaitable[set[tuple[str, str]]]], poll: float):
         self.limit = max(1, limit)
         self.held: set[tuple[str, str]] = set()
         self._queue: collections.deque[tuple[str, str]] = collections.deque()
@@ -37,10 +38,8 @@ class TrialSlots:
                             self._queue.popleft()
                             self.held.add(key)
                             return
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._cond.wait(), self._poll)
-                    except TimeoutError:
-                        pass
         finally:
             async with self._cond:
                 if key in self._queue:

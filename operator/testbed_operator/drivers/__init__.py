@@ -2,8 +2,19 @@
 operator with a batch Job runner (:mod:`.dask`)."""
 from __future__ import annotations
 
-from .base import (CONFIGMAP, JOB, NETWORKPOLICY, Driver, Kind, ObjRef, Readiness, TrialContext,
-                   TrialOutcome, TrialTimedOut, label)
+from .base import (
+    CONFIGMAP,
+    JOB,
+    NETWORKPOLICY,
+    Driver,
+    Kind,
+    ObjRef,
+    Readiness,
+    TrialContext,
+    TrialOutcome,
+    TrialTimedOut,
+    label,
+)
 from .dask import DASKCLUSTER, DaskDriver, job_finished
 from .ray import FRAMEWORKS as RAY_FRAMEWORKS
 from .ray import RAYCLUSTER, RAYJOB, RayDriver

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bench.spec import BenchmarkSpec
-
-from .. import manifests
+from testbed_operator import manifests
 
 Kind = tuple[str, str]  # (apiVersion, kind)
 ObjRef = tuple[str, str, str]  # (apiVersion, kind, name)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import manifests
+from testbed_operator import manifests
+
 from .base import JOB, Kind, ObjRef, Readiness, TrialContext, TrialOutcome
 
 DASKCLUSTER: Kind = ("kubernetes.dask.org/v1", "DaskCluster")

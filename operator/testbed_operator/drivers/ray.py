@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import manifests
+from testbed_operator import manifests
+
 from .base import Kind, ObjRef, Readiness, TrialContext, TrialOutcome
 
 RAYJOB: Kind = ("ray.io/v1", "RayJob")
