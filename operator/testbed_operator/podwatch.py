@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from . import manifests
-from ._util import ts
+from ._util import short, ts
 from .kube import Kube
 
 
@@ -102,3 +103,23 @@ class PodFailureWatch:
             parts.append(f"pod {name} not Ready"
                          + (f" ({said[-1].get('message')})" if said else ""))
         return "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
+
+
+async def missing_runner_account(kube: Kube, ns: str, logger: Any) -> str | None:
+    """Why the trials' pods could not be created, if the runner's ServiceAccount is missing
+    from ``ns``: the runner Job's pod and the Ray head name it, and the admission plugin
+    refuses pods whose account does not exist (plugin/pkg/admission/serviceaccount)."""
+    account = manifests.RUNNER_ACCOUNT
+    try:
+        if await kube.get("v1", "ServiceAccount", ns, account) is not None:
+            return None
+    except Exception as e:  # e.g. 403: cannot tell; the pods' failures will say it
+        if getattr(e, "status", None) != 403:
+            raise
+        logger.warning(f"cannot check ServiceAccount {ns}/{account}: {short(e)}")
+        return None
+    return (f'the runner\'s ServiceAccount "{account}" does not exist in namespace "{ns}", so '
+            f"the runner and Ray head pods of its trials cannot be created. Install the "
+            f'chart with "{ns}" in runnerNamespaces (or watchNamespaces), or create the '
+            f"account with its Role and RoleBinding as charts/testbed/templates/rbac.yaml "
+            f"does, then apply the Benchmark again")

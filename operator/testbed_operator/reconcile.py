@@ -12,11 +12,9 @@ A trial attempt is a sequence of **steps** (:meth:`BenchmarkOperator._step`), ea
 on the trial's :class:`Stage` (read from its status fields, like KubeRay's RayJob controller
 switches on ``jobDeploymentStatus``): submit the cluster, wait for it to be ready, run the
 runner. A step collects its changes to the trial in memory and the loop writes the status
-once at its end. The framework's objects come from its driver (:mod:`.drivers`):
+once at its end. The framework's objects come from its driver (:mod:`.drivers`: a KubeRay
+``RayJob``, or a ``DaskCluster`` and a runner ``Job``).
 
-* ``ray`` / ``dask-on-ray``: a ``RayJob`` with an inline cluster; the runner is the job's
-  driver on the head (K8sJobMode, not Ray Client).
-* ``dask``: a ``DaskCluster``, then a runner ``Job`` once the cluster is up.
 * With ``network_policy`` on, a ``NetworkPolicy`` is created before the cluster: the trial's
   pods accept connections only from each other (plus the configured metrics scrapers and, for
   Ray, the KubeRay operator on the dashboard port); it is deleted with the cluster.
@@ -41,11 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from bench.kube.spec import OperatorSpec
@@ -53,13 +49,14 @@ from bench.spec import BenchmarkSpec
 
 from . import manifests, sink, trials
 from ._util import short, ts
+from .attempt import Stage, TrialRun, stage_of
 from .cleanup import Cleanup
 from .config import OperatorConfig
-from .drivers import Driver, TrialContext, TrialOutcome, TrialTimedOut, driver_for, label
+from .drivers import TrialContext, TrialOutcome, TrialTimedOut, driver_for, label
 from .events import kopf_event
 from .kube import Kube
 from .metrics import OperatorMetrics
-from .podwatch import PodFailureWatch
+from .podwatch import PodFailureWatch, missing_runner_account
 from .slots import TrialSlots
 from .validation import BenchmarkInvalid, split_spec, validate_benchmark
 
@@ -74,44 +71,6 @@ Event = Callable[[dict[str, Any], str, str, str], None]  # (body, type, reason, 
 
 class BenchmarkGone(Exception):
     """The Benchmark was deleted while its trial ran; the delete handler cleans up."""
-
-
-class Stage(enum.Enum):
-    """Where a trial attempt is, read from its status fields (so it survives restarts)."""
-
-    SUBMIT = "Submit"  # the cluster object is not created yet
-    STARTING = "Starting"  # created; not ready yet
-    RUNNING = "Running"  # ready (``clusterReadyAt``): the runner runs
-
-
-def stage_of(trial: dict[str, Any], driver: Driver) -> Stage:
-    if not trial.get(driver.created_field):
-        return Stage.SUBMIT
-    return Stage.RUNNING if trial.get("clusterReadyAt") else Stage.STARTING
-
-
-@dataclass
-class TrialRun:
-    """One attempt of one trial as the loop drives it; ``status`` is updated in place and
-    written at the end of each step when ``dirty``."""
-
-    ctx: TrialContext
-    driver: Driver
-    objects: list[dict[str, Any]]  # the driver's manifests: the cluster first, the runner last
-    status: dict[str, Any]
-    index: int
-    startup_limit: float
-    run_limit: float
-    watch: PodFailureWatch
-    dirty: bool = False
-
-    @property
-    def trial(self) -> dict[str, Any]:
-        return self.status["trials"][self.index]  # type: ignore[no-any-return]
-
-    def mark(self, **fields: Any) -> None:
-        self.trial.update(fields)
-        self.dirty = True
 
 
 class BenchmarkOperator:
@@ -133,7 +92,9 @@ class BenchmarkOperator:
         out = set()
         watched: list[str | None] = [*self.config.namespaces] or [None]
         for ns in watched:
-            for b in await self.kube.list_benchmarks(ns):
+            # (Any: kube.py's "list[...]" annotations name its own Kube.list for mypy)
+            benchmarks: Any = await self.kube.list_benchmarks(ns)
+            for b in benchmarks:
                 st = b.get("status") or {}
                 if any(t.get("state") == trials.RUNNING for t in st.get("trials") or []):
                     out.add((b["metadata"]["namespace"], b["metadata"]["name"]))
@@ -153,25 +114,6 @@ class BenchmarkOperator:
         await self._save(meta["namespace"], meta["name"],
                          trials.failed_status(reason, message, meta.get("generation")))
         self._event(body, "Warning", reason, message)
-
-    async def _missing_runner_account(self, ns: str, logger: Any) -> str | None:
-        """Why the trials' pods could not be created, if the runner's ServiceAccount is missing
-        from ``ns``: the runner Job's pod and the Ray head name it, and the admission plugin
-        refuses pods whose account does not exist (plugin/pkg/admission/serviceaccount)."""
-        account = manifests.RUNNER_ACCOUNT
-        try:
-            if await self.kube.get("v1", "ServiceAccount", ns, account) is not None:
-                return None
-        except Exception as e:  # e.g. 403: cannot tell; the pods' failures will say it
-            if getattr(e, "status", None) != 403:
-                raise
-            logger.warning(f"cannot check ServiceAccount {ns}/{account}: {short(e)}")
-            return None
-        return (f'the runner\'s ServiceAccount "{account}" does not exist in namespace "{ns}", so '
-                f"the runner and Ray head pods of its trials cannot be created. Install the "
-                f'chart with "{ns}" in runnerNamespaces (or watchNamespaces), or create the '
-                f"account with its Role and RoleBinding as charts/testbed/templates/rbac.yaml "
-                f"does, then apply the Benchmark again")
 
     async def delete_children(self, ns: str, name: str) -> int:
         return await self.cleanup.delete_children(ns, name)
@@ -221,7 +163,7 @@ class BenchmarkOperator:
             self.metrics.observe_status(ns, name, status)
             await self.cleanup.done_trials(body, status)
             return spec, status
-        missing = await self._missing_runner_account(ns, logger)
+        missing = await missing_runner_account(self.kube, ns, logger)
         if missing:
             await self._refuse(body, "RunnerServiceAccountMissing", missing, logger)
             return None
