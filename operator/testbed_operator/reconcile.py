@@ -313,13 +313,19 @@ class BenchmarkOperator:
     async def _attempt(self, run: TrialRun) -> TrialOutcome:
         """Step until the attempt has an outcome; the status is written once per step."""
         ns, name = run.ctx.namespace, run.ctx.body["metadata"]["name"]
+
+        async def write() -> None:  # the step's one status write
+            if run.dirty:
+                run.dirty = False
+                await self._save(ns, name, run.status)
+
         while True:
             try:
                 outcome, wait = await self._step(run)
-            finally:
-                if run.dirty:
-                    run.dirty = False
-                    await self._save(ns, name, run.status)
+            except TrialTimedOut:  # an outcome too: what the step marked counts
+                await write()
+                raise
+            await write()
             if outcome is not None:
                 return outcome
             if wait:
