@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from .errors import did_you_mean
+from .kube.spec import FIELDS as OPERATOR_SPEC_FIELDS
 from .params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES
 
 FRAMEWORKS = ("local", "ray", "dask", "dask-on-ray")
@@ -478,8 +479,7 @@ def format_validation_error(err: ValidationError, prefix: str = "spec",
 
 # Fields of a Benchmark resource's spec that only the Kubernetes operator reads (see
 # testbed_operator.crd); the engine's model does not have them.
-OPERATOR_FIELDS = ("image", "failurePolicy", "keepClusters", "resultsUri", "startupTimeoutSeconds",
-                   "credentialsSecret", "trialRetries")
+OPERATOR_FIELDS = OPERATOR_SPEC_FIELDS
 
 
 RESOURCE_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")

@@ -10,7 +10,8 @@ from typing import Any, AsyncIterator
 import aiohttp
 import kopf
 
-from testbed_operator.handlers import BenchmarkOperator, OperatorConfig
+from testbed_operator.config import OperatorConfig
+from testbed_operator.reconcile import BenchmarkOperator
 from testbed_operator.kube import Kube, api_client
 from testbed_operator.main import run
 

@@ -142,7 +142,7 @@ async def test_the_failure_watch_reads_only_this_attempts_controllers():
     """Only the trial's own controllers count (not another trial whose name starts alike),
     only events from this attempt on (a retry is not failed by attempt 1's), and the checks
     are throttled."""
-    from testbed_operator.handlers import PodFailureWatch
+    from testbed_operator.podwatch import PodFailureWatch
 
     owners = [("Job", "t-dask-1-runner"), ("ReplicaSet", "t-dask-1-scheduler-[a-z0-9]+")]
     since = 2_000_000_000.0  # 2033-05-18T03:33:20Z
@@ -180,7 +180,7 @@ async def test_a_start_up_timeout_names_the_schedulers_reason():
     pkg/scheduler/schedule_one.go) is reported with the scheduler's reason, not just as "not
     Ready": on a real node a trial that asks for more CPU than is free waits out its start-up
     timeout, and the message must say why (tests/test_real_cluster.py saw it)."""
-    from testbed_operator.handlers import PodFailureWatch
+    from testbed_operator.podwatch import PodFailureWatch
 
     pending = {"metadata": {"name": "t-ray-1-workers-worker-abcde"}, "status": {
         "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
+from bench.kube.spec import DEFAULTS, FailurePolicy
 from bench.params import WORKLOAD_NAMES
 from bench.spec import DATASETS, FRAMEWORKS, BenchmarkSpec, ResourcesSpec
 
@@ -80,7 +81,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 def spec_schema() -> dict[str, Any]:
     raw = BenchmarkSpec.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
-    schema = _structural(raw, defs)
+    schema: dict[str, Any] = _structural(raw, defs)
     props = schema["properties"]
     props.pop("name")  # the resource's metadata.name names the benchmark
     for key in ("cpu", "memory"):  # `cpu: 1` and `cpu: "500m"` are both Kubernetes quantities
@@ -100,15 +101,17 @@ def spec_schema() -> dict[str, Any]:
         props[key].pop("default", None)  # the operator fills these from the same model
     schema["description"] = "A Ray-vs-Dask benchmark: one trial per framework x worker count."
     props["image"] = {"type": "string", "description": "Runner image (defaults to the operator's)."}
-    props["failurePolicy"] = {"type": "string", "enum": ["continue", "stop"], "default": "continue",
+    # The operator-only fields (bench.kube.spec.OperatorSpec): their defaults from there.
+    props["failurePolicy"] = {"type": "string", "enum": list(get_args(FailurePolicy)),
+                              "default": DEFAULTS["failurePolicy"],
                               "description": "After a failed trial: run the rest, or stop."}
-    props["keepClusters"] = {"type": "boolean", "default": False,
+    props["keepClusters"] = {"type": "boolean", "default": DEFAULTS["keepClusters"],
                              "description": "Keep each trial's cluster after the trial."}
     props["startupTimeoutSeconds"] = {
-        "type": "integer", "minimum": 1, "default": 600,
+        "type": "integer", "minimum": 1, "default": DEFAULTS["startupTimeoutSeconds"],
         "description": "Seconds a trial's cluster may take to become ready before the trial fails."}
     props["trialRetries"] = {
-        "type": "integer", "minimum": 0, "maximum": 5, "default": 0,
+        "type": "integer", "minimum": 0, "maximum": 5, "default": DEFAULTS["trialRetries"],
         "description": "Attempts after the first for a trial that fails without results "
                        "(runner killed, cluster lost, timeout). Failed workloads are not retried."}
     props["credentialsSecret"] = {

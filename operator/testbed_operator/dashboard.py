@@ -30,16 +30,17 @@ def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
             "legendFormat": legend, "refId": ref}
 
 
-def _panel(pid: int, title: str, kind: str, targets: list[tuple[str, str]], grid: tuple[int, int, int, int],
-           unit: str = "short", description: str = "") -> dict[str, Any]:
+def _panel(pid: int, title: str, kind: str, targets: list[tuple[str, str]],
+           grid: tuple[int, int, int, int], unit: str = "short",
+           description: str = "") -> dict[str, Any]:
     x, y, w, h = grid
     return {
         "id": pid, "title": title, "type": kind, "description": description,
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom"}} if kind == "timeseries"
-        else {},
+        "options": ({"legend": {"displayMode": "table", "placement": "bottom"}}
+                    if kind == "timeseries" else {}),
         "targets": [_target(e, lg, chr(ord("A") + i)) for i, (e, lg) in enumerate(targets)],
     }
 
@@ -66,8 +67,8 @@ def panels() -> list[dict[str, Any]]:
         _panel(3, "Benchmarks by phase", "stat",
                [("sum by (phase) (testbed_benchmarks)", "{{phase}}")], (8, 1, 8, 5)),
         _panel(4, "Time from apply to first trial (p95)", "stat",
-               [("histogram_quantile(0.95, sum by (le) "
-                 "(rate(testbed_time_to_first_trial_seconds_bucket[1h])))", "p95")],
+               [(("histogram_quantile(0.95, sum by (le) "
+                 "(rate(testbed_time_to_first_trial_seconds_bucket[1h])))"), "p95")],
                (16, 1, 8, 5), unit="s"),
         _row(5, "Ray vs Dask: time and scaling", 6),
         _panel(6, "Trial time (median of timed repeats)", "bargauge",
@@ -75,7 +76,8 @@ def panels() -> list[dict[str, Any]]:
         _panel(7, "Speedup against the smallest worker count", "timeseries",
                [(f"testbed_trial_speedup{{{TRIAL}}}", by_fw)], (12, 7, 12, 9)),
         _panel(8, "Parallel efficiency", "timeseries",
-               [(f"testbed_trial_efficiency{{{TRIAL}}}", by_fw)], (0, 16, 12, 8), unit="percentunit"),
+               [(f"testbed_trial_efficiency{{{TRIAL}}}", by_fw)], (0, 16, 12, 8),
+               unit="percentunit"),
         _panel(9, "Per-task overhead (tasks workload)", "bargauge",
                [(f'testbed_task_overhead_seconds{{{TRIAL}, mode="async"}}', "{{framework}} async"),
                 (f'testbed_task_overhead_seconds{{{TRIAL}, mode="sync"}}', "{{framework}} sync")],
@@ -94,8 +96,10 @@ def panels() -> list[dict[str, Any]]:
                (12, 33, 12, 8)),
         _row(15, "Failures and retries", 41),
         _panel(16, "Failed and skipped trials", "timeseries",
-               [(f'sum by (benchmark) (testbed_trials{{{SEL}, state="Failed"}})', "failed {{benchmark}}"),
-                (f'sum by (benchmark) (testbed_trials{{{SEL}, state="Skipped"}})', "skipped {{benchmark}}")],
+               [(f'sum by (benchmark) (testbed_trials{{{SEL}, state="Failed"}})',
+                 "failed {{benchmark}}"),
+                (f'sum by (benchmark) (testbed_trials{{{SEL}, state="Skipped"}})',
+                 "skipped {{benchmark}}")],
                (0, 42, 8, 8)),
         _panel(17, "Trial attempts (> 1: retried)", "bargauge",
                [(f'testbed_trial_attempts{{{SEL}, framework=~"$framework"}}',
@@ -128,9 +132,11 @@ def build_dashboard() -> dict[str, Any]:
             _variable("benchmark", "Benchmark",
                       'label_values(testbed_trials{namespace=~"$namespace"}, benchmark)'),
             _variable("workload", "Workload",
-                      'label_values(testbed_trial_duration_seconds{benchmark=~"$benchmark"}, workload)'),
+                      'label_values(testbed_trial_duration_seconds{benchmark=~"$benchmark"}, '
+                      'workload)'),
             _variable("framework", "Framework",
-                      'label_values(testbed_trial_duration_seconds{benchmark=~"$benchmark"}, framework)'),
+                      'label_values(testbed_trial_duration_seconds{benchmark=~"$benchmark"}, '
+                      'framework)'),
         ]},
         "panels": panels(),
     }

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from bench.kube.spec import OperatorSpec
 from bench.spec import BenchmarkSpec
 
 from .channel import OWNER_ENV, configmap_name
@@ -162,7 +163,7 @@ def runner_args(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str, 
 
 def _credentials(benchmark: dict[str, Any], container: dict[str, Any]) -> None:
     """The runner reads S3 credentials from a Secret reference, never from literal values."""
-    secret = (benchmark.get("spec") or {}).get("credentialsSecret")
+    secret = OperatorSpec.of(benchmark.get("spec") or {}).credentials_secret
     if secret:
         container["envFrom"] = [{"secretRef": {"name": secret}}]
 
@@ -325,11 +326,11 @@ def run_deadline_seconds(spec: BenchmarkSpec, grace: int = 120) -> int:
 
 
 def startup_timeout_seconds(benchmark: dict[str, Any]) -> int:
-    return int((benchmark.get("spec") or {}).get("startupTimeoutSeconds", 600))
+    return int(OperatorSpec.of(benchmark.get("spec") or {}).startup_timeout_seconds)
 
 
 def spec_keep_clusters(benchmark: dict[str, Any]) -> bool:
-    return bool((benchmark.get("spec") or {}).get("keepClusters", False))
+    return bool(OperatorSpec.of(benchmark.get("spec") or {}).keep_clusters)
 
 
 def _shell_quote(arg: str) -> str:

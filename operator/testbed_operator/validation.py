@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench.kube.spec import DEFAULTS
 from bench.spec import OPERATOR_FIELDS, BenchmarkSpec, SpecError, parse_quantity, parse_spec
-
 
 
 class BenchmarkInvalid(ValueError):
@@ -39,7 +40,8 @@ def spec_name(name: str) -> str:
     return f"{base}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-def validate_benchmark(body: dict[str, Any], quotas: list[dict[str, Any]] = ()) -> BenchmarkSpec:
+def validate_benchmark(body: dict[str, Any],
+                       quotas: Sequence[dict[str, Any]] = ()) -> BenchmarkSpec:
     raw, extra = split_spec(body)
     name = (body.get("metadata") or {}).get("name")
     if name is not None and (not isinstance(name, str) or not re.fullmatch(
@@ -55,12 +57,13 @@ def validate_benchmark(body: dict[str, Any], quotas: list[dict[str, Any]] = ()) 
     uri = extra.get("resultsUri")
     if uri is not None and not re.fullmatch(r"s3://[^/]+(/.*)?", str(uri)):
         raise BenchmarkInvalid(f"spec.resultsUri: {uri!r} is not of the form s3://bucket[/prefix]")
-    if extra.get("failurePolicy", "continue") not in ("continue", "stop"):
+    if extra.get("failurePolicy", DEFAULTS["failurePolicy"]) not in ("continue", "stop"):
         raise BenchmarkInvalid("spec.failurePolicy: expected 'continue' or 'stop'")
-    retries = extra.get("trialRetries", 0)
+    retries = extra.get("trialRetries", DEFAULTS["trialRetries"])
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 5:
-        raise BenchmarkInvalid(f"spec.trialRetries: expected a whole number from 0 to 5, got {retries!r}")
-    startup = extra.get("startupTimeoutSeconds", 600)
+        raise BenchmarkInvalid("spec.trialRetries: expected a whole number from 0 to 5, got "
+                               f"{retries!r}")
+    startup = extra.get("startupTimeoutSeconds", DEFAULTS["startupTimeoutSeconds"])
     if isinstance(startup, bool) or not isinstance(startup, int) or startup < 1:
         raise BenchmarkInvalid(f"spec.startupTimeoutSeconds: expected a whole number of seconds "
                                f">= 1, got {startup!r}")
@@ -82,12 +85,13 @@ def check_quota(spec: BenchmarkSpec, quota: dict[str, Any]) -> None:
     qname = (quota.get("metadata") or {}).get("name", "?")
     workers = max(spec.workers)
     need = trial_requests(spec, workers)
-    limits = {
+    limits: dict[str, tuple[str, Callable[[str], float]]] = {
         "pods": ("pods", float),
         "cpu": ("requests.cpu", _cpu), "memory": ("requests.memory", parse_quantity),
     }
     for key, (field, parse) in limits.items():
-        for name in (field, key if key != "pods" else None, f"limits.{key}" if key != "pods" else None):
+        for name in (field, key if key != "pods" else None,
+                     f"limits.{key}" if key != "pods" else None):
             if name and name in hard:
                 allowed = parse(str(hard[name]))
                 if need[key] > allowed:

@@ -1,0 +1,1 @@
+"""The engine's optional Kubernetes adapter; the operator imports it."""

@@ -1,0 +1,32 @@
+"""One driver per framework behind :class:`.base.Driver`: KubeRay (:mod:`.ray`) and the Dask
+operator with a batch Job runner (:mod:`.dask`)."""
+from __future__ import annotations
+
+from .base import (
+    CONFIGMAP,
+    JOB,
+    NETWORKPOLICY,
+    Driver,
+    Kind,
+    ObjRef,
+    Readiness,
+    TrialContext,
+    TrialOutcome,
+    TrialTimedOut,
+    label,
+)
+from .dask import DASKCLUSTER, DaskDriver, job_finished
+from .ray import FRAMEWORKS as RAY_FRAMEWORKS
+from .ray import RAYCLUSTER, RAYJOB, RayDriver
+
+__all__ = ["CONFIGMAP", "DASKCLUSTER", "JOB", "LABELLED_KINDS", "NETWORKPOLICY", "RAYCLUSTER",
+           "RAYJOB", "RAY_FRAMEWORKS", "Driver", "Kind", "ObjRef", "Readiness", "TrialContext",
+           "TrialOutcome", "TrialTimedOut", "driver_for", "job_finished", "label"]
+
+# What a Benchmark's children may be, deleted by label with the Benchmark (NetworkPolicies
+# too, when the operator makes them).
+LABELLED_KINDS: list[Kind] = [RAYJOB, RAYCLUSTER, JOB, DASKCLUSTER, CONFIGMAP]
+
+
+def driver_for(framework: str) -> Driver:
+    return RayDriver() if framework in RAY_FRAMEWORKS else DaskDriver()
