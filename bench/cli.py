@@ -280,10 +280,10 @@ def cmd_runner(args: argparse.Namespace) -> int:
     """In-pod entry point: connect to a cluster, run one framework × workers, emit JSON."""
     if not args.result_configmap:
         return _run_runner(args, None)
-    # The operator's result channel (testbed_operator.channel): imported only here, so the
-    # engine itself carries no Kubernetes dependency.
+    # The result channel (bench.kube.channel): imported only here, so the engine itself
+    # carries no Kubernetes dependency.
     try:
-        from testbed_operator.channel import parse_target, publish
+        from .kube.channel import parse_target, publish
     except ImportError as e:
         raise UsageError(f"--result-configmap needs the operator extra "
                          f"(pip install 'raydask-testbed[operator]'): {e}") from None
@@ -310,6 +310,7 @@ def cmd_runner(args: argparse.Namespace) -> int:
 
 
 def _run_runner(args: argparse.Namespace, send: Any) -> int:
+    from .kube.faults import victim_source
     from .runner import run_benchmark
     from .spec import SpecError, loads_json_unique, parse_spec
 
@@ -341,7 +342,8 @@ def _run_runner(args: argparse.Namespace, send: Any) -> int:
     out = args.out if not to_stdout else os.path.join(
         os.environ.get("TMPDIR", "/tmp"), f"testbed-runner-{os.getpid()}.jsonl")
     result = run_benchmark(spec, out, address=args.address, trials=[(args.framework, args.workers)],
-                           on_status=lambda m: print(m, file=sys.stderr, flush=True))
+                           on_status=lambda m: print(m, file=sys.stderr, flush=True),
+                           victims=victim_source())
     payload = {"run_id": result.run_id, "records": result.records}
     if send is not None:
         send(payload)

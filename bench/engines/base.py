@@ -51,6 +51,11 @@ class Victim:
     kill: Callable[[], None]
 
 
+VictimSource = Callable[[], list[Victim]]
+"""Finds the victims of a cluster the engine connected to (the runner command injects one:
+``bench.kube.faults.victim_source`` on Kubernetes)."""
+
+
 class FaultWatch:
     """Observes what a framework did about killed workers during one faulted run.
 
@@ -232,13 +237,12 @@ class Engine(ABC):
         """Workers and the head this engine can kill.
 
         Clusters the engine started: their processes (SIGKILL of the whole process tree).
-        Connected clusters inside Kubernetes: their pods (see ``bench.k8s_faults``).  Anything
-        else: none, and fault injection reports itself as not applicable.
+        Connected clusters: what ``external_victims`` finds (the runner command injects it,
+        e.g. the trial's pods inside Kubernetes).  Anything else: none, and fault injection
+        reports itself as not applicable.
         """
         if not self.started_cluster:
-            from ..k8s_faults import pod_victims
-
-            return pod_victims()
+            return self.external_victims() if self.external_victims is not None else []
         out = [Victim("worker", name, _killer(p))
                for p, name in zip(self.worker_processes(), self.worker_names())]
         if self._procs:
@@ -258,13 +262,15 @@ class Engine(ABC):
         locally only a Dask nanny restarts a worker (a local Ray node stays dead). The fault
         record then says whether and when the replacement arrived."""
         if not self.started_cluster:
-            from ..k8s_faults import fault_config
-
-            return self._k8s_replacer if fault_config() is not None else None
+            return self._k8s_replacer if self.external_victims is not None else None
         return None
 
     _k8s_replacer: str | None = None
     """What replaces this framework's worker pods on Kubernetes."""
+
+    external_victims: VictimSource | None = None
+    """The victims of a connected cluster, injected by the runner command (None: there is
+    nothing the engine may kill there)."""
 
     counts_tasks = False
     """Whether ``map`` reports each finished task to ``on_task_done`` (what ``faults.

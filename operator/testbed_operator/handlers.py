@@ -19,7 +19,7 @@ Per trial:
 * With ``network_policy`` on, a ``NetworkPolicy`` is created before the cluster: the trial's
   pods accept connections only from each other (plus the configured metrics scrapers and, for
   Ray, the KubeRay operator on the dashboard port); it is deleted with the cluster.
-* The runner publishes its records to the trial's ConfigMap (:mod:`.channel`); the operator
+* The runner publishes its records to the trial's ConfigMap (:mod:`bench.kube.channel`); the operator
   copies them into ``status.trials[i]``, optionally uploads them to ``spec.resultsUri`` (S3),
   deletes the ConfigMap and (unless ``keepClusters``) the cluster and the runner.
 * Timeouts: ``spec.startupTimeoutSeconds`` for the cluster to become ready, and the run
@@ -60,9 +60,10 @@ from typing import Any, Awaitable, Callable
 
 import kopf
 
+from bench.kube import channel, names
 from bench.spec import BenchmarkSpec
 
-from . import channel, manifests, trials
+from . import manifests, trials
 from .crd import GROUP, PLURAL, VERSION
 from .kube import Kube
 from .metrics import OperatorMetrics
@@ -248,7 +249,7 @@ class PodFailureWatch:
         if found:
             return max(found)[1].rstrip(": ")
         for pod in await self.kube.list("v1", "Pod", self.ns,
-                                        f"{manifests.TRIAL_LABEL}={self.tname}"):
+                                        f"{names.TRIAL_LABEL}={self.tname}"):
             st = pod.get("status") or {}
             for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
                 waiting = (cs.get("state") or {}).get("waiting") or {}
@@ -265,7 +266,7 @@ class PodFailureWatch:
         the kubelet's latest ``Unhealthy`` Event on it (pkg/kubelet/prober/prober.go:
         "Readiness probe failed: ..."). Empty if none."""
         pods = [p for p in await self.kube.list("v1", "Pod", self.ns,
-                                                f"{manifests.TRIAL_LABEL}={self.tname}")
+                                                f"{names.TRIAL_LABEL}={self.tname}")
                 if not any(c.get("type") == "Ready" and c.get("status") == "True"
                            for c in (p.get("status") or {}).get("conditions") or [])]
         if not pods:
@@ -453,7 +454,7 @@ class BenchmarkOperator:
         policy = extra.get("failurePolicy", "continue")
         trial = status["trials"][i]
         fw, workers = trial["framework"], trial["workers"]
-        tname = manifests.trial_name(name, fw, workers)
+        tname = names.trial_name(name, fw, workers)
         image = extra.get("image") or self.config.default_image
         startup_limit = float(extra.get("startupTimeoutSeconds", 600))
         run_limit = float(manifests.run_deadline_seconds(spec, self.config.run_grace_seconds))
@@ -588,7 +589,7 @@ class BenchmarkOperator:
         watch = self._failure_watch(ns, tname, trial, [
             ("ReplicaSet", re.escape(tname) + "-scheduler-[a-z0-9]+"),
             ("ReplicaSet", re.escape(tname) + "-default-worker-[0-9a-f]+-[a-z0-9]+"),
-            ("Job", re.escape(tname) + "-runner")])
+            ("Job", re.escape(names.runner_job_name(tname)))])
         while not trial.get("clusterReadyAt"):
             if cluster is None:
                 return TrialOutcome(error=f"DaskCluster {tname} was deleted before the trial finished")
@@ -662,12 +663,12 @@ class BenchmarkOperator:
 
     async def _collect(self, ns: str, tname: str, outcome: TrialOutcome) -> TrialOutcome:
         """Read the runner's ConfigMap; its records (and its error) beat the Job's reason."""
-        cm = await self.kube.get(*CONFIGMAP, ns, channel.configmap_name(tname))
+        cm = await self.kube.get(*CONFIGMAP, ns, names.result_configmap_name(tname))
         if cm is None:
             if outcome.error:
                 return TrialOutcome(error=outcome.error + " (the runner published no results)")
             return TrialOutcome(error=f"the runner finished but published no results "
-                                      f"(ConfigMap {channel.configmap_name(tname)} is missing)")
+                                      f"(ConfigMap {names.result_configmap_name(tname)} is missing)")
         payload = channel.read_payload(cm)
         records = payload.get("records") or []
         error = payload.get("error") if not records else None
@@ -699,14 +700,14 @@ class BenchmarkOperator:
 
     # -- cleanup ---------------------------------------------------------------------------
     async def _cleanup_trial(self, ns: str, name: str, fw: str, workers: int, keep: bool) -> None:
-        tname = manifests.trial_name(name, fw, workers)
-        await self.kube.delete(*CONFIGMAP, ns, channel.configmap_name(tname))
+        tname = names.trial_name(name, fw, workers)
+        await self.kube.delete(*CONFIGMAP, ns, names.result_configmap_name(tname))
         if keep:
             return
         if fw in RAY_FRAMEWORKS:
             await self.kube.delete(*RAYJOB, ns, tname)
         else:
-            await self.kube.delete(*JOB, ns, f"{tname}-runner")
+            await self.kube.delete(*JOB, ns, names.runner_job_name(tname))
             await self.kube.delete(*DASKCLUSTER, ns, tname)
         if self.config.network_policy:  # last: it protected the cluster until now
             await self.kube.delete(*NETWORKPOLICY, ns, tname)
@@ -716,12 +717,12 @@ class BenchmarkOperator:
         kinds = [RAYJOB] if fw in RAY_FRAMEWORKS else [JOB, DASKCLUSTER]
         if self.config.network_policy:
             kinds.append(NETWORKPOLICY)
-        names = {JOB: f"{tname}-runner"}
+        named = {JOB: names.runner_job_name(tname)}
         deadline = time.monotonic() + timeout
         for kind in kinds:
-            while await self.kube.get(*kind, ns, names.get(kind, tname)) is not None:
+            while await self.kube.get(*kind, ns, named.get(kind, tname)) is not None:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind[1]} {names.get(kind, tname)} was not deleted within "
+                    raise RuntimeError(f"{kind[1]} {named.get(kind, tname)} was not deleted within "
                                        f"{timeout:g} s; cannot retry the trial")
                 await asyncio.sleep(self.config.poll_seconds)
 
@@ -735,7 +736,7 @@ class BenchmarkOperator:
 
     async def delete_children(self, ns: str, name: str) -> int:
         """Every object labelled with this Benchmark, whatever its trial's state."""
-        selector = f"{GROUP}/benchmark={manifests.label_value(name)}"
+        selector = f"{names.BENCHMARK_LABEL}={names.label_value(name)}"
         n = 0
         kinds = [RAYJOB, ("ray.io/v1", "RayCluster"), JOB, DASKCLUSTER, CONFIGMAP]
         if self.config.network_policy:  # (with it off, the operator may not list them)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.metadata
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from bench.kube.client import version
 
 # apiVersion/kind -> (group, version, plural) for the custom resources the operator manages.
 CUSTOM = {
@@ -38,35 +38,7 @@ CUSTOM = {
 }
 NETWORKPOLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 FIELD_MANAGER = "testbed-operator"
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("raydask-testbed")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a bare source tree
-        return "unknown"
-
-
-USER_AGENT = f"testbed-operator/{_version()}"
-RUNNER_USER_AGENT = f"testbed-runner/{_version()}"  # the runner's own calls (channel.publish)
-RUNNER_FIELD_MANAGER = "testbed-runner"
-
-
-def api_client(host: str | None = None, user_agent: str | None = None) -> client.ApiClient:
-    """In a pod: the service account; else ``$KUBECONFIG``/~/.kube/config; or an explicit host.
-    ``user_agent``: who the requests say they come from (default: the client library's)."""
-    if host:
-        cfg = client.Configuration(host=host)
-    else:
-        cfg = client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)
-        else:
-            config.load_kube_config(client_configuration=cfg)
-    api = client.ApiClient(cfg)
-    if user_agent:
-        api.user_agent = user_agent
-    return api
+USER_AGENT = f"testbed-operator/{version()}"
 
 
 def _missing(e: ApiException) -> bool:

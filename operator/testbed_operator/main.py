@@ -36,8 +36,10 @@ from typing import Sequence
 
 import kopf
 
+from bench.kube.client import api_client
+
 from .handlers import BenchmarkOperator, OperatorConfig, register
-from .kube import Kube, api_client
+from .kube import Kube
 
 
 def _env_int(name: str, default: int) -> int:
