@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -244,12 +244,10 @@ class Engine(ABC):
         if not self.started_cluster:
             return self.external_victims() if self.external_victims is not None else []
         out = [Victim("worker", name, _killer(p))
-               for p, name in zip(self.worker_processes(), self.worker_names())]
+               for p, name in zip(self.worker_processes(), self.worker_names(), strict=False)]
         if self._procs:
-            try:
+            with suppress(psutil.Error):
                 out.append(Victim("head", "head", _killer(psutil.Process(self._procs[0].pid))))
-            except psutil.Error:
-                pass
         return out
 
     def watch_faults(self) -> FaultWatch:
@@ -363,12 +361,10 @@ class Engine(ABC):
 
 def _killer(proc: psutil.Process) -> Callable[[], None]:
     def kill() -> None:
-        tree = [proc] + proc.children(recursive=True)
+        tree = [proc, *proc.children(recursive=True)]
         for c in tree:
-            try:
+            with suppress(psutil.NoSuchProcess):
                 c.kill()
-            except psutil.NoSuchProcess:
-                pass
 
     return kill
 

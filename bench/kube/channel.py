@@ -20,8 +20,16 @@ import json
 import os
 from typing import Any
 
-from .names import (BENCHMARK_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RESULT_DATA_KEY,
-                    RESULT_LABEL, RESULT_OWNER_ENV, RUNNER_FIELD_MANAGER, label_value)
+from .names import (
+    BENCHMARK_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    RESULT_DATA_KEY,
+    RESULT_LABEL,
+    RESULT_OWNER_ENV,
+    RUNNER_FIELD_MANAGER,
+    label_value,
+)
 
 MAX_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from ..engines.base import Victim, VictimSource
-from ..errors import RunError
+from bench.engines.base import Victim, VictimSource
+from bench.errors import RunError
+
 from .names import FAULT_PODS_ENV
 
 if TYPE_CHECKING:

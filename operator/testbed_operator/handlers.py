@@ -19,9 +19,9 @@ Per trial:
 * With ``network_policy`` on, a ``NetworkPolicy`` is created before the cluster: the trial's
   pods accept connections only from each other (plus the configured metrics scrapers and, for
   Ray, the KubeRay operator on the dashboard port); it is deleted with the cluster.
-* The runner publishes its records to the trial's ConfigMap (:mod:`bench.kube.channel`); the operator
-  copies them into ``status.trials[i]``, optionally uploads them to ``spec.resultsUri`` (S3),
-  deletes the ConfigMap and (unless ``keepClusters``) the cluster and the runner.
+* The runner publishes its records to the trial's ConfigMap (``bench.kube.channel``); the
+  operator copies them into ``status.trials[i]``, optionally uploads them to
+  ``spec.resultsUri`` (S3), deletes the ConfigMap and (unless ``keepClusters``) the cluster and the runner.
 * Timeouts: ``spec.startupTimeoutSeconds`` for the cluster to become ready, and the run
   deadline (:func:`.manifests.run_deadline_seconds`) once it is; either fails the trial with
   the reason, and ``spec.failurePolicy`` decides whether the rest still run.
@@ -334,7 +334,7 @@ class BenchmarkOperator:
         """Why the trials' pods could not be created, if the runner's ServiceAccount is missing
         from ``ns``: the runner Job's pod and the Ray head name it, and the admission plugin
         refuses pods whose account does not exist (plugin/pkg/admission/serviceaccount)."""
-        account = manifests.RUNNER_ACCOUNT
+        account = names.RUNNER_ACCOUNT
         try:
             if await self.kube.get("v1", "ServiceAccount", ns, account) is not None:
                 return None
@@ -667,8 +667,8 @@ class BenchmarkOperator:
         if cm is None:
             if outcome.error:
                 return TrialOutcome(error=outcome.error + " (the runner published no results)")
-            return TrialOutcome(error=f"the runner finished but published no results "
-                                      f"(ConfigMap {names.result_configmap_name(tname)} is missing)")
+            return TrialOutcome(error=f"the runner finished but published no results (ConfigMap "
+                                      f"{names.result_configmap_name(tname)} is missing)")
         payload = channel.read_payload(cm)
         records = payload.get("records") or []
         error = payload.get("error") if not records else None

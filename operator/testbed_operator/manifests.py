@@ -31,8 +31,15 @@ from typing import Any
 import yaml
 
 from bench.kube import names
-from bench.kube.names import (FAULT_PODS_ENV, RESULT_OWNER_ENV, RUNNER_ACCOUNT,
-                              STARTUP_TIMEOUT_ENV, TRIAL_LABEL, label_value, trial_name)
+from bench.kube.names import (
+    FAULT_PODS_ENV,
+    RESULT_OWNER_ENV,
+    RUNNER_ACCOUNT,
+    STARTUP_TIMEOUT_ENV,
+    TRIAL_LABEL,
+    label_value,
+    trial_name,
+)
 from bench.spec import BenchmarkSpec
 
 from .crd import GROUP, KIND, VERSION
@@ -74,7 +81,8 @@ def labels(benchmark: str, framework: str, workers: int) -> dict[str, str]:
     in the namespace) is what the trial's NetworkPolicy selects."""
     return {names.APP_NAME_LABEL: "testbed", names.MANAGED_BY_LABEL: names.MANAGED_BY,
             names.BENCHMARK_LABEL: label_value(benchmark), names.FRAMEWORK_LABEL: framework,
-            names.WORKERS_LABEL: str(workers), TRIAL_LABEL: trial_name(benchmark, framework, workers)}
+            names.WORKERS_LABEL: str(workers),
+            TRIAL_LABEL: trial_name(benchmark, framework, workers)}
 
 
 def owner_reference(benchmark: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +137,8 @@ def _pod(containers: list[dict[str, Any]], restart: str | None = None) -> dict[s
 
 def result_target(benchmark: dict[str, Any], framework: str, workers: int) -> str:
     """``NAMESPACE/NAME`` of the trial's result ConfigMap (see :mod:`bench.kube.channel`)."""
-    name = names.result_configmap_name(trial_name(benchmark["metadata"]["name"], framework, workers))
-    return f"{benchmark['metadata']['namespace']}/{name}"
+    trial = trial_name(benchmark["metadata"]["name"], framework, workers)
+    return f"{benchmark['metadata']['namespace']}/{names.result_configmap_name(trial)}"
 
 
 def runner_args(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str, workers: int,
