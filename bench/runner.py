@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from .datasets import Dataset, load_dataset
 from .engines import Engine, make_engine
+from .engines.base import VictimSource
 from .errors import RunError, TestbedError, UsageError
 from .faults import faulted_run
 from .lifecycle import Interrupted
@@ -89,8 +90,10 @@ def run_benchmark(
     run_id: str | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_status: Callable[[str], None] | None = None,
+    victims: VictimSource | None = None,
 ) -> RunResult:
-    """Run every trial of ``spec``; records are appended to ``out`` as they complete."""
+    """Run every trial of ``spec``; records are appended to ``out`` as they complete.
+    ``victims``: what faults may kill in a cluster at ``address`` (see ``Engine.fault_victims``)."""
     run_id = run_id or new_run_id()
     result = RunResult(run_id)
     status = on_status or (lambda msg: None)
@@ -123,7 +126,7 @@ def run_benchmark(
                         raise RunError(startup_error)
                     if engine is None:
                         status(f"starting {framework} with {workers} worker(s)")
-                        candidate = _make_engine(spec, framework, workers, address)
+                        candidate = _make_engine(spec, framework, workers, address, victims)
                         try:
                             candidate.start()
                         except TestbedError as e:
@@ -164,9 +167,10 @@ def run_benchmark(
     return result
 
 
-def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str | None) -> Engine:
+def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str | None,
+                 victims: VictimSource | None = None) -> Engine:
     res = spec.worker_resources
-    return make_engine(
+    engine = make_engine(
         framework, workers, address if framework != "local" else None,
         cpus_per_worker=max(1.0, res.cpu_count()),
         memory_per_worker=res.memory_bytes(),
@@ -174,6 +178,8 @@ def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str
         ray_settings=spec.ray, dask_settings=spec.dask,
         observe_faults=spec.faults is not None,
     )
+    engine.external_victims = victims
+    return engine
 
 
 def _stop_quietly(engine: Engine) -> None:

@@ -105,7 +105,7 @@ SERVICEACCOUNTS = "/api/v1/namespaces/{ns}/serviceaccounts"
 SECRETS = "/api/v1/namespaces/{ns}/secrets"
 EVENTS = "/api/v1/namespaces/{ns}/events"
 MERGE = {"Content-Type": "application/merge-patch+json"}
-RUNNER_ACCOUNT = "testbed-runner"  # testbed_operator.manifests.RUNNER_ACCOUNT, made by the chart
+RUNNER_ACCOUNT = "testbed-runner"  # bench.kube.names.RUNNER_ACCOUNT, made by the chart
 
 
 def _version(text: str) -> tuple[int, ...] | None:
@@ -1095,7 +1095,7 @@ class FakeControllers:
             await proc.wait()
 
     async def _publish_fake(self, argv: list[str]) -> None:
-        from testbed_operator.channel import build_result_configmap, parse_target
+        from bench.kube.channel import build_result_configmap, parse_target
 
         target = argv[argv.index("--result-configmap") + 1]
         ns, name = parse_target(target)

@@ -10,9 +10,10 @@ from typing import Any, AsyncIterator
 import aiohttp
 import kopf
 
+from bench.kube.client import api_client
 from testbed_operator.config import OperatorConfig
+from testbed_operator.kube import Kube
 from testbed_operator.reconcile import BenchmarkOperator
-from testbed_operator.kube import Kube, api_client
 from testbed_operator.main import run
 
 from support import free_port  # noqa: F401  (re-exported: the operator tests import it here)

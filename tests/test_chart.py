@@ -221,12 +221,13 @@ def test_runner_may_delete_pods_only_when_fault_injection_is_allowed():
 def test_owner_references_block_deletion_so_both_roles_may_update_the_finalizers():
     """Every child (the operator's) and the result ConfigMap (the runner's) points at the
     Benchmark with blockOwnerDeletion: both accounts need update on benchmarks/finalizers."""
-    from testbed_operator import channel, manifests
+    from bench.kube import names
+    from testbed_operator import manifests
 
     bm = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
           "metadata": {"name": "b", "namespace": "ns", "uid": "u"}, "spec": {}}
     assert manifests.owner_reference(bm)["blockOwnerDeletion"] is True
-    owner = json.loads(manifests._owner_env(bm)[channel.OWNER_ENV])
+    owner = json.loads(manifests._owner_env(bm)[names.RESULT_OWNER_ENV])
     assert owner["blockOwnerDeletion"] is True
     for values in ({}, VALUE_SETS["namespaced"], VALUE_SETS["minimal"]):
         docs = by_kind(render(values))

@@ -11,8 +11,8 @@ import pytest
 
 from bench.engines import make_engine
 from bench.errors import RunError
-from bench.k8s_faults import pod_identity, pod_victims
 from bench.faults import pick_victims
+from bench.kube.faults import pod_identity, pod_victims
 from bench.results import read_records
 from bench.runner import run_benchmark
 from bench.spec import SpecError, parse_spec

@@ -17,6 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.kube import names
 from bench.spec import SpecError, parse_spec
 from k8s_emulator import openapi_to_jsonschema
 from testbed_operator import manifests as m
@@ -193,7 +194,7 @@ def test_benchmark_names_are_checked_and_long_ones_still_work(name, ok):
     spec = validate_benchmark(body)
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", spec.name)
     for fw in ("ray", "dask"):
-        t = m.trial_name(name, fw, 2)
+        t = names.trial_name(name, fw, 2)
         assert len(t) <= 40 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", t)
     rj = m.build_rayjob_manifest(body, spec, 2, "img")
     for value in rj["metadata"]["labels"].values():
@@ -241,7 +242,7 @@ def test_user_text_never_escapes_the_rayjob_entrypoint(path, workers, framework)
        workers=st.integers(min_value=1, max_value=1024))
 def test_trial_names_and_labels_are_always_valid(name, workers):
     for fw in ("ray", "dask", "dask-on-ray"):
-        t = m.trial_name(name, fw, workers)
+        t = names.trial_name(name, fw, workers)
         assert len(t) <= 40 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", t), t
         for value in m.labels(name, fw, workers).values():
             assert len(value) <= 63 and re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", value), value

@@ -179,7 +179,7 @@ async def test_each_trial_runs_behind_its_own_network_policy(cluster, enabled):
 
     import kubernetes_validate
 
-    from testbed_operator import manifests as m
+    from bench.kube import names
 
     k8s, api, kubeconfig = cluster
     gate = aio.Event()
@@ -221,6 +221,6 @@ async def test_each_trial_runs_behind_its_own_network_policy(cluster, enabled):
                  for r in k8s.emulator.history if r.resource is not None and r.method.value in ("POST", "DELETE")
                  and r.resource.plural in ("networkpolicies", "rayjobs", "daskclusters")]
         for fw, plural in (("ray", "rayjobs"), ("dask", "daskclusters")):
-            name = m.trial_name("np", fw, 1)
+            name = names.trial_name("np", fw, 1)
             assert order.index(("POST", "networkpolicies", name)) < order.index(("POST", plural, name))
             assert order.index(("DELETE", "networkpolicies", name)) > order.index(("DELETE", plural, name))

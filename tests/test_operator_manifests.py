@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from bench.kube import names
 from bench.spec import BenchmarkSpec, parse_spec
 from testbed_operator import manifests as m
 from k8s_emulator import openapi_to_jsonschema
@@ -256,13 +257,20 @@ def test_runner_job_validates_and_runs_the_runner_as_non_root():
     assert env["TESTBED_STARTUP_TIMEOUT_SECONDS"] == str(m.startup_timeout_seconds(BENCHMARK))
 
 
+def test_the_engine_reads_the_startup_timeout_the_operator_sets():
+    """The engines may not import bench.kube, so they name the variable themselves."""
+    from bench.engines.base import STARTUP_TIMEOUT_ENV
+
+    assert STARTUP_TIMEOUT_ENV == names.STARTUP_TIMEOUT_ENV
+
+
 @pytest.mark.parametrize("name", ["digits-knn", "a" * 63, "9lives", "x"])
 def test_trial_names_are_short_dns_labels(name):
     for fw in ("ray", "dask", "dask-on-ray"):
-        n = m.trial_name(name, fw, 128)
+        n = names.trial_name(name, fw, 128)
         assert len(n) <= 40 and n[0].isalpha() and n == n.lower()
         assert all(ch.isalnum() or ch == "-" for ch in n) and not n.endswith("-")
-    assert m.trial_name("a" * 63, "ray", 1) != m.trial_name("a" * 63, "ray", 2)
+    assert names.trial_name("a" * 63, "ray", 1) != names.trial_name("a" * 63, "ray", 2)
 
 
 def test_credentials_come_from_a_secret_reference_and_ports_stay_inside_the_cluster():
@@ -319,7 +327,7 @@ def _trial_pod_labels(benchmark, framework, workers):
 def test_the_networkpolicy_admits_exactly_the_trials_own_pods(framework):
     policy = m.build_networkpolicy_manifest(BENCHMARK, framework, 2, PROMETHEUS, KUBERAY_OPERATOR)
     kubernetes_validate.validate(policy, K8S, strict=True)
-    assert policy["metadata"]["name"] == m.trial_name("digits-knn", framework, 2)
+    assert policy["metadata"]["name"] == names.trial_name("digits-knn", framework, 2)
     assert policy["metadata"]["labels"] == m.labels("digits-knn", framework, 2)
     assert policy["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
     spec = policy["spec"]
@@ -382,7 +390,7 @@ def test_the_submitter_pod_is_kuberays_default_plus_labels_and_the_restricted_co
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "200Mi"},
                               "limits": {"cpu": "1", "memory": "1Gi"}}
     assert tpl["spec"]["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert tpl["metadata"]["labels"][m.TRIAL_LABEL] == "digits-knn-ray-2"
+    assert tpl["metadata"]["labels"][names.TRIAL_LABEL] == "digits-knn-ray-2"
 
 
 def _env(container):
@@ -429,7 +437,7 @@ def test_faults_and_framework_settings_reach_the_pods(framework):
                       "dask.org/component": "worker"}
         head_pod = {**labels, **dc["spec"]["scheduler"]["metadata"]["labels"],
                     "dask.org/component": "scheduler"}
-    targets = json.loads(runner_env[m.FAULT_PODS_ENV])
+    targets = json.loads(runner_env[names.FAULT_PODS_ENV])
     assert targets["namespace"] == "bench"
     # The selectors pick this trial's workers and head, and nothing of another trial.
     assert _selects(_label_selector(targets["workers"]), worker_pod)
@@ -446,6 +454,6 @@ def test_no_fault_targets_without_faults():
     job = m.build_runner_job_manifest(BENCHMARK, spec, "dask", 2, IMAGE, "tcp://x:8786")
     for c in (rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0],
               job["spec"]["template"]["spec"]["containers"][0]):
-        assert m.FAULT_PODS_ENV not in _env(c)
+        assert names.FAULT_PODS_ENV not in _env(c)
     dc = m.build_daskcluster_manifest(BENCHMARK, spec, 2, IMAGE)
     assert "--nanny" in dc["spec"]["worker"]["spec"]["containers"][0]["args"]

@@ -47,10 +47,10 @@ def cmd_runner(args: argparse.Namespace) -> int:
     """In-pod entry point: connect to a cluster, run one framework × workers, emit JSON."""
     if not args.result_configmap:
         return _run_runner(args, None)
-    # The operator's result channel (testbed_operator.channel): imported only here, so the
+    # The result channel (bench.kube.channel): imported only here, so the
     # engine itself carries no Kubernetes dependency.
     try:
-        from testbed_operator.channel import parse_target, publish
+        from bench.kube.channel import parse_target, publish
     except ImportError as e:
         raise UsageError(f"--result-configmap needs the operator extra "
                          f"(pip install 'raydask-testbed[operator]'): {e}") from None
@@ -96,6 +96,7 @@ def _runner_spec(args: argparse.Namespace) -> BenchmarkSpec:
 
 
 def _run_runner(args: argparse.Namespace, send: Send | None) -> int:
+    from bench.kube.faults import victim_source
     from bench.runner import run_benchmark
 
     spec = _runner_spec(args)
@@ -111,7 +112,8 @@ def _run_runner(args: argparse.Namespace, send: Send | None) -> int:
         os.environ.get("TMPDIR", "/tmp"), f"testbed-runner-{os.getpid()}.jsonl")
     result = run_benchmark(spec, out, address=args.address,
                            trials=[(args.framework, args.workers)],
-                           on_status=lambda m: print(m, file=sys.stderr, flush=True))
+                           on_status=lambda m: print(m, file=sys.stderr, flush=True),
+                           victims=victim_source())
     payload = {"run_id": result.run_id, "records": result.records}
     if send is not None:
         send(payload)

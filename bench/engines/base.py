@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -49,6 +49,11 @@ class Victim:
     role: str  # "worker" | "head"
     name: str  # what the framework calls it (node IP, worker name, pod name)
     kill: Callable[[], None]
+
+
+VictimSource = Callable[[], list[Victim]]
+"""Finds the victims of a cluster the engine connected to (the runner command injects one:
+``bench.kube.faults.victim_source`` on Kubernetes)."""
 
 
 class FaultWatch:
@@ -232,20 +237,17 @@ class Engine(ABC):
         """Workers and the head this engine can kill.
 
         Clusters the engine started: their processes (SIGKILL of the whole process tree).
-        Connected clusters inside Kubernetes: their pods (see ``bench.k8s_faults``).  Anything
-        else: none, and fault injection reports itself as not applicable.
+        Connected clusters: what ``external_victims`` finds (the runner command injects it,
+        e.g. the trial's pods inside Kubernetes).  Anything else: none, and fault injection
+        reports itself as not applicable.
         """
         if not self.started_cluster:
-            from ..k8s_faults import pod_victims
-
-            return pod_victims()
+            return self.external_victims() if self.external_victims is not None else []
         out = [Victim("worker", name, _killer(p))
-               for p, name in zip(self.worker_processes(), self.worker_names())]
+               for p, name in zip(self.worker_processes(), self.worker_names(), strict=False)]
         if self._procs:
-            try:
+            with suppress(psutil.Error):
                 out.append(Victim("head", "head", _killer(psutil.Process(self._procs[0].pid))))
-            except psutil.Error:
-                pass
         return out
 
     def watch_faults(self) -> FaultWatch:
@@ -258,13 +260,15 @@ class Engine(ABC):
         locally only a Dask nanny restarts a worker (a local Ray node stays dead). The fault
         record then says whether and when the replacement arrived."""
         if not self.started_cluster:
-            from ..k8s_faults import fault_config
-
-            return self._k8s_replacer if fault_config() is not None else None
+            return self._k8s_replacer if self.external_victims is not None else None
         return None
 
     _k8s_replacer: str | None = None
     """What replaces this framework's worker pods on Kubernetes."""
+
+    external_victims: VictimSource | None = None
+    """The victims of a connected cluster, injected by the runner command (None: there is
+    nothing the engine may kill there)."""
 
     counts_tasks = False
     """Whether ``map`` reports each finished task to ``on_task_done`` (what ``faults.
@@ -357,12 +361,10 @@ class Engine(ABC):
 
 def _killer(proc: psutil.Process) -> Callable[[], None]:
     def kill() -> None:
-        tree = [proc] + proc.children(recursive=True)
+        tree = [proc, *proc.children(recursive=True)]
         for c in tree:
-            try:
+            with suppress(psutil.NoSuchProcess):
                 c.kill()
-            except psutil.NoSuchProcess:
-                pass
 
     return kill
 

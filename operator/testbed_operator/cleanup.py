@@ -6,7 +6,9 @@ import asyncio
 import time
 from typing import Any
 
-from . import channel, manifests, trials
+from bench.kube import names
+
+from . import manifests, trials
 from .config import OperatorConfig
 from .crd import GROUP
 from .drivers import CONFIGMAP, LABELLED_KINDS, NETWORKPOLICY, ObjRef, driver_for
@@ -27,8 +29,8 @@ class Cleanup:
 
     async def trial(self, ns: str, name: str, fw: str, workers: int, keep: bool) -> None:
         """A finished trial's ConfigMap and (unless ``keep``) its objects."""
-        tname = manifests.trial_name(name, fw, workers)
-        await self.kube.delete(*CONFIGMAP, ns, channel.configmap_name(tname))
+        tname = names.trial_name(name, fw, workers)
+        await self.kube.delete(*CONFIGMAP, ns, names.result_configmap_name(tname))
         if keep:
             return
         for api_version, kind, obj_name in self._objects(fw, tname):
@@ -54,7 +56,7 @@ class Cleanup:
 
     async def delete_children(self, ns: str, name: str) -> int:
         """Every object labelled with this Benchmark, whatever its trial's state."""
-        selector = f"{GROUP}/benchmark={manifests.label_value(name)}"
+        selector = f"{names.BENCHMARK_LABEL}={names.label_value(name)}"
         n = 0
         kinds = list(LABELLED_KINDS)
         if self.config.network_policy:  # (with it off, the operator may not list them)

@@ -18,11 +18,12 @@ from typing import Any, get_args
 
 import yaml
 
+from bench.kube import names
 from bench.kube.spec import DEFAULTS, FailurePolicy
 from bench.params import WORKLOAD_NAMES
 from bench.spec import DATASETS, FRAMEWORKS, BenchmarkSpec, ResourcesSpec
 
-GROUP = "testbed.dev"
+GROUP = names.GROUP  # one home: bench.kube.names
 VERSION = "v1alpha1"
 KIND = "Benchmark"
 PLURAL = "benchmarks"

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.metadata
-import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, cast
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from bench.kube.client import version
 
 # apiVersion/kind -> (group, version, plural) for the custom resources the operator manages.
 CUSTOM = {
@@ -38,39 +39,12 @@ CUSTOM = {
 }
 NETWORKPOLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 FIELD_MANAGER = "testbed-operator"
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("raydask-testbed")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a bare source tree
-        return "unknown"
-
-
-USER_AGENT = f"testbed-operator/{_version()}"
-RUNNER_USER_AGENT = f"testbed-runner/{_version()}"  # the runner's own calls (channel.publish)
-RUNNER_FIELD_MANAGER = "testbed-runner"
-
-
-def api_client(host: str | None = None, user_agent: str | None = None) -> client.ApiClient:
-    """In a pod: the service account; else ``$KUBECONFIG``/~/.kube/config; or an explicit host.
-    ``user_agent``: who the requests say they come from (default: the client library's)."""
-    if host:
-        cfg = client.Configuration(host=host)
-    else:
-        cfg = client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)
-        else:
-            config.load_kube_config(client_configuration=cfg)
-    api = client.ApiClient(cfg)
-    if user_agent:
-        api.user_agent = user_agent
-    return api
+USER_AGENT = f"testbed-operator/{version()}"
+_Objects = list[dict[str, Any]]  # (the class below has a method named list)
 
 
 def _missing(e: ApiException) -> bool:
-    return e.status == 404
+    return bool(e.status == 404)
 
 
 class Kube:
@@ -101,7 +75,7 @@ class Kube:
         fm = {"field_manager": FIELD_MANAGER}
         if key in CUSTOM:
             g, v, p = CUSTOM[key]
-            return self.custom.create_namespaced_custom_object(g, v, ns, p, body, **fm)
+            return self._plain(self.custom.create_namespaced_custom_object(g, v, ns, p, body, **fm))
         if key == ("batch/v1", "Job"):
             return self._plain(self.batch.create_namespaced_job(ns, body, **fm))
         if key == ("v1", "ConfigMap"):
@@ -126,7 +100,7 @@ class Kube:
     def _sync_get(self, api_version: str, kind: str, ns: str, name: str) -> dict[str, Any]:
         if (api_version, kind) in CUSTOM:
             g, v, p = CUSTOM[(api_version, kind)]
-            return self.custom.get_namespaced_custom_object(g, v, ns, p, name)
+            return self._plain(self.custom.get_namespaced_custom_object(g, v, ns, p, name))
         if kind == "Job":
             return self._plain(self.batch.read_namespaced_job(name, ns))
         if kind == "ConfigMap":
@@ -139,7 +113,8 @@ class Kube:
 
     async def get(self, api_version: str, kind: str, ns: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self._call(self._sync_get, api_version, kind, ns, name)
+            obj: dict[str, Any] = await self._call(self._sync_get, api_version, kind, ns, name)
+            return obj
         except ApiException as e:
             if _missing(e):
                 return None
@@ -174,7 +149,7 @@ class Kube:
         if (api_version, kind) in CUSTOM:
             g, v, p = CUSTOM[(api_version, kind)]
             items = self.custom.list_namespaced_custom_object(g, v, ns, p, label_selector=selector)
-            return items.get("items", [])
+            return cast(_Objects, items.get("items", []))
         if kind == "Event":
             items = self.core.list_namespaced_event(ns, label_selector=selector,
                                                     field_selector=fields).items
@@ -187,7 +162,8 @@ class Kube:
         elif kind == "ResourceQuota":
             items = self.core.list_namespaced_resource_quota(ns).items
         elif (api_version, kind) == NETWORKPOLICY:
-            items = self.networking.list_namespaced_network_policy(ns, label_selector=selector).items
+            items = self.networking.list_namespaced_network_policy(
+                ns, label_selector=selector).items
         else:
             raise ValueError(f"unsupported kind {kind}")
         return [self._plain(i) for i in items]
@@ -196,7 +172,9 @@ class Kube:
                    fields: str = "") -> list[dict[str, Any]]:
         """``selector``: a label selector; ``fields``: a field selector (Events only)."""
         try:
-            return await self._call(self._sync_list, api_version, kind, ns, selector, fields)
+            objs: _Objects = await self._call(self._sync_list, api_version, kind, ns, selector,
+                                              fields)
+            return objs
         except ApiException as e:
             if _missing(e):  # the CRD is not installed: nothing of that kind exists
                 return []
@@ -206,14 +184,16 @@ class Kube:
     async def get_benchmark(self, ns: str, name: str) -> dict[str, Any] | None:
         return await self.get("testbed.dev/v1alpha1", "Benchmark", ns, name)
 
-    async def list_benchmarks(self, ns: str | None) -> list[dict[str, Any]]:
+    async def list_benchmarks(self, ns: str | None) -> _Objects:
         if ns:
             return await self.list("testbed.dev/v1alpha1", "Benchmark", ns)
         items = await self._call(self.custom.list_cluster_custom_object, "testbed.dev", "v1alpha1",
                                  "benchmarks")
-        return items.get("items", [])
+        return cast(_Objects, items.get("items", []))
 
-    async def patch_benchmark_status(self, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(self.custom.patch_namespaced_custom_object_status,
-                                "testbed.dev", "v1alpha1", ns, "benchmarks", name, {"status": status},
-                                field_manager=FIELD_MANAGER)
+    async def patch_benchmark_status(self, ns: str, name: str,
+                                     status: dict[str, Any]) -> dict[str, Any]:
+        obj: dict[str, Any] = await self._call(
+            self.custom.patch_namespaced_custom_object_status, "testbed.dev", "v1alpha1", ns,
+            "benchmarks", name, {"status": status}, field_manager=FIELD_MANAGER)
+        return obj

@@ -34,10 +34,12 @@ from typing import Any
 
 import kopf
 
+from bench.kube.client import api_client
+
 from . import config as _config
 from .config import OperatorConfig, build_parser, config_from_env
 from .handlers import register
-from .kube import Kube, api_client
+from .kube import Kube
 from .reconcile import BenchmarkOperator
 
 __all__ = ["OperatorConfig", "build_parser", "config_from_env", "main", "run"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import importlib.metadata
 import json
 import re
@@ -31,10 +30,19 @@ from typing import Any
 
 import yaml
 
+from bench.kube import names
+from bench.kube.names import (
+    FAULT_PODS_ENV,
+    RESULT_OWNER_ENV,
+    RUNNER_ACCOUNT,
+    STARTUP_TIMEOUT_ENV,
+    TRIAL_LABEL,
+    label_value,
+    trial_name,
+)
 from bench.kube.spec import OperatorSpec
 from bench.spec import BenchmarkSpec
 
-from .channel import OWNER_ENV, configmap_name
 from .crd import GROUP, KIND, VERSION
 
 RAY_GCS_PORT = 6379
@@ -43,9 +51,7 @@ RAY_METRICS_PORT = 8080
 DASK_SCHEDULER_PORT = 8786
 DASK_DASHBOARD_PORT = 8787
 DASK_WORKER_DASHBOARD_PORT = 8788
-TRIAL_LABEL = f"{GROUP}/trial"
 RUNNER_USER = 1000
-RUNNER_ACCOUNT = "testbed-runner"  # the chart creates it (and its Role) per runner namespace
 DISTRIBUTION = "raydask-testbed"   # pyproject.toml's [project] name
 
 
@@ -71,27 +77,13 @@ def runner_ray_version() -> str:
     raise RuntimeError(f"{DISTRIBUTION} pins no exact Ray version (ray==X) to put in rayVersion")
 
 
-def trial_name(benchmark: str, framework: str, workers: int) -> str:
-    """A DNS-1035 label unique per trial (≤ 40 chars: KubeRay/Dask append suffixes)."""
-    base = re.sub(r"[^a-z0-9-]", "-", f"{benchmark}-{framework}-{workers}".lower()).strip("-")
-    if len(base) <= 40 and base[0].isalpha():
-        return base
-    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    head = re.sub(r"^[^a-z]+", "", base)[:30].strip("-") or "bm"
-    return f"{head}-{digest}"
-
-
-def label_value(name: str) -> str:
-    """A Benchmark name as a label value (at most 63 characters, alphanumeric at both ends)."""
-    return name[:63].rstrip("-.")
-
-
 def labels(benchmark: str, framework: str, workers: int) -> dict[str, str]:
     """The labels of a trial's objects and pods. ``testbed.dev/trial`` (the trial's name, unique
     in the namespace) is what the trial's NetworkPolicy selects."""
-    return {"app.kubernetes.io/name": "testbed", "app.kubernetes.io/managed-by": "testbed-operator",
-            f"{GROUP}/benchmark": label_value(benchmark), f"{GROUP}/framework": framework,
-            f"{GROUP}/workers": str(workers), TRIAL_LABEL: trial_name(benchmark, framework, workers)}
+    return {names.APP_NAME_LABEL: "testbed", names.MANAGED_BY_LABEL: names.MANAGED_BY,
+            names.BENCHMARK_LABEL: label_value(benchmark), names.FRAMEWORK_LABEL: framework,
+            names.WORKERS_LABEL: str(workers),
+            TRIAL_LABEL: trial_name(benchmark, framework, workers)}
 
 
 def owner_reference(benchmark: dict[str, Any]) -> dict[str, Any]:
@@ -145,9 +137,9 @@ def _pod(containers: list[dict[str, Any]], restart: str | None = None) -> dict[s
 
 
 def result_target(benchmark: dict[str, Any], framework: str, workers: int) -> str:
-    """``NAMESPACE/NAME`` of the trial's result ConfigMap (see :mod:`.channel`)."""
-    name = configmap_name(trial_name(benchmark["metadata"]["name"], framework, workers))
-    return f"{benchmark['metadata']['namespace']}/{name}"
+    """``NAMESPACE/NAME`` of the trial's result ConfigMap (see :mod:`bench.kube.channel`)."""
+    trial = trial_name(benchmark["metadata"]["name"], framework, workers)
+    return f"{benchmark['metadata']['namespace']}/{names.result_configmap_name(trial)}"
 
 
 def runner_args(benchmark: dict[str, Any], spec: BenchmarkSpec, framework: str, workers: int,
@@ -169,10 +161,7 @@ def _credentials(benchmark: dict[str, Any], container: dict[str, Any]) -> None:
 
 
 def _owner_env(benchmark: dict[str, Any]) -> dict[str, str]:
-    return {OWNER_ENV: json.dumps(owner_reference(benchmark), sort_keys=True)}
-
-
-STARTUP_TIMEOUT_ENV = "TESTBED_STARTUP_TIMEOUT_SECONDS"  # read by bench.engines (base.Engine)
+    return {RESULT_OWNER_ENV: json.dumps(owner_reference(benchmark), sort_keys=True)}
 
 
 def _runner_env(benchmark: dict[str, Any]) -> dict[str, str]:
@@ -183,9 +172,6 @@ def _runner_env(benchmark: dict[str, Any]) -> dict[str, str]:
 
 
 # -- fault injection ------------------------------------------------------------------------
-FAULT_PODS_ENV = "TESTBED_FAULT_PODS"  # read by bench.k8s_faults in the runner
-
-
 def fault_pods(benchmark: dict[str, Any], framework: str, workers: int) -> dict[str, str]:
     """Which pods the runner of a faulted trial may delete: its own trial's worker pods (and
     its head or scheduler pod), by label, and how the framework names each worker."""
@@ -400,7 +386,7 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
     once the DaskCluster is Running, which dask-kubernetes sets as soon as the scheduler
     Service exists: its deadline covers waiting for the workers (``startupTimeoutSeconds``)
     and the run."""
-    name = trial_name(benchmark["metadata"]["name"], framework, workers) + "-runner"
+    name = names.runner_job_name(trial_name(benchmark["metadata"]["name"], framework, workers))
     runner = _container("runner", image, runner_args(benchmark, spec, framework, workers, address),
                         spec)
     runner["env"] += [{"name": k, "value": v} for k, v in _runner_env(benchmark).items()]

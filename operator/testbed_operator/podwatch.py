@@ -5,7 +5,7 @@ import re
 import time
 from typing import Any
 
-from . import manifests
+from bench.kube import names
 from ._util import short, ts
 from .kube import Kube
 
@@ -62,7 +62,7 @@ class PodFailureWatch:
         if found:
             return max(found)[1].rstrip(": ")
         for pod in await self.kube.list("v1", "Pod", self.ns,
-                                        f"{manifests.TRIAL_LABEL}={self.tname}"):
+                                        f"{names.TRIAL_LABEL}={self.tname}"):
             st = pod.get("status") or {}
             for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
                 waiting = (cs.get("state") or {}).get("waiting") or {}
@@ -79,7 +79,7 @@ class PodFailureWatch:
         the kubelet's latest ``Unhealthy`` Event on it (pkg/kubelet/prober/prober.go:
         "Readiness probe failed: ..."). Empty if none."""
         pods = [p for p in await self.kube.list("v1", "Pod", self.ns,
-                                                f"{manifests.TRIAL_LABEL}={self.tname}")
+                                                f"{names.TRIAL_LABEL}={self.tname}")
                 if not any(c.get("type") == "Ready" and c.get("status") == "True"
                            for c in (p.get("status") or {}).get("conditions") or [])]
         if not pods:
@@ -109,7 +109,7 @@ async def missing_runner_account(kube: Kube, ns: str, logger: Any) -> str | None
     """Why the trials' pods could not be created, if the runner's ServiceAccount is missing
     from ``ns``: the runner Job's pod and the Ray head name it, and the admission plugin
     refuses pods whose account does not exist (plugin/pkg/admission/serviceaccount)."""
-    account = manifests.RUNNER_ACCOUNT
+    account = names.RUNNER_ACCOUNT
     try:
         if await kube.get("v1", "ServiceAccount", ns, account) is not None:
             return None

@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.kube import names
 from bench.kube.spec import OperatorSpec
 from bench.spec import BenchmarkSpec
 
@@ -284,7 +285,7 @@ class BenchmarkOperator:
             # The attempt failed before producing results (runner killed, cluster lost,
             # timeout): remove what it left, wait until it is gone, then try again.
             await self.cleanup.trial(ns, name, fw, workers, keep=False)
-            await self.cleanup.wait_gone(ns, fw, manifests.trial_name(name, fw, workers))
+            await self.cleanup.wait_gone(ns, fw, names.trial_name(name, fw, workers))
             msg = (f"trial {fw} x{workers} attempt {attempts} failed, retrying ({retries} "
                    f"retries allowed): {outcome.error}")
             logger.warning(msg)

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from . import channel
+from bench.kube import channel, names
 from ._util import short
 from .drivers import CONFIGMAP, TrialOutcome
 from .kube import Kube
@@ -18,12 +18,12 @@ from .kube import Kube
 
 async def collect(kube: Kube, ns: str, tname: str, outcome: TrialOutcome) -> TrialOutcome:
     """Read the runner's ConfigMap; its records (and its error) beat the Job's reason."""
-    cm = await kube.get(*CONFIGMAP, ns, channel.configmap_name(tname))
+    cm = await kube.get(*CONFIGMAP, ns, names.result_configmap_name(tname))
     if cm is None:
         if outcome.error:
             return TrialOutcome(error=outcome.error + " (the runner published no results)")
         return TrialOutcome(error=f"the runner finished but published no results "
-                                  f"(ConfigMap {channel.configmap_name(tname)} is missing)")
+                                  f"(ConfigMap {names.result_configmap_name(tname)} is missing)")
     payload = channel.read_payload(cm)
     records = payload.get("records") or []
     error = payload.get("error") if not records else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bench.kube import names
 from bench.spec import BenchmarkSpec
 from testbed_operator import manifests
 
@@ -58,7 +59,7 @@ class TrialContext:
 
     @property
     def tname(self) -> str:
-        return manifests.trial_name(self.body["metadata"]["name"], self.framework, self.workers)
+        return names.trial_name(self.body["metadata"]["name"], self.framework, self.workers)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bench.kube.names import runner_job_name
 from testbed_operator import manifests
 
 from .base import JOB, Kind, ObjRef, Readiness, TrialContext, TrialOutcome
@@ -43,8 +44,6 @@ def job_finished(job: dict[str, Any]) -> tuple[bool, str] | None:
     return None
 
 
-def runner_job_name(tname: str) -> str:
-    return f"{tname}-runner"
 
 
 class DaskDriver:

@@ -1,12 +1,12 @@
 """The result channel: one ConfigMap per trial, written by the runner, read by the operator.
 
 The runner (``testbed runner --result-configmap NAMESPACE/NAME``) publishes its result records
-as JSON in the ConfigMap's ``records.json`` key with its own scoped service account
-(``testbed-runner``: create/get/patch ConfigMaps in its namespace, nothing else).  The operator
-reads the ConfigMap when the trial's Job/RayJob has finished, copies the results into
-``Benchmark.status`` and then deletes it.  This survives the cluster's and the pod's deletion,
-does not depend on log retention or scraping, and is not limited to the 4 KiB of a termination
-message.
+as JSON in the ConfigMap's ``records.json`` key (:data:`~.names.RESULT_DATA_KEY`) with its own
+scoped service account (``testbed-runner``: create/get/patch ConfigMaps in its namespace,
+nothing else).  The operator reads the ConfigMap when the trial's Job/RayJob has finished
+(:func:`read_payload`), copies the results into ``Benchmark.status`` and then deletes it.  This
+survives the cluster's and the pod's deletion, does not depend on log retention or scraping, and
+is not limited to the 4 KiB of a termination message.
 
 If the runner fails before it has any records (bad spec, cluster unreachable) it still
 publishes ``{"error": ...}`` so the operator can report the real reason.
@@ -20,15 +20,18 @@ import json
 import os
 from typing import Any
 
-from .crd import GROUP
+from .names import (
+    BENCHMARK_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    RESULT_DATA_KEY,
+    RESULT_LABEL,
+    RESULT_OWNER_ENV,
+    RUNNER_FIELD_MANAGER,
+    label_value,
+)
 
-DATA_KEY = "records.json"
-OWNER_ENV = "TESTBED_RESULT_OWNER"
 MAX_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB
-
-
-def configmap_name(trial: str) -> str:
-    return f"{trial}-result"
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -48,11 +51,12 @@ def build_result_configmap(ns: str, name: str, payload: dict[str, Any],
                                       for r in payload.get("records", [])])
         text = json.dumps(slim, default=str, sort_keys=True)
     meta: dict[str, Any] = {"name": name, "namespace": ns,
-                            "labels": {"app.kubernetes.io/managed-by": "testbed-operator",
-                                       f"{GROUP}/result": "true", **(labels or {})}}
+                            "labels": {MANAGED_BY_LABEL: MANAGED_BY, RESULT_LABEL: "true",
+                                       **(labels or {})}}
     if owner:
         meta["ownerReferences"] = [owner]
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {DATA_KEY: text}}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+            "data": {RESULT_DATA_KEY: text}}
 
 
 def publish(target: str, payload: dict[str, Any], host: str | None = None) -> None:
@@ -61,13 +65,11 @@ def publish(target: str, payload: dict[str, Any], host: str | None = None) -> No
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
-    from .kube import RUNNER_FIELD_MANAGER, RUNNER_USER_AGENT, api_client
+    from .client import RUNNER_USER_AGENT, api_client
 
     ns, name = parse_target(target)
-    owner = json.loads(os.environ[OWNER_ENV]) if os.environ.get(OWNER_ENV) else None
-    from .manifests import label_value  # manifests imports this module
-
-    labels = {f"{GROUP}/benchmark": label_value(owner["name"])} if owner else None
+    owner = json.loads(os.environ[RESULT_OWNER_ENV]) if os.environ.get(RESULT_OWNER_ENV) else None
+    labels = {BENCHMARK_LABEL: label_value(owner["name"])} if owner else None
     body = build_result_configmap(ns, name, payload, owner, labels)
     fm = {"field_manager": RUNNER_FIELD_MANAGER}
     with api_client(host, RUNNER_USER_AGENT) as api:
@@ -82,9 +84,9 @@ def publish(target: str, payload: dict[str, Any], host: str | None = None) -> No
 
 def read_payload(configmap: dict[str, Any]) -> dict[str, Any]:
     """The runner's payload, or ``{"error": ...}`` describing why it cannot be read."""
-    text = (configmap.get("data") or {}).get(DATA_KEY)
+    text = (configmap.get("data") or {}).get(RESULT_DATA_KEY)
     if text is None:
-        return {"error": f"result ConfigMap has no {DATA_KEY!r} key"}
+        return {"error": f"result ConfigMap has no {RESULT_DATA_KEY!r} key"}
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as e:
