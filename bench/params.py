@@ -1,4 +1,4 @@
-"""Parameter models for every workload.
+"""Parameter models for every workload, and the workload registry (:data:`WORKLOADS`).
 
 Kept free of heavy imports (no numpy/sklearn/torch) so that the spec model, the CLI's argument
 checking and, later, the operator's CRD generation can use them cheaply.  Every model forbids
@@ -8,7 +8,9 @@ where an integer is meant is an error instead of becoming 1.
 """
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -98,17 +100,89 @@ class NoopParams(_Params):
     pass
 
 
-PARAMS: dict[str, type[_Params]] = {
-    "knn": KnnParams,
-    "kmeans": KMeansParams,
-    "pca": PcaParams,
-    "gridsearch": GridSearchParams,
-    "classify": ClassifyParams,
-    "cnn": CnnParams,
-    "resnet18": ResNet18Params,
-    "dataframe": DataFrameParams,
-    "tasks": TasksParams,
-    "noop": NoopParams,
+# --------------------------------------------------------------------------------------------
+# The workload registry
+# --------------------------------------------------------------------------------------------
+
+class TrainingData(Protocol):
+    """What a data check reads of a loaded ``bench.datasets.Dataset``."""
+
+    @property
+    def X_train(self) -> Any: ...
+
+    @property
+    def y_train(self) -> Any: ...
+
+
+DataCheck = Callable[[dict[str, Any], TrainingData], "tuple[str, str] | None"]
+"""A check that needs the loaded data, run before any cluster starts: given the workload's
+params and the data, ``(field, problem)`` (``field`` below ``workloads.<i>``) or None."""
+
+
+@dataclass(frozen=True)
+class WorkloadInfo:
+    """Everything the harness knows of a workload before importing its module."""
+
+    params: type[_Params]
+    """Its parameter model (validates the spec's ``params`` and fills defaults)."""
+    impl: str
+    """``module:Class`` under ``bench.workloads``; imported on first use."""
+    checks: tuple[DataCheck, ...] = ()
+    needs_torch: bool = False
+    """Imports torch (only the full runner image has it)."""
+    default: bool = True
+    """Part of a spec that names no workloads."""
+
+
+def _n_components(params: dict[str, Any], data: TrainingData) -> tuple[str, str] | None:
+    features = data.X_train.shape[1]
+    if params["n_components"] > features:
+        return ("params.n_components",
+                f"{params['n_components']} is more than the dataset's {features} features")
+    return None
+
+
+def _n_clusters(params: dict[str, Any], data: TrainingData) -> tuple[str, str] | None:
+    if params["n_clusters"] > len(data.X_train):
+        return ("params.n_clusters", "more clusters than rows")
+    return None
+
+
+def _cv_folds(params: dict[str, Any], data: TrainingData) -> tuple[str, str] | None:
+    import numpy as np
+
+    smallest = int(min(np.unique(data.y_train, return_counts=True)[1]))
+    if params["cv"] > smallest:
+        return ("params.cv",
+                f"{params['cv']} folds but the smallest class has only {smallest} training rows")
+    return None
+
+
+def _images_8x8(name: str) -> DataCheck:
+    def check(params: dict[str, Any], data: TrainingData) -> tuple[str, str] | None:
+        features = data.X_train.shape[1]
+        if features != 64:
+            return ("name", (f"{name} needs 8x8 images (64 features, e.g. the digits "
+                             f"dataset); this dataset has {features}"))
+        return None
+    return check
+
+
+WORKLOADS: dict[str, WorkloadInfo] = {
+    "knn": WorkloadInfo(KnnParams, "knn:Knn"),
+    "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,)),
+    "pca": WorkloadInfo(PcaParams, "pca:Pca", checks=(_n_components,)),
+    "gridsearch": WorkloadInfo(GridSearchParams, "gridsearch:GridSearch", checks=(_cv_folds,)),
+    "classify": WorkloadInfo(ClassifyParams, "classify:Classify"),
+    "cnn": WorkloadInfo(CnnParams, "cnn:Cnn", checks=(_images_8x8("cnn"),), needs_torch=True),
+    "resnet18": WorkloadInfo(ResNet18Params, "resnet18:ResNet18",
+                             checks=(_images_8x8("resnet18"),), needs_torch=True, default=False),
+    "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame"),
+    "tasks": WorkloadInfo(TasksParams, "tasks:Tasks"),
+    "noop": WorkloadInfo(NoopParams, "noop:Noop", default=False),
 }
-WORKLOAD_NAMES = tuple(PARAMS)
-DEFAULT_WORKLOADS = ("knn", "kmeans", "pca", "gridsearch", "classify", "cnn", "dataframe", "tasks")
+"""Every workload, in display order."""
+
+PARAMS: dict[str, type[_Params]] = {name: w.params for name, w in WORKLOADS.items()}
+WORKLOAD_NAMES = tuple(WORKLOADS)
+DEFAULT_WORKLOADS = tuple(name for name, w in WORKLOADS.items() if w.default)

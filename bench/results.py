@@ -4,39 +4,21 @@ One record per trial = (workload, framework, workers).  Records are appended, on
 as soon as a trial ends, so an interrupted run keeps everything it measured.  Each append is a
 single ``write`` of a complete line followed by ``fsync``; readers skip a torn last line.
 
-Record fields (all JSON):
-
-    run_id        str    one id per ``testbed run`` / runner invocation
-    benchmark     str    spec name
-    time          str    ISO-8601 UTC end time of the trial
-    framework     str    local | ray | dask | dask-on-ray
-    workers       int    worker processes (for ``local``: threads)
-    workload      str    knn | kmeans | ... ; params: dict (validated, defaults filled)
-    dataset       dict   {name, samples, features, classes, ...} as loaded
-    state         str    succeeded | failed
-    error         str|null
-    phases        dict   startup, load, distribute: seconds (float|null);
-                         warmup: [seconds]; compute: [seconds] (= ``seconds``)
-    seconds       list   timed repeats (compute phase only)
-    median, iqr, min     float|null  of ``seconds``
-    quality       dict   e.g. {"accuracy": 0.97}; ``quality_metric`` names the headline figure
-    tasks         int    tasks submitted per repeat (0 for local)
-    resources     dict   {"workers": [{"id", "pid"|"node", "cpu_mean", "cpu_peak",
-                          "rss_mean", "rss_peak", "samples"}], "cpu_mean", "cpu_peak",
-                          "rss_peak"} (cpu in percent of one core, rss in bytes)
-    extra         dict   workload-specific figures (per_task_us, samples_per_s, ...)
-    environment   dict   versions, cores, hostname, platform, worker resources, threads
-    faults        dict|null  fault-injection outcome (see bench.faults)
+The record itself (its fields, version and factory) is :mod:`bench.record`.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from .frameworks import BASELINE, FRAMEWORKS, framework_rank, is_baseline
+from .record import ResultRecord, upgrade
 
 
-def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+def append_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
     """Append one record as one line; flushed and fsynced before returning."""
     line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
     p = Path(path)
@@ -59,20 +41,22 @@ def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read every complete record; a torn or corrupt line is skipped, never fatal."""
+def read_records(path: str | os.PathLike[str]) -> list[ResultRecord]:
+    """Read every complete record, upgraded to the current version (bench.record.upgrade); a
+    torn or corrupt line is skipped, never fatal."""
     out = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
+        for raw in f:
+            line = raw.strip()
             if not line:
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(rec, dict) and "workload" in rec and "framework" in rec:
-                out.append(rec)
+            record = upgrade(rec)
+            if record is not None:
+                out.append(record)
     return out
 
 
@@ -98,7 +82,7 @@ def _json_default(o: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 #: Display/sort order of frameworks; unknown names sort after these, alphabetically.
-FRAMEWORK_ORDER = ("local", "ray", "dask", "dask-on-ray")
+FRAMEWORK_ORDER = FRAMEWORKS
 
 #: Relative change below which two medians are never called different (see is_beyond_noise).
 NOISE_FRACTION = 0.05
@@ -117,7 +101,7 @@ def describe(seconds: Iterable[float] | None) -> dict[str, Any]:
 
     values = [float(s) for s in (seconds or []) if s is not None]
     if not values:
-        return {**{k: None for k in _STAT_KEYS}, "n": 0}
+        return {**dict.fromkeys(_STAT_KEYS), "n": 0}
     a = np.asarray(values, dtype=float)
     q25, q50, q75 = np.percentile(a, [25, 50, 75])
     return {
@@ -132,7 +116,7 @@ def describe(seconds: Iterable[float] | None) -> dict[str, Any]:
     }
 
 
-def trial_key(record: dict[str, Any]) -> tuple[str, str, int]:
+def trial_key(record: Mapping[str, Any]) -> tuple[str, str, int]:
     """(workload, framework, workers) of a record."""
     return (str(record["workload"]), str(record["framework"]), int(record.get("workers") or 0))
 
@@ -140,31 +124,32 @@ def trial_key(record: dict[str, Any]) -> tuple[str, str, int]:
 def sort_key(key: tuple[str, str, int]) -> tuple[Any, ...]:
     """Order (workload, framework, workers) keys: framework in FRAMEWORK_ORDER, then workers."""
     workload, framework, workers = key
-    rank = FRAMEWORK_ORDER.index(framework) if framework in FRAMEWORK_ORDER else len(FRAMEWORK_ORDER)
+    rank = framework_rank(framework)
     return (workload, rank, framework, workers)
 
 
-def latest_records(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+def latest_records(records: Iterable[Mapping[str, Any]]
+                   ) -> dict[tuple[str, str, int], Mapping[str, Any]]:
     """The last record per (workload, framework, workers): a later run overrides an earlier one.
 
     The mapping is ordered by workload (first appearance), framework (FRAMEWORK_ORDER) and
     worker count.
     """
-    last: dict[tuple[str, str, int], dict[str, Any]] = {}
+    last: dict[tuple[str, str, int], Mapping[str, Any]] = {}
     workload_rank: dict[str, int] = {}
     for rec in records:
         key = trial_key(rec)
         workload_rank.setdefault(key[0], len(workload_rank))
         last[key] = rec
-    ordered = sorted(last, key=lambda k: (workload_rank[k[0]],) + sort_key(k)[1:])
+    ordered = sorted(last, key=lambda k: (workload_rank[k[0]], *sort_key(k)[1:]))
     return {k: last[k] for k in ordered}
 
 
-def _succeeded(record: dict[str, Any] | None) -> bool:
-    return bool(record) and record.get("state") == "succeeded"
+def _succeeded(record: Mapping[str, Any] | None) -> bool:
+    return record is not None and record.get("state") == "succeeded"
 
 
-def _stats_of(record: dict[str, Any]) -> dict[str, Any]:
+def _stats_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """describe() of a record's repeats, falling back to its stored figures."""
     seconds = record.get("seconds") or []
     stats = describe(seconds)
@@ -181,7 +166,7 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
-def headline_quality(record: dict[str, Any]) -> tuple[str | None, float | None]:
+def headline_quality(record: Mapping[str, Any]) -> tuple[str | None, float | None]:
     """(quality_metric, value) of a record; value is None when absent or not numeric."""
     quality = record.get("quality") or {}
     metric = record.get("quality_metric")
@@ -191,7 +176,7 @@ def headline_quality(record: dict[str, Any]) -> tuple[str | None, float | None]:
     return metric, (float(value) if isinstance(value, (int, float)) else None)
 
 
-def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per (workload, framework, workers), from the last record for that key.
 
     Row fields: ``workload``, ``framework``, ``workers``, ``state``, ``error``, ``median``,
@@ -222,7 +207,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for workload, framework, workers in latest:
         wf = (workload, framework)
         base_workers[wf] = min(workers, base_workers.get(wf, workers))
-        if framework == "local":
+        if is_baseline(framework):
             local_counts.setdefault(workload, []).append(workers)
 
     rows = []
@@ -238,10 +223,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         metric, _ = headline_quality(rec)
         row["quality_metric"] = metric
         if key not in stats:
-            row.update({k: None for k in (
+            row.update(dict.fromkeys((
                 "median", "iqr", "min", "quality", "quality_local", "quality_delta",
                 "speedup", "efficiency", "vs_local_1", "vs_local_all",
-                "startup", "load", "distribute", "cpu_mean", "rss_peak")})
+                "startup", "load", "distribute", "cpu_mean", "rss_peak")))
             row["n"] = len(rec.get("seconds") or [])
             rows.append(row)
             continue
@@ -255,8 +240,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         row["efficiency"] = speedup / (workers / base) if speedup is not None and base else None
 
         threads = local_counts.get(workload, [])
-        local_1 = (workload, "local", 1) if 1 in threads else None
-        local_all = (workload, "local", max(threads)) if threads else None
+        local_1 = (workload, BASELINE, 1) if 1 in threads else None
+        local_all = (workload, BASELINE, max(threads)) if threads else None
         row["vs_local_1"] = _ratio(median_of(local_1), median) if local_1 else None
         row["vs_local_all"] = _ratio(median_of(local_all), median) if local_all else None
 
@@ -310,5 +295,5 @@ def is_beyond_noise(a_seconds: Iterable[float], b_seconds: Iterable[float],
     if d <= fraction * reference:
         return False
     if a["n"] >= 2 and b["n"] >= 2:
-        return d > max(a["iqr"], b["iqr"])
+        return bool(d > max(a["iqr"], b["iqr"]))
     return True

@@ -14,21 +14,26 @@ that fails or times out is recorded as failed with its reason; the run goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .datasets import Dataset, load_dataset
 from .engines import Engine, make_engine
 from .engines.base import VictimSource
 from .errors import RunError, TestbedError, UsageError
 from .faults import faulted_run
+from .frameworks import is_baseline
 from .lifecycle import Interrupted
 from .measure import combine_workers, environment
+from .params import WORKLOADS
+from .record import ResultRecord, new_record
 from .results import append_record, describe
 from .spec import BenchmarkSpec, WorkloadSpec
 from .workloads import Workload, get_workload
@@ -37,11 +42,20 @@ from .workloads import Workload, get_workload
 @dataclass
 class RunResult:
     run_id: str
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[ResultRecord] = field(default_factory=list)
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
+    def failed(self) -> list[ResultRecord]:
         return [r for r in self.records if r["state"] != "succeeded"]
+
+
+@dataclass
+class TrialOutcome:
+    """A trial's record, and whether its cluster must be restarted before the next workload
+    (kept out of the record: it is the runner's business, not a result)."""
+
+    record: ResultRecord
+    restart: bool = False
 
 
 # Trial threads abandoned on timeout: Python cannot stop a thread; the CLI exits hard when any
@@ -50,35 +64,31 @@ ABANDONED: list[threading.Thread] = []
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def check_workloads(spec: BenchmarkSpec, data: Dataset) -> None:
-    """Checks that need the loaded data (run before any cluster starts)."""
+    """Checks that need the loaded data (run before any cluster starts): each workload's
+    ``checks`` in the registry (bench.params.WORKLOADS)."""
     for i, w in enumerate(spec.workloads):
-        if w.name == "pca" and w.params["n_components"] > data.X_train.shape[1]:
-            raise UsageError(
-                f"workloads.{i}.params.n_components: {w.params['n_components']} is more than "
-                f"the dataset's {data.X_train.shape[1]} features"
-            )
-        if w.name == "kmeans" and w.params["n_clusters"] > len(data.X_train):
-            raise UsageError(f"workloads.{i}.params.n_clusters: more clusters than rows")
-        if w.name == "gridsearch" and w.params["cv"] > min(_class_counts(data)):
-            raise UsageError(
-                f"workloads.{i}.params.cv: {w.params['cv']} folds but the smallest class has "
-                f"only {min(_class_counts(data))} training rows"
-            )
-        if w.name in ("cnn", "resnet18") and data.X_train.shape[1] != 64:
-            raise UsageError(
-                f"workloads.{i}.name: {w.name} needs 8x8 images (64 features, e.g. the digits "
-                f"dataset); this dataset has {data.X_train.shape[1]}"
-            )
+        for check in WORKLOADS[w.name].checks:
+            problem = check(w.params, data)
+            if problem is not None:
+                field, message = problem
+                raise UsageError(f"workloads.{i}.{field}: {message}")
 
 
-def _class_counts(data: Dataset) -> list[int]:
-    import numpy as np
-
-    return list(np.unique(data.y_train, return_counts=True)[1])
+def check_torch(spec: BenchmarkSpec) -> None:
+    """The workloads that need torch find it (imported once here, not inside a timed phase)."""
+    torch_workloads = [w.name for w in spec.workloads if WORKLOADS[w.name].needs_torch]
+    if torch_workloads:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                f"workloads: {', '.join(torch_workloads)} need torch, which is not installed "
+                "here (the slim runner image has none: use the full image, "
+                "testbed-runner:<tag>)") from None
 
 
 def run_benchmark(
@@ -86,9 +96,9 @@ def run_benchmark(
     out: str,
     *,
     address: str | None = None,
-    trials: list[tuple[str, int]] | None = None,
+    trials: Sequence[tuple[str, int]] | None = None,
     run_id: str | None = None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Callable[[ResultRecord], None] | None = None,
     on_status: Callable[[str], None] | None = None,
     victims: VictimSource | None = None,
 ) -> RunResult:
@@ -96,7 +106,7 @@ def run_benchmark(
     ``victims``: what faults may kill in a cluster at ``address`` (see ``Engine.fault_victims``)."""
     run_id = run_id or new_run_id()
     result = RunResult(run_id)
-    status = on_status or (lambda msg: None)
+    status = on_status or (lambda _msg: None)
     env = environment()
     trials = trials if trials is not None else spec.trials()
 
@@ -105,15 +115,7 @@ def run_benchmark(
     data = load_dataset(spec.dataset)
     load_seconds = time.perf_counter() - t0
     check_workloads(spec, data)
-    torch_workloads = [w.name for w in spec.workloads if w.name in ("cnn", "resnet18")]
-    if torch_workloads:
-        try:
-            import torch  # noqa: F401  (imported once here, not inside a timed phase)
-        except ImportError:
-            raise UsageError(
-                f"workloads: {', '.join(torch_workloads)} need torch, which is not installed "
-                "here (the slim runner image has none: use the full image, "
-                "testbed-runner:<tag>)") from None
+    check_torch(spec)
 
     for framework, workers in trials:
         engine: Engine | None = None
@@ -135,15 +137,16 @@ def run_benchmark(
                             raise RunError(startup_error) from None
                         engine = candidate
                     status(f"{wl.name} on {framework} x{workers}")
-                    rec = _run_trial(engine, wl, data, spec, base, status)
+                    outcome = _run_trial(engine, wl, data, spec, base, status)
                 except TestbedError as e:
-                    rec = _failed(base, engine, str(e))
+                    outcome = TrialOutcome(_failed(base, engine, str(e)), restart=True)
                 except Exception as e:  # a workload or framework error: record it, keep going
-                    rec = _failed(base, engine, f"{type(e).__name__}: {e}", traceback.format_exc())
-                if rec["state"] != "succeeded" and engine is not None and rec.get("_restart"):
+                    outcome = TrialOutcome(_failed(base, engine, f"{type(e).__name__}: {e}",
+                                                   traceback.format_exc()), restart=True)
+                rec = outcome.record
+                if outcome.restart and engine is not None:
                     _stop_quietly(engine)
                     engine = None
-                rec.pop("_restart", None)
                 append_record(out, rec)
                 result.records.append(rec)
                 if on_record:
@@ -171,7 +174,7 @@ def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str
                  victims: VictimSource | None = None) -> Engine:
     res = spec.worker_resources
     engine = make_engine(
-        framework, workers, address if framework != "local" else None,
+        framework, workers, None if is_baseline(framework) else address,
         cpus_per_worker=max(1.0, res.cpu_count()),
         memory_per_worker=res.memory_bytes(),
         startup_timeout=float(spec.timeout_seconds),
@@ -183,66 +186,51 @@ def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str
 
 
 def _stop_quietly(engine: Engine) -> None:
-    try:
+    with contextlib.suppress(Exception):
         engine.stop()
-    except Exception:
-        pass
 
 
-def _base_record(spec: BenchmarkSpec, run_id: str, env: dict, framework: str, workers: int,
-                 wl: WorkloadSpec, data: Dataset, load_seconds: float) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "benchmark": spec.name,
-        "framework": framework,
-        "workers": workers,
-        "workload": wl.name,
-        "params": wl.params,
-        "dataset": data.meta,
-        "state": "running",
-        "error": None,
-        "phases": {"startup": None, "load": load_seconds, "distribute": None,
-                   "warmup": [], "compute": []},
-        "seconds": [],
-        "quality": {},
-        "quality_metric": get_workload(wl.name).quality_metric,
-        "tasks": 0,
-        "resources": None,
-        "extra": {},
-        "environment": dict(env, worker_resources=spec.worker_resources.model_dump(),
-                            repeats=spec.repeats, warmup=spec.warmup),
-        "faults": None,
-    }
+def _base_record(spec: BenchmarkSpec, run_id: str, env: dict[str, Any], framework: str,
+                 workers: int, wl: WorkloadSpec, data: Dataset, load_seconds: float
+                 ) -> ResultRecord:
+    return new_record(
+        run_id=run_id, benchmark=spec.name, framework=framework, workers=workers,
+        workload=wl.name, params=wl.params, dataset=data.meta,
+        quality_metric=get_workload(wl.name).quality_metric,
+        environment=dict(env, worker_resources=spec.worker_resources.model_dump(),
+                         repeats=spec.repeats, warmup=spec.warmup),
+        load_seconds=load_seconds)
 
 
-def _finish(rec: dict[str, Any], engine: Engine | None) -> dict[str, Any]:
-    rec["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _finish(rec: ResultRecord, engine: Engine | None) -> ResultRecord:
+    rec["time"] = datetime.now(UTC).isoformat(timespec="seconds")
     stats = describe(rec["seconds"])
     rec["median"], rec["iqr"], rec["min"] = stats["median"], stats["iqr"], stats["min"]
     if engine is not None:
         rec["phases"]["startup"] = engine.startup_seconds
         rec["environment"]["engine"] = engine.describe()
-        if engine.framework == "local":
+        if is_baseline(engine.framework):
             rec["environment"]["threads"] = engine.workers
     return rec
 
 
-def _failed(base: dict[str, Any], engine: Engine | None, message: str,
-            tb: str | None = None) -> dict[str, Any]:
-    rec = dict(base)
+def _failed(base: ResultRecord, engine: Engine | None, message: str,
+            tb: str | None = None) -> ResultRecord:
+    rec = base.copy()
     rec["state"] = "failed"
     rec["error"] = message.strip().splitlines()[0][:500] if message.strip() else "failed"
     if tb:
         rec["extra"] = dict(rec["extra"], traceback=tb[-4000:])
-    rec["_restart"] = True
     return _finish(rec, engine)
 
 
 def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: BenchmarkSpec,
-               base: dict[str, Any], status: Callable[[str], None] = lambda m: None
-               ) -> dict[str, Any]:
-    """Run one trial under the spec's timeout; the body runs in a thread we can abandon."""
-    rec = dict(base, phases=dict(base["phases"]))
+               base: ResultRecord, status: Callable[[str], None] = lambda _m: None
+               ) -> TrialOutcome:
+    """Run one trial under the spec's timeout; the body runs in a thread we can abandon. A
+    failed trial's cluster is restarted before the next workload."""
+    rec = base.copy()
+    rec["phases"] = base["phases"].copy()
     box: dict[str, Any] = {}
     started = time.perf_counter()
 
@@ -264,24 +252,25 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: Bench
         # Stop the cluster so the abandoned run's tasks die with it; partial timings are kept.
         msg = (f"timed out after {time.perf_counter() - started:.0f}s (timeoutSeconds="
                f"{spec.timeout_seconds}, {len(rec['seconds'])} of {spec.repeats} repeats done)")
-        if engine.framework == "local":
-            raise RunError(f"{wl_spec.name} on local x{engine.workers}: {msg}; a local run "
-                           "cannot be interrupted, stopping")
-        return _failed(rec, engine, msg)
+        if is_baseline(engine.framework):
+            raise RunError(f"{wl_spec.name} on {engine.framework} x{engine.workers}: {msg}; a "
+                           f"{engine.framework} run cannot be interrupted, stopping")
+        return TrialOutcome(_failed(rec, engine, msg), restart=True)
     if "error" in box:
         err = box["error"]
         if isinstance(err, UsageError):
             raise err
         if isinstance(err, TestbedError):
-            return _failed(rec, engine, str(err))
-        return _failed(rec, engine, f"{type(err).__name__}: {err}", box.get("tb"))
+            return TrialOutcome(_failed(rec, engine, str(err)), restart=True)
+        return TrialOutcome(_failed(rec, engine, f"{type(err).__name__}: {err}", box.get("tb")),
+                            restart=True)
     rec["state"] = "succeeded"
-    return _finish(rec, engine)
+    return TrialOutcome(_finish(rec, engine))
 
 
 def _thread_pools() -> dict[str, int]:
     """Effective OpenMP/BLAS pool sizes as seen by the calling thread (the trial's)."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info  # type: ignore[import-untyped]  # (no stubs)
 
     out: dict[str, int] = {}
     for pool in threadpool_info():
@@ -291,8 +280,8 @@ def _thread_pools() -> dict[str, int]:
 
 
 def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Dataset,
-                spec: BenchmarkSpec, rec: dict[str, Any],
-                status: Callable[[str], None] = lambda m: None) -> None:
+                spec: BenchmarkSpec, rec: ResultRecord,
+                status: Callable[[str], None] = lambda _m: None) -> None:
     rec["environment"]["driver_threadpools"] = _thread_pools()
     t0 = time.perf_counter()
     state = wl.distribute(engine, data, params)
@@ -321,14 +310,16 @@ def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Data
         rec["phases"]["compute"] = list(seconds)
         rec["resources"] = combine_workers(workers)
         rec["tasks"] = (engine.tasks - tasks_before) // spec.repeats
+        assert outcome is not None  # repeats >= 1 (the spec says so)
         rec["quality"] = outcome.quality
         rec["extra"] = dict(outcome.extra)
         rec["extra"]["harness_overhead_s"] = (loop_wall - sum(seconds)) / spec.repeats
 
         if spec.faults is not None:
-            rec["faults"] = faulted_run(engine, wl, state, params, spec, rec)
+            # (faulted_run's annotations say type[Workload] and dict: it takes this instance
+            # and reads this record by key.)
+            rec["faults"] = faulted_run(engine, wl, state, params, spec,  # type: ignore[arg-type]
+                                        rec)  # type: ignore[arg-type]
     finally:
-        try:
+        with contextlib.suppress(Exception):
             wl.release(engine, state)
-        except Exception:
-            pass

@@ -7,34 +7,37 @@ count is meant is an error, not 1.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveInt,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import did_you_mean
-from .kube.spec import FIELDS as OPERATOR_SPEC_FIELDS
+from .frameworks import FRAMEWORKS, Framework, is_baseline, is_framework
+from .operator_spec import FIELDS as OPERATOR_SPEC_FIELDS
 from .params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES
+from .quantities import cpu_cores, format_bytes, parse_quantity
+from .spec_errors import SpecError, format_validation_error
+from .spec_settings import MAX_WORKERS, DaskSettings, FaultSpec, RaySettings, SpecModel
+from .spec_yaml import DuplicateKeyError, load_yaml_unique, loads_json_unique
 
-FRAMEWORKS = ("local", "ray", "dask", "dask-on-ray")
+# Re-exported: their homes are the modules above; callers keep importing them from here.
+__all__ = ["FRAMEWORKS", "MAX_WORKERS", "DaskSettings", "FaultSpec", "Framework", "RaySettings",
+           "SpecError", "format_bytes", "loads_json_unique", "parse_quantity"]
+
 DATASETS = ("digits", "synthetic", "file", "s3")
-MAX_WORKERS = 1024
 API_VERSION = "testbed.dev/v1alpha1"  # testbed_operator.crd's GROUP/VERSION (a test pins it)
 KIND = "Benchmark"
 MAX_CPU = 1024
@@ -43,19 +46,7 @@ MAX_MEMORY = 64 * 2**40
 """Per worker, in bytes (64Ti): more than any real node has."""
 
 
-class SpecError(ValueError):
-    """A spec that cannot be run; the message names the field and what was expected."""
-
-
-class _Model(BaseModel):
-    # strict: no bool -> int (true -> 1), float -> int (1.0 -> 1) or str -> number coercion;
-    # the CRD says `type: integer` for the same fields, which Kubernetes enforces alike.
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=False, strict=True
-    )
-
-
-class WorkloadSpec(_Model):
+class WorkloadSpec(SpecModel):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -69,15 +60,15 @@ class WorkloadSpec(_Model):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _check_params(cls, data: Any, handler: Any) -> "WorkloadSpec":
-        self = handler(data)
+    def _check_params(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> WorkloadSpec:
+        self: WorkloadSpec = handler(data)
         # Validate (and fill defaults) with the workload's own model; errors keep the path
         # below "params" so the message names e.g. workloads.0.params.n_neighbors.
         model = PARAMS[self.name]
         try:
             self.params = model.model_validate(self.params).model_dump()
         except ValidationError as e:
-            errors = []
+            errors: list[InitErrorDetails] = []
             for err in e.errors():
                 loc = ("params", *err["loc"])
                 if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
@@ -105,7 +96,7 @@ DATASET_FIELDS = {
 every dataset reads."""
 
 
-class DatasetSpec(_Model):
+class DatasetSpec(SpecModel):
     name: str = "digits"
     scale: int = Field(default=1, ge=1, le=1000)
     """digits: the 1,797 rows are tiled this many times (with a little jitter)."""
@@ -138,12 +129,12 @@ class DatasetSpec(_Model):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _unused_fields(cls, data: Any, handler: Any) -> "DatasetSpec":
+    def _unused_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> DatasetSpec:
         # A field the chosen dataset never reads (`{name: digits, uri: ...}`) is a mistake,
         # not something to ignore.  Only fields given with a value other than the default
         # count: a whole model dumped and read back (the operator's --spec-json) has them all.
-        self = handler(data)
-        errors = []
+        self: DatasetSpec = handler(data)
+        errors: list[InitErrorDetails] = []
         for field in sorted(self.model_fields_set - {"name", "seed", "test_size"}
                             - set(DATASET_FIELDS[self.name])):
             value = getattr(self, field)
@@ -170,17 +161,17 @@ class DatasetSpec(_Model):
         return v
 
     @model_validator(mode="after")
-    def _check_source(self) -> "DatasetSpec":
+    def _check_source(self) -> DatasetSpec:
         if self.name == "file" and not self.path:
             raise ValueError("dataset 'file' needs 'path' (a .csv, .parquet or .npz file)")
-        if self.name == "s3":
-            if not self.uri:
-                raise ValueError("dataset 's3' needs 'uri' of the form s3://bucket/key")
+        if self.name == "s3" and not self.uri:
+            raise ValueError("dataset 's3' needs 'uri' of the form s3://bucket/key")
         if self.name == "synthetic" and self.samples * self.features > MAX_SYNTHETIC_VALUES:
             raise ValueError(
                 f"samples x features = {self.samples * self.features:,} values "
                 f"({self.samples * self.features * 8 / 2**30:.0f} GiB as float64) is above the "
-                f"maximum of {MAX_SYNTHETIC_VALUES:,}; use a file or S3 dataset for data that large")
+                f"maximum of {MAX_SYNTHETIC_VALUES:,}; use a file or S3 dataset for data that "
+                "large")
         if self.name == "synthetic" and self.informative and self.informative > self.features:
             raise ValueError(
                 f"informative ({self.informative}) cannot exceed features ({self.features})"
@@ -188,7 +179,7 @@ class DatasetSpec(_Model):
         return self
 
 
-class ResourcesSpec(_Model):
+class ResourcesSpec(SpecModel):
     cpu: str = "1"
     memory: str = "2Gi"
 
@@ -197,114 +188,49 @@ class ResourcesSpec(_Model):
     def _cpu(cls, v: Any) -> str:
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise ValueError(f"cpu {v!r} is not a Kubernetes CPU quantity (e.g. '1', '500m')")
-        v = str(v)
-        if not re.fullmatch(r"\d+(\.\d+)?m?", v):
-            raise ValueError(f"cpu {v!r} is not a Kubernetes CPU quantity (e.g. '1', '500m')")
-        cores = _cpu_cores(v)
+        q = str(v)
+        if not re.fullmatch(r"\d+(\.\d+)?m?", q):
+            raise ValueError(f"cpu {q!r} is not a Kubernetes CPU quantity (e.g. '1', '500m')")
+        cores = cpu_cores(q)
         if cores <= 0:
-            raise ValueError(f"cpu {v!r} must be more than 0")
+            raise ValueError(f"cpu {q!r} must be more than 0")
         if cores > MAX_CPU:
-            raise ValueError(f"cpu {v!r} is more than the maximum of {MAX_CPU} cores per worker")
-        return v
+            raise ValueError(f"cpu {q!r} is more than the maximum of {MAX_CPU} cores per worker")
+        return q
 
     @field_validator("memory", mode="before")
     @classmethod
     def _mem(cls, v: Any) -> str:
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise ValueError(f"memory {v!r} is not a Kubernetes memory quantity (e.g. '2Gi')")
-        v = str(v)
-        if not re.fullmatch(r"\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?", v):
-            raise ValueError(f"memory {v!r} is not a Kubernetes memory quantity (e.g. '2Gi')")
-        size = parse_quantity(v)
+        q = str(v)
+        if not re.fullmatch(r"\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?", q):
+            raise ValueError(f"memory {q!r} is not a Kubernetes memory quantity (e.g. '2Gi')")
+        size = parse_quantity(q)
         if size <= 0:
-            raise ValueError(f"memory {v!r} must be more than 0")
+            raise ValueError(f"memory {q!r} must be more than 0")
         if size > MAX_MEMORY:
-            raise ValueError(f"memory {v!r} is more than the maximum of "
+            raise ValueError(f"memory {q!r} is more than the maximum of "
                              f"{format_bytes(MAX_MEMORY)} per worker")
-        return v
+        return q
 
     def memory_bytes(self) -> int:
         return parse_quantity(self.memory)
 
     def cpu_count(self) -> float:
-        return _cpu_cores(self.cpu)
+        return cpu_cores(self.cpu)
 
 
-def _cpu_cores(q: str) -> float:
-    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+def _default_frameworks() -> list[Framework]:
+    return ["ray", "dask"]
 
 
-class FaultSpec(_Model):
-    """One extra run per trial during which workers (and optionally the head) are killed."""
+class BenchmarkSpec(SpecModel):
+    extra_yaml_fields: ClassVar[tuple[str, ...]] = ("workload",)
+    """Accepted besides the fields (see _single_workload); offered for a typo."""
 
-    kill_workers: int = Field(default=1, ge=0, le=MAX_WORKERS)
-    kill_head: bool = False
-    """Also kill the Ray head (GCS) / the Dask scheduler at the same moment."""
-    after_seconds: float | None = Field(default=None, ge=0, le=24 * 3600)
-    after_fraction: float | None = Field(default=None, gt=0, lt=1)
-    """Kill once this fraction of the workload's fault-free median time has passed."""
-    after_tasks_fraction: float | None = Field(default=None, gt=0, lt=1)
-    """Kill once this fraction of the run's tasks (as many as a fault-free run submitted) has
-    finished: a fraction of the work itself (Ray and Dask ``map`` tasks)."""
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    """Picks the victims (``random.Random(seed)``), so a run repeats."""
-    detect_timeout_seconds: float = Field(default=60, gt=0, le=3600)
-    """How long to wait, after the kill, for the framework to notice (and for a hung run)."""
-
-    @model_validator(mode="after")
-    def _when(self) -> "FaultSpec":
-        given = [n for n, v in (("afterSeconds", self.after_seconds),
-                                 ("afterFraction", self.after_fraction),
-                                 ("afterTasksFraction", self.after_tasks_fraction)) if v is not None]
-        if len(given) > 1:
-            raise ValueError(f"give one of afterSeconds, afterFraction and afterTasksFraction, "
-                             f"not {' and '.join(given)}")
-        if not given:
-            self.after_seconds = 1.0
-        if self.kill_workers == 0 and not self.kill_head:
-            raise ValueError("nothing to kill: set killWorkers above 0 or killHead: true")
-        return self
-
-
-class RaySettings(_Model):
-    """Ray's fault-tolerance knobs, applied to every Ray and Dask-on-Ray trial and recorded."""
-
-    max_retries: int = Field(default=3, ge=0, le=100)
-    """``ray.remote(max_retries=...)``: re-runs of a task whose worker or node died."""
-    health_check_period_ms: int = Field(default=3000, ge=100, le=600_000)
-    """GCS health checks of each node (``RAY_health_check_period_ms`` on the head)."""
-    health_check_failure_threshold: int = Field(default=5, ge=1, le=100)
-    """Missed checks before a node is marked dead (``RAY_health_check_failure_threshold``)."""
-    auth_mode: Literal["token", "disabled"] = "token"
-    """Ray's token authentication (``RAY_AUTH_MODE``) for the trial's cluster and its driver.
-    ``token``: a token made for the run, never ``~/.ray/auth_token`` (locally: a file in the
-    run's temp dir; on Kubernetes: KubeRay's ``authOptions``). ``disabled``: anyone who can
-    reach the cluster's ports may use it."""
-
-    def head_env(self) -> dict[str, str]:
-        """The head's (GCS's) settings as Ray config environment variables (local head
-        processes and KubeRay head pods alike)."""
-        return {"RAY_health_check_period_ms": str(self.health_check_period_ms),
-                "RAY_health_check_failure_threshold": str(self.health_check_failure_threshold)}
-
-
-class DaskSettings(_Model):
-    """Dask's fault-tolerance knobs, applied to every Dask trial and recorded."""
-
-    allowed_failures: int = Field(default=3, ge=0, le=100)
-    """``distributed.scheduler.allowed-failures``: worker deaths a task survives before
-    ``KilledWorker``."""
-    nanny: bool = True
-    """Run each worker under a nanny, which restarts a worker process that dies."""
-
-    def scheduler_env(self) -> dict[str, str]:
-        """The scheduler's settings as Dask config environment variables."""
-        return {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(self.allowed_failures)}
-
-
-class BenchmarkSpec(_Model):
     name: str = "default"
-    frameworks: list[str] = Field(default_factory=lambda: ["ray", "dask"], min_length=1)
+    frameworks: list[Framework] = Field(default_factory=_default_frameworks, min_length=1)
     workers: list[PositiveInt] = Field(default_factory=lambda: [1, 2], min_length=1)
     workloads: list[WorkloadSpec] = Field(
         default_factory=lambda: [WorkloadSpec(name=w) for w in DEFAULT_WORKLOADS], min_length=1
@@ -343,13 +269,22 @@ class BenchmarkSpec(_Model):
             )
         return v
 
-    @field_validator("frameworks")
+    @field_validator("frameworks", mode="before")
     @classmethod
-    def _frameworks(cls, v: list[str]) -> list[str]:
+    def _frameworks(cls, v: Any) -> Any:
+        # Before the type check, so an unknown name gets this message (with a suggestion)
+        # rather than pydantic's for a Literal; a non-string is left to the type check.
+        if not isinstance(v, list):
+            return v
         for f in v:
-            if f not in FRAMEWORKS:
+            if isinstance(f, str) and not is_framework(f):
                 raise ValueError(f"unknown framework {f!r}; expected one of {', '.join(FRAMEWORKS)}"
                                  + did_you_mean(f, FRAMEWORKS))
+        return v
+
+    @field_validator("frameworks")
+    @classmethod
+    def _unique_frameworks(cls, v: list[Framework]) -> list[Framework]:
         return list(dict.fromkeys(v))
 
     @field_validator("workers")
@@ -360,37 +295,19 @@ class BenchmarkSpec(_Model):
                 raise ValueError(f"worker count {w} is above the maximum of {MAX_WORKERS}")
         return sorted(set(v))
 
-    def trials(self, cores: int | None = None) -> list[tuple[str, int]]:
-        """(framework, workers) pairs in run order: local baselines first, then each framework."""
+    def trials(self, cores: int | None = None) -> list[tuple[Framework, int]]:
+        """(framework, workers) pairs in run order: the baselines first (every core and 1
+        thread, and the spec's worker counts when the baseline is asked for by name), then
+        each framework."""
         cores = cores or os.cpu_count() or 1
-        out: list[tuple[str, int]] = []
-        local_threads = sorted({1, cores}) if self.baselines else []
-        if "local" in self.frameworks:
-            local_threads = sorted(set(local_threads) | set(self.workers))
-        out += [("local", t) for t in local_threads]
-        out += [(f, w) for f in self.frameworks if f != "local" for w in self.workers]
+        out: list[tuple[Framework, int]] = []
+        for baseline in [f for f in FRAMEWORKS if is_baseline(f)]:
+            threads = sorted({1, cores}) if self.baselines else []
+            if baseline in self.frameworks:
+                threads = sorted(set(threads) | set(self.workers))
+            out += [(baseline, t) for t in threads]
+        out += [(f, w) for f in self.frameworks if not is_baseline(f) for w in self.workers]
         return out
-
-
-_QUANTITY = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18,
-             "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def parse_quantity(q: str) -> int:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTPE]i?|[kmgtpe])?", q)
-    if not m:
-        raise SpecError(f"{q!r} is not a quantity")
-    return int(float(m.group(1)) * _QUANTITY[m.group(2) or ""])
-
-
-def format_bytes(n: float) -> str:
-    """``n`` bytes as a binary quantity: 2Gi, 1.5Ti, 512Mi."""
-    for unit, size in (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20),
-                       ("Ki", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f}".removesuffix(".0") + unit
-    return f"{n:g}"
 
 
 def check_fits_machine(spec: BenchmarkSpec, source: str = "spec",
@@ -398,7 +315,7 @@ def check_fits_machine(spec: BenchmarkSpec, source: str = "spec",
     """For a local run (every worker a process on this machine): the largest worker count ×
     ``workerResources.memory`` must fit in this machine's memory.  The model's own caps are for
     Kubernetes nodes; the operator does not call this."""
-    if not any(f != "local" for f in spec.frameworks):
+    if all(is_baseline(f) for f in spec.frameworks):
         return  # the local baselines run in this process; worker resources do not apply
     if total_memory is None:
         import psutil
@@ -411,70 +328,6 @@ def check_fits_machine(spec: BenchmarkSpec, source: str = "spec",
             f"{spec.worker_resources.memory} = {format_bytes(workers * each)} is more than this "
             f"machine's {format_bytes(total_memory)} of memory; lower workerResources.memory or "
             f"the worker count")
-
-
-def _unwrap(tp: Any) -> Any:
-    """``X`` from ``X | None`` and ``Annotated[X, ...]``."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(tp)[0])
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _unwrap(args[0]) if len(args) == 1 else tp
-    return tp
-
-
-def _model_holding(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model whose field ``loc[-1]`` is, following ``loc`` from ``model`` (None when the
-    path leads elsewhere, e.g. into a workload's free-form params)."""
-    tp: Any = model
-    for part in loc[:-1]:
-        tp = _unwrap(tp)
-        if isinstance(part, int):
-            if typing.get_origin(tp) is not list:
-                return None
-            tp = typing.get_args(tp)[0]
-            continue
-        if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
-            return None
-        field = next((f for n, f in tp.model_fields.items() if part in (n, f.alias)), None)
-        if field is None:
-            return None
-        tp = field.annotation
-    tp = _unwrap(tp)
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
-
-
-def _field_names(model: type[BaseModel]) -> list[str]:
-    """The names a user writes in YAML: camelCase aliases (``workload`` too for the spec)."""
-    names = [f.alias or n for n, f in model.model_fields.items()]
-    return names + ["workload"] if model is BenchmarkSpec else names
-
-
-def format_validation_error(err: ValidationError, prefix: str = "spec",
-                            model: type[BaseModel] | None = None) -> str:
-    """One line per error: ``<prefix>.<field path>: <what was expected>``.  ``model`` (default
-    :class:`BenchmarkSpec`) is the model validated, used to suggest a field name for a typo."""
-    model = model or BenchmarkSpec
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if e["type"] == "extra_forbidden":
-            if not msg.startswith("unknown field"):  # workload params come with their hint
-                holder = _model_holding(model, tuple(e["loc"]))
-                msg = "unknown field" + (did_you_mean(e["loc"][-1], _field_names(holder))
-                                         if holder else "")
-        elif e["type"] == "unused_field":
-            pass  # the message says it all; the value is in it
-        elif e["type"] == "missing":
-            msg = "required field is missing"
-        elif "input" in e and e["type"] not in ("value_error",):
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{prefix}.{loc}: {msg}")
-    return "\n".join(lines)
 
 
 # Fields of a Benchmark resource's spec that only the Kubernetes operator reads (see
@@ -525,50 +378,10 @@ def parse_spec(data: Any, source: str = "spec") -> BenchmarkSpec:
     try:
         return BenchmarkSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(format_validation_error(e, prefix=source)) from None
+        raise SpecError(format_validation_error(e, prefix=source, model=BenchmarkSpec)) from None
 
 
-class DuplicateKeyError(yaml.YAMLError):
-    def __init__(self, key: Any, line: int, first_line: int) -> None:
-        super().__init__(f"duplicate key {key!r} at line {line} (first at line {first_line})")
-        self.key, self.line, self.first_line = key, line, first_line
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader, except that a key given twice in one mapping is an error (PyYAML keeps
-    the last one silently).  Keys merged in with ``<<:`` may be overridden, as YAML intends."""
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            first: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    seen = key in first
-                except TypeError:  # an unhashable key: SafeLoader reports it
-                    continue
-                line = key_node.start_mark.line + 1
-                if seen:
-                    raise DuplicateKeyError(key, line, first[key])
-                first[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def loads_json_unique(text: str) -> Any:
-    """``json.loads``, except that a key given twice in one object is a ValueError."""
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError(f"duplicate key {k!r}; each field may be given once")
-            out[k] = v
-        return out
-    return json.loads(text, object_pairs_hook=pairs)
-
-
-def load_spec(path: str | os.PathLike | None) -> BenchmarkSpec:
+def load_spec(path: str | os.PathLike[str] | None) -> BenchmarkSpec:
     if path is None:
         return BenchmarkSpec()
     p = Path(path)
@@ -579,7 +392,7 @@ def load_spec(path: str | os.PathLike | None) -> BenchmarkSpec:
     except OSError as e:
         raise SpecError(f"spec file {str(p)!r} cannot be read: {e.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = load_yaml_unique(text)
     except DuplicateKeyError as e:
         raise SpecError(f"{p.name}: duplicate key {e.key!r} at line {e.line} (first at line "
                         f"{e.first_line}); each field may be given once") from None

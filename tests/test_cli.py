@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from bench.frameworks import is_baseline
 from bench.results import read_records
 
 TESTBED = [sys.executable, "-m", "bench.cli"]
@@ -41,12 +42,12 @@ def test_run_end_to_end(full_run):
         assert len(r["seconds"]) == 2 and r["median"] > 0
         assert r["phases"]["distribute"] is not None and r["phases"]["load"] > 0
         assert r["environment"]["versions"]["ray"] == "2.60.0"
-        if r["framework"] != "local":
+        if not is_baseline(r["framework"]):
             assert r["phases"]["startup"] > 0 and r["tasks"] > 0
             assert len(r["resources"]["workers"]) == 2
     knn = {r["framework"]: r["quality"]["accuracy"] for r in recs if r["workload"] == "knn"}
     assert len(set(knn.values())) == 1  # every framework predicts exactly like scikit-learn
-    tasks = [r for r in recs if r["workload"] == "tasks" and r["framework"] != "local"]
+    tasks = [r for r in recs if r["workload"] == "tasks" and not is_baseline(r["framework"])]
     assert all(r["extra"]["per_task_us_async"] > 0 for r in tasks)
     # The summary table: rows are workloads, columns framework × workers.
     assert "Run Time Performance" in p.stdout
@@ -167,16 +168,14 @@ def test_a_local_run_that_cannot_fit_the_machine_fails_before_starting(tmp_path)
 
 def _results(path, *seconds_by_workers):
     from bench.results import append_record
+    from support import make_record
 
     for workers, seconds in seconds_by_workers:
         state = "failed" if seconds is None else "succeeded"
-        append_record(path, {
-            "run_id": "r1", "benchmark": "t", "time": "2026-01-01T00:00:00Z", "framework": "ray",
-            "workers": workers, "workload": "knn", "params": {}, "dataset": {"name": "digits"},
-            "state": state, "error": None if seconds else "boom", "phases": {},
-            "seconds": seconds or [], "median": None, "iqr": None, "min": None, "quality": {},
-            "quality_metric": "accuracy", "tasks": 1, "resources": {}, "extra": {},
-            "environment": {}, "faults": None})
+        append_record(path, make_record(
+            framework="ray", workers=workers, workload="knn", seconds=seconds or [],
+            state=state, error=None if seconds else "boom", phases={}, resources={},
+            benchmark="t", dataset={"name": "digits"}, quality={}, tasks=1, environment={}))
     return path
 
 

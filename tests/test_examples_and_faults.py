@@ -4,6 +4,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bench.frameworks import is_baseline
 from bench.results import read_records
 from bench.runner import run_benchmark
 from bench.spec import load_spec, parse_spec
@@ -32,8 +33,8 @@ def test_example_specs_are_valid(path):
     spec = load_spec(path)
     assert spec.frameworks == raw["frameworks"] and spec.workers == raw["workers"]
     planned = spec.trials()
-    assert [(f, w) for f, w in planned if f != "local"] == [
-        (f, w) for f in raw["frameworks"] if f != "local" for w in raw["workers"]]
+    assert [(f, w) for f, w in planned if not is_baseline(f)] == [
+        (f, w) for f in raw["frameworks"] if not is_baseline(f) for w in raw["workers"]]
     assert len(planned) == len(set(planned))
     jsonschema.Draft4Validator(spec_schema()).validate(raw)
     body = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",

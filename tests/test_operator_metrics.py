@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from testbed_operator import trials as tr
 from testbed_operator.metrics import OperatorMetrics
-from support import free_port
+from support import free_port, make_record
 from test_operator_trials import SPEC, records  # noqa: F401  (real runner records fixture)
 
 
@@ -80,10 +80,11 @@ def test_per_task_overhead_of_the_tasks_workload_is_exported():
     from bench.spec import parse_spec
 
     spec = parse_spec({"frameworks": ["dask"], "workers": [1], "workload": {"name": "tasks"}})
-    rec = {"workload": "tasks", "framework": "dask", "workers": 1, "state": "succeeded",
-           "seconds": [0.5, 0.6], "phases": {}, "quality_metric": "correct",
-           "quality": {"correct": 1.0}, "resources": {"cpu_mean": 90.0, "rss_peak": 10},
-           "extra": {"per_task_us_async": 2000.0, "per_task_us_sync": 12000.0, "tasks_per_s": 500}}
+    rec = make_record(workload="tasks", framework="dask", workers=1, seconds=[0.5, 0.6],
+                      phases={}, metric="correct", quality=1.0,
+                      resources={"cpu_mean": 90.0, "rss_peak": 10},
+                      extra={"per_task_us_async": 2000.0, "per_task_us_sync": 12000.0,
+                             "tasks_per_s": 500})
     s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
     assert s["trials"][0]["results"][0]["perTaskMicros"] == {"async": 2000.0, "sync": 12000.0}
     m = OperatorMetrics()
@@ -110,9 +111,8 @@ def test_a_faulted_run_is_summarised_in_the_status_and_exported():
               "settings": {"max_retries": 0},
               "observed": {"observed": True, "detected_after_seconds": 0.04, "retried_tasks": 0,
                            "failed_by_error": {"NODE_DIED": 1}}}
-    rec = {"workload": "knn", "framework": "ray", "workers": 2, "state": "succeeded",
-           "seconds": [1.0], "phases": {}, "quality_metric": "accuracy",
-           "quality": {"accuracy": 0.9}, "resources": {}, "faults": faults}
+    rec = make_record(workload="knn", framework="ray", workers=2, seconds=[1.0], phases={},
+                      quality=0.9, resources={}, faults=faults)
     s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
     assert s["trials"][0]["results"][0]["fault"] == {
         "killed": ["10.1.2.3", "h (RunError: HTTP 403)"], "finished": False,

@@ -13,26 +13,7 @@ from bench.results import (
     read_records,
     summarize,
 )
-
-
-def make_record(workload="knn", framework="ray", workers=1, seconds=(1.0, 1.0, 1.0),
-                state="succeeded", error=None, quality=0.95, metric="accuracy",
-                run_id="r1", phases=None, resources=None, faults=None):
-    seconds = list(seconds) if state == "succeeded" else []
-    return {
-        "run_id": run_id, "benchmark": "test", "time": "2026-01-01T00:00:00Z",
-        "framework": framework, "workers": workers, "workload": workload, "params": {},
-        "dataset": {"name": "digits", "samples": 1797, "features": 64, "classes": 10},
-        "state": state, "error": error,
-        "phases": phases or {"startup": 2.0, "load": 0.5, "distribute": 0.25,
-                             "warmup": [1.0], "compute": seconds},
-        "seconds": seconds, "median": None, "iqr": None, "min": None,
-        "quality": {metric: quality} if state == "succeeded" else {},
-        "quality_metric": metric, "tasks": 4,
-        "resources": resources or {"workers": [], "cpu_mean": 90.0, "cpu_peak": 100.0,
-                                   "rss_peak": 200 * 2**20},
-        "extra": {}, "environment": {"hostname": "h", "cores": 4}, "faults": faults,
-    }
+from support import make_record
 
 
 def by_key(rows):
@@ -271,3 +252,65 @@ def test_a_writer_killed_at_any_moment_never_corrupts_earlier_records(tmp_path):
         confirmed = got
         start = got[-1] + 1
     assert len(confirmed) >= 11
+
+
+# ---- the record: one factory, a schema version, one projection to the status --------------
+
+def test_records_are_written_with_the_schema_version(tmp_path):
+    from bench.record import SCHEMA_VERSION
+
+    path = tmp_path / "results.jsonl"
+    append_record(path, make_record())
+    assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
+    assert read_records(path)[0]["schema_version"] == SCHEMA_VERSION
+
+
+def test_a_record_without_schema_version_stays_readable(tmp_path):
+    """What the code before the version wrote (version 1): read, upgraded, summarised."""
+    from bench.record import SCHEMA_VERSION
+
+    old = make_record(seconds=[2.0, 2.0])
+    del old["schema_version"]
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+    records = read_records(path)
+    assert len(records) == 1 and records[0]["schema_version"] == SCHEMA_VERSION
+    assert {k: v for k, v in records[0].items() if k != "schema_version"} == old
+    assert summarize(records)[0]["median"] == 2.0
+
+
+def test_a_line_without_workload_or_framework_is_not_a_record(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"workload": "knn"}\n[1, 2]\n' + json.dumps(make_record()) + "\n")
+    assert len(read_records(path)) == 1
+
+
+def test_the_status_projection_keeps_what_the_summary_needs():
+    from bench.record import from_status_result, to_status_result
+
+    records = [make_record(framework="local", workers=1, seconds=[4.0, 4.2]),
+               make_record(framework="ray", workers=1, seconds=[3.0, 3.1]),
+               make_record(framework="ray", workers=2, seconds=[1.5, 1.6]),
+               make_record(framework="dask", workers=2, state="failed", error="boom")]
+    rebuilt = [from_status_result(r["framework"], r["workers"], to_status_result(r))
+               for r in records]
+    assert summarize(rebuilt) == summarize(records)
+    res = to_status_result(records[1])
+    assert res["qualityMetric"] == "accuracy" and res["quality"] == 0.95
+    assert res["cpu"] == 90.0 and res["memory"] == 200 * 2**20
+    assert set(res["phases"]) == {"startup", "load", "distribute"}  # no per-repeat lists
+    assert "fault" not in res and "perTaskMicros" not in res
+
+
+def test_the_runner_keeps_its_restart_flag_out_of_the_record(tmp_path):
+    """A failed trial restarts its cluster; that is the runner's business, not a result."""
+    from bench.runner import run_benchmark
+    from bench.spec import parse_spec
+
+    spec = parse_spec({"frameworks": ["local"], "workers": [1], "baselines": False,
+                       "repeats": 1, "warmup": 0, "workload": {"name": "noop"}})
+    out = tmp_path / "r.jsonl"
+    rec = run_benchmark(spec, str(out)).records[0]
+    assert rec["state"] == "succeeded"
+    assert not [k for k in rec if k.startswith("_")]
+    assert not [k for k in json.loads(out.read_text()) if k.startswith("_")]

@@ -269,3 +269,67 @@ def test_a_local_run_must_fit_the_machine():
     # This machine's own memory is the default.
     with pytest.raises(SpecError, match="this machine's"):
         check_fits_machine(parse_spec({"workerResources": {"memory": "64Ti"}}))
+
+
+def test_one_framework_type_with_a_baseline_capability():
+    import typing
+
+    from bench.frameworks import BASELINE, FRAMEWORKS, Framework, is_baseline
+    from bench.results import FRAMEWORK_ORDER
+    from bench.spec import FRAMEWORKS as SPEC_FRAMEWORKS
+    from testbed_operator.crd import spec_schema
+
+    assert FRAMEWORKS == typing.get_args(Framework) == SPEC_FRAMEWORKS == FRAMEWORK_ORDER
+    assert [f for f in FRAMEWORKS if is_baseline(f)] == [BASELINE]
+    assert spec_schema()["properties"]["frameworks"]["items"]["enum"] == list(FRAMEWORKS)
+    # The baselines come first in the plan, whatever the spec's order.
+    s = parse_spec({"frameworks": ["dask", "local"], "workers": [2]})
+    assert [f for f, _ in s.trials(cores=2)] == [BASELINE] * 2 + ["dask"]
+
+
+def test_unknown_frameworks_keep_their_message():
+    with pytest.raises(SpecError, match=r"spec.frameworks: unknown framework 'rya'; expected "
+                                        r"one of local, ray, dask, dask-on-ray; did you mean "
+                                        r"'ray'\?"):
+        parse_spec({"frameworks": ["rya"]})
+    with pytest.raises(SpecError, match=r"spec.frameworks.0: Input should be 'local', 'ray', "
+                                        r"'dask' or 'dask-on-ray' \(got 1\)"):
+        parse_spec({"frameworks": [1]})
+
+
+def test_the_workload_registry_declares_params_checks_and_torch():
+    from bench.params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES, WORKLOADS
+
+    assert WORKLOAD_NAMES == tuple(WORKLOADS) and set(DEFAULT_WORKLOADS) <= set(WORKLOADS)
+    assert {n for n, w in WORKLOADS.items() if w.needs_torch} == {"cnn", "resnet18"}
+    assert all(PARAMS[n] is w.params for n, w in WORKLOADS.items())
+    assert all(len(w.impl.split(":")) == 2 for w in WORKLOADS.values())
+    assert {n for n, w in WORKLOADS.items() if w.checks} == {
+        "pca", "kmeans", "gridsearch", "cnn", "resnet18"}
+
+
+def test_data_checks_name_the_field_before_any_cluster_starts():
+    import numpy as np
+
+    from bench.datasets import Dataset
+    from bench.errors import UsageError
+    from bench.runner import check_workloads
+
+    data = Dataset(X_train=np.zeros((6, 4)), y_train=np.array([0, 0, 0, 0, 1, 1]),
+                   X_test=np.zeros((1, 4)), y_test=np.array([0]))
+    for workload, message in (
+            ({"name": "pca", "params": {"n_components": 5}},
+             "workloads.1.params.n_components: 5 is more than the dataset's 4 features"),
+            ({"name": "kmeans", "params": {"n_clusters": 7}},
+             "workloads.1.params.n_clusters: more clusters than rows"),
+            ({"name": "gridsearch", "params": {"cv": 3}},
+             "workloads.1.params.cv: 3 folds but the smallest class has only 2 training rows"),
+            ({"name": "cnn"}, "workloads.1.name: cnn needs 8x8 images (64 features, e.g. the "
+                              "digits dataset); this dataset has 4")):
+        spec = parse_spec({"workloads": [{"name": "noop"}, workload]})
+        with pytest.raises(UsageError) as e:
+            check_workloads(spec, data)
+        assert str(e.value) == message
+    check_workloads(parse_spec({"workloads": [{"name": "pca", "params": {"n_components": 4}},
+                                              {"name": "gridsearch", "params": {"cv": 2}}]}),
+                    data)

@@ -1,29 +1,30 @@
-"""Engines: local (single process), ray, dask, dask-on-ray."""
+"""Engines: one per bench.frameworks.Framework, each imported on first use."""
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
+
+from bench.frameworks import Framework, is_baseline, is_framework
 
 from .base import Engine
 
+_ENGINES: dict[Framework, tuple[str, str]] = {
+    "local": ("local", "LocalEngine"),
+    "ray": ("ray_engine", "RayEngine"),
+    "dask": ("dask_engine", "DaskEngine"),
+    "dask-on-ray": ("dask_on_ray", "DaskOnRayEngine"),
+}
+
 
 def make_engine(framework: str, workers: int, address: str | None = None, **kw: Any) -> Engine:
-    if framework == "local":
-        from .local import LocalEngine
-
-        return LocalEngine(workers, **kw)
-    if framework == "ray":
-        from .ray_engine import RayEngine
-
-        return RayEngine(workers, address, **kw)
-    if framework == "dask":
-        from .dask_engine import DaskEngine
-
-        return DaskEngine(workers, address, **kw)
-    if framework == "dask-on-ray":
-        from .dask_on_ray import DaskOnRayEngine
-
-        return DaskOnRayEngine(workers, address, **kw)
-    raise ValueError(f"unknown framework {framework!r}")
+    """The engine of ``framework`` with ``workers`` workers; ``address``: an existing cluster
+    to connect to (the baseline has none)."""
+    if not is_framework(framework):
+        raise ValueError(f"unknown framework {framework!r}")
+    module, name = _ENGINES[framework]
+    cls = getattr(import_module(f"{__name__}.{module}"), name)
+    engine: Engine = cls(workers, **kw) if is_baseline(framework) else cls(workers, address, **kw)
+    return engine
 
 
 __all__ = ["Engine", "make_engine"]

@@ -11,10 +11,10 @@ import contextlib
 import itertools
 import os
 import secrets
-from collections import Counter
 import socket
 import sys
 import time
+from collections import Counter
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator, Sequence
 

@@ -4,8 +4,7 @@
                   ConfigMap keys, label keys and the names of a trial's objects;
 * :mod:`.channel` the result channel (one ConfigMap per trial, written by the runner);
 * :mod:`.faults`  pod-deletion faults (the runner deletes its own trial's pods);
-* :mod:`.client`  the Kubernetes API client both sides build;
-* :mod:`.spec`    the operator-only fields of a Benchmark and their defaults (OperatorSpec).
+* :mod:`.client`  the Kubernetes API client both sides build.
 
 The operator (``testbed_operator``) imports this package; nothing in ``bench`` outside the
 runner command (``bench.cli``) does, and the engines and workloads never do.  Only

@@ -1,27 +1,19 @@
-"""Workload registry: one module per workload, imported on first use (torch only when needed)."""
+"""Workloads: one module per workload, imported on first use (torch only when needed); the
+registry that names them is ``bench.params.WORKLOADS``."""
 from __future__ import annotations
 
 from importlib import import_module
 
-from .base import Outcome, Workload
+from bench.params import WORKLOADS
 
-_CLASSES = {
-    "knn": ("knn", "Knn"),
-    "kmeans": ("kmeans", "KMeans"),
-    "pca": ("pca", "Pca"),
-    "gridsearch": ("gridsearch", "GridSearch"),
-    "classify": ("classify", "Classify"),
-    "cnn": ("cnn", "Cnn"),
-    "resnet18": ("resnet18", "ResNet18"),
-    "dataframe": ("dataframe", "DataFrame"),
-    "tasks": ("tasks", "Tasks"),
-    "noop": ("noop", "Noop"),
-}
+from .base import Outcome, Workload
 
 
 def get_workload(name: str) -> Workload:
-    module, cls = _CLASSES[name]
-    return getattr(import_module(f"{__name__}.{module}"), cls)()
+    """A fresh instance of the workload ``name`` (its module imported now)."""
+    module, cls = WORKLOADS[name].impl.split(":")
+    workload: Workload = getattr(import_module(f"{__name__}.{module}"), cls)()
+    return workload
 
 
 __all__ = ["Outcome", "Workload", "get_workload"]

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .base import chunks
 

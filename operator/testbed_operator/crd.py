@@ -19,7 +19,7 @@ from typing import Any, get_args
 import yaml
 
 from bench.kube import names
-from bench.kube.spec import DEFAULTS, FailurePolicy
+from bench.operator_spec import DEFAULTS, FailurePolicy
 from bench.params import WORKLOAD_NAMES
 from bench.spec import DATASETS, FRAMEWORKS, BenchmarkSpec, ResourcesSpec
 
@@ -102,7 +102,7 @@ def spec_schema() -> dict[str, Any]:
         props[key].pop("default", None)  # the operator fills these from the same model
     schema["description"] = "A Ray-vs-Dask benchmark: one trial per framework x worker count."
     props["image"] = {"type": "string", "description": "Runner image (defaults to the operator's)."}
-    # The operator-only fields (bench.kube.spec.OperatorSpec): their defaults from there.
+    # The operator-only fields (bench.operator_spec.OperatorSpec): their defaults from there.
     props["failurePolicy"] = {"type": "string", "enum": list(get_args(FailurePolicy)),
                               "default": DEFAULTS["failurePolicy"],
                               "description": "After a failed trial: run the rest, or stop."}

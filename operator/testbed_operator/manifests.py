@@ -40,7 +40,7 @@ from bench.kube.names import (
     label_value,
     trial_name,
 )
-from bench.kube.spec import OperatorSpec
+from bench.operator_spec import OperatorSpec
 from bench.spec import BenchmarkSpec
 
 from .crd import GROUP, KIND, VERSION

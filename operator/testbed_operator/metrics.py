@@ -1,6 +1,7 @@
 """The operator's Prometheus metrics (prometheus-client, own registry).
 
-Trial results are re-exported from ``Benchmark.status`` on every status change, so they
+Trial results are re-exported from ``Benchmark.status`` on every status change (its
+``results``: ``bench.record.StatusResult``, the one projection of a result record), so they
 outlive the short-lived runner pods and survive an operator restart (the new process rebuilds
 them from the statuses it reads).
 
@@ -23,10 +24,15 @@ Metric names (all prefixed ``testbed_``):
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
+
+from bench.record import StatusResult
 
 TRIAL_LABELS = ("namespace", "benchmark", "framework", "workload", "workers")
 
@@ -50,18 +56,21 @@ class OperatorMetrics:
                             "Peak RSS of the trial's worker processes", TRIAL_LABELS, registry=r)
         self.overhead = Gauge("testbed_task_overhead_seconds",
                               "Per-task cost measured by the tasks workload",
-                              TRIAL_LABELS + ("mode",), registry=r)
+                              (*TRIAL_LABELS, "mode"), registry=r)
         # The faulted run (spec.faults), from status.trials[].results[].fault.
         self.fault_penalty, self.fault_detection, self.fault_retried, self.fault_finished = (
             Gauge(name, doc, TRIAL_LABELS, registry=r) for name, doc in (
-                ("testbed_fault_penalty_seconds", "Faulted run minus the trial's fault-free median"),
-                ("testbed_fault_detection_seconds", "From the kill to the framework's first record of it"),
-                ("testbed_fault_retried_tasks", "Ray task retries or Dask recomputed tasks in the faulted run"),
+                ("testbed_fault_penalty_seconds",
+                 "Faulted run minus the trial's fault-free median"),
+                ("testbed_fault_detection_seconds",
+                 "From the kill to the framework's first record of it"),
+                ("testbed_fault_retried_tasks",
+                 "Ray task retries or Dask recomputed tasks in the faulted run"),
                 ("testbed_fault_finished", "1 if the faulted run finished, 0 if it failed")))
         self.attempts = Gauge("testbed_trial_attempts", "Times a trial was started",
                               ("namespace", "benchmark", "framework", "workers"), registry=r)
-        self.trials = Gauge("testbed_trials", "Trials by state", ("namespace", "benchmark", "state"),
-                            registry=r)
+        self.trials = Gauge("testbed_trials", "Trials by state",
+                            ("namespace", "benchmark", "state"), registry=r)
         self.benchmarks = Gauge("testbed_benchmarks", "Benchmarks by phase", ("phase",), registry=r)
         self.errors = Counter("testbed_reconcile_errors", "Reconcile errors",
                               ("namespace", "benchmark"), registry=r)
@@ -81,7 +90,7 @@ class OperatorMetrics:
         for state in ("Pending", "Running", "Succeeded", "Failed", "Skipped"):
             self.trials.labels(namespace, name, state).set(
                 sum(t.get("state") == state for t in status.get("trials", [])))
-        seen = set()
+        seen: set[tuple[str, ...]] = set()
         for row in status.get("summary", []):
             if row.get("median") is None:
                 continue
@@ -93,28 +102,35 @@ class OperatorMetrics:
                     gauge.labels(*labels).set(row[field])
         for t in status.get("trials", []):
             tl = (namespace, name, t["framework"], str(t["workers"]))
-            seen.add(("attempts",) + tl)
+            seen.add(("attempts", *tl))
             self.attempts.labels(*tl).set(t.get("attempts", 0))
             for res in t.get("results") or []:
-                labels = (namespace, name, t["framework"], res.get("workload") or "?", str(t["workers"]))
-                for gauge, field in ((self.cpu, "cpu"), (self.memory, "memory")):
-                    if res.get(field) is not None:
-                        seen.add(labels)
-                        gauge.labels(*labels).set(res[field])
-                fault = res.get("fault") or {}
-                for gauge, value in ((self.fault_penalty, fault.get("penaltySeconds")),
-                                     (self.fault_detection, fault.get("detectedAfterSeconds")),
-                                     (self.fault_retried, fault.get("retriedTasks")),
-                                     (self.fault_finished, fault.get("finished"))):
-                    if value is not None:
-                        seen.add(("fault",) + labels)
-                        gauge.labels(*labels).set(float(value))
-                for mode, micros in (res.get("perTaskMicros") or {}).items():
-                    seen.add(("overhead", mode) + labels)
-                    self.overhead.labels(*labels, mode).set(micros / 1e6)
-        for labels in self._series.get(key, set()) - seen:
-            self._remove(labels)
+                labels = (namespace, name, t["framework"], res.get("workload") or "?",
+                          str(t["workers"]))
+                seen |= self._observe_result(labels, res)
+        for stale in self._series.get(key, set()) - seen:
+            self._remove(stale)
         self._series[key] = seen
+
+    def _observe_result(self, labels: tuple[str, ...], res: StatusResult) -> set[tuple[str, ...]]:
+        """One ``status.trials[].results[]`` entry; returns the series it set."""
+        seen: set[tuple[str, ...]] = set()
+        for gauge, figure in ((self.cpu, res.get("cpu")), (self.memory, res.get("memory"))):
+            if figure is not None:
+                seen.add(labels)
+                gauge.labels(*labels).set(figure)
+        fault = res.get("fault") or {}
+        for gauge, value in ((self.fault_penalty, fault.get("penaltySeconds")),
+                             (self.fault_detection, fault.get("detectedAfterSeconds")),
+                             (self.fault_retried, fault.get("retriedTasks")),
+                             (self.fault_finished, fault.get("finished"))):
+            if value is not None:
+                seen.add(("fault", *labels))
+                gauge.labels(*labels).set(float(value))
+        for mode, micros in (res.get("perTaskMicros") or {}).items():
+            seen.add(("overhead", mode, *labels))
+            self.overhead.labels(*labels, mode).set(micros / 1e6)
+        return seen
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted Benchmark: drop its series."""
@@ -122,10 +138,8 @@ class OperatorMetrics:
         for labels in self._series.pop(key, set()):
             self._remove(labels)
         for state in ("Pending", "Running", "Succeeded", "Failed", "Skipped"):
-            try:
+            with contextlib.suppress(KeyError):
                 self.trials.remove(namespace, name, state)
-            except KeyError:
-                pass
         self._phases.pop(key, None)
         for phase in ("Pending", "Running", "Succeeded", "Failed"):
             self.benchmarks.labels(phase).set(sum(p == phase for p in self._phases.values()))
@@ -137,15 +151,13 @@ class OperatorMetrics:
             targets = [(g, labels[1:]) for g in (self.fault_penalty, self.fault_detection,
                                                  self.fault_retried, self.fault_finished)]
         elif labels[0] == "overhead":
-            targets = [(self.overhead, labels[2:] + (labels[1],))]
+            targets = [(self.overhead, (*labels[2:], labels[1]))]
         else:
             targets = [(g, labels) for g in (self.duration, self.speedup, self.efficiency,
                                              self.cpu, self.memory)]
         for gauge, values in targets:
-            try:
+            with contextlib.suppress(KeyError):
                 gauge.remove(*values)
-            except KeyError:
-                pass
 
     def reconcile_error(self, namespace: str, name: str) -> None:
         self.errors.labels(namespace, name).inc()
@@ -153,6 +165,6 @@ class OperatorMetrics:
     def first_trial_started(self, seconds: float) -> None:
         self.first_trial.observe(seconds)
 
-    def serve(self, port: int, addr: str = "127.0.0.1"):
+    def serve(self, port: int, addr: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:
         """Serve /metrics; returns (server, thread). Bind 0.0.0.0 only inside a pod."""
         return start_http_server(port, addr=addr, registry=self.registry)

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from bench.kube import names
+
 from ._util import short, ts
 from .kube import Kube
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.kube import names
-from bench.kube.spec import OperatorSpec
+from bench.operator_spec import OperatorSpec
 from bench.spec import BenchmarkSpec
 
 from . import manifests, sink, trials

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from bench.kube import channel, names
+
 from ._util import short
 from .drivers import CONFIGMAP, TrialOutcome
 from .kube import Kube

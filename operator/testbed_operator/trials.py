@@ -7,7 +7,8 @@ every step is idempotent and an operator restarted mid-trial resumes from the st
 * :func:`next_trial`: the trial to work on: the one already ``Running`` (resume, never start a
   second), else the first ``Pending``; ``None`` when nothing is left or the policy says stop;
 * :func:`start_trial` / :func:`finish_trial`: state transitions; ``finish_trial`` stores the
-  runner's result records (timings, quality, CPU/memory, error) in the trial;
+  runner's result records (timings, quality, CPU/memory, error) in the trial, projected by
+  ``bench.record.to_status_result``;
 * :func:`refresh`: phase, progress, message, current trial, conditions and the summary
   (median, IQR, speedup, efficiency per framework × workers, computed by the engine's own
   statistics);
@@ -32,13 +33,16 @@ remaining trials are skipped, with ``continue`` they still run).
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
+from bench.record import ResultRecord, from_status_result, to_status_result
 from bench.results import summarize
 from bench.spec import BenchmarkSpec
 
-PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
+PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = (
+    "Pending", "Running", "Succeeded", "Failed", "Skipped")
 DONE = (SUCCEEDED, FAILED, SKIPPED)
 
 
@@ -46,10 +50,11 @@ def now(precise: bool = False) -> str:
     """RFC 3339 UTC; ``precise``: with milliseconds (for timestamps a duration is measured
     from, e.g. a cluster's creation)."""
     spec = "milliseconds" if precise else "seconds"
-    return datetime.now(timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
-def cluster_startup_seconds(trial: dict[str, Any], records: Iterable[dict[str, Any]]) -> float | None:
+def cluster_startup_seconds(trial: dict[str, Any], records: Iterable[ResultRecord]
+                            ) -> float | None:
     """``clusterStartupSeconds``: from the creation of the trial's cluster object (the RayJob,
     ``submittedAt``; the DaskCluster, ``clusterCreatedAt``) until the runner had N workers
     registered (``environment.engine.ready_at`` of its records, the engine's one definition
@@ -57,8 +62,9 @@ def cluster_startup_seconds(trial: dict[str, Any], records: Iterable[dict[str, A
     measures (from starting the cluster until N workers are registered). None when the runner
     never got there."""
     created = trial.get("clusterCreatedAt") or trial.get("submittedAt")
-    ready = [((r.get("environment") or {}).get("engine") or {}).get("ready_at") for r in records]
-    ready = [t for t in ready if isinstance(t, (int, float))]
+    ready_at = [((r.get("environment") or {}).get("engine") or {}).get("ready_at")
+                for r in records]
+    ready = [float(t) for t in ready_at if isinstance(t, (int, float))]
     if not created or not ready:
         return None
     start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
@@ -108,7 +114,8 @@ PER_ATTEMPT = ("startedAt", "submittedAt", "clusterCreatedAt", "clusterReadyAt",
                "clusterStartupSeconds", "cluster")
 
 
-def retry_trial(status: dict[str, Any], index: int, error: str, policy: str = "continue") -> dict[str, Any]:
+def retry_trial(status: dict[str, Any], index: int, error: str,
+                policy: str = "continue") -> dict[str, Any]:
     """A Running trial whose attempt failed without results goes back to Pending for another
     attempt; the failure is kept in ``previousErrors``."""
     status = copy.deepcopy(status)
@@ -122,7 +129,7 @@ def retry_trial(status: dict[str, Any], index: int, error: str, policy: str = "c
     return refresh(status, policy)
 
 
-def finish_trial(status: dict[str, Any], index: int, records: Iterable[dict[str, Any]] = (),
+def finish_trial(status: dict[str, Any], index: int, records: Iterable[ResultRecord] = (),
                  error: str | None = None, policy: str = "continue") -> dict[str, Any]:
     """Store a trial's outcome; failed when ``error`` is given or any record failed."""
     status = copy.deepcopy(status)
@@ -136,74 +143,13 @@ def finish_trial(status: dict[str, Any], index: int, records: Iterable[dict[str,
     if error is None and failed:
         error = failed[0].get("error") or "a workload failed"
     t.update(state=FAILED if error else SUCCEEDED, finishedAt=now(), error=error,
-             results=[_trial_result(r) for r in records])
+             results=[to_status_result(r) for r in records])
     if _stopped(status, policy):
         for other in status["trials"]:
             if other["state"] == PENDING:
                 other.update(state=SKIPPED, error="skipped: an earlier trial failed "
                                                   "(failurePolicy: stop)")
     return refresh(status, policy)
-
-
-def _trial_result(r: dict[str, Any]) -> dict[str, Any]:
-    res = r.get("resources") or {}
-    extra = r.get("extra") or {}
-    return {
-        "workload": r.get("workload"), "state": r.get("state"), "error": r.get("error"),
-        "seconds": r.get("seconds", []), "median": r.get("median"), "iqr": r.get("iqr"),
-        "phases": {k: v for k, v in (r.get("phases") or {}).items() if not isinstance(v, list)},
-        "qualityMetric": r.get("quality_metric"),
-        "quality": (r.get("quality") or {}).get(r.get("quality_metric") or "", None),
-        "cpu": res.get("cpu_mean"), "memory": res.get("rss_peak"), "tasks": r.get("tasks"),
-        **({"perTaskMicros": {k[len("per_task_us_"):]: v for k, v in extra.items()
-                              if k.startswith("per_task_us_") and v is not None}}
-           if any(k.startswith("per_task_us_") for k in extra) else {}),
-        **({"fault": _fault_result(r["faults"])} if r.get("faults") else {}),
-    }
-
-
-def _fault_result(f: dict[str, Any]) -> dict[str, Any]:
-    """The faulted run in brief (the full record goes to resultsUri): what was killed, how the
-    run ended, its penalty and what the framework recorded."""
-    if not f.get("applicable", True):
-        return {"applicable": False, "reason": f.get("reason")}
-    obs = f.get("observed") or {}
-    out = {
-        "killed": [k.get("name") if "error" not in k else f"{k.get('name')} ({k['error']})"
-                   for k in f.get("killed") or []],
-        "finished": f.get("finished"), "error": f.get("error"),
-        "qualityMatches": f.get("quality_matches"), "seconds": f.get("seconds"),
-        "penaltySeconds": f.get("penalty_seconds"),
-        "detectedAfterSeconds": obs.get("detected_after_seconds"),
-        # Workers the framework saw go (Ray: nodes the GCS marked dead; Dask: workers the
-        # scheduler removed), and for Ray when: a node can drain and go without failing a task
-        # (a deleted pod's container gets SIGTERM first), so detection by task failure may
-        # never come.
-        "workersRemoved": obs.get("workers_removed"),
-        "nodeDeadAfterSeconds": obs.get("node_dead_after_seconds"),
-        "retriedTasks": obs.get("retried_tasks", obs.get("recomputed_tasks")),
-        "replacement": _camel(obs.get("replacement")),
-        "settings": f.get("settings") or {},
-    }
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def _camel(d: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``{"after_seconds": 1}`` → ``{"afterSeconds": 1}`` (one level)."""
-    if not d:
-        return None
-    return {k.split("_")[0] + "".join(w.title() for w in k.split("_")[1:]): v
-            for k, v in d.items()}
-
-
-def _as_record(trial: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild the engine's record shape from what the status keeps (survives restarts)."""
-    metric = res.get("qualityMetric") or ""
-    return {"workload": res.get("workload"), "framework": trial["framework"],
-            "workers": trial["workers"], "state": res.get("state"), "error": res.get("error"),
-            "seconds": res.get("seconds") or [], "phases": res.get("phases") or {},
-            "quality_metric": metric, "quality": {metric: res.get("quality")},
-            "resources": {"cpu_mean": res.get("cpu"), "rss_peak": res.get("memory")}}
 
 
 def refresh(status: dict[str, Any], policy: str) -> dict[str, Any]:
@@ -226,11 +172,13 @@ def refresh(status: dict[str, Any], policy: str) -> dict[str, Any]:
         status["message"] = (f"{len(failed)} trial(s) failed; first: {first['framework']} "
                              f"x{first['workers']}: {first.get('error')}")
     else:
-        status["message"] = {PENDING: "waiting to start", RUNNING: f"{done} of {len(trials)} trials done",
+        status["message"] = {PENDING: "waiting to start",
+                             RUNNING: f"{done} of {len(trials)} trials done",
                              SUCCEEDED: "all trials succeeded"}[phase]
     current = next((t for t in trials if t["state"] == RUNNING), None)
     status["currentTrial"] = f"{current['framework']} x{current['workers']}" if current else ""
-    records = [_as_record(t, res) for t in trials for res in t.get("results", [])]
+    records = [from_status_result(t["framework"], t["workers"], res)
+               for t in trials for res in t.get("results", [])]
     status["summary"] = [
         {k: row.get(k) for k in ("workload", "framework", "workers", "median", "iqr",
                                  "speedup", "efficiency", "quality", "state")}
@@ -258,7 +206,7 @@ def set_conditions(status: dict[str, Any], phase: str, failed_reason: str | None
 
 def failed_status(reason: str, message: str, generation: int | None) -> dict[str, Any]:
     """A Benchmark refused before any trial was planned (``reason``: ``InvalidSpec``, ...)."""
-    status = {"phase": FAILED, "reason": reason, "message": message, "trials": [],
+    status: dict[str, Any] = {"phase": FAILED, "reason": reason, "message": message, "trials": [],
               "summary": [], "progress": "0/0", "currentTrial": "", "conditions": []}
     if generation is not None:
         status["observedGeneration"] = generation

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.kube.spec import DEFAULTS
+from bench.operator_spec import DEFAULTS
 from bench.spec import OPERATOR_FIELDS, BenchmarkSpec, SpecError, parse_quantity, parse_spec
 
 
