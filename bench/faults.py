@@ -35,6 +35,7 @@ from typing import Any
 
 from .engines import Engine
 from .engines.base import FaultWatch, Victim
+from .record import ResultRecord
 from .results import describe
 from .spec import BenchmarkSpec, FaultSpec
 from .workloads import Workload
@@ -57,7 +58,7 @@ def pick_victims(engine: Engine, kill_workers: int, kill_head: bool, seed: int) 
 
 
 def faulted_run(engine: Engine, wl: Workload, state: Any, params: dict[str, Any],
-                spec: BenchmarkSpec, rec: dict[str, Any]) -> dict[str, Any]:
+                spec: BenchmarkSpec, rec: ResultRecord) -> dict[str, Any]:
     """The fault record of one faulted run of ``wl`` (see the module docstring)."""
     f = spec.faults
     assert f is not None
@@ -110,7 +111,7 @@ def _victims(engine: Engine, f: FaultSpec, info: dict[str, Any]) -> list[Victim]
     return victims
 
 
-def _trigger(engine: Engine, wl: Workload, f: FaultSpec, rec: dict[str, Any],
+def _trigger(engine: Engine, wl: Workload, f: FaultSpec, rec: ResultRecord,
              median: float | None, info: dict[str, Any]) -> tuple[float | None, int | None] | None:
     """When to kill: ``(delay, None)`` seconds into the run, or ``(None, tasks)`` once that many
     of its tasks have finished; None when the trigger cannot apply (``info`` says why)."""
@@ -223,7 +224,7 @@ class _FaultedRun:
 
 
 def _outcome(info: dict[str, Any], run: _FaultedRun, wl: Workload,
-             rec: dict[str, Any]) -> None:
+             rec: ResultRecord) -> None:
     """Did the run finish, with the right answer; what was killed, and when."""
     killed = run.killed
     if run.hung:

@@ -12,10 +12,12 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .frameworks import BASELINE, FRAMEWORKS, framework_rank, is_baseline
 from .record import ResultRecord, upgrade
+
+RecordT = TypeVar("RecordT", bound=Mapping[str, Any])  # a ResultRecord, or a plain dict of one
 
 
 def append_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
@@ -128,14 +130,13 @@ def sort_key(key: tuple[str, str, int]) -> tuple[Any, ...]:
     return (workload, rank, framework, workers)
 
 
-def latest_records(records: Iterable[Mapping[str, Any]]
-                   ) -> dict[tuple[str, str, int], Mapping[str, Any]]:
+def latest_records(records: Iterable[RecordT]) -> dict[tuple[str, str, int], RecordT]:
     """The last record per (workload, framework, workers): a later run overrides an earlier one.
 
     The mapping is ordered by workload (first appearance), framework (FRAMEWORK_ORDER) and
     worker count.
     """
-    last: dict[tuple[str, str, int], Mapping[str, Any]] = {}
+    last: dict[tuple[str, str, int], RecordT] = {}
     workload_rank: dict[str, int] = {}
     for rec in records:
         key = trial_key(rec)

@@ -318,8 +318,7 @@ def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Data
         if spec.faults is not None:
             # (faulted_run's annotations say type[Workload] and dict: it takes this instance
             # and reads this record by key.)
-            rec["faults"] = faulted_run(engine, wl, state, params, spec,  # type: ignore[arg-type]
-                                        rec)  # type: ignore[arg-type]
+            rec["faults"] = faulted_run(engine, wl, state, params, spec, rec)
     finally:
         with contextlib.suppress(Exception):
             wl.release(engine, state)

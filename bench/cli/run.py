@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import RunError
+
+if TYPE_CHECKING:
+    from bench.record import ResultRecord
 
 from .options import Parser, console
 from .spec_args import add_spec_flags, check_fits_machine, spec_from_args
@@ -61,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   disable=not out_console.is_terminal) as progress:
         task = progress.add_task("starting", total=total)
 
-        def on_record(rec: dict[str, Any]) -> None:
+        def on_record(rec: ResultRecord) -> None:
             progress.advance(task)
             out_console.print(trial_line(rec))
 
@@ -103,7 +107,7 @@ def _fault_text(f: dict[str, Any]) -> str:
     return text
 
 
-def trial_line(rec: dict[str, Any]) -> str:
+def trial_line(rec: Mapping[str, Any]) -> str:
     """One line per finished trial (rich markup): median, quality, start-up, faults."""
     who = f"{rec['workload']:<10} {rec['framework']:>11} ×{rec['workers']:<2}"
     if rec["state"] != "succeeded":

@@ -25,7 +25,7 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
     if p.is_dir():
         raise UsageError(f"{str(path)!r} is a directory, not a results file")
     try:
-        records = read_records(p)
+        records = [dict(r) for r in read_records(p)]
     except OSError as e:
         raise UsageError(f"cannot read results file {str(path)!r}: {e.strerror or e}") from e
     if not records:

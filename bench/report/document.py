@@ -3,7 +3,7 @@ it), written to a file or returned as text."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,20 @@ def report_format(out: str | Path, fmt: str | None) -> str:
     )
 
 
-def write_report(records: Iterable[dict[str, Any]], out_path: str | Path,
+def _plain(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The records as plain dicts: the report reads them by key (bench.record.ResultRecord's
+    keys), and works on copies."""
+    return [dict(r) for r in records]
+
+
+def write_report(records: Iterable[Mapping[str, Any]], out_path: str | Path,
                  fmt: str = "html") -> Path:
     """Write a self-contained report and return its path.
 
     ``fmt="html"``: one file, figures embedded as base64 PNG.  ``fmt="md"``: Markdown, with the
     figures written to ``<stem>_figures/`` beside it and linked relatively.
     """
-    records = list(records)
+    records = _plain(records)
     if not records:
         raise UsageError("no result records to report on")
     if fmt not in ("html", "md"):
@@ -60,10 +66,10 @@ def write_report(records: Iterable[dict[str, Any]], out_path: str | Path,
     return out
 
 
-def report_text(records: Iterable[dict[str, Any]], fmt: str) -> str:
+def report_text(records: Iterable[Mapping[str, Any]], fmt: str) -> str:
     """The report as text: HTML with its figures embedded, or Markdown without the figures
     (they are files, written only beside a report file)."""
-    records = list(records)
+    records = _plain(records)
     fmt = report_format("", fmt)
     if fmt == "md":
         return markdown_document(records, [], "")

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from bench.kube import channel, names
+from bench.record import ResultRecord, upgrade
 
 from ._util import short
 from .drivers import CONFIGMAP, TrialOutcome
@@ -26,8 +27,14 @@ async def collect(kube: Kube, ns: str, tname: str, outcome: TrialOutcome) -> Tri
         return TrialOutcome(error=f"the runner finished but published no results "
                                   f"(ConfigMap {names.result_configmap_name(tname)} is missing)")
     payload = channel.read_payload(cm)
-    records = payload.get("records") or []
+    raw = payload.get("records") or []
+    # Records from an older runner image are upgraded to the current shape (bench.record).
+    records = [r for r in map(upgrade, raw) if r is not None]
     error = payload.get("error") if not records else None
+    if len(records) < len(raw):  # kept, but said: the runner and the operator disagree
+        error = (f"{len(raw) - len(records)} of the runner's {len(raw)} published records are "
+                 f"not result records (no workload or framework)"
+                 + (f"; {error}" if error else ""))
     if error is None and not records:
         error = outcome.error or "the runner published no result records"
     elif error and outcome.error:
@@ -36,7 +43,7 @@ async def collect(kube: Kube, ns: str, tname: str, outcome: TrialOutcome) -> Tri
 
 
 async def upload(uri: str, ns: str, name: str, trial: dict[str, Any],
-                 records: list[dict[str, Any]]) -> dict[str, Any]:
+                 records: list[ResultRecord]) -> dict[str, Any]:
     """Put the trial and its records to ``uri`` (s3://bucket[/prefix]); the trial fields that
     say where they went (``resultsObject``) or why they did not (``resultsUploadError``)."""
     bucket, _, prefix = uri[len("s3://"):].partition("/")

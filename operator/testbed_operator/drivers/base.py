@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bench.kube import names
+from bench.record import ResultRecord
 from bench.spec import BenchmarkSpec
 from testbed_operator import manifests
 
@@ -30,7 +31,7 @@ NETWORKPOLICY: Kind = ("networking.k8s.io/v1", "NetworkPolicy")
 class TrialOutcome:
     """What a trial attempt produced: the runner's records, or why it has none (or both)."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[ResultRecord] = field(default_factory=list)
     error: str | None = None
 
 
