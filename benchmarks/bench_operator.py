@@ -28,9 +28,9 @@ import psutil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "operator"), ROOT]
 
-from fake_controllers import FakeControllers, wait_for  # noqa: E402
-from k8s_emulator import serve_emulator, write_kubeconfig  # noqa: E402
-from operator_harness import Api, benchmark, free_port  # noqa: E402
+from support.fake_controllers import FakeControllers, wait_for  # noqa: E402
+from support.k8s_emulator import serve_emulator, write_kubeconfig  # noqa: E402
+from support.operator_harness import Api, benchmark, free_port  # noqa: E402
 
 NS = "bench"
 BENCHMARKS = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks"

@@ -1,0 +1,73 @@
+"""The test images, built once per pytest session and shared by the tiers that run them.
+
+``scripts/build-images.sh --variant slim`` on the debootstrap base ``testbed-base:bookworm``
+(scripts/provision-docker.sh makes it; no registry needed): the slim runner (no torch: the
+tests run KNN on digits) and the operator, tagged ``testbed-runner:TAG-slim`` and
+``testbed-operator:TAG``. TAG is ``$TESTBED_TEST_IMAGE_TAG`` (default ``test``): two clones
+building on one Docker engine at once give each its own tag.
+
+Used by tests/images/test_images.py (the images in Docker containers) and tests/cluster/test_real_cluster.py
+(the same images imported into the real cluster): the conftest's session fixture
+``built_images`` builds them once when both run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = os.environ.get("TESTBED_TEST_BASE_IMAGE", "testbed-base:bookworm")
+TAG = os.environ.get("TESTBED_TEST_IMAGE_TAG", "test")
+RUNNER, OPERATOR = f"testbed-runner:{TAG}-slim", f"testbed-operator:{TAG}"
+
+
+def engine_problem() -> str | None:
+    """Why no Docker engine answers, or None."""
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    try:
+        p = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                           capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`docker info` timed out"
+    if p.returncode != 0 or not p.stdout.strip():
+        return f"`docker info` failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:200]}"
+    return None
+
+
+def _base_present() -> bool:
+    return subprocess.run(["docker", "image", "inspect", BASE], capture_output=True,
+                          timeout=60).returncode == 0
+
+
+def provision_problem() -> str | None:
+    """Make sure an engine answers and the base image exists (as root, with
+    scripts/provision-docker.sh, as CI does); returns why that is impossible, or None."""
+    if engine_problem() is None and _base_present():
+        return None
+    if os.geteuid() != 0:
+        return (f"no Docker engine or no base image {BASE} ({engine_problem() or 'base missing'}); "
+                "scripts/provision-docker.sh (as root) provides both")
+    p = subprocess.run([str(ROOT / "scripts" / "provision-docker.sh")], capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, f"provision-docker.sh failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return None
+
+
+def build_images() -> dict[str, float]:
+    """Build both images; returns the build's seconds (``build_seconds``)."""
+    problem = provision_problem()
+    if problem is not None:
+        import pytest
+
+        pytest.skip(problem)
+    t0 = time.monotonic()
+    p = subprocess.run([str(ROOT / "scripts" / "build-images.sh"), "--variant", "slim",
+                        "--base", BASE, "--tag", TAG, "--quiet"],
+                       capture_output=True, text=True, timeout=1500)
+    assert p.returncode == 0, f"build-images.sh failed:\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
+    print(p.stdout)
+    return {"build_seconds": time.monotonic() - t0}
