@@ -1,7 +1,7 @@
 """Helpers shared by the test tiers (and benchmarks/): one home for each."""
 from __future__ import annotations
 
-from bench.engines.ray_engine import free_port as _engine_free_port
+from bench.engines.ray_launch import free_port as _engine_free_port
 
 
 def free_port(host: str = "127.0.0.1") -> int:
