@@ -36,9 +36,11 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     elif spec.name == "synthetic":
         X, y = _synthetic(spec)
     elif spec.name == "file":
-        X, y = _from_bytes(_read_file(spec.path), _format(spec, spec.path), spec, spec.path)
+        path = spec.path or ""  # the spec model requires a path for "file"
+        X, y = _from_bytes(_read_file(path), _format(spec, path), spec, path)
     elif spec.name == "s3":
-        X, y = _from_bytes(_read_s3(spec), _format(spec, spec.uri), spec, spec.uri)
+        uri = spec.uri or ""  # and a uri for "s3"
+        X, y = _from_bytes(_read_s3(spec), _format(spec, uri), spec, uri)
     else:  # pragma: no cover - the spec model rejects other names
         raise UsageError(f"dataset.name: unknown dataset {spec.name!r}")
     return split(X, y, spec)
@@ -57,11 +59,11 @@ def split(X: np.ndarray, y: np.ndarray, spec: DatasetSpec) -> Dataset:
     )
     meta = {
         "name": spec.name,
-        "samples": int(len(X)),
+        "samples": len(X),
         "features": int(X.shape[1]),
-        "classes": int(len(np.unique(y))),
-        "train": int(len(X_tr)),
-        "test": int(len(X_te)),
+        "classes": len(np.unique(y)),
+        "train": len(X_tr),
+        "test": len(X_te),
         "bytes": int(X.nbytes),
     }
     if spec.name == "digits":
@@ -86,7 +88,8 @@ def _digits(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
     X, y = load_digits(return_X_y=True)
     if spec.scale > 1:
         rng = np.random.default_rng(spec.seed)
-        copies = [X] + [np.clip(X + rng.normal(0, 0.5, X.shape), 0, 16) for _ in range(spec.scale - 1)]
+        copies = [X] + [np.clip(X + rng.normal(0, 0.5, X.shape), 0, 16)
+                        for _ in range(spec.scale - 1)]
         X = np.concatenate(copies)
         y = np.tile(y, spec.scale)
     return X, y
@@ -144,7 +147,7 @@ def _read_s3(spec: DatasetSpec) -> bytes:
     import botocore.exceptions as bce
     from botocore.config import Config
 
-    bucket, key = spec.uri[len("s3://"):].split("/", 1)
+    bucket, key = (spec.uri or "")[len("s3://"):].split("/", 1)
     endpoint = spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
     client = boto3.client(
         "s3",
@@ -154,7 +157,8 @@ def _read_s3(spec: DatasetSpec) -> bytes:
                       read_timeout=spec.io_timeout_seconds, retries={"max_attempts": 3}),
     )
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
     except bce.NoCredentialsError:
         raise UsageError(
             f"dataset.uri {spec.uri}: no S3 credentials (set AWS_ACCESS_KEY_ID and "
@@ -168,17 +172,20 @@ def _read_s3(spec: DatasetSpec) -> bytes:
         if code in ("NoSuchKey", "404") or status == 404:
             raise UsageError(f"dataset.uri {spec.uri}: object {key!r} does not exist") from None
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-            raise UsageError(f"dataset.uri {spec.uri}: access denied ({code}); check credentials") from None
+            raise UsageError(f"dataset.uri {spec.uri}: access denied ({code}); "
+                             "check credentials") from None
         raise RunError(f"dataset.uri {spec.uri}: S3 error {code or status}") from None
     except (bce.ConnectTimeoutError, bce.ReadTimeoutError) as e:
         raise RunError(f"dataset.uri {spec.uri}: S3 endpoint {endpoint or 'AWS'} did not answer "
-                       f"within {spec.io_timeout_seconds:g} s (3 attempts; dataset.ioTimeoutSeconds; "
-                       f"{type(e).__name__})") from None
+                       f"within {spec.io_timeout_seconds:g} s (3 attempts; "
+                       f"dataset.ioTimeoutSeconds; {type(e).__name__})") from None
     except bce.EndpointConnectionError as e:
-        raise RunError(f"dataset.uri {spec.uri}: S3 endpoint {endpoint or 'AWS'} unreachable ({type(e).__name__})") from None
+        raise RunError(f"dataset.uri {spec.uri}: S3 endpoint {endpoint or 'AWS'} unreachable "
+                       f"({type(e).__name__})") from None
 
 
-def _from_bytes(raw: bytes, fmt: str, spec: DatasetSpec, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _from_bytes(raw: bytes, fmt: str, spec: DatasetSpec,
+                where: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         if fmt == "npz":
             with np.load(io.BytesIO(raw), allow_pickle=False) as z:
@@ -186,7 +193,8 @@ def _from_bytes(raw: bytes, fmt: str, spec: DatasetSpec, where: str) -> tuple[np
                 yk = next((k for k in ("y", "target", "labels") if k in z.files), None)
                 if xk is None or yk is None:
                     raise UsageError(
-                        f"dataset {where!r}: .npz needs arrays 'X' and 'y' (found {', '.join(z.files) or 'none'})"
+                        f"dataset {where!r}: .npz needs arrays 'X' and 'y' "
+                        f"(found {', '.join(z.files) or 'none'})"
                     )
                 X, y = z[xk], z[yk]
         else:
@@ -200,14 +208,17 @@ def _from_bytes(raw: bytes, fmt: str, spec: DatasetSpec, where: str) -> tuple[np
                 )
             y = df[spec.target].to_numpy()
             feats = df.drop(columns=[spec.target])
-            non_numeric = [c for c in feats.columns if not np.issubdtype(feats[c].dtype, np.number)]
+            non_numeric = [c for c in feats.columns
+                           if not np.issubdtype(feats[c].dtype, np.number)]
             if non_numeric:
-                raise UsageError(f"dataset {where!r}: non-numeric feature columns {non_numeric[:5]}")
+                raise UsageError(f"dataset {where!r}: non-numeric feature columns "
+                                 f"{non_numeric[:5]}")
             X = feats.to_numpy(dtype=np.float64)
     except UsageError:
         raise
     except Exception as e:  # parser errors of every kind: name the file and the format
-        raise UsageError(f"dataset {where!r}: cannot be read as {fmt}: {type(e).__name__}: {e}") from None
+        raise UsageError(f"dataset {where!r}: cannot be read as {fmt}: "
+                         f"{type(e).__name__}: {e}") from None
     if X.ndim != 2:
         raise UsageError(f"dataset {where!r}: features must be 2-D, got shape {X.shape}")
     if len(X) != len(y):

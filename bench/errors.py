@@ -1,7 +1,7 @@
 """Errors the CLI turns into one clear line and an exit status (no traceback without --debug)."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class TestbedError(Exception):
@@ -28,3 +28,15 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def error_summary(e: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of ``e``, and of its cause when it has one (``ray.init``'s
+    ``ConnectionError`` hides why in its cause), each cut at ``limit`` characters."""
+    msg = str(e).strip().splitlines()
+    out = f"{type(e).__name__}: {msg[0] if msg else ''}"[:limit]
+    cause = e.__cause__
+    if cause is not None:
+        lines = str(cause).strip().splitlines()
+        out += f" ({type(cause).__name__}: {lines[0] if lines else ''})"[:limit]
+    return out

@@ -23,6 +23,7 @@ price is that nothing else would stop them if ``testbed`` died, so:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -30,8 +31,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import psutil
 
@@ -62,15 +63,26 @@ def _identity(pid: int) -> str | None:
         return None
 
 
-_OWN = _identity(os.getpid())
+class _ProcessState:
+    """This process's lifecycle singletons (one testbed process: one marker, one watchdog, at
+    most one active signal guard)."""
+
+    def __init__(self) -> None:
+        self.own: str | None = _identity(os.getpid())
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self.pipe_w: int | None = None  # the write end of the watchdog's pipe
+        self.active: SignalGuard | None = None
+
+
+_STATE = _ProcessState()
 
 
 def own_marker() -> str:
     """This process's marker value (what its clusters carry)."""
-    global _OWN
-    if _OWN is None or not _OWN.startswith(f"{os.getpid()}:"):  # a fork of the importer
-        _OWN = _identity(os.getpid())
-    return _OWN or f"{os.getpid()}:0"
+    own = _STATE.own
+    if own is None or not own.startswith(f"{os.getpid()}:"):  # a fork of the importer
+        own = _STATE.own = _identity(os.getpid())
+    return own or f"{os.getpid()}:0"
 
 
 def owner_alive(marker: str) -> bool:
@@ -94,6 +106,30 @@ def marked_processes(marker: str | None = None) -> list[tuple[psutil.Process, st
     return out
 
 
+def terminate(procs: Sequence[psutil.Process], grace: float,
+              send: Callable[[int], None] | None = None) -> None:
+    """The one way a testbed stops processes: SIGTERM, up to ``grace`` seconds for them to
+    exit, then SIGKILL whatever is left (``grace`` 0: SIGKILL at once).
+
+    ``send(sig)`` delivers the signal instead of signalling each of ``procs`` (an engine signals
+    the process groups it started); ``procs`` are what is waited for and killed.
+    """
+    sig = signal.SIGTERM if grace > 0 else signal.SIGKILL
+    if send is not None:
+        send(sig)
+    else:
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(sig)
+    alive = list(procs)
+    if grace > 0:
+        _, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=3)
+
+
 def kill_marked(marker: str, grace: float = 2.0) -> int:
     """SIGTERM every process carrying ``marker``, SIGKILL what is left after ``grace`` seconds.
 
@@ -106,18 +142,7 @@ def kill_marked(marker: str, grace: float = 2.0) -> int:
         if not procs:
             break
         seen.update(p.pid for p in procs)
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=grace) if grace > 0 else ([], procs)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=3)
+        terminate(procs, grace)
     return len(seen)
 
 
@@ -147,29 +172,26 @@ def remove_leftovers() -> list[Leftover]:
 
 
 # -- the watchdog ------------------------------------------------------------------------------
-_watchdog: subprocess.Popen | None = None
 _watchdog_lock = threading.Lock()
-_pipe_w: int | None = None
 
 
 def ensure_watchdog() -> None:
     """Start this process's watchdog once (before its first cluster process)."""
-    global _watchdog, _pipe_w
     with _watchdog_lock:
-        if _watchdog is not None and _watchdog.poll() is None:
+        if _STATE.watchdog is not None and _STATE.watchdog.poll() is None:
             return
         r, w = os.pipe()  # both non-inheritable: only the watchdog gets r, only we keep w
         env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
         try:
-            _watchdog = subprocess.Popen(
+            _STATE.watchdog = subprocess.Popen(
                 [sys.executable, "-m", "bench.lifecycle", "--watch", own_marker(), str(r)],
                 pass_fds=(r,), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True)
         finally:
             os.close(r)
-        if _pipe_w is not None:
-            os.close(_pipe_w)
-        _pipe_w = w
+        if _STATE.pipe_w is not None:
+            os.close(_STATE.pipe_w)
+        _STATE.pipe_w = w
 
 
 def spawn_env() -> dict[str, str]:
@@ -214,23 +236,18 @@ class SignalGuard:
         kill_marked(own_marker(), grace=0)
         os._exit(128 + self.first)
 
-    def __enter__(self) -> "SignalGuard":
-        global _ACTIVE
+    def __enter__(self) -> SignalGuard:
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
-            _ACTIVE = self
+            _STATE.active = self
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _ACTIVE
         for s, h in self._previous.items():
             signal.signal(s, h)  # type: ignore[arg-type]
-        if _ACTIVE is self:
-            _ACTIVE = None
-
-
-_ACTIVE: SignalGuard | None = None
+        if _STATE.active is self:
+            _STATE.active = None
 
 
 def reassert_signal_handlers() -> None:
@@ -239,7 +256,7 @@ def reassert_signal_handlers() -> None:
     ``ray.init`` installs ``sys.exit(signum)`` as the SIGTERM handler of its driver
     (``ray/_private/worker.py``, ``set_sigterm_handler``), which would skip our teardown.
     """
-    guard = _ACTIVE
+    guard = _STATE.active
     if guard is not None and threading.current_thread() is threading.main_thread():
         for s in SIGNALS:
             signal.signal(s, guard._handle)

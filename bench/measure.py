@@ -34,7 +34,7 @@ class TreeSampler:
     def _procs(self) -> list[psutil.Process]:
         try:
             root = psutil.Process(self.root_pid)
-            procs = root.children(recursive=True)
+            procs: list[psutil.Process] = root.children(recursive=True)
             return ([root] if self.include_root else []) + procs
         except psutil.Error:
             return []
@@ -106,21 +106,21 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # A sampler per worker process, driven through the framework (Dask's client.run).
-_WORKER_SAMPLER: TreeSampler | None = None
+_WORKER_SAMPLER: dict[str, TreeSampler] = {}
 
 
-def worker_start_sampling(interval: float = 0.1, dask_worker=None) -> int:
-    global _WORKER_SAMPLER
-    if _WORKER_SAMPLER is not None:
-        _WORKER_SAMPLER.stop()
-    _WORKER_SAMPLER = TreeSampler(os.getpid(), interval)
-    _WORKER_SAMPLER.start()
+def worker_start_sampling(interval: float = 0.1, dask_worker: Any = None) -> int:
+    """``dask_worker``: distributed's ``client.run`` passes the worker (unused here)."""
+    old = _WORKER_SAMPLER.pop("sampler", None)
+    if old is not None:
+        old.stop()
+    s = _WORKER_SAMPLER["sampler"] = TreeSampler(os.getpid(), interval)
+    s.start()
     return os.getpid()
 
 
-def worker_stop_sampling(dask_worker=None) -> dict[str, Any]:
-    global _WORKER_SAMPLER
-    s, _WORKER_SAMPLER = _WORKER_SAMPLER, None
+def worker_stop_sampling(dask_worker: Any = None) -> dict[str, Any]:
+    s = _WORKER_SAMPLER.pop("sampler", None)
     out = s.stop() if s is not None else summarize_samples([], [])
     out["pid"] = os.getpid()
     out["host"] = socket.gethostname()
@@ -130,7 +130,7 @@ def worker_stop_sampling(dask_worker=None) -> dict[str, Any]:
 def environment() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("ray", "dask", "distributed", "scikit-learn", "torch", "numpy", "pandas"):
         try:
             versions[pkg] = version(pkg)

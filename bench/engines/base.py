@@ -315,17 +315,15 @@ class Engine(ABC):
             for p in group:
                 try:
                     root = psutil.Process(p.pid)
-                    tree += [root] + root.children(recursive=True)
+                    tree += [root, *root.children(recursive=True)]
                 except psutil.Error:
                     pass
-            for p in group:
-                _signal_group(p, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            _, alive = psutil.wait_procs(tree, timeout=grace) if grace > 0 else ([], tree)
-            for proc in alive:
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
+
+            def send(sig: int, group: list[subprocess.Popen[bytes]] = group) -> None:
+                for p in group:
+                    _signal_group(p, sig)
+
+            lifecycle.terminate(tree, grace, send=send)
             for p in group:
                 _signal_group(p, signal.SIGKILL)
                 try:

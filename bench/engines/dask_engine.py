@@ -5,19 +5,24 @@ Local clusters mirror the Dask operator's pods: one ``dask scheduler`` process a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import psutil
+from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from ..errors import RunError
-from ..measure import worker_start_sampling, worker_stop_sampling
+from bench.errors import RunError
+from bench.measure import worker_start_sampling, worker_stop_sampling
+
 from .base import Engine, FaultWatch, _replacement, wait_until
+from .retry import retry_until
 
 
 def _dask_bin() -> str:
@@ -25,8 +30,9 @@ def _dask_bin() -> str:
 
 
 # Every process we start: one BLAS/OpenMP thread (the worker itself has one task thread).
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+THREAD_ENV: dict[str, str | None] = {
+    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
 
 
 class DaskEngine(Engine):
@@ -35,7 +41,7 @@ class DaskEngine(Engine):
 
     def __init__(self, workers: int, address: str | None = None, **kw: Any):
         super().__init__(workers, address, **kw)
-        self.client = None
+        self.client: Client | None = None
         self._local_scheduler = ""
         self._worker_names: list[str] = []
 
@@ -45,11 +51,11 @@ class DaskEngine(Engine):
         self._spawn([_dask_bin(), "scheduler", "--host", "127.0.0.1", "--port", "0",
                      "--dashboard-address", "127.0.0.1:0", "--scheduler-file", sched_file,
                      "--no-show"],
-                    env=dict(THREAD_ENV, **self.dask_settings.scheduler_env()),
+                    env={**THREAD_ENV, **self.dask_settings.scheduler_env()},
                     log=os.path.join(work, "scheduler.log"))
         wait_until(lambda: _read_address(sched_file) is not None, self.startup_timeout,
                    "the Dask scheduler", check=lambda: self._check_alive("dask scheduler"))
-        address = _read_address(sched_file)
+        address = _read_address(sched_file) or ""  # there: waited for above
         self._local_scheduler = address
         self._worker_names = []  # a restarted cluster's workers are new ones
         for i in range(self.workers):
@@ -72,23 +78,18 @@ class DaskEngine(Engine):
                     env=THREAD_ENV, log=os.path.join(work, f"worker{i}.log"))
 
     def _connect(self, address: str) -> None:
-        from distributed import Client
-
         if "://" not in address:
             address = f"tcp://{address}"
         # The scheduler may not exist yet (dask-kubernetes marks a DaskCluster Running as soon
         # as its Service exists, before any pod): keep trying for the whole start-up timeout.
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                self.client = Client(address, timeout=max(1.0, min(30.0, left)), set_as_default=False)
-                break
-            except (OSError, TimeoutError) as e:
-                if time.monotonic() + 1 >= deadline:
-                    raise RunError(f"cannot connect to the Dask scheduler at {address!r} within "
-                                   f"{self.connect_timeout:g} s: {type(e).__name__}: {e}") from None
-                time.sleep(1)
+        try:
+            self.client = retry_until(
+                lambda left: Client(address,  # type: ignore[no-untyped-call]  # unannotated timeout=max(1.0, min(30.0, left)),
+                                    set_as_default=False),
+                self.connect_timeout, retry_on=(OSError, TimeoutError))
+        except (OSError, TimeoutError) as e:
+            raise RunError(f"cannot connect to the Dask scheduler at {address!r} within "
+                           f"{self.connect_timeout:g} s: {type(e).__name__}: {e}") from None
         self.address = self.address or None
         self._scheduler_address = address
 
@@ -96,69 +97,75 @@ class DaskEngine(Engine):
         check = (lambda: self._check_alive("a dask process")) if self.started_cluster else None
 
         def ready() -> bool:
-            return len(self.client.scheduler_info(n_workers=-1)["workers"]) >= self.workers
+            return len(self._client.scheduler_info(n_workers=-1)["workers"]) >= self.workers
 
-        wait_until(ready, timeout, f"{self.workers} Dask worker(s) to connect", poll=0.1, check=check)
-        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        wait_until(ready, timeout, f"{self.workers} Dask worker(s) to connect", poll=0.1,
+                   check=check)
+        info = self._client.scheduler_info(n_workers=-1)["workers"]
         threads = sum(w["nthreads"] for w in info.values())
         self.cpus_per_worker = threads / max(1, len(info))
 
     def _disconnect(self) -> None:
         if self.client is not None:
-            try:
-                self.client.close(timeout=10)
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):
+                self.client.close(timeout=10)  # type: ignore[no-untyped-call]  # distributed
             self.client = None
+
+    @property
+    def _client(self) -> Client:
+        """The connected client (every call below runs between start and stop)."""
+        if self.client is None:
+            raise RunError("the Dask engine is not connected")
+        return self.client
 
     # -- vocabulary ------------------------------------------------------------------------
     def put(self, obj: Any) -> Any:
         # hash=False: the hashed-key path loses data when re-scattered (distributed 2026.8.0).
-        return self.client.scatter(obj, broadcast=True, hash=False)
+        return self._client.scatter(  # type: ignore[no-untyped-call]  # distributed
+            obj, broadcast=True, hash=False)
 
     def release(self, handle: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):
             handle.release()
-        except Exception:
-            pass
 
-    def map(self, fn: Callable, items: Sequence[Any], *shared: Any) -> list[Any]:
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *shared: Any) -> list[Any]:
         n = len(items)
         self.tasks += n
-        futures = self.client.map(fn, list(items), *[[s] * n for s in shared],
+        futures = self._client.map(fn, list(items), *[[s] * n for s in shared],
                                   pure=False)
         hook = self.on_task_done
         if hook is not None:
             for f in futures:
-                f.add_done_callback(lambda _f: hook())
-        return self.client.gather(futures)
+                f.add_done_callback(lambda _f: hook())  # type: ignore[no-untyped-call]
+        return list(self._client.gather(futures))  # type: ignore[no-untyped-call]  # distributed
 
-    def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]:
+    def tiny_tasks(self, fn: Callable[..., Any], arg: Any, count: int, sync: bool) -> list[Any]:
         self.tasks += count
         if sync:
-            return [self.client.submit(fn, arg, pure=False).result() for _ in range(count)]
-        return self.client.gather(self.client.map(fn, [arg] * count, pure=False))
+            return [self._client.submit(fn, arg, pure=False).result() for _ in range(count)]
+        futures = self._client.map(fn, [arg] * count, pure=False)
+        return list(self._client.gather(futures))  # type: ignore[no-untyped-call]  # distributed
 
     @contextmanager
     def _joblib(self) -> Iterator[None]:
-        from joblib import parallel_config
+        from joblib import parallel_config  # type: ignore[import-untyped]  # no stubs
 
-        with parallel_config(backend="dask", client=self.client, n_jobs=self.parallelism):
+        with parallel_config(backend="dask", client=self._client, n_jobs=self.parallelism):
             yield
 
-    def joblib(self) -> AbstractContextManager:
+    def joblib(self) -> AbstractContextManager[Any]:
         return self._joblib()
 
-    def dask_context(self) -> AbstractContextManager:
-        return self.client.as_current()
+    def dask_context(self) -> AbstractContextManager[Any]:
+        return self._client.as_current()
 
     # -- measurement -----------------------------------------------------------------------
     def start_sampling(self, interval: float) -> None:
-        self.client.run(worker_start_sampling, interval)
+        self._client.run(worker_start_sampling, interval)
 
     def stop_sampling(self) -> list[dict[str, Any]]:
         out = []
-        for addr, r in sorted(self.client.run(worker_stop_sampling).items()):
+        for addr, r in sorted(self._client.run(worker_stop_sampling).items()):
             r["id"] = addr
             out.append(r)
         return out
@@ -191,7 +198,7 @@ class DaskEngine(Engine):
         return super().replacer()
 
     def watch_faults(self) -> FaultWatch:
-        return DaskFaultWatch(self.client, self.replacer())
+        return DaskFaultWatch(self._client, self.replacer())
 
 
 class FaultLedger(SchedulerPlugin):
@@ -248,11 +255,12 @@ _LOSSES = {("processing", "released"), ("memory", "released"), ("memory", "waiti
 
 
 def _ledger_report(dask_scheduler: Any) -> dict[str, Any]:
-    return dask_scheduler.plugins[FaultLedger.name].report()
+    ledger: FaultLedger = dask_scheduler.plugins[FaultLedger.name]
+    return ledger.report()
 
 
 class DaskFaultWatch(FaultWatch):
-    def __init__(self, client: Any, replacer: str | None):
+    def __init__(self, client: Client, replacer: str | None):
         self.client = client
         self.replacer = replacer  # "nanny", "deployment" or None: see Engine.replacer
         client.register_plugin(FaultLedger(), name=FaultLedger.name)
@@ -269,7 +277,8 @@ class DaskFaultWatch(FaultWatch):
         def settled() -> bool:
             # The removals, and the replacements when something replaces workers (a nanny,
             # or a Deployment's new pod, which keeps the worker's name: DASK_WORKER_NAME).
-            ledger.update(self.client.run_on_scheduler(_ledger_report))
+            ledger.update(self.client.run_on_scheduler(  # type: ignore[no-untyped-call]
+                _ledger_report))  # (distributed leaves it unannotated)
             return killed <= {r["name"] for r in ledger["removed"]} and (
                 self.replacer is None or killed <= {a["name"] for a in ledger["added"]})
 
@@ -282,24 +291,21 @@ class DaskFaultWatch(FaultWatch):
             return {"observed": False, "reason": f"cannot read the scheduler's record: "
                                                  f"{type(e).__name__}: {e}"[:300]}
         led = ledger
-        try:
+        with contextlib.suppress(Exception):
             self.client.unregister_scheduler_plugin(FaultLedger.name)
-        except Exception:
-            pass
         removals = [r for r in led["removed"] if r["name"] in killed]
         first: dict[str, float] = {}  # each killed worker's first comeback after the kill
         for a in led["added"]:
             if a["name"] in killed and (t_kill is None or a["time"] >= t_kill):
                 first.setdefault(a["name"], a["time"])
-        arrivals = [{"name": n, "time": t} for n, t in first.items()]
         by = led["by_removal"]
         out: dict[str, Any] = {
             "observed": True,
             "workers_removed": len(removals),
             "detected_after_seconds": (min(r["time"] for r in removals) - t_kill
                                        if removals and t_kill is not None else None),
-            "replaced_after_seconds": (min(a["time"] for a in arrivals) - t_kill
-                                       if arrivals and t_kill is not None else None),
+            "replaced_after_seconds": (min(first.values()) - t_kill
+                                       if first and t_kill is not None else None),
             "replacement": _replacement(self.replacer, len(killed), list(first.values()),
                                         t_kill),
             "recomputed_tasks": led["recomputed"],
@@ -317,6 +323,6 @@ class DaskFaultWatch(FaultWatch):
 def _read_address(path: str) -> str | None:
     try:
         with open(path) as f:
-            return json.load(f)["address"]
+            return str(json.load(f)["address"])
     except (OSError, ValueError, KeyError):
         return None

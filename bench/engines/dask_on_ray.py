@@ -6,8 +6,9 @@ collection becomes a Dask graph whose tasks Ray runs.  Shared data lives in Ray'
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .ray_engine import RayEngine
 
@@ -16,26 +17,29 @@ class DaskOnRayEngine(RayEngine):
     framework = "dask-on-ray"
     counts_tasks = False  # Dask graphs run by Ray's scheduler: no per-task handle here
 
-    def map(self, fn: Callable, items: Sequence[Any], *shared: Any) -> list[Any]:
-        import dask
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *shared: Any) -> list[Any]:
+        from dask.base import compute
+        from dask.delayed import delayed
         from ray.util.dask import ray_dask_get
 
         self.tasks += len(items)
-        parts = [dask.delayed(fn, pure=False)(item, *shared) for item in items]
-        return list(dask.compute(*parts, scheduler=ray_dask_get))
+        parts = [delayed(fn, pure=False)(item, *shared) for item in items]
+        return list(compute(*parts, scheduler=ray_dask_get))  # type: ignore[no-untyped-call]
 
-    def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]:
-        import dask
+    def tiny_tasks(self, fn: Callable[..., Any], arg: Any, count: int, sync: bool) -> list[Any]:
+        from dask.base import compute
+        from dask.delayed import delayed
         from ray.util.dask import ray_dask_get
 
         self.tasks += count
         if sync:
-            return [dask.delayed(fn, pure=False)(arg).compute(scheduler=ray_dask_get)
+            return [delayed(fn, pure=False)(arg).compute(scheduler=ray_dask_get)
                     for _ in range(count)]
-        parts = [dask.delayed(fn, pure=False)(arg) for _ in range(count)]
-        return list(dask.compute(*parts, scheduler=ray_dask_get))
+        parts = [delayed(fn, pure=False)(arg) for _ in range(count)]
+        # dask.base.compute is unannotated
+        return list(compute(*parts, scheduler=ray_dask_get))  # type: ignore[no-untyped-call]
 
-    def dask_context(self) -> AbstractContextManager:
+    def dask_context(self) -> AbstractContextManager[Any]:
         import dask
         from ray.util.dask import ray_dask_get
 

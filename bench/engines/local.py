@@ -6,11 +6,14 @@ single-process implementation on this engine; that is the figure every framework
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from types import ModuleType
+from typing import Any
 
-from ..measure import TreeSampler
+from bench.measure import TreeSampler
+
 from .base import Engine
 
 
@@ -22,6 +25,8 @@ class LocalEngine(Engine):
         self.threads = workers
         self._pool: ThreadPoolExecutor | None = None
         self._sampler: TreeSampler | None = None
+        self._torch: ModuleType | None = None  # torch, when a torch workload imported it
+        self._torch_threads = 0
 
     def _connect(self, address: str) -> None:  # pragma: no cover - never called
         raise AssertionError("the local engine has no cluster to connect to")
@@ -47,7 +52,7 @@ class LocalEngine(Engine):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if getattr(self, "_torch", None) is not None:
+        if self._torch is not None:
             self._torch.set_num_threads(self._torch_threads)
             self._torch = None
 
@@ -55,33 +60,35 @@ class LocalEngine(Engine):
     def parallelism(self) -> int:
         return self.threads
 
-    def work_context(self):
-        from threadpoolctl import threadpool_limits
+    def work_context(self) -> AbstractContextManager[Any]:
+        # threadpoolctl ships no type information
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-        return threadpool_limits(limits=self.threads)
+        limits: AbstractContextManager[Any] = threadpool_limits(limits=self.threads)
+        return limits
 
     def put(self, obj: Any) -> Any:
         return obj
 
-    def map(self, fn: Callable, items: Sequence[Any], *shared: Any) -> list[Any]:
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *shared: Any) -> list[Any]:
         self.tasks += len(items)
         if self._pool is None:
             return [fn(item, *shared) for item in items]
         return list(self._pool.map(lambda item: fn(item, *shared), items))
 
-    def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]:
+    def tiny_tasks(self, fn: Callable[..., Any], arg: Any, count: int, sync: bool) -> list[Any]:
         # Plain Python: the baseline that shows what a "task" costs without a framework.
         return [fn(arg) for _ in range(count)]
 
     @contextmanager
     def _joblib(self) -> Iterator[None]:
-        from joblib import parallel_config
+        from joblib import parallel_config  # type: ignore[import-untyped]  # no stubs
 
         with parallel_config(backend="threading" if self.threads > 1 else "sequential",
                              n_jobs=self.threads):
             yield
 
-    def joblib(self) -> AbstractContextManager:
+    def joblib(self) -> AbstractContextManager[None]:
         return self._joblib()
 
     def start_sampling(self, interval: float) -> None:

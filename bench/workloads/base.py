@@ -18,13 +18,18 @@ Functions shipped to workers are module-level so that they pickle by reference.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..datasets import Dataset
-from ..engines.base import Engine
+from bench.datasets import Dataset
+from bench.engines.base import Engine
+
+Params = dict[str, Any]  # a workload's parameters, as validated by bench.params
+State = dict[str, Any]  # what distribute placed: handles from Engine.put and local values
+Tolerance = dict[str, tuple[float, float]]  # per quality key: (absolute, relative)
 
 
 @dataclass
@@ -38,9 +43,9 @@ class Workload:
     quality_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
     # Allowed difference from the local baseline, per quality key: (absolute, relative).
-    tolerance: ClassVar[dict[str, tuple[float, float]]] = {}
+    tolerance: ClassVar[Tolerance] = {}
 
-    def distribute(self, engine: Engine, data: Dataset, params: dict[str, Any]) -> Any:
+    def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
         return {
             "X_train": engine.put(data.X_train),
             "y_train": engine.put(data.y_train),
@@ -50,18 +55,18 @@ class Workload:
             "n_test": len(data.X_test),
         }
 
-    def run(self, engine: Engine, state: Any, params: dict[str, Any]) -> Outcome:
+    def run(self, engine: Engine, state: State, params: Params) -> Outcome:
         if engine.framework == "local":
             return self.run_local(engine, state, params)
         return self.run_distributed(engine, state, params)
 
-    def run_local(self, engine: Engine, state: Any, params: dict[str, Any]) -> Outcome:
+    def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
         raise NotImplementedError
 
-    def run_distributed(self, engine: Engine, state: Any, params: dict[str, Any]) -> Outcome:
+    def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
         raise NotImplementedError
 
-    def release(self, engine: Engine, state: Any) -> None:
+    def release(self, engine: Engine, state: State) -> None:
         if isinstance(state, dict):
             for v in state.values():
                 if not isinstance(v, (int, float, str, np.ndarray)) and v is not None:
@@ -83,7 +88,7 @@ def chunks(n: int, parts: int) -> list[tuple[int, int]]:
     """Split range(n) into ``parts`` contiguous (lo, hi) slices of near-equal size."""
     parts = max(1, min(parts, n))
     bounds = np.linspace(0, n, parts + 1).astype(int)
-    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    return [(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -10,13 +10,19 @@ baseline (a different random stream, so the accuracy agrees within a tolerance).
 from __future__ import annotations
 
 import copy
+from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
-from .base import Outcome, Workload, accuracy, chunks
+from bench.datasets import Dataset
+from bench.engines.base import Engine
+
+from .base import Outcome, Params, State, Tolerance, Workload, accuracy, chunks
 
 
-def fit_binary(cls, X: np.ndarray, y: np.ndarray, max_iter: int):
+def fit_binary(cls: int, X: NDArray[np.float64], y: NDArray[np.int64],
+               max_iter: int) -> tuple[NDArray[np.float64], float]:
     from sklearn.linear_model import LogisticRegression
 
     # Dask's deserialized arrays may sit at unaligned addresses (distributed 2026.8.0), and
@@ -28,7 +34,8 @@ def fit_binary(cls, X: np.ndarray, y: np.ndarray, max_iter: int):
     return m.coef_[0], m.intercept_[0]
 
 
-def fit_trees(job, X: np.ndarray, y: np.ndarray):
+def fit_trees(job: tuple[int, int], X: NDArray[np.float64], y: NDArray[np.int64]) -> Any:
+    """A fitted ``RandomForestClassifier`` of ``job`` = (trees, seed)."""
     from sklearn.ensemble import RandomForestClassifier
 
     n_trees, seed = job
@@ -38,9 +45,10 @@ def fit_trees(job, X: np.ndarray, y: np.ndarray):
 class Classify(Workload):
     name = "classify"
     quality_metric = "accuracy"
-    tolerance = {"accuracy_logreg": (1e-9, 0.0), "accuracy_forest": (0.03, 0.0)}
+    tolerance: ClassVar[Tolerance] = {"accuracy_logreg": (1e-9, 0.0),
+                                      "accuracy_forest": (0.03, 0.0)}
 
-    def distribute(self, engine, data, params):
+    def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
         state = super().distribute(engine, data, params)
         state["classes"] = np.unique(data.y_train)
         state["X_test_local"] = data.X_test
@@ -51,7 +59,7 @@ class Classify(Workload):
         q["accuracy"] = float(np.mean(list(q.values())))
         return q
 
-    def run_local(self, engine, state, params) -> Outcome:
+    def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
         from sklearn.ensemble import RandomForestClassifier
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
@@ -71,7 +79,7 @@ class Classify(Workload):
             q["accuracy_forest"] = accuracy(yt, f.predict(Xt))
         return Outcome(self._quality(q))
 
-    def run_distributed(self, engine, state, params) -> Outcome:
+    def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
         q, extra = {}, {}
         Xt, yt, classes = state["X_test_local"], state["y_test"], state["classes"]
         if params["model"] in ("logreg", "both"):

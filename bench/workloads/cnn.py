@@ -22,23 +22,26 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any, ClassVar
 
 import numpy as np
 
+from bench.engines.base import Engine
+
 from . import torchnet as tn
-from .base import Outcome, Workload, chunks
+from .base import Outcome, Params, State, Tolerance, Workload, chunks
 
 
 class Cnn(Workload):
     name = "cnn"
     quality_metric = "accuracy"
-    tolerance = {"accuracy": (0.05, 0.0)}
+    tolerance: ClassVar[Tolerance] = {"accuracy": (0.05, 0.0)}
 
     @staticmethod
-    def _spec(params) -> dict:
+    def _spec(params: Params) -> dict[str, Any]:
         return tn.shard_spec("cnn", params)
 
-    def run_local(self, engine, state, params) -> Outcome:
+    def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
         X, y = state["X_train"], state["y_train"]
         model = tn.build_model("cnn", seed=params["seed"])
         bs = params["batch_size"]
@@ -59,7 +62,7 @@ class Cnn(Workload):
                         "steps": params["epochs"] * per_pass, "shards": 1,
                         "samples_per_s": seen / elapsed, "params": tn.param_count(model)})
 
-    def run_distributed(self, engine, state, params) -> Outcome:
+    def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
         parts = chunks(state["n_train"], engine.parallelism)
         shard = max(hi - lo for lo, hi in parts)
         per_pass = tn.steps_per_pass(shard, params["batch_size"])

@@ -17,10 +17,17 @@ and sortedness, which every framework must reproduce exactly (checksum to 1e-9 r
 """
 from __future__ import annotations
 
+import itertools
+from typing import Any, ClassVar
+
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 
-from .base import Outcome, Workload, chunks
+from bench.datasets import Dataset
+from bench.engines.base import Engine
+
+from .base import Outcome, Params, State, Tolerance, Workload, chunks
 
 
 def make_table(rows: int, keys: int, seed: int) -> pd.DataFrame:
@@ -40,17 +47,17 @@ def _agg_quality(agg: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def _sort_summary(part: pd.DataFrame | pd.Series, keys) -> dict[str, float]:
+def _sort_summary(part: pd.DataFrame | pd.Series, keys: ArrayLike) -> dict[str, Any]:
     keys = np.asarray(keys)
     return {"n": len(keys), "min": keys.min() if len(keys) else None,
             "max": keys.max() if len(keys) else None,
             "monotonic": bool(np.all(keys[1:] >= keys[:-1])) if len(keys) else True}
 
 
-def _sorted_quality(parts: list[dict]) -> dict[str, float]:
+def _sorted_quality(parts: list[dict[str, Any]]) -> dict[str, float]:
     parts = [p for p in parts if p["n"]]
     ok = all(p["monotonic"] for p in parts) and all(
-        a["max"] <= b["min"] for a, b in zip(parts[:-1], parts[1:]))
+        a["max"] <= b["min"] for a, b in itertools.pairwise(parts))
     return {"sorted_rows": float(sum(p["n"] for p in parts)), "sorted": 1.0 if ok else 0.0}
 
 
@@ -59,19 +66,20 @@ def partial_agg(part: pd.DataFrame) -> pd.DataFrame:
     return part.groupby("key").agg(x_sum=("x", "sum"), y_sum=("y", "sum"), n=("x", "size"))
 
 
-def sample_keys(part: pd.DataFrame, per_part: int, seed: int) -> np.ndarray:
+def sample_keys(part: pd.DataFrame, per_part: int, seed: int) -> NDArray[np.int64]:
     rng = np.random.default_rng(seed)
-    k = part["key"].to_numpy()
+    k: NDArray[np.int64] = part["key"].to_numpy()
     return k[rng.integers(0, len(k), min(per_part, len(k)))] if len(k) else k
 
 
-def split_by_range(part: pd.DataFrame, bounds: np.ndarray):
+def split_by_range(part: pd.DataFrame, bounds: NDArray[np.int64]
+                   ) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
     idx = np.searchsorted(bounds, part["key"].to_numpy(), side="right")
     out = [part[idx == b] for b in range(len(bounds) + 1)]
     return tuple(out) if len(out) > 1 else out[0]
 
 
-def sort_range(*pieces: pd.DataFrame) -> dict:
+def sort_range(*pieces: pd.DataFrame) -> dict[str, Any]:
     df = pd.concat(pieces).sort_values("key", kind="stable")
     return _sort_summary(df, df["key"].to_numpy())
 
@@ -79,10 +87,10 @@ def sort_range(*pieces: pd.DataFrame) -> dict:
 class DataFrame(Workload):
     name = "dataframe"
     quality_metric = "agg_checksum"
-    tolerance = {"groups": (0.0, 0.0), "agg_checksum": (1e-9, 1e-9),
+    tolerance: ClassVar[Tolerance] = {"groups": (0.0, 0.0), "agg_checksum": (1e-9, 1e-9),
                  "sorted_rows": (0.0, 0.0), "sorted": (0.0, 0.0)}
 
-    def distribute(self, engine, data, params):
+    def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
         df = make_table(params["rows"], params["keys"], params["seed"])
         nparts = engine.parallelism * params["partitions_per_worker"]
         if engine.framework == "local":
@@ -93,28 +101,29 @@ class DataFrame(Workload):
         import dask.dataframe as dd
 
         with engine.dask_context():
-            ddf = dd.from_pandas(df, npartitions=nparts).persist()
+            ddf = dd.from_pandas(  # type: ignore[no-untyped-call]  # dask: unannotated
+                df, npartitions=nparts).persist()
             # Wait until the partitions are really in the cluster (distribute is timed alone).
             from dask.distributed import wait
 
             if engine.framework == "dask":
-                wait(ddf)
+                wait(ddf)  # type: ignore[no-untyped-call]  # distributed: unannotated
         return {"ddf": ddf}
 
-    def release(self, engine, state):
+    def release(self, engine: Engine, state: State) -> None:
         state.clear()
 
-    def run_local(self, engine, state, params) -> Outcome:
+    def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
         df = state["df"]
         agg = df.groupby("key").agg(x_mean=("x", "mean"), y_sum=("y", "sum"), n=("x", "size"))
         s = df.sort_values("key", kind="stable")
         q = _agg_quality(agg) | _sorted_quality([_sort_summary(s, s["key"].to_numpy())])
         return Outcome(q, {"partitions": 1})
 
-    def run_distributed(self, engine, state, params) -> Outcome:
+    def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
         if engine.framework == "ray":
             return self._ray(engine, state, params)
-        import dask
+        from dask.base import compute
 
         ddf = state["ddf"]
         with engine.dask_context():
@@ -124,15 +133,18 @@ class DataFrame(Workload):
                 lambda p: pd.DataFrame([_sort_summary(p, p.index.to_numpy())]),
                 meta={"n": "i8", "min": "f8", "max": "f8", "monotonic": "bool"},
             )
-            agg_df, summ = dask.compute(agg, summary)
+            agg_df, summ = compute(agg, summary)  # type: ignore[no-untyped-call]  # unannotated
         parts = [dict(r) for r in summ.to_dict("records")]
         q = _agg_quality(agg_df) | _sorted_quality(parts)
         engine.tasks += ddf.npartitions * 4
         return Outcome(q, {"partitions": ddf.npartitions})
 
-    def _ray(self, engine, state, params) -> Outcome:
+    def _ray(self, engine: Engine, state: State, params: Params) -> Outcome:
         import ray
 
+        from bench.engines.ray_engine import RayEngine
+
+        assert isinstance(engine, RayEngine)  # run_distributed sends only "ray" here
         parts = state["parts"]
         nb = len(parts)
         r_agg = engine._remote(partial_agg)

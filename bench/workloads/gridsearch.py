@@ -9,17 +9,25 @@ folds (StratifiedKFold without shuffling) and the estimator are the same.
 from __future__ import annotations
 
 import itertools
+from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
-from .base import Outcome, Workload
+from bench.datasets import Dataset
+from bench.engines.base import Engine
+
+from .base import Outcome, Params, State, Tolerance, Workload
 
 
-def _grid(params):
+def _grid(params: Params) -> dict[str, list[Any]]:
     return {"C": list(params["C"]), "gamma": list(params["gamma"])}
 
 
-def fit_score(job, X: np.ndarray, y: np.ndarray) -> float:
+FoldJob = tuple[tuple[float, float], NDArray[np.intp], NDArray[np.intp]]  # (C, gamma), folds
+
+
+def fit_score(job: FoldJob, X: NDArray[np.float64], y: NDArray[np.int64]) -> float:
     from sklearn.svm import SVC
 
     (C, gamma), train_idx, test_idx = job
@@ -30,31 +38,34 @@ def fit_score(job, X: np.ndarray, y: np.ndarray) -> float:
 class GridSearch(Workload):
     name = "gridsearch"
     quality_metric = "best_score"
-    tolerance = {"best_score": (1e-9, 0.0)}
+    tolerance: ClassVar[Tolerance] = {"best_score": (1e-9, 0.0)}
 
-    def distribute(self, engine, data, params):
+    def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
         from sklearn.model_selection import StratifiedKFold
 
         folds = list(StratifiedKFold(params["cv"]).split(data.X_train, data.y_train))
         return {"X": engine.put(data.X_train), "y": engine.put(data.y_train),
                 "X_local": data.X_train, "y_local": data.y_train, "folds": folds}
 
-    def _search_cv(self, params, n_jobs):
+    def _search_cv(self, params: Params, n_jobs: int) -> Any:
         from sklearn.model_selection import GridSearchCV
         from sklearn.svm import SVC
 
         return GridSearchCV(SVC(), _grid(params), cv=params["cv"], n_jobs=n_jobs, refit=False)
 
-    def run_local(self, engine, state, params) -> Outcome:
+    def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
         with engine.joblib():
-            gs = self._search_cv(params, engine.parallelism).fit(state["X_local"], state["y_local"])
+            gs = self._search_cv(params, engine.parallelism).fit(state["X_local"],
+                                                                  state["y_local"])
         return Outcome({"best_score": float(gs.best_score_)},
-                       {"best_params": gs.best_params_, "fits": len(gs.cv_results_["params"]) * params["cv"]})
+                       {"best_params": gs.best_params_,
+                        "fits": len(gs.cv_results_["params"]) * params["cv"]})
 
-    def run_distributed(self, engine, state, params) -> Outcome:
+    def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
         if params["mode"] == "joblib":
             with engine.joblib():
-                gs = self._search_cv(params, engine.parallelism).fit(state["X_local"], state["y_local"])
+                gs = self._search_cv(params, engine.parallelism).fit(state["X_local"],
+                                                                      state["y_local"])
             fits = len(gs.cv_results_["params"]) * params["cv"]
             engine.tasks += fits  # one joblib task per fit, run by the framework's backend
             return Outcome({"best_score": float(gs.best_score_)},
@@ -66,8 +77,9 @@ class GridSearch(Workload):
         best = int(np.argmax(means))  # first best, as GridSearchCV's rank 1
         C, gamma = candidates[best]
         return Outcome({"best_score": float(means[best])},
-                       {"best_params": {"C": C, "gamma": gamma}, "fits": len(jobs), "mode": "tasks"})
+                       {"best_params": {"C": C, "gamma": gamma}, "fits": len(jobs),
+                        "mode": "tasks"})
 
-    def release(self, engine, state):
+    def release(self, engine: Engine, state: State) -> None:
         engine.release(state["X"])
         engine.release(state["y"])

@@ -5,12 +5,19 @@ equal scikit-learn's full-SVD PCA to numerical precision.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
+from numpy.typing import NDArray
 
-from .base import Outcome, Workload, chunks
+from bench.datasets import Dataset
+from bench.engines.base import Engine
+
+from .base import Outcome, Params, State, Tolerance, Workload, chunks
 
 
-def gram_chunk(bounds: tuple[int, int], X: np.ndarray):
+def gram_chunk(bounds: tuple[int, int], X: NDArray[np.float64]
+               ) -> tuple[int, NDArray[np.float64], NDArray[np.float64]]:
     lo, hi = bounds
     part = X[lo:hi]
     return len(part), part.sum(axis=0), part.T @ part
@@ -19,12 +26,12 @@ def gram_chunk(bounds: tuple[int, int], X: np.ndarray):
 class Pca(Workload):
     name = "pca"
     quality_metric = "explained_variance"
-    tolerance = {"explained_variance": (1e-6, 0.0)}
+    tolerance: ClassVar[Tolerance] = {"explained_variance": (1e-6, 0.0)}
 
-    def distribute(self, engine, data, params):
+    def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
         X = data.X
         if params["n_components"] > X.shape[1]:
-            from ..errors import UsageError
+            from bench.errors import UsageError
 
             raise UsageError(
                 f"workloads.pca.params.n_components: {params['n_components']} is more than the "
@@ -32,14 +39,14 @@ class Pca(Workload):
             )
         return {"X": engine.put(X), "n": len(X)}
 
-    def run_local(self, engine, state, params) -> Outcome:
+    def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
         from sklearn.decomposition import PCA
 
         p = PCA(n_components=params["n_components"], svd_solver="full").fit(state["X"])
         return Outcome({"explained_variance": float(p.explained_variance_ratio_.sum())},
                        {"first_component_ratio": float(p.explained_variance_ratio_[0])})
 
-    def run_distributed(self, engine, state, params) -> Outcome:
+    def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
         parts = chunks(state["n"], engine.parallelism * params["chunks_per_worker"])
         out = engine.map(gram_chunk, parts, state["X"])
         n = sum(o[0] for o in out)

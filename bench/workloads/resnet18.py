@@ -32,24 +32,27 @@ optimiser state).  ``samples_per_s`` counts training samples per second of the t
 from __future__ import annotations
 
 import time
+from typing import Any, ClassVar
 
 import numpy as np
 
+from bench.engines.base import Engine
+
 from . import torchnet as tn
-from .base import Outcome, Workload, chunks
+from .base import Outcome, Params, State, Tolerance, Workload, chunks
 
 
 class ResNet18(Workload):
     name = "resnet18"
     quality_metric = "accuracy"
-    tolerance = {"accuracy": (0.15, 0.0)}
+    tolerance: ClassVar[Tolerance] = {"accuracy": (0.15, 0.0)}
 
     @staticmethod
-    def _spec(params) -> dict:
+    def _spec(params: Params) -> dict[str, Any]:
         return {**tn.shard_spec("resnet18", params, params["width"]),
                 "total_steps": int(params["steps"]) * int(params["local_steps"])}
 
-    def run_local(self, engine, state, params) -> Outcome:
+    def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
         X, y = state["X_train"], state["y_train"]
         model = tn.build_model("resnet18", params["width"], params["seed"])
         total = params["steps"] * params["local_steps"]
@@ -68,7 +71,7 @@ class ResNet18(Workload):
                        {"rounds": params["steps"], "shards": 1, "batch": bs,
                         "samples_per_s": seen / elapsed, "params": tn.param_count(model)})
 
-    def run_distributed(self, engine, state, params) -> Outcome:
+    def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
         parts = chunks(state["n_train"], engine.parallelism)
         spec = self._spec(params)
         model = tn.build_model("resnet18", params["width"], params["seed"])

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import ClassVar
 
-from .base import Outcome, Workload
+from bench.datasets import Dataset
+from bench.engines.base import Engine
+
+from .base import Outcome, Params, State, Tolerance, Workload
 
 
 def factorial_mod(n: int) -> int:
@@ -22,12 +26,12 @@ def factorial_mod(n: int) -> int:
 class Tasks(Workload):
     name = "tasks"
     quality_metric = "correct"
-    tolerance = {"correct": (0.0, 0.0)}
+    tolerance: ClassVar[Tolerance] = {"correct": (0.0, 0.0)}
 
-    def distribute(self, engine, data, params):
+    def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
         return {}
 
-    def run(self, engine, state, params) -> Outcome:
+    def run(self, engine: Engine, state: State, params: Params) -> Outcome:
         n, expected = params["n"], factorial_mod(params["n"])
         t0 = time.perf_counter()
         many = engine.tiny_tasks(factorial_mod, n, params["count"], sync=False)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import nn
 
 from .base import chunks
@@ -44,7 +46,8 @@ class SmallCnn(nn.Module):
         x = F.relu(self.conv1(x))
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(torch.flatten(x, 1)))
-        return self.fc2(x)
+        out: torch.Tensor = self.fc2(x)
+        return out
 
 
 class BasicBlock(nn.Module):
@@ -111,7 +114,8 @@ class ResNet18(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        out: torch.Tensor = self.fc(torch.flatten(self.avgpool(x), 1))
+        return out
 
 
 def build_model(arch: str, width: int = 64, seed: int = 0) -> nn.Module:
@@ -157,7 +161,8 @@ def set_weights(model: nn.Module, weights: Sequence[np.ndarray] | np.ndarray) ->
         if isinstance(weights, np.ndarray):
             total = sum(t.numel() for t in state.values())
             if weights.ndim != 1 or weights.size != total:
-                raise ValueError(f"expected a flat vector of {total} values, got shape {weights.shape}")
+                raise ValueError(f"expected a flat vector of {total} values, got shape "
+                                 f"{weights.shape}")
             pos = 0
             for t in state.values():
                 k = t.numel()
@@ -166,7 +171,7 @@ def set_weights(model: nn.Module, weights: Sequence[np.ndarray] | np.ndarray) ->
             return
         if len(weights) != len(state):
             raise ValueError(f"expected {len(state)} weight arrays, got {len(weights)}")
-        for (name, t), w in zip(state.items(), weights):
+        for (name, t), w in zip(state.items(), weights, strict=True):
             if tuple(t.shape) != tuple(np.shape(w)):
                 raise ValueError(f"{name}: shape {np.shape(w)} does not match {tuple(t.shape)}")
             t.copy_(torch.as_tensor(np.asarray(w)))
@@ -203,11 +208,11 @@ def average_weights(weight_sets: Sequence[Any], counts: Sequence[float] | None =
     sets = [[w] for w in weight_sets] if flat else weight_sets
     total = c.sum()
     out = []
-    for arrays in zip(*sets):
+    for arrays in zip(*sets, strict=False):
         # In place, one float64 scratch buffer: ~11M-value vectors every round.
         acc = np.multiply(arrays[0], c[0], dtype=np.float64)
         tmp = np.empty_like(acc) if len(arrays) > 1 else None
-        for ci, arr in zip(c[1:], arrays[1:]):
+        for ci, arr in zip(c[1:], arrays[1:], strict=True):
             np.multiply(arr, ci, out=tmp, dtype=np.float64)
             acc += tmp
         acc /= total
@@ -237,7 +242,8 @@ def sgd_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, start: int, st
     per_pass = steps_per_pass(n, bs)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    perm, cur = None, -1
+    perm: NDArray[np.int64] = np.arange(0)
+    cur = -1
     loss_sum, seen = 0.0, 0
     for s in range(start, start + steps):
         epoch, k = divmod(s, per_pass)
@@ -248,11 +254,12 @@ def sgd_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, start: int, st
         for p in params:
             p.grad = None
         loss = F.cross_entropy(model(X[idx]), y[idx])
-        loss.backward()
-        rate = lr if not total_steps else lr * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        rate = lr if not total_steps else (
+            lr * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
         with torch.no_grad():
             for p in params:
-                p.add_(p.grad, alpha=-rate)
+                p.add_(p.grad, alpha=-rate)  # type: ignore[arg-type]  # set by backward()
         loss_sum += float(loss.detach()) * len(idx)
         seen += len(idx)
     return loss_sum, seen
@@ -263,7 +270,7 @@ _cache = threading.local()
 
 def _model_for(spec: dict[str, Any]) -> nn.Module:
     """One model object per (arch, width) per thread (LocalEngine runs tasks on threads)."""
-    models = getattr(_cache, "models", None)
+    models: dict[tuple[str, int], nn.Module] | None = getattr(_cache, "models", None)
     if models is None:
         models = _cache.models = {}
     key = (spec["arch"], int(spec.get("width", 64)))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.engines.ray_engine import _gcs_accepts, _port_open as _open
+from bench.engines.ray_auth import gcs_accepts as _gcs_accepts
+from bench.engines.ray_launch import port_open as _open
 from bench.results import read_records
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.engines.ray_engine import RayEngine, _gcs_accepts
+from bench.engines.ray_auth import gcs_accepts as _gcs_accepts
+from bench.engines.ray_engine import RayEngine
 from bench.results import read_records
 
 pytestmark = pytest.mark.slow

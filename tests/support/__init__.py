@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bench.engines.ray_engine import free_port as _engine_free_port
+from bench.engines.ray_launch import free_port as _engine_free_port
 from bench.record import ResultRecord, new_record
 
 

@@ -75,7 +75,7 @@ def main() -> None:
         info["head_pid"] = engine._procs[0].pid
         if framework == "ray":
             # What the kubelet's probes reach on each node's pod: its IP and the ports the
-            # engine gave it (bench/engines/ray_engine.py ``_node_ports``).
+            # engine gave it (bench/engines/ray_launch.py ``node_ports``).
             info["nodes"] = [_ray_node(p.args) for p in engine._procs]
         print(json.dumps(info), file=proto, flush=True)
         # Until the harness closes our stdin (or dies): each line ``add [NAME]`` starts one
