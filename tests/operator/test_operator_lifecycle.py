@@ -32,7 +32,12 @@ async def test_restart_in_the_middle_of_a_trial_resumes_without_running_it_twice
         async with running_operator(k8s.url, NS) as first:
             await api.apply(benchmark("rs", frameworks=["dask", "ray"], workers=[1]))
             await wait_for(lambda: fake.starts["Job/rs-dask-1-runner"] == 1, 30, "the runner Job")
-            obj = await api.benchmark("rs")
+            # The Running step writes the status once, right after its create: wait for it.
+            async def submitted() -> dict | None:
+                obj = await api.benchmark("rs")
+                return obj if obj["status"]["trials"][0].get("submittedAt") else None
+
+            obj = await wait_for(submitted, 30, "the status to record the runner's submission")
             assert obj["status"]["trials"][0]["state"] == "Running"
             assert obj["status"]["trials"][0]["submittedAt"]
         assert first.stopped  # the first operator is gone; the runner still waits
