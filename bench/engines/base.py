@@ -26,20 +26,21 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from .. import lifecycle
-from ..errors import RunError
+from bench import lifecycle
+from bench.errors import RunError
 
 # The seconds a runner connecting to a cluster may wait for it (set by the operator).
 STARTUP_TIMEOUT_ENV = "TESTBED_STARTUP_TIMEOUT_SECONDS"
 
 if TYPE_CHECKING:
-    from ..spec import DaskSettings, RaySettings
+    from bench.spec import DaskSettings, RaySettings
 
 
 @dataclass
@@ -83,9 +84,9 @@ class Engine(ABC):
 
     def __init__(self, workers: int, address: str | None = None, *, cpus_per_worker: float = 1,
                  memory_per_worker: int = 2 * 2**30, startup_timeout: float = 300,
-                 ray_settings: "RaySettings | None" = None,
-                 dask_settings: "DaskSettings | None" = None, observe_faults: bool = False):
-        from ..spec import DaskSettings, RaySettings
+                 ray_settings: RaySettings | None = None,
+                 dask_settings: DaskSettings | None = None, observe_faults: bool = False):
+        from bench.spec import DaskSettings, RaySettings
 
         self.workers = workers
         self.address = address
@@ -111,7 +112,7 @@ class Engine(ABC):
             self.startup_timeout = float(os.environ[STARTUP_TIMEOUT_ENV])
             self.connect_timeout = self.startup_timeout
         self.tasks = 0
-        self._procs: list[subprocess.Popen] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
         self._workdir: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -158,10 +159,10 @@ class Engine(ABC):
         goodbyes to the cluster (the process is about to exit)."""
         self._stop_processes(grace=0)
 
-    def _disconnect(self) -> None:  # pragma: no cover - overridden
-        pass
+    def _disconnect(self) -> None:  # noqa: B027  (a hook: engines with a client override it)
+        """Close the driver's connection to the cluster (nothing to close by default)."""
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         self.start()
         return self
 
@@ -172,22 +173,22 @@ class Engine(ABC):
     @abstractmethod
     def put(self, obj: Any) -> Any: ...
 
-    def release(self, handle: Any) -> None:
+    def release(self, handle: Any) -> None:  # noqa: B027  (optional: a no-op by default)
         """Drop a handle returned by ``put``."""
 
     @abstractmethod
-    def map(self, fn: Callable, items: Sequence[Any], *shared: Any) -> list[Any]: ...
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *shared: Any) -> list[Any]: ...
 
     @abstractmethod
-    def tiny_tasks(self, fn: Callable, arg: Any, count: int, sync: bool) -> list[Any]: ...
+    def tiny_tasks(self, fn: Callable[..., Any], arg: Any, count: int, sync: bool) -> list[Any]: ...
 
     @abstractmethod
-    def joblib(self) -> AbstractContextManager: ...
+    def joblib(self) -> AbstractContextManager[Any]: ...
 
-    def dask_context(self) -> AbstractContextManager:
+    def dask_context(self) -> AbstractContextManager[Any]:
         raise NotImplementedError(f"{self.framework} has no Dask scheduler")
 
-    def work_context(self) -> AbstractContextManager:
+    def work_context(self) -> AbstractContextManager[Any]:
         """Entered by the harness in the thread that runs the workload.
 
         Thread-pool limits (OpenMP's thread count among them) are per calling thread, so they
@@ -198,7 +199,7 @@ class Engine(ABC):
     @property
     def parallelism(self) -> int:
         """How many tasks can run at once: the natural number of chunks to split work into."""
-        return max(1, int(round(self.workers * max(1, self.cpus_per_worker))))
+        return max(1, round(self.workers * max(1, self.cpus_per_worker)))
 
     # -- measurement -----------------------------------------------------------------------
     @abstractmethod
@@ -282,7 +283,7 @@ class Engine(ABC):
         return self._workdir
 
     def _spawn(self, args: list[str], env: dict[str, str | None] | None = None,
-               log: str | None = None) -> subprocess.Popen:
+               log: str | None = None) -> subprocess.Popen[bytes]:
         """Start one cluster process in a session of its own, carrying the run's marker
         (:mod:`bench.lifecycle`). ``env`` overrides the inherited environment; a ``None``
         value removes that variable."""
@@ -293,15 +294,13 @@ class Engine(ABC):
             else:
                 full_env[k] = v
         full_env.update(lifecycle.spawn_env())
-        out = open(log, "ab") if log else subprocess.DEVNULL
-        try:
-            p = subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
-        except FileNotFoundError:
-            raise RunError(f"cannot start {args[0]!r}: command not found") from None
-        finally:
-            if log:
-                out.close()
+        # The child keeps its own copy of the log's descriptor; ours closes on leaving.
+        with open(log, "ab") if log else nullcontext(subprocess.DEVNULL) as out:
+            try:
+                p = subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            except FileNotFoundError:
+                raise RunError(f"cannot start {args[0]!r}: command not found") from None
         self._procs.append(p)
         return p
 
@@ -326,10 +325,8 @@ class Engine(ABC):
             lifecycle.terminate(tree, grace, send=send)
             for p in group:
                 _signal_group(p, signal.SIGKILL)
-                try:
+                with suppress(subprocess.TimeoutExpired):
                     p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
         self._procs = []
         self._cleanup_workdir()
 
@@ -367,11 +364,9 @@ def _killer(proc: psutil.Process) -> Callable[[], None]:
     return kill
 
 
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
-    try:
+def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,

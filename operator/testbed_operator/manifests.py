@@ -120,7 +120,8 @@ def _container(name: str, image: str, args: list[str], spec: BenchmarkSpec,
         "name": name, "image": image, "imagePullPolicy": "IfNotPresent", "args": args,
         "resources": _resources(spec), "securityContext": _security(),
         "env": [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
-                {"name": "OMP_NUM_THREADS", "value": str(max(1, int(spec.worker_resources.cpu_count())))}],
+                {"name": "OMP_NUM_THREADS",
+                 "value": str(max(1, int(spec.worker_resources.cpu_count())))}],
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if ports:
@@ -296,7 +297,8 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
             "shutdownAfterJobFinishes": not spec_keep_clusters(benchmark),
             "ttlSecondsAfterFinished": 0,
             # Counted from the RayJob's creation: cluster start-up plus the run.
-            "activeDeadlineSeconds": startup_timeout_seconds(benchmark) + run_deadline_seconds(spec),
+            "activeDeadlineSeconds": (startup_timeout_seconds(benchmark)
+                                      + run_deadline_seconds(spec)),
             "backoffLimit": 0,
             "runtimeEnvYAML": yaml.safe_dump({"env_vars": _runner_env(benchmark)}),
             "rayClusterSpec": cluster,
@@ -344,7 +346,8 @@ def build_daskcluster_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, w
                                    "initialDelaySeconds": 0, "periodSeconds": 5}
     worker = _container(
         "worker", image, ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", nthreads,
-                          "--memory-limit", memory, "--dashboard", "--dashboard-address", f":{DASK_WORKER_DASHBOARD_PORT}",
+                          "--memory-limit", memory, "--dashboard",
+                          "--dashboard-address", f":{DASK_WORKER_DASHBOARD_PORT}",
                           "--nanny" if spec.dask.nanny else "--no-nanny"],
         spec, [{"name": "http-dashboard", "containerPort": DASK_WORKER_DASHBOARD_PORT,
                 "protocol": "TCP"}])
@@ -401,7 +404,8 @@ def build_runner_job_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, fr
         "metadata": _metadata(benchmark, name, framework, workers),
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": startup_timeout_seconds(benchmark) + run_deadline_seconds(spec),
+            "activeDeadlineSeconds": (startup_timeout_seconds(benchmark)
+                                      + run_deadline_seconds(spec)),
             "ttlSecondsAfterFinished": 3600,
             "template": {"metadata": {"labels": labels(benchmark["metadata"]["name"], framework,
                                                        workers)},
@@ -418,7 +422,8 @@ METRICS_PORTS = (RAY_METRICS_PORT, DASK_DASHBOARD_PORT, DASK_WORKER_DASHBOARD_PO
 
 def build_networkpolicy_manifest(benchmark: dict[str, Any], framework: str, workers: int,
                                  metrics_from: list[dict[str, Any]] | None = None,
-                                 dashboard_from: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                                 dashboard_from: list[dict[str, Any]] | None = None,
+                                 ) -> dict[str, Any]:
     """The trial's NetworkPolicy: its pods (``testbed.dev/trial=<trial>``) accept connections
     only from pods of the same trial, plus
 
