@@ -35,6 +35,7 @@ from typing import Any
 
 from .engines import Engine
 from .engines.base import FaultWatch, Victim
+from .frameworks import is_baseline
 from .record import ResultRecord
 from .results import describe
 from .spec import BenchmarkSpec, FaultSpec
@@ -100,7 +101,8 @@ def _victims(engine: Engine, f: FaultSpec, info: dict[str, Any]) -> list[Victim]
         return None
     if not victims:
         info["applicable"] = False
-        info["reason"] = ("the local baseline has no workers to kill" if engine.framework == "local"
+        info["reason"] = ("the local baseline has no workers to kill"
+                          if is_baseline(engine.framework)
                           else "the engine did not start these workers (a connected cluster "
                                "outside Kubernetes): there is nothing it may kill")
         return None

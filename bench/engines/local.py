@@ -12,13 +12,14 @@ from contextlib import AbstractContextManager, contextmanager
 from types import ModuleType
 from typing import Any
 
+from bench.frameworks import BASELINE
 from bench.measure import TreeSampler
 
 from .base import Engine
 
 
 class LocalEngine(Engine):
-    framework = "local"
+    framework = BASELINE
 
     def __init__(self, workers: int = 1, address: str | None = None, **kw: Any):
         super().__init__(workers, None, **kw)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.frameworks import BASELINE, is_baseline
 from bench.results import describe, latest_records, summarize
 
 from .formatting import MISSING, column_label, fmt_seconds, fmt_signed_seconds, shorten
@@ -23,13 +24,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FRAMEWORK_COLORS = {
-    "local": "#555555",
+    BASELINE: "#555555",
     "ray": "#1f77b4",
     "dask": "#ff7f0e",
     "dask-on-ray": "#2ca02c",
 }
 _EXTRA_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-FRAMEWORK_MARKERS = {"local": "s", "ray": "o", "dask": "^", "dask-on-ray": "D"}
+FRAMEWORK_MARKERS = {BASELINE: "s", "ray": "o", "dask": "^", "dask-on-ray": "D"}
 PHASES = ("startup", "load", "distribute", "compute")
 PHASE_COLORS = {"startup": "#9ecae1", "load": "#fdae6b", "distribute": "#a1d99b",
                 "compute": "#3182bd"}
@@ -88,7 +89,8 @@ def _plot_frameworks(ax: Axes, workload: str, wrows: list[dict[str, Any]],
     values: list[float] = []
     all_workers: list[int] = []
     failed: list[str] = []
-    for framework in dict.fromkeys(r["framework"] for r in wrows if r["framework"] != "local"):
+    frameworks = dict.fromkeys(r["framework"] for r in wrows if not is_baseline(r["framework"]))
+    for framework in frameworks:
         pts = [r for r in wrows if r["framework"] == framework]
         all_workers += [r["workers"] for r in pts]
         ok = [r for r in pts if r["state"] == "succeeded" and r["median"] is not None]
@@ -113,7 +115,7 @@ def _plot_local_baselines(ax: Axes, wrows: list[dict[str, Any]]) -> tuple[list[f
     """Horizontal lines for the local baselines (fewest and most threads); returns (medians,
     failed)."""
     values: list[float] = []
-    local = {r["workers"]: r for r in wrows if r["framework"] == "local"}
+    local = {r["workers"]: r for r in wrows if is_baseline(r["framework"])}
     local_ok = {w: r for w, r in local.items() if r["state"] == "succeeded"}
     if local_ok:
         styles = [(min(local_ok), "--")]
@@ -123,9 +125,9 @@ def _plot_local_baselines(ax: Axes, wrows: list[dict[str, Any]]) -> tuple[list[f
             m = local_ok[threads]["median"]
             values.append(m)
             label = "local 1 thread" if threads == 1 else f"local {threads} threads"
-            ax.axhline(m, linestyle=style, color=FRAMEWORK_COLORS["local"], linewidth=1.6,
+            ax.axhline(m, linestyle=style, color=FRAMEWORK_COLORS[BASELINE], linewidth=1.6,
                        label=f"{label} ({fmt_seconds(m)} s)")
-    return values, [column_label("local", w) for w in local if w not in local_ok]
+    return values, [column_label(BASELINE, w) for w in local if w not in local_ok]
 
 
 def _time_vs_workers(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Figure | None:
@@ -184,11 +186,11 @@ def _speedup_efficiency(rows: list[dict[str, Any]]) -> Figure | None:
             if not pts:
                 continue
             bases.append(min(r["workers"] for r in wrows if r["framework"] == framework))
-            label = "local (threads)" if framework == "local" else framework
+            label = f"{framework} (threads)" if is_baseline(framework) else framework
             style: dict[str, Any] = {
                 "marker": FRAMEWORK_MARKERS.get(framework, "o"), "linewidth": 1.8,
                 "color": _framework_color(framework, extra_colors), "label": label,
-                "linestyle": "-." if framework == "local" else "-"}
+                "linestyle": "-." if is_baseline(framework) else "-"}
             xs = [r["workers"] for r in pts]
             ax_s.plot(xs, [r["speedup"] for r in pts], **style)
             ax_e.plot(xs, [r["efficiency"] for r in pts], **style)

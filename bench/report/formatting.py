@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.frameworks import is_baseline
+
 MISSING = "—"
 """What a cell shows when there is no value (not run, not measured)."""
 
@@ -70,4 +72,4 @@ def shorten(v: Any, limit: int = 80) -> str:
 
 def column_label(framework: str, workers: int) -> str:
     """``"ray ×2"``; the local baseline counts threads: ``"local 4t"``."""
-    return f"local {workers}t" if framework == "local" else f"{framework} ×{workers}"
+    return f"{framework} {workers}t" if is_baseline(framework) else f"{framework} ×{workers}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from bench.frameworks import is_baseline
 from bench.results import NOISE_FRACTION, describe, is_beyond_noise, latest_records, sort_key
 
 REGRESSIONS = ("slower", "failed in B")
@@ -86,4 +87,4 @@ def faulted(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The latest record of every trial that ran with fault injection."""
     # The local baselines are never faulted (no workers): leave them out.
     return [r for r in latest_records(records).values()
-            if r.get("faults") and r.get("framework") != "local"]
+            if r.get("faults") and not is_baseline(r.get("framework", ""))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bench.frameworks import is_baseline
 from bench.results import describe, sort_key
 
 from .formatting import (
@@ -61,7 +62,7 @@ def runtime_grid(rows: Sequence[dict[str, Any]]) -> Grid:
 def _local_all_label(rows: Sequence[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for r in rows:
-        if r["framework"] == "local":
+        if is_baseline(r["framework"]):
             counts[r["workload"]] = max(r["workers"], counts.get(r["workload"], 0))
     values = set(counts.values())
     return f"vs local {values.pop()}t" if len(values) == 1 else "vs local all threads"
@@ -103,7 +104,7 @@ def quality_grid(rows: Sequence[dict[str, Any]]) -> Grid:
     headers = ["Workload", "Metric", "Trial", "Value", "Local baseline", "Δ vs local"]
     body: list[list[Cell]] = []
     for r in rows:
-        if r["framework"] == "local" or r["state"] != "succeeded":
+        if is_baseline(r["framework"]) or r["state"] != "succeeded":
             continue
         delta = r.get("quality_delta")
         style = None

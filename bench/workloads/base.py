@@ -26,6 +26,7 @@ import numpy as np
 
 from bench.datasets import Dataset
 from bench.engines.base import Engine
+from bench.frameworks import is_baseline
 
 Params = dict[str, Any]  # a workload's parameters, as validated by bench.params
 State = dict[str, Any]  # what distribute placed: handles from Engine.put and local values
@@ -56,7 +57,7 @@ class Workload:
         }
 
     def run(self, engine: Engine, state: State, params: Params) -> Outcome:
-        if engine.framework == "local":
+        if is_baseline(engine.framework):
             return self.run_local(engine, state, params)
         return self.run_distributed(engine, state, params)
 

@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from bench.datasets import Dataset
 from bench.engines.base import Engine
+from bench.frameworks import is_baseline
 
 from .base import Outcome, Params, State, Tolerance, Workload, chunks
 
@@ -93,7 +94,7 @@ class DataFrame(Workload):
     def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
         df = make_table(params["rows"], params["keys"], params["seed"])
         nparts = engine.parallelism * params["partitions_per_worker"]
-        if engine.framework == "local":
+        if is_baseline(engine.framework):
             return {"df": df}
         if engine.framework == "ray":
             parts = [df.iloc[lo:hi].reset_index(drop=True) for lo, hi in chunks(len(df), nparts)]

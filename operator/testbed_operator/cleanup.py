@@ -10,7 +10,6 @@ from bench.kube import names
 
 from . import manifests, trials
 from .config import OperatorConfig
-from .crd import GROUP
 from .drivers import CONFIGMAP, LABELLED_KINDS, NETWORKPOLICY, ObjRef, driver_for
 from .kube import Kube
 

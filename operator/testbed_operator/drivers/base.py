@@ -17,7 +17,6 @@ from typing import Any, Protocol
 from bench.kube import names
 from bench.record import ResultRecord
 from bench.spec import BenchmarkSpec
-from testbed_operator import manifests
 
 Kind = tuple[str, str]  # (apiVersion, kind)
 ObjRef = tuple[str, str, str]  # (apiVersion, kind, name)
