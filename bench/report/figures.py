@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.axis import Axis
     from matplotlib.figure import Figure
+    from matplotlib.gridspec import GridSpec
 
 FRAMEWORK_COLORS = {
     BASELINE: "#555555",
@@ -231,14 +232,20 @@ def _bar_heights(names: list[str], rows: list[dict[str, Any]]) -> list[float]:
     return [max(2.0, 0.42 * sum(1 for r in rows if r["workload"] == w) + 1.2) for w in names]
 
 
+def _bar_grid(names: list[str], rows: list[dict[str, Any]], width: float, pad: float,
+              ncols: int) -> tuple[Figure, GridSpec]:
+    """A figure with one row of horizontal bar charts per workload, each as tall as its
+    trials need."""
+    heights = _bar_heights(names, rows)
+    fig = _new_figure(width, sum(heights) + pad)
+    return fig, fig.add_gridspec(len(names), ncols, height_ratios=heights)
+
+
 def _phases(rows: list[dict[str, Any]]) -> Figure | None:
     if not any(r["state"] == "succeeded" for r in rows):
         return None
     names = workloads(rows)
-    heights = _bar_heights(names, rows)
-    height = sum(heights) + 0.8
-    fig = _new_figure(10, height)
-    gs = fig.add_gridspec(len(names), 1, height_ratios=heights)
+    fig, gs = _bar_grid(names, rows, width=10, pad=0.8, ncols=1)
     for i, workload in enumerate(names):
         ax = fig.add_subplot(gs[i, 0])
         wrows = [r for r in rows if r["workload"] == workload]
@@ -278,10 +285,7 @@ def _resources(rows: list[dict[str, Any]]) -> Figure | None:
     if not any(r.get("cpu_mean") is not None or r.get("rss_peak") is not None for r in rows):
         return None
     names = workloads(rows)
-    heights = _bar_heights(names, rows)
-    height = sum(heights) + 0.6
-    fig = _new_figure(12, height)
-    gs = fig.add_gridspec(len(names), 2, height_ratios=heights)
+    fig, gs = _bar_grid(names, rows, width=12, pad=0.6, ncols=2)
     extra_colors: dict[str, str] = {}
     for i, workload in enumerate(names):
         wrows = [r for r in rows if r["workload"] == workload]
