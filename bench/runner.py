@@ -101,9 +101,12 @@ def run_benchmark(
     on_record: Callable[[ResultRecord], None] | None = None,
     on_status: Callable[[str], None] | None = None,
     victims: VictimSource | None = None,
+    connect_timeout: float | None = None,
 ) -> RunResult:
     """Run every trial of ``spec``; records are appended to ``out`` as they complete.
-    ``victims``: what faults may kill in a cluster at ``address`` (see ``Engine.fault_victims``)."""
+    ``victims``: what faults may kill in a cluster at ``address`` (see ``Engine.fault_victims``);
+    ``connect_timeout``: how long to wait for the cluster at ``address`` to come up (a runner
+    pod's cluster may still be starting), instead of the 2 minutes a ready cluster gets."""
     run_id = run_id or new_run_id()
     result = RunResult(run_id)
     status = on_status or (lambda _msg: None)
@@ -128,7 +131,8 @@ def run_benchmark(
                         raise RunError(startup_error)
                     if engine is None:
                         status(f"starting {framework} with {workers} worker(s)")
-                        candidate = _make_engine(spec, framework, workers, address, victims)
+                        candidate = _make_engine(spec, framework, workers, address, victims,
+                                                 connect_timeout)
                         try:
                             candidate.start()
                         except TestbedError as e:
@@ -171,7 +175,8 @@ def run_benchmark(
 
 
 def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str | None,
-                 victims: VictimSource | None = None) -> Engine:
+                 victims: VictimSource | None = None,
+                 connect_timeout: float | None = None) -> Engine:
     res = spec.worker_resources
     engine = make_engine(
         framework, workers, None if is_baseline(framework) else address,
@@ -180,6 +185,7 @@ def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str
         startup_timeout=float(spec.timeout_seconds),
         ray_settings=spec.ray, dask_settings=spec.dask,
         observe_faults=spec.faults is not None,
+        connect_timeout=connect_timeout,
     )
     engine.external_victims = victims
     return engine

@@ -98,6 +98,7 @@ def _runner_spec(args: argparse.Namespace) -> BenchmarkSpec:
 
 def _run_runner(args: argparse.Namespace, send: Send | None) -> int:
     from bench.kube.faults import victim_source
+    from bench.kube.names import STARTUP_TIMEOUT_ENV
     from bench.runner import run_benchmark
 
     spec = _runner_spec(args)
@@ -115,7 +116,8 @@ def _run_runner(args: argparse.Namespace, send: Send | None) -> int:
     result = run_benchmark(spec, out, address=args.address,
                            trials=[(args.framework, args.workers)],
                            on_status=lambda m: print(m, file=sys.stderr, flush=True),
-                           victims=victim_source())
+                           victims=victim_source(),
+                           connect_timeout=_env_seconds(STARTUP_TIMEOUT_ENV))
     payload = {"run_id": result.run_id, "records": result.records}
     if send is not None:
         send(payload)
@@ -128,3 +130,18 @@ def _run_runner(args: argparse.Namespace, send: Send | None) -> int:
         raise error(f"{len(result.failed)} of {len(result.records)} trials failed: "
                     f"{result.failed[0]['error']}")
     return 0
+
+
+def _env_seconds(name: str) -> float | None:
+    """A positive number of seconds from ``$name`` (the operator sets it on runner pods), or
+    None when it is unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(f"${name}: expected a positive number of seconds, got {raw!r}")
+    return seconds

@@ -36,9 +36,6 @@ import psutil
 from bench import lifecycle
 from bench.errors import RunError
 
-# The seconds a runner connecting to a cluster may wait for it (set by the operator).
-STARTUP_TIMEOUT_ENV = "TESTBED_STARTUP_TIMEOUT_SECONDS"
-
 if TYPE_CHECKING:
     from bench.spec import DaskSettings, RaySettings
 
@@ -85,7 +82,8 @@ class Engine(ABC):
     def __init__(self, workers: int, address: str | None = None, *, cpus_per_worker: float = 1,
                  memory_per_worker: int = 2 * 2**30, startup_timeout: float = 300,
                  ray_settings: RaySettings | None = None,
-                 dask_settings: DaskSettings | None = None, observe_faults: bool = False):
+                 dask_settings: DaskSettings | None = None, observe_faults: bool = False,
+                 connect_timeout: float | None = None):
         from bench.spec import DaskSettings, RaySettings
 
         self.workers = workers
@@ -102,15 +100,14 @@ class Engine(ABC):
         self.started_cluster = False
         self.startup_seconds: float | None = None
         self.ready_at: float | None = None  # wall-clock (epoch) time N workers were registered
-        # How long to keep trying to reach a cluster we connect to. A runner pod (the operator
-        # sets the variable): its cluster may still be starting, e.g. a DaskCluster is Running
-        # before its scheduler pod exists, so as long as the trial's startupTimeoutSeconds
-        # allows. Anyone else who gives an address: a cluster that should be up, so a wrong
-        # address fails within 2 minutes, not after timeoutSeconds.
+        # How long to keep trying to reach a cluster we connect to. A runner pod (the runner
+        # command passes ``connect_timeout``, from the trial's startupTimeoutSeconds): its
+        # cluster may still be starting, e.g. a DaskCluster is Running before its scheduler
+        # pod exists. Anyone else who gives an address: a cluster that should be up, so a
+        # wrong address fails within 2 minutes, not after timeoutSeconds.
         self.connect_timeout = min(startup_timeout, 120.0)
-        if address and os.environ.get(STARTUP_TIMEOUT_ENV):
-            self.startup_timeout = float(os.environ[STARTUP_TIMEOUT_ENV])
-            self.connect_timeout = self.startup_timeout
+        if address and connect_timeout is not None:
+            self.startup_timeout = self.connect_timeout = connect_timeout
         self.tasks = 0
         self._procs: list[subprocess.Popen[bytes]] = []
         self._workdir: str | None = None

@@ -83,10 +83,13 @@ class DaskEngine(Engine):
         # The scheduler may not exist yet (dask-kubernetes marks a DaskCluster Running as soon
         # as its Service exists, before any pod): keep trying for the whole start-up timeout.
         try:
-            self.client = retry_until(
-                lambda left: Client(address,  # type: ignore[no-untyped-call]  # unannotated timeout=max(1.0, min(30.0, left)),
-                                    set_as_default=False),
-                self.connect_timeout, retry_on=(OSError, TimeoutError))
+            def attempt(left: float) -> Client:
+                # (distributed's Client is unannotated: no-untyped-call)
+                return Client(address, timeout=max(1.0, min(30.0, left)),  # type: ignore[no-untyped-call]
+                              set_as_default=False)
+
+            self.client = retry_until(attempt, self.connect_timeout,
+                                      retry_on=(OSError, TimeoutError))
         except (OSError, TimeoutError) as e:
             raise RunError(f"cannot connect to the Dask scheduler at {address!r} within "
                            f"{self.connect_timeout:g} s: {type(e).__name__}: {e}") from None

@@ -18,9 +18,8 @@ RESULT_OWNER_ENV = "TESTBED_RESULT_OWNER"
 FAULT_PODS_ENV = "TESTBED_FAULT_PODS"
 """Which pods the runner of a faulted trial may delete (JSON, see :mod:`.faults`)."""
 STARTUP_TIMEOUT_ENV = "TESTBED_STARTUP_TIMEOUT_SECONDS"
-"""How long the runner may wait for its cluster.  The engine reads it under its own name,
-``bench.engines.base.STARTUP_TIMEOUT_ENV`` (the engines do not import this package);
-``tests/test_operator_manifests.py`` checks that the two agree."""
+"""How long the runner may wait for its cluster (seconds): the runner command reads it and
+passes it to the engine as ``connect_timeout`` (the engines do not import this package)."""
 
 # -- the result ConfigMap ---------------------------------------------------------------------
 RESULT_DATA_KEY = "records.json"

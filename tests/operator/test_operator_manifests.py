@@ -10,12 +10,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from support.k8s_emulator import openapi_to_jsonschema
+from testbed_operator import manifests as m
+from testbed_operator.crd import build_crd, crd_yaml
 
 from bench.kube import names
 from bench.spec import BenchmarkSpec, parse_spec
-from testbed_operator import manifests as m
-from support.k8s_emulator import openapi_to_jsonschema
-from testbed_operator.crd import build_crd, crd_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT.parent / "shared" / "schemas" / "kuberay"
@@ -92,7 +92,7 @@ def test_the_default_spec_round_trips_through_the_schema(benchmark_schema):
                                       "metadata": {"name": "x"}, "spec": data}) == []
 
 
-@pytest.mark.parametrize("patch, where", [
+@pytest.mark.parametrize(("patch", "where"), [
     ({"frameworks": ["spark"]}, "spec/frameworks/0"),
     ({"workers": [0]}, "spec/workers/0"),
     ({"repeats": 0}, "spec/repeats"),
@@ -255,13 +255,6 @@ def test_runner_job_validates_and_runs_the_runner_as_non_root():
     env = {e["name"]: e["value"] for e in c["env"]}
     assert json.loads(env["TESTBED_RESULT_OWNER"])["name"] == "digits-knn"
     assert env["TESTBED_STARTUP_TIMEOUT_SECONDS"] == str(m.startup_timeout_seconds(BENCHMARK))
-
-
-def test_the_engine_reads_the_startup_timeout_the_operator_sets():
-    """The engines may not import bench.kube, so they name the variable themselves."""
-    from bench.engines.base import STARTUP_TIMEOUT_ENV
-
-    assert STARTUP_TIMEOUT_ENV == names.STARTUP_TIMEOUT_ENV
 
 
 @pytest.mark.parametrize("name", ["digits-knn", "a" * 63, "9lives", "x"])
