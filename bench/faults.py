@@ -35,6 +35,7 @@ from typing import Any
 
 from .engines import Engine
 from .engines.base import FaultWatch, Victim
+from .errors import error_summary
 from .frameworks import is_baseline
 from .record import ResultRecord
 from .results import describe
@@ -42,9 +43,9 @@ from .spec import BenchmarkSpec, FaultSpec
 from .workloads import Workload
 
 
-def _error_text(e: BaseException) -> str:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first}"[:500]
+def _why(e: BaseException) -> str:
+    """What went wrong, in one line for the fault record."""
+    return error_summary(e, limit=500)
 
 
 def pick_victims(engine: Engine, kill_workers: int, kill_head: bool, seed: int) -> list[Victim]:
@@ -87,7 +88,7 @@ def faulted_run(engine: Engine, wl: Workload, state: Any, params: dict[str, Any]
         try:
             info["observed"] = watch.report(run.killed, f.detect_timeout_seconds)
         except Exception as e:
-            info["observed"] = {"observed": False, "reason": f"cannot observe: {_error_text(e)}"}
+            info["observed"] = {"observed": False, "reason": f"cannot observe: {_why(e)}"}
     return info
 
 
@@ -97,7 +98,7 @@ def _victims(engine: Engine, f: FaultSpec, info: dict[str, Any]) -> list[Victim]
         victims = pick_victims(engine, f.kill_workers, f.kill_head, f.seed)
     except Exception as e:  # e.g. the runner may not list its pods: say so, run nothing
         info["applicable"] = False
-        info["reason"] = f"cannot find the victims: {_error_text(e)}"
+        info["reason"] = f"cannot find the victims: {_why(e)}"
         return None
     if not victims:
         info["applicable"] = False
@@ -142,7 +143,7 @@ def _watch(engine: Engine, info: dict[str, Any]) -> FaultWatch | None:
     try:
         return engine.watch_faults()
     except Exception as e:  # observation is best effort; the fault itself still happens
-        info["observed"] = {"observed": False, "reason": f"cannot observe: {_error_text(e)}"}
+        info["observed"] = {"observed": False, "reason": f"cannot observe: {_why(e)}"}
         return None
 
 
@@ -170,7 +171,7 @@ class _FaultedRun:
                 entry["at"] = time.perf_counter() - self.t0
                 entry["at_wall"] = time.time()
             except Exception as e:  # already gone, or not ours to kill
-                entry["error"] = _error_text(e)
+                entry["error"] = _why(e)
             entry["run_still_going"] = not self.done.is_set()
             if self.tasks_target is not None:
                 entry["tasks_done"] = self.tasks_done
@@ -237,7 +238,7 @@ def _outcome(info: dict[str, Any], run: _FaultedRun, wl: Workload,
         info["error"] = f"hung: no result {info['seconds']:.0f}s into the run{after}"
     elif "error" in run.box:
         info["finished"] = False
-        info["error"] = _error_text(run.box["error"])
+        info["error"] = _why(run.box["error"])
     else:
         info["finished"] = True
         info["quality"] = run.box["out"].quality

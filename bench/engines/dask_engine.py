@@ -18,7 +18,7 @@ import psutil
 from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from bench.errors import RunError
+from bench.errors import RunError, error_summary
 from bench.measure import worker_start_sampling, worker_stop_sampling
 
 from .base import Engine, FaultWatch, _replacement, wait_until
@@ -291,8 +291,8 @@ class DaskFaultWatch(FaultWatch):
         except RunError:
             pass  # what is missing is reported below
         except Exception as e:
-            return {"observed": False, "reason": f"cannot read the scheduler's record: "
-                                                 f"{type(e).__name__}: {e}"[:300]}
+            return {"observed": False,
+                    "reason": f"cannot read the scheduler's record: {error_summary(e)}"}
         led = ledger
         with contextlib.suppress(Exception):
             self.client.unregister_scheduler_plugin(FaultLedger.name)
