@@ -41,7 +41,7 @@ RUN /opt/pip/bin/pip --python /opt/venv/bin/python install --no-index --no-deps 
       *) echo "VARIANT must be full or slim, not '$VARIANT'" >&2; false ;; \
     esac \
  && /opt/venv/bin/python -c "import bench.cli, ray, dask.dataframe, distributed, sklearn, \
-boto3, prometheus_client, kubernetes, testbed_operator.channel" \
+boto3, prometheus_client, kubernetes, bench.kube.channel, bench.kube.faults" \
  && /opt/venv/bin/testbed --help >/dev/null
 
 FROM ${BASE}
