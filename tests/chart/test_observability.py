@@ -3,8 +3,8 @@ real run exposes (the operator's, a real local Ray cluster's, a real Dask cluste
 Prometheus server scrapes the operator and answers queries with the trial results."""
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,12 +16,12 @@ from pathlib import Path
 import promql_parser as pp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-from bench.spec import parse_spec
+from support.operator_harness import free_port
 from testbed_operator import trials as tr
 from testbed_operator.dashboard import build_dashboard, dashboard_json
 from testbed_operator.metrics import OperatorMetrics
-from support.operator_harness import free_port
+
+from bench.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "testbed" / "dashboards" / "testbed.json"
@@ -74,7 +74,8 @@ def operator_status():
             recs.append({"workload": wl, "framework": t["framework"], "workers": t["workers"],
                          "state": "succeeded", "seconds": [base, base * 1.01, base * 0.99],
                          "phases": {"startup": 1.0}, "quality_metric": "accuracy",
-                         "quality": {"accuracy": 0.98}, "resources": {"cpu_mean": 95.0, "rss_peak": 2**28},
+                         "quality": {"accuracy": 0.98},
+                         "resources": {"cpu_mean": 95.0, "rss_peak": 2**28},
                          "extra": ({"per_task_us_async": 900.0, "per_task_us_sync": 3000.0}
                                    if wl == "tasks" else {}),
                          # The faulted run as bench.faults records it (see test_faults.py).
@@ -112,7 +113,7 @@ def test_every_expression_parses_and_has_the_template_variables():
     for topic in ("trial time", "speedup", "efficiency", "per-task overhead", "cpu", "memory",
                   "failed", "attempts", "trials by state"):
         assert topic in titles, topic
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unclosed left parenthesis"):
         pp.parse("sum(rate(testbed_trials[5m])")  # the parser does reject bad PromQL
 
 
@@ -143,10 +144,8 @@ def test_every_metric_in_the_dashboard_is_exposed_by_a_real_run():
             assert time.monotonic() < deadline, "Ray never exported its node metrics"
             for n in ray.nodes():
                 url = f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
-                try:
+                with contextlib.suppress(OSError):
                     names |= sample_names(scrape(url))
-                except OSError:
-                    pass
             time.sleep(0.5)
         exposed["ray"] = names
     finally:
@@ -195,13 +194,17 @@ def test_a_real_prometheus_scrapes_the_operator_and_returns_trial_results(tmp_pa
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: testbed-operator\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
-    check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
+        "  - job_name: testbed-operator\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+    check = subprocess.run([PROMTOOL, "check", "config", str(config)],
+                           capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    log = open(tmp_path / "prometheus.log", "w")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}"], stdout=log, stderr=subprocess.STDOUT)
+    # Prometheus writes to its own copy of the log's descriptor; ours closes once it started.
+    with open(tmp_path / "prometheus.log", "w") as log:
+        proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}",
+                                 f"--web.listen-address=127.0.0.1:{prom_port}",
+                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
+                                stdout=log, stderr=subprocess.STDOUT)
 
     def query(q: str) -> list[dict]:
         url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
@@ -219,7 +222,8 @@ def test_a_real_prometheus_scrapes_the_operator_and_returns_trial_results(tmp_pa
             assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "Prometheus never returned the trial results"
             time.sleep(0.5)
-        got = {(r["metric"]["framework"], r["metric"]["workers"]): float(r["value"][1]) for r in result}
+        got = {(r["metric"]["framework"], r["metric"]["workers"]): float(r["value"][1])
+               for r in result}
         want = {(row["framework"], str(row["workers"])): row["median"] for row in status["summary"]
                 if row["workload"] == "knn"}
         assert got.keys() == want.keys()
@@ -236,6 +240,5 @@ def test_a_real_prometheus_scrapes_the_operator_and_returns_trial_results(tmp_pa
     finally:
         proc.terminate()
         proc.wait(30)
-        log.close()
         server.shutdown()
         server.server_close()

@@ -1,5 +1,5 @@
-"""tests/support/prom_monitors.py: the chart's PodMonitors and ServiceMonitor, rendered by Helm's Go SDK,
-translated to plain Prometheus scrape jobs the way the Prometheus Operator generates them,
+"""tests/support/prom_monitors.py: the chart's PodMonitors and ServiceMonitor, rendered by Helm's
+Go SDK, translated to plain Prometheus scrape jobs the way the Prometheus Operator generates them,
 checked rule by rule and by ``promtool check config``. No cluster needed."""
 from __future__ import annotations
 

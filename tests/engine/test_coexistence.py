@@ -8,6 +8,7 @@ must be alive and unchanged afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -50,21 +51,24 @@ def bystanders(tmp_path_factory):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0")
-    subprocess.run([sys.executable, "-c", "from ray._private.authentication."
-                    "authentication_token_setup import generate_and_save_token; "
-                    "generate_and_save_token()"], env=env, check=True, timeout=120)
+    make_token = ("from ray._private.authentication.authentication_token_setup "
+                  "import generate_and_save_token; generate_and_save_token()")
+    subprocess.run([sys.executable, "-c", make_token], env=env, check=True, timeout=120)
     token = (home / ".ray" / "auth_token").read_text().strip()
     # Short: Ray's unix sockets live under it (107 bytes at most).
     ray_tmp = tempfile.mkdtemp(prefix="tb-by-", dir="/tmp")
+    # Ray writes to its own copy of the log's descriptor; ours closes once it started.
+    with open(tmp / "ray.log", "wb") as ray_log:
+        ray_head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block",
+                                     f"--node-ip-address={RAY_IP}", "--port=6379",
+                                     "--include-dashboard=true", f"--dashboard-host={RAY_IP}",
+                                     "--num-cpus=1", f"--memory={512 * 2**20}",
+                                     f"--object-store-memory={100 * 2**20}",
+                                     f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
+                                    env=env, stdout=ray_log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
     procs = [
-        subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block",
-                          f"--node-ip-address={RAY_IP}", "--port=6379",
-                          "--include-dashboard=true", f"--dashboard-host={RAY_IP}",
-                          "--num-cpus=1", f"--memory={512 * 2**20}",
-                          f"--object-store-memory={100 * 2**20}",
-                          f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
-                         env=env, stdout=open(tmp / "ray.log", "wb"), stderr=subprocess.STDOUT,
-                         start_new_session=True),
+        ray_head,
         subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "8786",
                           "--dashboard-address", "127.0.0.1:8787", "--no-show"],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -84,20 +88,18 @@ def bystanders(tmp_path_factory):
         yield {"env": env, "token": token, "procs": procs, "home": home}
     finally:
         for p in reversed(procs):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.wait()
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _ray_nodes(bystanders) -> str:
     """The bystander's nodes, asked the way its user would (token from ~/.ray)."""
+    script = (f"import ray; ray.init(address='{RAY_IP}:6379', logging_level='ERROR'); "
+              "print(sorted(n['NodeManagerAddress'] for n in ray.nodes()))")
     p = subprocess.run(
-        [sys.executable, "-c", "import ray; ray.init(address='%s:6379', logging_level='ERROR'); "
-                               "print(sorted(n['NodeManagerAddress'] for n in ray.nodes()))"
-         % RAY_IP], env={**bystanders["env"], "RAY_AUTH_MODE": "token"},
+        [sys.executable, "-c", script], env={**bystanders["env"], "RAY_AUTH_MODE": "token"},
         capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-2000:]
     return p.stdout.strip().splitlines()[-1]

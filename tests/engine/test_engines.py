@@ -74,7 +74,7 @@ def cluster(request):
     yield engine
     engine.stop()
     # Teardown removed exactly what was started: no worker process survives.
-    gone, alive = psutil.wait_procs(procs, timeout=15)
+    _gone, alive = psutil.wait_procs(procs, timeout=15)
     assert not alive, f"{request.param} left processes behind: {alive}"
 
 

@@ -91,7 +91,7 @@ def test_dask_survives_a_killed_worker(tmp_path, workload):
 @pytest.mark.slow
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_ray_survives_a_killed_worker_node(tmp_path, workload):
-    rec, f, obs = _survived(tmp_path, "ray", workload, {
+    rec, _f, obs = _survived(tmp_path, "ray", workload, {
         "max_retries": 3, "health_check_period_ms": 500, "health_check_failure_threshold": 3,
         "auth_mode": "token"})
     # Ray's GCS marked the killed node dead, within the configured health checks (Ray's
@@ -183,7 +183,7 @@ def test_victims_are_chosen_by_the_seed(tmp_path):
     assert [v.role for v in with_head] == ["worker", "head"]
 
 
-@pytest.mark.parametrize("faults, field", [
+@pytest.mark.parametrize(("faults", "field"), [
     ({"killWorkers": 0}, "faults: nothing to kill"),
     ({"afterSeconds": 1, "afterFraction": 0.5}, "faults: give one of afterSeconds, afterFraction"),
     ({"afterFraction": 0.5, "afterTasksFraction": 0.5}, "not afterFraction and afterTasksFraction"),
@@ -198,7 +198,7 @@ def test_bad_fault_specs_name_the_field(faults, field):
     assert field in str(e.value)
 
 
-@pytest.mark.parametrize("section, body, field", [
+@pytest.mark.parametrize(("section", "body", "field"), [
     ("ray", {"maxRetries": -1}, "ray.maxRetries"),
     ("ray", {"healthCheckPeriodMs": 10}, "ray.healthCheckPeriodMs"),
     ("dask", {"allowedFailures": "many"}, "dask.allowedFailures"),

@@ -90,7 +90,7 @@ MOMENTS = [
 ]
 
 
-@pytest.mark.parametrize("sig, framework, after, code", MOMENTS,
+@pytest.mark.parametrize(("sig", "framework", "after", "code"), MOMENTS,
                          ids=[f"{s.name}-{f}-{a.split()[0]}" for s, f, a, _ in MOMENTS])
 def test_a_signal_at_any_moment_leaves_nothing_behind(tmp_path, sig, framework, after, code):
     # knn first: a finished trial whose record must survive; gridsearch runs long enough.

@@ -1,11 +1,12 @@
 """Ray token authentication is decided by the testbed, never by what is in ``~/.ray``.
 
 Ray 2.60's ``ray start --head`` turns token auth on whenever ``~/.ray/auth_token`` exists, while
-``ray.init(address=...)`` never does (``ray/_private/authentication/authentication_token_setup.py``):
-on a machine where the user once ran ``ray.init()`` every trial used to fail. These tests run
-real clusters under a temporary ``HOME``: without ``~/.ray``, with a token file made the way
-``ray.init()`` makes it, and with auth turned off; and they check that one cluster's token is
-refused by another cluster and that a connecting runner without a token gets one clear line.
+``ray.init(address=...)`` never does
+(``ray/_private/authentication/authentication_token_setup.py``): on a machine where the user
+once ran ``ray.init()`` every trial used to fail. These tests run real clusters under a temporary
+``HOME``: without ``~/.ray``, with a token file made the way ``ray.init()`` makes it, and with
+auth turned off; and they check that one cluster's token is refused by another cluster and that
+a connecting runner without a token gets one clear line.
 """
 from __future__ import annotations
 
@@ -59,9 +60,9 @@ def test_a_users_token_file_is_neither_used_nor_changed(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     # Made the way ray.init() makes it on a user's machine.
-    subprocess.run([sys.executable, "-c", "from ray._private.authentication."
-                    "authentication_token_setup import generate_and_save_token; "
-                    "generate_and_save_token()"],
+    make_token = ("from ray._private.authentication.authentication_token_setup "
+                  "import generate_and_save_token; generate_and_save_token()")
+    subprocess.run([sys.executable, "-c", make_token],
                    env={**CLEAN_ENV, "HOME": str(home)}, check=True, timeout=120)
     token_file = home / ".ray" / "auth_token"
     before = token_file.read_text()
@@ -103,7 +104,7 @@ def test_one_clusters_token_is_refused_by_another(two_clusters):
     assert _gcs_accepts(a._gcs_address, token_a)
 
 
-@pytest.mark.parametrize("token, code, message", [
+@pytest.mark.parametrize(("token", "code", "message"), [
     (None, 1, "requires token authentication and no token was given: set RAY_AUTH_TOKEN"),
     ("other", 1, "rejected the authentication token"),
     ("own", 0, None),

@@ -34,7 +34,7 @@ def _restore_torch_threads():
     torch.set_num_threads(n)
 
 
-@pytest.fixture()
+@pytest.fixture
 def engine1():
     e = LocalEngine(1)
     e.start()
@@ -42,7 +42,7 @@ def engine1():
     e.stop()
 
 
-@pytest.fixture()
+@pytest.fixture
 def engine2():
     e = LocalEngine(2)
     e.start()
@@ -119,9 +119,9 @@ def test_weights_round_trip_including_batchnorm_buffers():
 
 def test_set_weights_rejects_wrong_shapes():
     model = tn.build_model("cnn")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected a flat vector of"):
         tn.set_weights(model, tn.get_flat(model)[:-1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="weight arrays, got"):
         tn.set_weights(model, tn.get_weights(model)[:-1])
 
 
@@ -132,7 +132,7 @@ def test_averaging_identical_weights_is_identity():
     lst = tn.get_weights(model)
     avg = tn.average_weights([lst, [a.copy() for a in lst]], [10, 1])
     assert len(avg) == len(lst)
-    for a, b in zip(avg, lst):
+    for a, b in zip(avg, lst, strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
@@ -150,7 +150,7 @@ def _spec(arch="cnn", width=0, **kw):
     return spec
 
 
-@pytest.mark.parametrize("arch,width", [("cnn", 0), ("resnet18", 8)])
+@pytest.mark.parametrize(("arch", "width"), [("cnn", 0), ("resnet18", 8)])
 def test_train_shard_is_deterministic(data, arch, width):
     torch.set_num_threads(1)
     w0 = tn.get_flat(tn.build_model(arch, width, 0))

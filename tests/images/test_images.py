@@ -5,10 +5,10 @@ session (``scripts/build-images.sh --variant slim``, tests/support/image_build.p
 tests/cluster/test_real_cluster.py) on the debootstrap base ``testbed-base:bookworm``
 (scripts/provision-docker.sh makes it; no registry needed), tagged
 ``testbed-runner:test-slim`` and ``testbed-operator:test`` (``$TESTBED_TEST_IMAGE_TAG``
-replaces ``test``). The full runner (PyPI's torch with its
-nvidia-* wheels, several GB) is not built here: tests/images/test_image_locks.py checks that its lock is
-closed and is what the tested .venv runs. Every container runs with ``--network=host`` and talks
-to loopback addresses only:
+replaces ``test``). The full runner (PyPI's torch with its nvidia-* wheels, several GB) is not
+built here: tests/images/test_image_locks.py checks that its lock is closed and is what the
+tested .venv runs. Every container runs with ``--network=host`` and talks to loopback addresses
+only:
 
 * a Ray cluster (head + 2 workers, each node on its own 127.0.9.x, explicit ports, token auth
   with one shared token) and the runner as the driver on the head's "pod": it shares the

@@ -15,6 +15,8 @@ import kmock
 import kubernetes
 import pytest
 import yaml
+from kmock import KubernetesEmulator, ResourceInfo, Server
+from kubernetes.client.rest import ApiException
 from support.fake_controllers import FakeControllers, wait_for
 from support.k8s_emulator import (
     BENCHMARK_CRD,
@@ -30,8 +32,6 @@ from support.k8s_emulator import (
     version_priority,
     write_kubeconfig,
 )
-from kmock import KubernetesEmulator, ResourceInfo, Server
-from kubernetes.client.rest import ApiException
 
 pytestmark = pytest.mark.filterwarnings(  # kmock 0.8
     "ignore:read_binary is deprecated:DeprecationWarning")

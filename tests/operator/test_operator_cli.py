@@ -10,7 +10,6 @@ import sys
 import urllib.request
 
 import pytest
-
 from support.fake_controllers import FakeControllers
 from support.k8s_emulator import serve_emulator, write_kubeconfig
 from support.operator_harness import Api, benchmark, finished, free_port
@@ -27,7 +26,8 @@ def test_bad_flags_are_usage_errors():
     assert "--max-concurrent-trials: expected at least 1, got 0" in p.stderr
     p = subprocess.run([os.path.join(BIN, "testbed-operator")], capture_output=True, text=True,
                        timeout=60, env={**os.environ, "TESTBED_METRICS_PORT": "lots"})
-    assert p.returncode != 0 and "$TESTBED_METRICS_PORT: expected an integer, got 'lots'" in p.stderr
+    assert (p.returncode != 0
+            and "$TESTBED_METRICS_PORT: expected an integer, got 'lots'" in p.stderr)
     assert "Traceback" not in p.stderr
 
 
@@ -44,8 +44,9 @@ async def test_operator_process_reconciles_a_benchmark(tmp_path, how):
         else:
             argv = [os.path.join(BIN, "kopf"), "run", "--standalone", "--namespace", NS,
                     "--liveness", liveness, "-m", "testbed_operator.main"]
-        log = open(tmp_path / "operator.log", "w")
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # The operator writes to its own copy of the log's descriptor; ours closes at once.
+        with open(tmp_path / "operator.log", "w") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         api = Api(k8s.url, NS)
         try:
             async with FakeControllers(k8s.url, NS, kubeconfig, fast=True):
@@ -60,7 +61,6 @@ async def test_operator_process_reconciles_a_benchmark(tmp_path, how):
         finally:
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(proc.wait, 60)  # the emulator must keep serving
-            log.close()
             await api.close()
         assert code == 0, (tmp_path / "operator.log").read_text()[-3000:]
 
@@ -69,7 +69,8 @@ def test_network_policy_settings_are_checked(monkeypatch):
     from testbed_operator.main import build_parser, config_from_env
 
     monkeypatch.setenv("TESTBED_NETWORK_POLICY", "maybe")
-    with pytest.raises(SystemExit, match=r"\$TESTBED_NETWORK_POLICY: expected true or false, got 'maybe'"):
+    with pytest.raises(SystemExit,
+                       match=r"\$TESTBED_NETWORK_POLICY: expected true or false, got 'maybe'"):
         config_from_env()
     monkeypatch.setenv("TESTBED_NETWORK_POLICY", "True")
     monkeypatch.setenv("TESTBED_NETWORK_POLICY_METRICS_FROM", '{"podSelector": {}}')
@@ -79,7 +80,9 @@ def test_network_policy_settings_are_checked(monkeypatch):
     config = config_from_env()
     assert config.network_policy and config.network_policy_metrics_from == [{"podSelector": {}}]
     args = build_parser().parse_args(["--no-network-policy"])
-    assert args.network_policy is False and args.network_policy_metrics_from == [{"podSelector": {}}]
-    p = subprocess.run([os.path.join(BIN, "testbed-operator"), "--network-policy-ray-dashboard-from",
-                        '[{"pod": {}}]'], capture_output=True, text=True, timeout=60)
+    assert (args.network_policy is False
+            and args.network_policy_metrics_from == [{"podSelector": {}}])
+    p = subprocess.run([os.path.join(BIN, "testbed-operator"),
+                        "--network-policy-ray-dashboard-from", '[{"pod": {}}]'],
+                       capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and 'item 0: expected an object with namespaceSelector' in p.stderr

@@ -46,16 +46,21 @@ async def test_conditions_and_events_tell_success_from_failure(cluster):
             assert c["observedGeneration"] == obj["metadata"]["generation"]
         assert not _wait_for_condition(obj, "Running")
         assert obj["status"]["currentTrial"] == ""
-    assert next(c for c in bad["status"]["conditions"] if c["type"] == "Failed")["reason"] == "TrialFailed"
+    failed_condition = next(c for c in bad["status"]["conditions"] if c["type"] == "Failed")
+    assert failed_condition["reason"] == "TrialFailed"
     # Events: what happened, each with its reason; none of Kopf's generic "Logging".
-    reasons = [(e["type"], e["reason"]) for e in sorted(good_events, key=lambda e: e["metadata"]["resourceVersion"])]
-    assert reasons == [("Normal", "TrialStarted"), ("Normal", "ClusterReady"), ("Normal", "TrialSucceeded"),
-                       ("Normal", "TrialStarted"), ("Normal", "ClusterReady"), ("Normal", "TrialSucceeded"),
+    reasons = [(e["type"], e["reason"])
+               for e in sorted(good_events, key=lambda e: e["metadata"]["resourceVersion"])]
+    assert reasons == [("Normal", "TrialStarted"), ("Normal", "ClusterReady"),
+                       ("Normal", "TrialSucceeded"),
+                       ("Normal", "TrialStarted"), ("Normal", "ClusterReady"),
+                       ("Normal", "TrialSucceeded"),
                        ("Normal", "BenchmarkSucceeded")], reasons
     assert {(e["type"], e["reason"]) for e in bad_events} >= {("Warning", "TrialFailed"),
                                                               ("Warning", "BenchmarkFailed")}
     failed = next(e for e in bad_events if e["reason"] == "TrialFailed")
-    assert "BackoffLimitExceeded" in failed["message"] and failed["message"].startswith("trial dask x1")
+    assert "BackoffLimitExceeded" in failed["message"]
+    assert failed["message"].startswith("trial dask x1")
     for e in good_events + bad_events:
         assert e["source"]["component"] == "testbed-operator" and e["reason"] != "Logging"
         assert e["involvedObject"]["uid"]
@@ -76,7 +81,8 @@ async def test_a_deleted_benchmark_stops_quietly(cluster, caplog):
             return ((await api.benchmark("quiet")) or {}).get("metadata", {}).get("finalizers")
         await wait_for(finalized, 30, "the finalizer")
         t0 = asyncio.get_running_loop().time()
-        assert await api.delete("/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks/quiet") == 200
+        quiet = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks/quiet"
+        assert await api.delete(quiet) == 200
 
         async def gone() -> bool:
             return await api.benchmark("quiet") is None

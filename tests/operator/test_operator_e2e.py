@@ -11,7 +11,6 @@ import sys
 import urllib.request
 
 import pytest
-
 from support.fake_controllers import FakeControllers, wait_for
 from support.operator_harness import Api, benchmark, finished, running_operator
 
@@ -50,7 +49,8 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def _connects(address: str, node_ip: str, env: dict[str, str], home: str) -> subprocess.CompletedProcess:
+def _connects(address: str, node_ip: str, env: dict[str, str],
+              home: str) -> subprocess.CompletedProcess:
     """A Ray driver outside the cluster, with only ``env``'s auth settings (and a home without
     ~/.ray/auth_token)."""
     os.makedirs(home, exist_ok=True)
@@ -67,9 +67,8 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch, 
     and S3 (moto on loopback), every child removed, nothing ran twice. The Ray clusters run
     with KubeRay's token auth (the default authMode): a driver without the token is refused,
     the runner (the RayJob's driver, with the head's environment) connects."""
-    from moto.server import ThreadedMotoServer
-
     import boto3
+    from moto.server import ThreadedMotoServer
 
     k8s, api, kubeconfig = cluster
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
@@ -150,7 +149,8 @@ async def test_ray_and_dask_at_1_and_2_workers_end_to_end(cluster, monkeypatch, 
             assert sample(text, "testbed_time_to_first_trial_seconds_count") == 1
             assert sample(text, "testbed_reconcile_errors_total", benchmark="e2e") is None
             # Credentials never leak into the status, the metrics or the stored results.
-            stored = [boto3.client("s3").get_object(Bucket="results", Key=t["resultsObject"].split("/", 3)[3])
+            stored = [boto3.client("s3").get_object(Bucket="results",
+                                                    Key=t["resultsObject"].split("/", 3)[3])
                       ["Body"].read().decode() for t in status["trials"]]
             for text_ in (json.dumps(obj), text, *stored):
                 assert SECRET not in text_ and "AKIDTESTBEDE2E" not in text_
@@ -183,7 +183,8 @@ async def test_each_trial_runs_behind_its_own_network_policy(cluster, enabled):
 
     k8s, api, kubeconfig = cluster
     gate = aio.Event()
-    prometheus = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    prometheus = [{"namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     async with FakeControllers(k8s.url, NS, kubeconfig, fast=True, gate=gate), \
             running_operator(k8s.url, NS, network_policy=enabled,
                              network_policy_metrics_from=prometheus) as running:
@@ -200,7 +201,8 @@ async def test_each_trial_runs_behind_its_own_network_policy(cluster, enabled):
             for tpl in (rcs["headGroupSpec"]["template"], rcs["workerGroupSpecs"][0]["template"],
                         rayjob["spec"]["submitterPodTemplate"]):
                 labels = tpl["metadata"]["labels"]
-                for sel in (policy["spec"]["podSelector"], policy["spec"]["ingress"][0]["from"][0]["podSelector"]):
+                for sel in (policy["spec"]["podSelector"],
+                            policy["spec"]["ingress"][0]["from"][0]["podSelector"]):
                     assert all(labels.get(k) == v for k, v in sel["matchLabels"].items())
             assert policy["spec"]["ingress"][1]["from"] == prometheus
         else:
@@ -217,10 +219,14 @@ async def test_each_trial_runs_behind_its_own_network_policy(cluster, enabled):
         # Each policy was created once, before its cluster, and deleted after it.
         assert {k: v for k, v in running.op.submissions.items() if "NetworkPolicy" in k} == {
             "ns1/NetworkPolicy/np-ray-1": 1, "ns1/NetworkPolicy/np-dask-1": 1}
-        order = [(r.method.value, r.resource.plural, r.name or (r.data or {}).get("metadata", {}).get("name"))
-                 for r in k8s.emulator.history if r.resource is not None and r.method.value in ("POST", "DELETE")
+        order = [(r.method.value, r.resource.plural,
+                  r.name or (r.data or {}).get("metadata", {}).get("name"))
+                 for r in k8s.emulator.history
+                 if r.resource is not None and r.method.value in ("POST", "DELETE")
                  and r.resource.plural in ("networkpolicies", "rayjobs", "daskclusters")]
         for fw, plural in (("ray", "rayjobs"), ("dask", "daskclusters")):
             name = names.trial_name("np", fw, 1)
-            assert order.index(("POST", "networkpolicies", name)) < order.index(("POST", plural, name))
-            assert order.index(("DELETE", "networkpolicies", name)) > order.index(("DELETE", plural, name))
+            assert (order.index(("POST", "networkpolicies", name))
+                    < order.index(("POST", plural, name)))
+            assert (order.index(("DELETE", "networkpolicies", name))
+                    > order.index(("DELETE", plural, name)))

@@ -9,8 +9,13 @@ import asyncio
 import base64
 import time
 
-from support.fake_controllers import (RUNNER_ACCOUNT, FakeControllers, kuberay_token_env,
-                              kuberay_validate_auth, wait_for)
+from support.fake_controllers import (
+    RUNNER_ACCOUNT,
+    FakeControllers,
+    kuberay_token_env,
+    kuberay_validate_auth,
+    wait_for,
+)
 from support.operator_harness import benchmark, finished, running_operator
 
 NS = "ns1"
@@ -19,7 +24,7 @@ SECRETS = "/api/v1/namespaces/{ns}/secrets"
 CHILDREN = ("/apis/ray.io/v1/namespaces/{ns}/rayjobs", "/apis/batch/v1/namespaces/{ns}/jobs",
             "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters")
 # Long deadlines: a failure detected only by them would time the test out.
-SLOW = dict(startupTimeoutSeconds=600, timeoutSeconds=600)
+SLOW = {"startupTimeoutSeconds": 600, "timeoutSeconds": 600}
 
 
 async def _events(api, name: str) -> list[tuple[str, str, str]]:
@@ -41,7 +46,8 @@ async def test_a_namespace_without_the_runner_account_fails_the_benchmark_at_onc
         obj = await finished(api, "nosa", 30)
         st = obj["status"]
         assert st["phase"] == "Failed" and st["reason"] == "RunnerServiceAccountMissing"
-        assert f'ServiceAccount "{RUNNER_ACCOUNT}" does not exist in namespace "{NS}"' in st["message"]
+        assert (f'ServiceAccount "{RUNNER_ACCOUNT}" does not exist in namespace "{NS}"'
+                in st["message"])
         assert "runnerNamespaces" in st["message"] and st["trials"] == []
         assert _conditions(obj)["Failed"] == ("True", "RunnerServiceAccountMissing")
         assert _conditions(obj)["Succeeded"][0] == "False"
@@ -78,7 +84,8 @@ async def test_a_runner_job_whose_pod_is_refused_fails_its_trial_with_the_reason
     assert "Job/fc-dask-1-runner" not in fake.exits  # it never ran
     reasons = [(t, r) for t, r, _ in events]
     assert ("Warning", "TrialFailed") in reasons and ("Normal", "TrialSucceeded") in reasons
-    assert ("Warning", "ClusterNotReady") not in reasons  # the cluster was ready; the runner was not
+    # The cluster was ready; the runner was not.
+    assert ("Warning", "ClusterNotReady") not in reasons
 
 
 async def test_a_ray_head_refused_for_a_missing_account_fails_as_cluster_not_ready(cluster):
@@ -91,7 +98,8 @@ async def test_a_ray_head_refused_for_a_missing_account_fails_as_cluster_not_rea
             running_operator(k8s.url, NS, failure_check_seconds=0.5):
         await api.apply(benchmark("gone", frameworks=["dask", "ray"], workers=[1], **SLOW))
         await wait_for(lambda: fake.starts["Job/gone-dask-1-runner"] == 1, 30, "the dask runner")
-        assert await api.delete(f"/api/v1/namespaces/{{ns}}/serviceaccounts/{RUNNER_ACCOUNT}") == 200
+        account = f"/api/v1/namespaces/{{ns}}/serviceaccounts/{RUNNER_ACCOUNT}"
+        assert await api.delete(account) == 200
         gate.set()
         obj = await finished(api, "gone", 60)
         events = await _events(api, "gone")
@@ -148,7 +156,8 @@ async def test_the_failure_watch_reads_only_this_attempts_controllers():
     since = 2_000_000_000.0  # 2033-05-18T03:33:20Z
     events = [_event("Job", "t-dask-1-runner", "FailedCreate", "2033-05-18T03:33:19Z"),  # attempt 1
               _event("Job", "t-dask-10-runner", "FailedCreate", "2033-05-18T03:33:30Z"),
-              _event("ReplicaSet", "t-dask-1-scheduler-abc12", "SuccessfulCreate", "2033-05-18T03:33:30Z"),
+              _event("ReplicaSet", "t-dask-1-scheduler-abc12", "SuccessfulCreate",
+                     "2033-05-18T03:33:30Z"),
               _event("Pod", "t-dask-1-runner-x", "FailedCreate", "2033-05-18T03:33:30Z")]
     kube = _Kube(events)
     watch = PodFailureWatch(kube, "ns", "t-dask-1", since, 60, owners)
@@ -171,7 +180,8 @@ async def test_the_failure_watch_reads_only_this_attempts_controllers():
     assert await watch() is None  # ContainerCreating resolves by itself
 
 
-UNSCHEDULABLE = ("0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+UNSCHEDULABLE = ("0/1 nodes are available: 1 Insufficient cpu. "
+                 "preemption: 0/1 nodes are available: "
                  "1 No preemption victims found for incoming pod.")
 
 
@@ -185,8 +195,9 @@ async def test_a_start_up_timeout_names_the_schedulers_reason():
     pending = {"metadata": {"name": "t-ray-1-workers-worker-abcde"}, "status": {
         "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
                                             "reason": "Unschedulable", "message": UNSCHEDULABLE}]}}
-    running = {"metadata": {"name": "t-ray-1-head-x"}, "status": {"phase": "Running", "conditions": [
-        {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]}}
+    running = {"metadata": {"name": "t-ray-1-head-x"}, "status": {
+        "phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"},
+                                           {"type": "Ready", "status": "False"}]}}
     probe = _event("Pod", "t-ray-1-head-x", "Unhealthy", "2033-05-18T03:33:30Z",
                    "Readiness probe failed: connection refused")
     watch = PodFailureWatch(_Kube([probe], [pending, running]), "ns", "t-ray-1", None, 0, [])
@@ -202,7 +213,8 @@ def test_the_fake_kuberay_validates_auth_like_kuberay():
     assert kuberay_validate_auth({"authOptions": {"mode": "token"}, "rayVersion": "2.60.0"}) is None
     assert kuberay_validate_auth({"authOptions": {"mode": "disabled"}}) is None
     assert kuberay_validate_auth({}) is None
-    assert "RayVersion was not specified" in kuberay_validate_auth({"authOptions": {"mode": "token"}})
+    assert "RayVersion was not specified" in kuberay_validate_auth(
+        {"authOptions": {"mode": "token"}})
     assert "minimum Ray version is 2.52.0, got 2.51.1" in kuberay_validate_auth(
         {"authOptions": {"mode": "token"}, "rayVersion": "2.51.1"})
     assert "not supported for RayJob" in kuberay_validate_auth(
@@ -229,12 +241,14 @@ async def test_a_ray_trial_runs_with_kuberays_token_and_without_it_when_disabled
         assert secret["metadata"]["name"] == "tok-ray-1-raycluster"
         token = base64.b64decode(secret["data"]["auth_token"]).decode()
         assert len(base64.b64decode(token)) == 32
-        assert fake.auth_env["RayJob/tok-ray-1"] == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+        assert fake.auth_env["RayJob/tok-ray-1"] == {"RAY_AUTH_MODE": "token",
+                                                     "RAY_AUTH_TOKEN": token}
         gate.set()
         obj = await finished(api, "tok", 30)
         assert obj["status"]["phase"] == "Succeeded", obj["status"]["message"]
         await wait_for(lambda: _no_secrets(api), 10, "the Secret to go with the cluster")
-        await api.apply(benchmark("open", frameworks=["ray"], workers=[1], ray={"authMode": "disabled"}))
+        await api.apply(benchmark("open", frameworks=["ray"], workers=[1],
+                                  ray={"authMode": "disabled"}))
         obj = await finished(api, "open", 30)
         assert obj["status"]["phase"] == "Succeeded", obj["status"]["message"]
         assert fake.auth_env["RayJob/open-ray-1"] == {"RAY_AUTH_MODE": "disabled"}

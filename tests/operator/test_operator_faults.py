@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from support.operator_harness import benchmark, finished, running_operator
 from support.real_dask_operator import RealDaskControllers
 
@@ -46,7 +45,8 @@ async def test_runner_deletes_a_worker_pod_of_its_own_trial(cluster):
         replacements = {fake.replaced_pods[d][0] for d in fake.replaced_pods}
 
     # Exactly one worker pod per trial was deleted, by the runner, through the API.
-    deletes = [r for r in k8s.emulator.history if r.method.value == "DELETE" and "/pods/" in str(r.url)]
+    deletes = [r for r in k8s.emulator.history
+               if r.method.value == "DELETE" and "/pods/" in str(r.url)]
     deleted = sorted(str(r.url).rsplit("/", 1)[1].split("?")[0] for r in deletes)
     assert set(deleted) <= set(fake.killed_pods) and len(deleted) == 2, deleted
     assert all("-worker-" in name for name in deleted)
@@ -86,7 +86,8 @@ async def test_runner_deletes_a_worker_pod_of_its_own_trial(cluster):
     assert dask_fault["killed"] == [_dask_name(k8s, dask_pod)]
     # The spec's framework settings were in effect, and say so.
     # A connected cluster: the head is not the runner's; the driver used KubeRay's token.
-    assert {k: v for k, v in ray_fault["settings"].items() if k != "auth_mode"} == {"max_retries": 3}
+    settings = {k: v for k, v in ray_fault["settings"].items() if k != "auth_mode"}
+    assert settings == {"max_retries": 3}
     assert ray_fault["settings"].get("auth_mode", "token") == "token"
     assert dask_fault["settings"] == {"allowed_failures": 2, "nanny": True}
 

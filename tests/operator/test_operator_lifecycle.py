@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from support.fake_controllers import FakeControllers, wait_for
 from support.operator_harness import benchmark, finished, running_operator
 
@@ -16,7 +15,7 @@ JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
 async def test_fast_benchmark_succeeds(cluster):
     k8s, api, kubeconfig = cluster
     async with FakeControllers(k8s.url, NS, kubeconfig, fast=True) as fake, \
-            running_operator(k8s.url, NS) as running:
+            running_operator(k8s.url, NS):
         await api.apply(benchmark("fast", frameworks=["ray", "dask"], workers=[1, 2]))
         obj = await finished(api, "fast", 60)
         assert obj["status"]["phase"] == "Succeeded", obj["status"]
@@ -131,7 +130,8 @@ async def test_a_runner_that_crashes_without_results_fails_its_trial(cluster):
     dask, ray = obj["status"]["trials"]
     assert dask["state"] == "Failed"
     assert dask["error"] == ("runner Job cr-dask-1-runner failed: BackoffLimitExceeded: Job has "
-                             "reached the specified backoff limit (the runner published no results)")
+                             "reached the specified backoff limit "
+                             "(the runner published no results)")
     assert ray["state"] == "Succeeded"
 
 
@@ -154,7 +154,7 @@ async def test_a_real_runner_whose_workload_fails_reports_the_engine_error(clust
     assert fake.exits["Job/bad-dask-1-runner"] == 2
 
 
-@pytest.mark.parametrize("spec, field", [
+@pytest.mark.parametrize(("spec", "field"), [
     ({"workload": {"name": "knn", "params": {"n_neighbors": "five"}}},
      "spec.workloads.0.params.n_neighbors"),
     ({"dataset": {"name": "s3", "uri": "s3:///digits.csv"}}, "spec.dataset.uri"),
@@ -185,13 +185,13 @@ async def test_semantically_invalid_specs_fail_once_naming_the_field(cluster, sp
     assert not running.op.metrics.errors._metrics  # no reconcile errors
 
 
-@pytest.mark.parametrize("spec, cause", [
+@pytest.mark.parametrize(("spec", "cause"), [
     ({"frameworks": ["spark"], "workers": [1]}, "spec.frameworks"),
     ({"frameworks": ["ray"], "workers": [0]}, "spec.workers"),
     ({"frameworks": ["ray"], "workers": [1], "failurePolicy": "retry"}, "spec.failurePolicy"),
 ])
 async def test_schema_invalid_specs_are_rejected_by_the_crd(cluster, spec, cause):
-    k8s, api, _ = cluster
+    _k8s, api, _ = cluster
     code, body = await api.apply(benchmark("x", **spec))
     assert code == 422 and body["reason"] == "Invalid"
     assert any(c["field"].startswith(cause) for c in body["details"]["causes"]), body
@@ -201,7 +201,8 @@ async def test_a_killed_runner_is_retried_when_the_spec_allows_it(cluster):
     """trialRetries: 1. The first runner dies without results; the trial's objects are
     removed and it runs again; the failure is kept; the next trial is unaffected."""
     k8s, api, kubeconfig = cluster
-    async with FakeControllers(k8s.url, NS, kubeconfig, fast=True, crash={"rt-dask-1": 1}) as fake, \
+    async with FakeControllers(k8s.url, NS, kubeconfig, fast=True,
+                               crash={"rt-dask-1": 1}) as fake, \
             running_operator(k8s.url, NS):
         await api.apply(benchmark("rt", frameworks=["dask", "ray"], workers=[1], trialRetries=1))
         obj = await finished(api, "rt", 60)
@@ -209,7 +210,8 @@ async def test_a_killed_runner_is_retried_when_the_spec_allows_it(cluster):
     assert obj["status"]["phase"] == "Succeeded", obj["status"]["message"]
     assert dask["state"] == "Succeeded" and dask["attempts"] == 2 and dask["results"]
     (previous,) = dask["previousErrors"]
-    assert previous.startswith("attempt 1: runner Job rt-dask-1-runner failed: BackoffLimitExceeded")
+    assert previous.startswith(
+        "attempt 1: runner Job rt-dask-1-runner failed: BackoffLimitExceeded")
     assert fake.starts["Job/rt-dask-1-runner"] == 2 and fake.starts["DaskCluster/rt-dask-1"] == 2
     assert ray["attempts"] == 1 and "previousErrors" not in ray
 

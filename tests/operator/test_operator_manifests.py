@@ -65,7 +65,8 @@ def test_crd_is_a_valid_customresourcedefinition():
                                                     "reason", "message"}
     assert conditions["items"]["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
     for column in columns:
-        assert column["jsonPath"].split(".")[-1] in status or column["jsonPath"].startswith(".metadata")
+        assert (column["jsonPath"].split(".")[-1] in status
+                or column["jsonPath"].startswith(".metadata"))
     spec = ver["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["frameworks"]["items"]["enum"] == ["local", "ray", "dask", "dask-on-ray"]
     assert "knn" in spec["workloads"]["items"]["properties"]["name"]["enum"]
@@ -147,8 +148,8 @@ def test_ray_version_is_the_runner_images_ray_pin():
     import importlib.metadata
     import tomllib
 
-    pins = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-            if d.startswith("ray[")]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = [d for d in project["dependencies"] if d.startswith("ray[")]
     (pin,) = pins
     version = pin.split("==")[1]
     assert m.runner_ray_version() == version == importlib.metadata.version("ray")
@@ -243,8 +244,10 @@ def test_runner_job_validates_and_runs_the_runner_as_non_root():
     c = pod["containers"][0]
     assert c["args"][:8] == ["testbed", "runner", "--framework", "dask", "--workers", "2",
                              "--address", address]
-    assert pod["securityContext"]["runAsNonRoot"] and not c["securityContext"]["allowPrivilegeEscalation"]
-    assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert (pod["securityContext"]["runAsNonRoot"]
+            and not c["securityContext"]["allowPrivilegeEscalation"])
+    assert (c["securityContext"]["readOnlyRootFilesystem"]
+            and c["securityContext"]["capabilities"] == {"drop": ["ALL"]})
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
     # The runner starts when the DaskCluster is Running (before its pods may exist): it may
     # wait startupTimeoutSeconds for the workers, then run.
@@ -273,7 +276,8 @@ def test_credentials_come_from_a_secret_reference_and_ports_stay_inside_the_clus
     spec = parse_spec(b)
     rj = m.build_rayjob_manifest(b, spec, 2, IMAGE)
     head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]
-    assert head["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert (head["template"]["spec"]["containers"][0]["envFrom"]
+            == [{"secretRef": {"name": "s3-creds"}}])
     job = m.build_runner_job_manifest(b, spec, "dask", 2, IMAGE, "tcp://x:8786")
     runner = job["spec"]["template"]["spec"]["containers"][0]
     assert runner["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
@@ -282,7 +286,8 @@ def test_credentials_come_from_a_secret_reference_and_ports_stay_inside_the_clus
     assert "AWS_SECRET_ACCESS_KEY" not in text  # only the reference travels
     # Dashboards and ports are cluster-internal: no NodePort/LoadBalancer anywhere.
     dc = m.build_daskcluster_manifest(b, spec, 2, IMAGE)
-    assert head["serviceType"] == "ClusterIP" and dc["spec"]["scheduler"]["service"]["type"] == "ClusterIP"
+    assert (head["serviceType"] == "ClusterIP"
+            and dc["spec"]["scheduler"]["service"]["type"] == "ClusterIP")
 
 
 # -- the trial's NetworkPolicy ------------------------------------------------------------------
@@ -305,13 +310,15 @@ def _trial_pod_labels(benchmark, framework, workers):
     if framework in ("ray", "dask-on-ray"):
         rj = m.build_rayjob_manifest(benchmark, spec, workers, IMAGE, framework)
         rcs = rj["spec"]["rayClusterSpec"]
-        templates = [rcs["headGroupSpec"]["template"], *(g["template"] for g in rcs["workerGroupSpecs"]),
+        templates = [rcs["headGroupSpec"]["template"],
+                     *(g["template"] for g in rcs["workerGroupSpecs"]),
                      rj["spec"]["submitterPodTemplate"]]
         return {f"pod{i}": t["metadata"]["labels"] for i, t in enumerate(templates)}
     dc = m.build_daskcluster_manifest(benchmark, spec, workers, IMAGE)
     job = m.build_runner_job_manifest(benchmark, spec, framework, workers, IMAGE,
                                       m.dask_scheduler_address(benchmark, workers))
-    return {"scheduler": {**dc["metadata"]["labels"], **dc["spec"]["scheduler"]["metadata"]["labels"]},
+    return {"scheduler": {**dc["metadata"]["labels"],
+                          **dc["spec"]["scheduler"]["metadata"]["labels"]},
             "worker": {**dc["metadata"]["labels"], **dc["spec"]["worker"]["metadata"]["labels"]},
             "runner": job["spec"]["template"]["metadata"]["labels"]}
 
@@ -337,10 +344,12 @@ def test_the_networkpolicy_admits_exactly_the_trials_own_pods(framework):
     # Pods of any other trial are neither selected nor admitted.
     other_name = copy.deepcopy(BENCHMARK)
     other_name["metadata"]["name"] = "digits-knn2"
-    for bm, fw, w in [(BENCHMARK, framework, 1), (BENCHMARK, "dask" if framework != "dask" else "ray", 2),
+    for bm, fw, w in [(BENCHMARK, framework, 1),
+                      (BENCHMARK, "dask" if framework != "dask" else "ray", 2),
                       (other_name, framework, 2)]:
         for what, labels in _trial_pod_labels(bm, fw, w).items():
-            assert not _selects(spec["podSelector"], labels) and not _selects(peer, labels), (fw, w, what)
+            assert not _selects(spec["podSelector"], labels) and not _selects(peer, labels), (
+                fw, w, what)
     # Prometheus reaches the metrics ports only; KubeRay only the Ray dashboard (Ray trials).
     metrics = others[0]
     assert metrics["from"] == PROMETHEUS
@@ -358,7 +367,8 @@ def test_the_networkpolicy_ports_are_the_ports_the_pods_serve_metrics_on():
     dc = m.build_daskcluster_manifest(BENCHMARK, spec, 1, IMAGE)
     rcs = rj["spec"]["rayClusterSpec"]
     named = {}
-    for pod in (rcs["headGroupSpec"]["template"]["spec"], rcs["workerGroupSpecs"][0]["template"]["spec"],
+    for pod in (rcs["headGroupSpec"]["template"]["spec"],
+                rcs["workerGroupSpecs"][0]["template"]["spec"],
                 dc["spec"]["scheduler"]["spec"], dc["spec"]["worker"]["spec"]):
         for port in pod["containers"][0]["ports"]:
             named.setdefault(port["name"], set()).add(port["containerPort"])
@@ -375,14 +385,16 @@ def test_the_submitter_pod_is_kuberays_default_plus_labels_and_the_restricted_co
     spec = parse_spec(BENCHMARK)
     rj = m.build_rayjob_manifest(BENCHMARK, spec, 2, IMAGE)
     tpl = rj["spec"]["submitterPodTemplate"]
-    kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate",
+                                  "metadata": {"name": "t"},
                                   "template": tpl}, K8S, strict=True)
     (c,) = tpl["spec"]["containers"]
     assert "command" not in c and "args" not in c  # KubeRay fills in `ray job submit ...`
     assert c["image"] == IMAGE and tpl["spec"]["restartPolicy"] == "Never"
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "200Mi"},
                               "limits": {"cpu": "1", "memory": "1Gi"}}
-    assert tpl["spec"]["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert (tpl["spec"]["securityContext"]["runAsNonRoot"]
+            and c["securityContext"]["capabilities"] == {"drop": ["ALL"]})
     assert tpl["metadata"]["labels"][names.TRIAL_LABEL] == "digits-knn-ray-2"
 
 
@@ -411,8 +423,8 @@ def test_faults_and_framework_settings_reach_the_pods(framework):
         assert env["RAY_health_check_failure_threshold"] == "4"
         runner_env = env  # the driver runs on the head
         # KubeRay stamps ray.io/node-type on the pods it makes from these templates.
-        worker_pod = {**rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["metadata"]["labels"],
-                      "ray.io/node-type": "worker"}
+        worker_template = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]
+        worker_pod = {**worker_template["metadata"]["labels"], "ray.io/node-type": "worker"}
         head_pod = {**head["template"]["metadata"]["labels"], "ray.io/node-type": "head"}
         # maxRetries travels in the runner's spec (the driver applies it).
         assert '"maxRetries": 1' in rj["spec"]["entrypoint"]

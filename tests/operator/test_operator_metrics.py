@@ -3,11 +3,10 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-from testbed_operator import trials as tr
-from testbed_operator.metrics import OperatorMetrics
 from support import free_port, make_record
 from test_operator_trials import SPEC, records  # noqa: F401  (real runner records fixture)
+from testbed_operator import trials as tr
+from testbed_operator.metrics import OperatorMetrics
 
 
 def _scrape(port):
@@ -20,7 +19,7 @@ def _scrape(port):
 def served():
     m = OperatorMetrics()
     port = free_port()
-    server, thread = m.serve(port)
+    server, _thread = m.serve(port)
     yield m, port
     server.shutdown()
     server.server_close()
@@ -36,26 +35,33 @@ def test_trial_results_are_scraped_from_the_status(served, records):  # noqa: F8
     m.observe_status("bench", "digits", s)
     got = _scrape(port)
     assert _sample(got, "testbed_benchmarks", phase="Pending") == 1
-    assert _sample(got, "testbed_trials", namespace="bench", benchmark="digits", state="Pending") == 4
+    assert _sample(got, "testbed_trials", namespace="bench", benchmark="digits",
+                   state="Pending") == 4
     for i, w in ((0, 1), (1, 2)):
         s = tr.finish_trial(tr.start_trial(s, i), i, records[w])
     m.observe_status("bench", "digits", s)
     m.first_trial_started(0.3)
     m.reconcile_error("bench", "digits")
     got = _scrape(port)
-    lbl = dict(namespace="bench", benchmark="digits", framework="ray", workload="knn")
+    lbl = {"namespace": "bench", "benchmark": "digits", "framework": "ray", "workload": "knn"}
     row = next(r for r in s["summary"] if r["workload"] == "knn" and r["workers"] == 2)
-    assert _sample(got, "testbed_trial_duration_seconds", **lbl, workers="2") == pytest.approx(row["median"])
-    assert _sample(got, "testbed_trial_speedup", **lbl, workers="2") == pytest.approx(row["speedup"])
-    assert _sample(got, "testbed_trial_efficiency", **lbl, workers="2") == pytest.approx(row["efficiency"])
-    assert _sample(got, "testbed_trials", namespace="bench", benchmark="digits", state="Succeeded") == 2
+    assert (_sample(got, "testbed_trial_duration_seconds", **lbl, workers="2")
+            == pytest.approx(row["median"]))
+    assert (_sample(got, "testbed_trial_speedup", **lbl, workers="2")
+            == pytest.approx(row["speedup"]))
+    assert (_sample(got, "testbed_trial_efficiency", **lbl, workers="2")
+            == pytest.approx(row["efficiency"]))
+    assert _sample(got, "testbed_trials", namespace="bench", benchmark="digits",
+                   state="Succeeded") == 2
     res = s["trials"][1]["results"][0]
-    assert _sample(got, "testbed_trial_cpu_percent", **lbl, workers="2") == pytest.approx(res["cpu"])
+    assert (_sample(got, "testbed_trial_cpu_percent", **lbl, workers="2")
+            == pytest.approx(res["cpu"]))
     assert _sample(got, "testbed_trial_memory_bytes", **lbl, workers="2") == res["memory"] > 0
     assert _sample(got, "testbed_trial_attempts", namespace="bench", benchmark="digits",
                    framework="ray", workers="2") == 1
     assert _sample(got, "testbed_benchmarks", phase="Running") == 1
-    assert _sample(got, "testbed_reconcile_errors_total", namespace="bench", benchmark="digits") == 1
+    assert _sample(got, "testbed_reconcile_errors_total", namespace="bench",
+                   benchmark="digits") == 1
     assert _sample(got, "testbed_time_to_first_trial_seconds_count") == 1
     assert _sample(got, "testbed_time_to_first_trial_seconds_bucket", le="0.5") == 1
 
@@ -91,8 +97,10 @@ def test_per_task_overhead_of_the_tasks_workload_is_exported():
     m.observe_status("ns", "t", s)
     got = {(x.name, tuple(sorted(x.labels.items()))): x.value
            for fam in m.registry.collect() for x in fam.samples}
-    lbl = dict(namespace="ns", benchmark="t", framework="dask", workload="tasks", workers="1")
-    assert _sample(got, "testbed_task_overhead_seconds", **lbl, mode="async") == pytest.approx(0.002)
+    lbl = {"namespace": "ns", "benchmark": "t", "framework": "dask", "workload": "tasks",
+           "workers": "1"}
+    assert (_sample(got, "testbed_task_overhead_seconds", **lbl, mode="async")
+            == pytest.approx(0.002))
     assert _sample(got, "testbed_task_overhead_seconds", **lbl, mode="sync") == pytest.approx(0.012)
     m.forget("ns", "t")
     assert not [k for k in ((x.name, x.labels) for fam in m.registry.collect() for x in fam.samples)
@@ -122,7 +130,8 @@ def test_a_faulted_run_is_summarised_in_the_status_and_exported():
     m.observe_status("ns", "f", s)
     got = {(x.name, tuple(sorted(x.labels.items()))): x.value
            for fam in m.registry.collect() for x in fam.samples}
-    lbl = dict(namespace="ns", benchmark="f", framework="ray", workload="knn", workers="2")
+    lbl = {"namespace": "ns", "benchmark": "f", "framework": "ray", "workload": "knn",
+           "workers": "2"}
     assert _sample(got, "testbed_fault_penalty_seconds", **lbl) == pytest.approx(-0.48)
     assert _sample(got, "testbed_fault_detection_seconds", **lbl) == pytest.approx(0.04)
     assert _sample(got, "testbed_fault_retried_tasks", **lbl) == 0

@@ -12,13 +12,11 @@
 """
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socket
 from datetime import datetime
 
 import pytest
-
 from support.fake_controllers import FakeControllers, kuberay_probes, wait_for
 from support.operator_harness import benchmark, finished, running_operator
 
@@ -26,7 +24,7 @@ NS = "ns1"
 PODS = "/api/v1/namespaces/{ns}/pods"
 EVENTS = "/api/v1/namespaces/{ns}/events"
 DASKCLUSTERS = "/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
-KNN = dict(workload={"name": "knn"}, dataset={"name": "digits"})
+KNN = {"workload": {"name": "knn"}, "dataset": {"name": "digits"}}
 WGET = "wget --tries 1 -T {t} -q -O- http://localhost:{port}/api/{path} | grep success"
 
 
@@ -56,7 +54,8 @@ def test_the_fake_kuberay_builds_probes_like_kuberays_pod_go():
         "command"][2].endswith("http://localhost:9000/api/gcs_healthz | grep success")
     # A probe the container sets itself is kept; the template is not changed.
     own = {"exec": {"command": ["true"]}}
-    assert kuberay_probes({**c, "readinessProbe": own}, "head", {}, "2.60.0")["readinessProbe"] == own
+    kept = kuberay_probes({**c, "readinessProbe": own}, "head", {}, "2.60.0")
+    assert kept["readinessProbe"] == own
     assert "readinessProbe" not in c
 
 
@@ -80,7 +79,8 @@ async def _unhealthy(api, pod: str) -> list[str]:
 
 
 @pytest.mark.slow
-async def test_a_rayjob_without_ray_version_never_gets_ready_and_its_trial_says_why(cluster, monkeypatch):
+async def test_a_rayjob_without_ray_version_never_gets_ready_and_its_trial_says_why(
+        cluster, monkeypatch):
     """No rayVersion (token auth needs one, so auth is off): KubeRay's exec probes run wget,
     which the image lacks. The pods run but never become Ready, the RayJob stays Initializing,
     the trial fails at startupTimeoutSeconds with the probe's failure in its error. The same
@@ -89,7 +89,8 @@ async def test_a_rayjob_without_ray_version_never_gets_ready_and_its_trial_says_
     k8s, api, kubeconfig = cluster
     async with FakeControllers(k8s.url, NS, kubeconfig) as fake, \
             running_operator(k8s.url, NS, failure_check_seconds=0.5):
-        await api.apply(benchmark("nover", frameworks=["ray"], workers=[1], ray={"authMode": "disabled"},
+        await api.apply(benchmark("nover", frameworks=["ray"], workers=[1],
+                                  ray={"authMode": "disabled"},
                                   startupTimeoutSeconds=60, timeoutSeconds=600))
         head, worker = "nover-ray-1-raycluster-head", "nover-ray-1-raycluster-worker-0"
         await wait_for(lambda: _unhealthy(api, worker), 150, "the worker's failed readiness probe")
@@ -97,14 +98,16 @@ async def test_a_rayjob_without_ray_version_never_gets_ready_and_its_trial_says_
             assert "exec" in fake.pod_specs[pod]["readinessProbe"]
             assert fake.pod_ready[pod] is False
         (said,) = await _unhealthy(api, worker)
-        assert said.startswith("Readiness probe failed: ") and "wget: command not found" in said, said
+        assert (said.startswith("Readiness probe failed: ")
+                and "wget: command not found" in said), said
         rayjob = await api.request("GET", "/apis/ray.io/v1/namespaces/{ns}/rayjobs/nover-ray-1")
         assert rayjob[1]["status"]["jobDeploymentStatus"] == "Initializing"
         # With wget in the image the very same probes pass against these nodes.
         if shutil.which("wget"):
             nodes = fake._clusters["RayJob/nover-ray-1"].info["nodes"]
             containers = (fake.pod_specs[head], fake.pod_specs[worker])
-            with_wget = FakeControllers(k8s.url, NS, kubeconfig, image_tools=("bash", "grep", "wget"))
+            with_wget = FakeControllers(k8s.url, NS, kubeconfig,
+                                        image_tools=("bash", "grep", "wget"))
             try:
                 for node, fw_name, pod in ((nodes[0], None, head), (nodes[1], "w", worker)):
                     targets = with_wget._probe_targets(node, containers, fw_name)
@@ -134,7 +137,8 @@ async def test_the_fast_fake_is_not_more_lenient_about_exec_probes(cluster, monk
         await api.apply(benchmark("fasthttp", frameworks=["ray"], workers=[1]))
         ok = await finished(api, "fasthttp", 60)
     (trial,) = obj["status"]["trials"]
-    assert trial["state"] == "Failed" and "startupTimeoutSeconds=3" in trial["error"], trial["error"]
+    assert (trial["state"] == "Failed"
+            and "startupTimeoutSeconds=3" in trial["error"]), trial["error"]
     (trial,) = ok["status"]["trials"]
     assert trial["state"] == "Succeeded" and trial["clusterStartupSeconds"] >= 0
 
@@ -170,7 +174,8 @@ async def test_the_fake_dask_operator_is_running_before_any_pod(cluster):
         code, _ = await api.request("POST", DASKCLUSTERS, {
             "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
             "metadata": {"name": "early", "namespace": NS},
-            "spec": {"worker": {"replicas": 1, "spec": {"containers": [{"name": "w", "image": "i"}]}},
+            "spec": {"worker": {"replicas": 1,
+                                "spec": {"containers": [{"name": "w", "image": "i"}]}},
                      "scheduler": {"spec": {"containers": [{"name": "s", "image": "i"}]},
                                    "service": {"type": "ClusterIP", "ports": [{"port": 8786}]}}}})
         assert code == 201
@@ -181,7 +186,8 @@ async def test_the_fake_dask_operator_is_running_before_any_pod(cluster):
 
         await wait_for(phase, 30, "the DaskCluster to be Pending after Running")
         phases = [r.data["status"]["phase"] for r in k8s.emulator.history
-                  if r.method.value == "PATCH" and str(r.url).split("?")[0].endswith("/daskclusters/early")]
+                  if r.method.value == "PATCH"
+                  and str(r.url).split("?")[0].endswith("/daskclusters/early")]
         assert phases == ["Created", "Running", "Pending"]
         assert await api.items(PODS) == [] and "DaskCluster/early" not in fake._clusters
         port = int(fake._dask_addresses[f"early-scheduler.{NS}.svc"].rsplit(":", 1)[1])
@@ -196,12 +202,14 @@ async def test_a_dask_trial_whose_scheduler_comes_late_succeeds_and_counts_the_w
     includes the wait."""
     late = 8.0
     k8s, api, kubeconfig = cluster
-    async with FakeControllers(k8s.url, NS, kubeconfig, late_scheduler={"late-dask-1": late}) as fake, \
+    async with FakeControllers(k8s.url, NS, kubeconfig,
+                               late_scheduler={"late-dask-1": late}) as fake, \
             running_operator(k8s.url, NS):
         await api.apply(benchmark("late", frameworks=["dask"], workers=[1], repeats=1, warmup=0,
                                   timeoutSeconds=300, startupTimeoutSeconds=300, **KNN))
         obj = await finished(api, "late", 300)
-        up, runner = fake.scheduler_up_at["DaskCluster/late-dask-1"], fake.job_started_at["Job/late-dask-1-runner"]
+        up = fake.scheduler_up_at["DaskCluster/late-dask-1"]
+        runner = fake.job_started_at["Job/late-dask-1-runner"]
     (trial,) = obj["status"]["trials"]
     assert trial["state"] == "Succeeded", trial.get("error")
     assert runner < up  # the runner was there first, waiting

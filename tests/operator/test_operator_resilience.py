@@ -18,7 +18,8 @@ NS = "ns1"
 async def test_server_errors_and_conflicts_are_retried_until_the_benchmark_completes(cluster):
     k8s, api, kubeconfig = cluster
     faults = {
-        "status 500": fail_requests(500, 3, method="PATCH", plural="benchmarks", subresource="status"),
+        "status 500": fail_requests(500, 3, method="PATCH", plural="benchmarks",
+                                    subresource="status"),
         "rayjob 503": fail_requests(503, 2, method="POST", plural="rayjobs"),
         "daskcluster 409": fail_requests(409, 1, method="POST", plural="daskclusters"),
         "job get 500": fail_requests(500, 2, method="GET", plural="jobs", name="api-dask-1-runner"),
@@ -56,7 +57,8 @@ async def test_dropped_watch_streams_are_resumed(cluster):
     assert len(watches) >= 3  # Kopf reconnected after the cuts
 
 
-async def test_an_operator_killed_with_sigkill_mid_trial_is_replaced_without_rerunning(cluster, tmp_path):
+async def test_an_operator_killed_with_sigkill_mid_trial_is_replaced_without_rerunning(
+        cluster, tmp_path):
     """SIGKILL (no graceful shutdown) while a runner runs; a new operator process resumes."""
     k8s, api, kubeconfig = cluster
     gate = asyncio.Event()
@@ -65,9 +67,11 @@ async def test_an_operator_killed_with_sigkill_mid_trial_is_replaced_without_rer
     exe = os.path.join(os.path.dirname(sys.executable), "testbed-operator")
 
     def start(log_name: str) -> subprocess.Popen:
-        log = open(tmp_path / log_name, "w")
-        return subprocess.Popen([exe, "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        # The operator writes to its own copy of the log's descriptor; ours closes at once.
+        with open(tmp_path / log_name, "w") as log:
+            return subprocess.Popen([exe, "--liveness",
+                                     f"http://127.0.0.1:{free_port()}/healthz"],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
 
     async with FakeControllers(k8s.url, NS, kubeconfig, fast=True, gate=gate) as fake:
         first = start("first.log")

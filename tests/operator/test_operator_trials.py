@@ -4,11 +4,11 @@ import copy
 import json
 
 import pytest
+from testbed_operator import trials as tr
+from testbed_operator.crd import build_crd
 
 from bench.runner import run_benchmark
 from bench.spec import parse_spec
-from testbed_operator import trials as tr
-from testbed_operator.crd import build_crd
 
 SPEC = parse_spec({"frameworks": ["ray", "dask"], "workers": [1, 2],
                    "workloads": [{"name": "knn"}, {"name": "pca"}]})
@@ -27,7 +27,8 @@ def records(tmp_path_factory):
 def test_initial_status_plans_one_trial_per_framework_and_worker_count():
     s = tr.initial_status(SPEC)
     assert [(t["framework"], t["workers"], t["state"]) for t in s["trials"]] == [
-        ("ray", 1, "Pending"), ("ray", 2, "Pending"), ("dask", 1, "Pending"), ("dask", 2, "Pending")]
+        ("ray", 1, "Pending"), ("ray", 2, "Pending"),
+        ("dask", 1, "Pending"), ("dask", 2, "Pending")]
     assert s["phase"] == "Pending" and s["progress"] == "0/4"
     assert s["workload"] == "knn,pca" and s["frameworks"] == "ray,dask"
 
@@ -40,7 +41,7 @@ def test_a_restarted_operator_resumes_the_running_trial_instead_of_starting_anot
     again = tr.start_trial(s, 0)
     assert again["trials"][0]["attempts"] == 1  # not started twice
     assert sum(t["state"] == "Running" for t in again["trials"]) == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="trial 0 is Failed, cannot start it"):
         tr.start_trial(tr.finish_trial(again, 0, error="boom"), 0)
 
 
@@ -154,7 +155,6 @@ def test_a_runner_without_results_fails_its_trial():
 
 def test_the_status_fits_the_crd_status_schema(records):
     import jsonschema
-
     from support.k8s_emulator import openapi_to_jsonschema
 
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]

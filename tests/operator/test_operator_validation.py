@@ -1,8 +1,11 @@
 """Semantic Benchmark checks: what the schema cannot catch, reported with the field's name."""
 import pytest
-
-from testbed_operator.validation import (BenchmarkInvalid, split_spec, trial_requests,
-                                         validate_benchmark)
+from testbed_operator.validation import (
+    BenchmarkInvalid,
+    split_spec,
+    trial_requests,
+    validate_benchmark,
+)
 
 
 def body(**spec):
@@ -36,7 +39,7 @@ def test_a_good_benchmark_gives_the_engine_spec():
             validate_benchmark(body(workload={"name": "knn"}, **{field: bad}))
 
 
-@pytest.mark.parametrize("spec, words", [
+@pytest.mark.parametrize(("spec", "words"), [
     ({"workload": {"name": "knn", "params": {"n_neighbors": "five"}}},
      "spec.workloads.0.params.n_neighbors"),
     ({"workload": {"name": "knn", "params": {"neighbours": 5}}},
@@ -54,13 +57,16 @@ def test_semantic_errors_name_the_field(spec, words):
 
 def test_more_workers_than_the_quota_allows_is_rejected_before_anything_starts():
     b = body(workers=[1, 8], workerResources={"cpu": "2", "memory": "4Gi"})
-    assert trial_requests(validate_benchmark(b), 8) == {"pods": 10, "cpu": 20.0, "memory": 10 * 4 * 2**30}
-    with pytest.raises(BenchmarkInvalid, match=r"spec.workers: the largest trial \(8 workers.*needs 20 "
-                                               r"requests.cpu, but ResourceQuota 'compute' allows 16"):
+    assert trial_requests(validate_benchmark(b), 8) == {"pods": 10, "cpu": 20.0,
+                                                        "memory": 10 * 4 * 2**30}
+    with pytest.raises(BenchmarkInvalid,
+                       match=r"spec.workers: the largest trial \(8 workers.*needs 20 "
+                             r"requests.cpu, but ResourceQuota 'compute' allows 16"):
         validate_benchmark(b, [quota(**{"requests.cpu": "16"})])
     with pytest.raises(BenchmarkInvalid, match=r"needs 40.0Gi requests.memory"):
         validate_benchmark(b, [quota(**{"requests.memory": "32Gi"})])
     with pytest.raises(BenchmarkInvalid, match=r"needs 10 pods"):
         validate_benchmark(b, [quota(pods="5")])
     # Within the quota (millicores and binary suffixes understood): accepted.
-    validate_benchmark(b, [quota(**{"requests.cpu": "20000m", "requests.memory": "40Gi", "pods": "10"})])
+    validate_benchmark(b, [quota(**{"requests.cpu": "20000m", "requests.memory": "40Gi",
+                                    "pods": "10"})])

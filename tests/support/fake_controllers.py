@@ -404,7 +404,8 @@ class FakeControllers:
 
     def _watches(self) -> list[tuple[str, Any]]:
         """What is watched, and the handler of each new object (None: Pods, for deletions).
-        ``tests/support/real_dask_operator.py`` swaps the fake Dask operator for the real one here."""
+        ``tests/support/real_dask_operator.py`` swaps the fake Dask operator for the real one
+        here."""
         return [(RAYJOBS, self._rayjob), (DASKCLUSTERS, self._daskcluster), (JOBS, self._job),
                 (PODS, None)]
 

@@ -6,9 +6,9 @@ tests run KNN on digits) and the operator, tagged ``testbed-runner:TAG-slim`` an
 ``testbed-operator:TAG``. TAG is ``$TESTBED_TEST_IMAGE_TAG`` (default ``test``): two clones
 building on one Docker engine at once give each its own tag.
 
-Used by tests/images/test_images.py (the images in Docker containers) and tests/cluster/test_real_cluster.py
-(the same images imported into the real cluster): the conftest's session fixture
-``built_images`` builds them once when both run.
+Used by tests/images/test_images.py (the images in Docker containers) and
+tests/cluster/test_real_cluster.py (the same images imported into the real cluster): the
+conftest's session fixture ``built_images`` builds them once when both run.
 """
 from __future__ import annotations
 

@@ -5,18 +5,18 @@ import asyncio
 import contextlib
 import json
 import threading
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import kopf
-
-from bench.kube.client import api_client
 from testbed_operator.config import OperatorConfig
 from testbed_operator.kube import Kube
-from testbed_operator.reconcile import BenchmarkOperator
 from testbed_operator.main import run
+from testbed_operator.reconcile import BenchmarkOperator
 
-from support import free_port  # noqa: F401  (re-exported: the operator tests import it here)
+from bench.kube.client import api_client
+from support import free_port  # also re-exported: the operator tests import it here
 
 BENCHMARKS = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks"
 
@@ -61,9 +61,10 @@ class RunningOperator:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(url: str, namespace: str, **config: Any) -> AsyncIterator[RunningOperator]:
-    defaults = dict(namespaces=[namespace], poll_seconds=0.2, watch_server_timeout=10,
-                    error_backoffs=(0.2, 0.5, 1.0), metrics_port=free_port())
+async def running_operator(url: str, namespace: str,
+                           **config: Any) -> AsyncIterator[RunningOperator]:
+    defaults = {"namespaces": [namespace], "poll_seconds": 0.2, "watch_server_timeout": 10,
+                "error_backoffs": (0.2, 0.5, 1.0), "metrics_port": free_port()}
     cfg = OperatorConfig(**{**defaults, **config})
     op = BenchmarkOperator(Kube(api_client(url)), cfg)
     handle = RunningOperator(op, url, namespace)

@@ -47,8 +47,16 @@ import time
 from typing import Any
 
 import aiohttp
-from support.fake_controllers import DASKCLUSTERS, MERGE, PODS, FakeControllers, ServiceAddress, _now
+
 from support import free_port
+from support.fake_controllers import (
+    DASKCLUSTERS,
+    MERGE,
+    PODS,
+    FakeControllers,
+    ServiceAddress,
+    _now,
+)
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
 SERVICES = "/api/v1/namespaces/{ns}/services"

@@ -1,4 +1,5 @@
-"""The testbed command end to end, as a user runs it: real processes, real clusters, real files."""
+"""The testbed command end to end, as a user runs it: real processes, real clusters, real
+files."""
 import json
 import os
 import subprocess
@@ -12,7 +13,8 @@ from bench.results import read_records
 TESTBED = [sys.executable, "-m", "bench.cli"]
 
 
-def testbed(*args, timeout=600, env=None, cwd=None):
+def run_testbed(*args, timeout=600, env=None, cwd=None):
+    """``testbed ARGS`` in a new process (named so that pytest does not collect it as a test)."""
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([*TESTBED, *map(str, args)], capture_output=True, text=True,
@@ -24,8 +26,8 @@ def full_run(tmp_path_factory):
     """One real run on Ray and Dask (2 workers) with the local baselines."""
     d = tmp_path_factory.mktemp("run")
     out, report = d / "results.jsonl", d / "report.html"
-    p = testbed("run", "-f", "ray,dask", "-w", "2", "-l", "knn,tasks", "--repeats", "2",
-                "--out", out, "--report", report)
+    p = run_testbed("run", "-f", "ray,dask", "-w", "2", "-l", "knn,tasks", "--repeats", "2",
+                    "--out", out, "--report", report)
     return p, out, report
 
 
@@ -59,11 +61,11 @@ def test_run_end_to_end(full_run):
 @pytest.mark.slow
 def test_report_and_compare_commands(full_run, tmp_path):
     _, out, _ = full_run
-    p = testbed("report", out, "--out", tmp_path / "r.md")
+    p = run_testbed("report", out, "--out", tmp_path / "r.md")
     assert p.returncode == 0, p.stderr
     md = (tmp_path / "r.md").read_text()
     assert "knn" in md and "![" in md
-    p = testbed("compare", out, out)
+    p = run_testbed("compare", out, out)
     assert p.returncode == 0, p.stderr
     assert "within noise" in p.stdout
 
@@ -72,7 +74,7 @@ def _no_traceback(p):
     assert "Traceback" not in p.stderr, p.stderr
 
 
-@pytest.mark.parametrize("args, words", [
+@pytest.mark.parametrize(("args", "words"), [
     (["run", "-f", "spark"], "spec.frameworks: unknown framework 'spark'"),
     (["run", "-w", "0"], "worker counts must be positive"),
     (["run", "-w", "two"], "expected positive integers"),
@@ -91,34 +93,36 @@ def _no_traceback(p):
       "--spec-json", '{"workers": [1], "workers": [2]}'],
      "--spec-json: duplicate key 'workers'; each field may be given once"),
     (["runner", "--framework", "rey", "--workers", "1", "--address", "h:1"],
-     "--framework: unknown framework 'rey'; expected ray, dask, dask-on-ray or local; "
-     "did you mean 'ray'?"),
+     ("--framework: unknown framework 'rey'; expected ray, dask, dask-on-ray or local; "
+      "did you mean 'ray'?")),
     # Dataset flags the dataset does not read (the whole default run used to start instead).
     (["run", "--uri", "s3://bucket/key"],
-     "testbed: error: --uri: only the s3 dataset reads it, and the dataset is 'digits'; "
-     "add --dataset s3"),
+     ("testbed: error: --uri: only the s3 dataset reads it, and the dataset is 'digits'; "
+      "add --dataset s3")),
     (["run", "--endpoint-url", "http://minio:9000"],
-     "testbed: error: --endpoint-url: only the s3 dataset reads it, and the dataset is 'digits'"),
+     ("testbed: error: --endpoint-url: only the s3 dataset reads it, "
+      "and the dataset is 'digits'")),
     (["run", "--dataset", "synthetic", "--path", "x.csv"],
-     "testbed: error: --path: only the file dataset reads it, and the dataset is 'synthetic'; "
-     "add --dataset file"),
+     ("testbed: error: --path: only the file dataset reads it, and the dataset is 'synthetic'; "
+      "add --dataset file")),
     (["run", "--samples", "500"],
-     "testbed: error: --samples: only the synthetic dataset reads it, and the dataset is 'digits'; "
-     "add --dataset synthetic"),
+     ("testbed: error: --samples: only the synthetic dataset reads it, "
+      "and the dataset is 'digits'; add --dataset synthetic")),
     (["run", "--dataset", "s3", "--uri", "s3://b/k", "--features", "8"],
-     "testbed: error: --features: only the synthetic dataset reads it, and the dataset is 's3'"),
+     ("testbed: error: --features: only the synthetic dataset reads it, "
+      "and the dataset is 's3'")),
     # Did you mean ...?
-    (["run", "-f", "rey"], "testbed: error: spec.frameworks: unknown framework 'rey'; expected one "
-                           "of local, ray, dask, dask-on-ray; did you mean 'ray'?"),
+    (["run", "-f", "rey"], ("testbed: error: spec.frameworks: unknown framework 'rey'; "
+                            "expected one of local, ray, dask, dask-on-ray; did you mean 'ray'?")),
     (["run", "-l", "kmean"], "did you mean 'kmeans'?"),
     (["run", "--dataset", "synthtic"], "did you mean 'synthetic'?"),
-    (["rnu"], "invalid choice: 'rnu' (choose from 'run', 'report', 'compare', 'runner'); "
-              "did you mean 'run'?"),
+    (["rnu"], ("invalid choice: 'rnu' (choose from 'run', 'report', 'compare', 'runner'); "
+               "did you mean 'run'?")),
     (["compare", "a.jsonl", "b.jsonl", "--threshold", "-0.1"],
      "argument --threshold: expected a fraction of 0 or more like 0.05 (5%), got -0.1"),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(args, words, tmp_path):
-    p = testbed(*args, cwd=tmp_path)
+    p = run_testbed(*args, cwd=tmp_path)
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
     assert words in p.stderr, p.stderr
     _no_traceback(p)
@@ -127,28 +131,28 @@ def test_usage_errors_exit_2_with_a_clear_message(args, words, tmp_path):
 def test_semantic_spec_errors_name_the_param(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("workload: {name: pca, params: {n_components: 100}}\nbaselines: false\n")
-    p = testbed("run", spec, "--out", tmp_path / "r.jsonl")
+    p = run_testbed("run", spec, "--out", tmp_path / "r.jsonl")
     assert p.returncode == 2
     assert "workloads.0.params.n_components: 100 is more than the dataset's 64 features" in p.stderr
     _no_traceback(p)
     bad = tmp_path / "bad.yaml"
     bad.write_text("workers: [1, 2\n")
-    p = testbed("run", bad)
+    p = run_testbed("run", bad)
     assert p.returncode == 2 and "not valid YAML at line" in p.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    p = testbed("--debug", "run", "-f", "spark")
+    p = run_testbed("--debug", "run", "-f", "spark")
     assert p.returncode != 0 and "Traceback" in p.stderr
     # After the subcommand too (argparse used to call it an unrecognized argument).
-    p = testbed("run", "-f", "spark", "--debug")
+    p = run_testbed("run", "-f", "spark", "--debug")
     assert p.returncode != 0 and "Traceback" in p.stderr and "unrecognized" not in p.stderr
 
 
 def test_version():
     from importlib.metadata import version
 
-    p = testbed("--version")
+    p = run_testbed("--version")
     assert p.returncode == 0, p.stderr
     assert p.stdout == (f"testbed {version('raydask-testbed')} (ray {version('ray')}, "
                         f"dask {version('dask')})\n")
@@ -157,18 +161,19 @@ def test_version():
 def test_a_local_run_that_cannot_fit_the_machine_fails_before_starting(tmp_path):
     spec = tmp_path / "big.yaml"
     spec.write_text("frameworks: [dask]\nworkers: [1, 4]\nworkerResources: {memory: 16Ti}\n")
-    p = testbed("run", spec, "--out", tmp_path / "r.jsonl")
+    p = run_testbed("run", spec, "--out", tmp_path / "r.jsonl")
     assert p.returncode == 2, p.stderr
-    assert p.stderr.startswith("testbed: error: big.yaml.workerResources.memory: 4 workers × 16Ti = "
-                               "64Ti is more than this machine's "), p.stderr
+    assert p.stderr.startswith("testbed: error: big.yaml.workerResources.memory: "
+                               "4 workers × 16Ti = 64Ti is more than this machine's "), p.stderr
     assert p.stderr.rstrip().endswith("of memory; lower workerResources.memory or the worker count")
     _no_traceback(p)
     assert not (tmp_path / "r.jsonl").exists()
 
 
 def _results(path, *seconds_by_workers):
-    from bench.results import append_record
     from support import make_record
+
+    from bench.results import append_record
 
     for workers, seconds in seconds_by_workers:
         state = "failed" if seconds is None else "succeeded"
@@ -182,24 +187,24 @@ def _results(path, *seconds_by_workers):
 def test_compare_exits_1_when_b_is_slower_beyond_noise(tmp_path):
     a = _results(tmp_path / "a.jsonl", (1, [1.0, 1.01, 0.99]), (2, [0.6, 0.6, 0.6]))
     b = _results(tmp_path / "b.jsonl", (1, [1.3, 1.31, 1.29]), (2, [0.61, 0.6, 0.6]))
-    p = testbed("compare", a, b)
+    p = run_testbed("compare", a, b)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "slower" in p.stdout and "within noise" in p.stdout
     assert p.stderr == ("testbed: error: 1 of 2 trials regressed in B (knn/rayx1 +30.0%): slower "
                         "beyond noise (both IQRs and 5%) or failed only in B; --no-fail to only "
                         "compare\n")
-    p = testbed("compare", a, b, "--no-fail")
+    p = run_testbed("compare", a, b, "--no-fail")
     assert p.returncode == 0 and "slower" in p.stdout, p.stderr
-    p = testbed("compare", a, b, "--threshold", "0.4")
+    p = run_testbed("compare", a, b, "--threshold", "0.4")
     assert p.returncode == 0 and "slower" not in p.stdout, p.stdout + p.stderr
     # B faster than A: success; the help says what the exit status means.
-    assert testbed("compare", b, a).returncode == 0
-    assert "Exit status 1 when any" in testbed("compare", "--help").stdout
+    assert run_testbed("compare", b, a).returncode == 0
+    assert "Exit status 1 when any" in run_testbed("compare", "--help").stdout
 
 
 def test_report_format_without_out_prints_markdown(tmp_path):
     results = _results(tmp_path / "r.jsonl", (1, [1.0, 1.0, 1.0]), (2, [0.5, 0.5, 0.5]))
-    p = testbed("report", results, "--format", "md", cwd=tmp_path)
+    p = run_testbed("report", results, "--format", "md", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("# Ray vs Dask benchmark") and "## Run time performance" in p.stdout
     assert "ray ×2" in p.stdout and "┃" not in p.stdout  # Markdown, not the terminal tables
@@ -233,8 +238,9 @@ print("after a report file", "matplotlib" in sys.modules)
 
 def test_unreachable_cluster_is_a_run_failure(tmp_path):
     spec = json.dumps({"workload": {"name": "noop"}, "timeoutSeconds": 3})
-    p = testbed("runner", "--framework", "dask", "--workers", "1",
-                "--address", "tcp://127.0.0.1:1", "--spec-json", spec, "--out", tmp_path / "r.jsonl")
+    p = run_testbed("runner", "--framework", "dask", "--workers", "1",
+                    "--address", "tcp://127.0.0.1:1", "--spec-json", spec,
+                    "--out", tmp_path / "r.jsonl")
     assert p.returncode == 1
     assert "cannot connect to the Dask scheduler at 'tcp://127.0.0.1:1'" in p.stderr
     _no_traceback(p)
@@ -254,7 +260,7 @@ def test_timeout_fails_the_trial_and_keeps_earlier_results(tmp_path):
         "repeats": 1, "workloads": [{"name": "noop"}, {"name": "gridsearch", "params": grid},
                                     {"name": "noop"}]}))
     out = tmp_path / "r.jsonl"
-    p = testbed("run", spec, "--out", out)
+    p = run_testbed("run", spec, "--out", out)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "1 of 3 trials failed" in p.stderr
     _no_traceback(p)
@@ -271,8 +277,8 @@ def test_runner_connects_to_an_existing_dask_cluster(tmp_path):
     cluster.start()
     try:
         spec = json.dumps({"workload": {"name": "knn"}, "repeats": 2, "warmup": 1})
-        p = testbed("runner", "--framework", "dask", "--workers", "2",
-                    "--address", cluster._scheduler_address, "--spec-json", spec)
+        p = run_testbed("runner", "--framework", "dask", "--workers", "2",
+                        "--address", cluster._scheduler_address, "--spec-json", spec)
         assert p.returncode == 0, p.stderr
         doc = json.loads(p.stdout)
         (rec,) = doc["records"]
@@ -295,11 +301,13 @@ def test_runner_connects_to_an_existing_ray_cluster(tmp_path):
         gcs = cluster._gcs_address
         spec = json.dumps({"workload": {"name": "pca"}, "repeats": 2})
         out = tmp_path / "r.jsonl"
-        p = testbed("runner", "--framework", "ray", "--workers", "1", "--address", gcs,
-                    "--spec-json", spec, "--out", out, env={"TESTBED_NODE_IP": cluster._head_ip})
+        p = run_testbed("runner", "--framework", "ray", "--workers", "1", "--address", gcs,
+                        "--spec-json", spec, "--out", out,
+                        env={"TESTBED_NODE_IP": cluster._head_ip})
         assert p.returncode == 0, p.stderr
         (rec,) = read_records(out)
-        assert rec["state"] == "succeeded" and rec["environment"]["engine"]["started_cluster"] is False
+        assert rec["state"] == "succeeded"
+        assert rec["environment"]["engine"]["started_cluster"] is False
         assert rec["quality"]["explained_variance"] > 0.5
     finally:
         cluster.stop()

@@ -58,10 +58,10 @@ def test_files(tmp_path, fmt):
 
 
 def test_file_errors_name_the_problem(tmp_path):
-    with pytest.raises(UsageError, match="dataset.path: file .*missing.csv.* does not exist"):
+    with pytest.raises(UsageError, match=r"dataset\.path: file .*missing\.csv.* does not exist"):
         load_dataset(DatasetSpec(name="file", path=str(tmp_path / "missing.csv")))
     _frame().to_csv(tmp_path / "d.csv", index=False)
-    with pytest.raises(UsageError, match="dataset.target: column 'label' not in"):
+    with pytest.raises(UsageError, match=r"dataset\.target: column 'label' not in"):
         load_dataset(DatasetSpec(name="file", path=str(tmp_path / "d.csv"), target="label"))
     (tmp_path / "d.txt").write_text("1,2\n")
     with pytest.raises(UsageError, match="cannot tell the format"):
@@ -116,7 +116,8 @@ def test_s3_objects_over_http(s3):
 def test_s3_errors_name_the_uri(s3):
     with pytest.raises(UsageError, match=r"s3://nope/x.csv: bucket 'nope' does not exist"):
         load_dataset(DatasetSpec(name="s3", uri="s3://nope/x.csv", endpoint_url=s3))
-    with pytest.raises(UsageError, match=r"s3://data/missing.csv: object 'missing.csv' does not exist"):
+    with pytest.raises(UsageError,
+                       match=r"s3://data/missing.csv: object 'missing.csv' does not exist"):
         load_dataset(DatasetSpec(name="s3", uri="s3://data/missing.csv", endpoint_url=s3))
 
 

@@ -1,11 +1,9 @@
 """Example specs parse; a faulted trial records what really happened to the workers."""
 from pathlib import Path
 
-import psutil
 import pytest
 
 from bench.frameworks import is_baseline
-from bench.results import read_records
 from bench.runner import run_benchmark
 from bench.spec import load_spec, parse_spec
 
@@ -23,7 +21,6 @@ def test_example_specs_are_valid(path):
     operator's validation: ``kubectl apply`` and the operator take it too."""
     import jsonschema
     import yaml
-
     from testbed_operator.crd import spec_schema
     from testbed_operator.validation import validate_benchmark
 

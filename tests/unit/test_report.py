@@ -32,15 +32,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def sample_records():
     """Two workloads, local baselines, ray and dask at 1 and 2 workers, one failure, a fault."""
     recs = []
-    for workload, t1, metric, q in (("knn", 4.0, "accuracy", 0.97), ("kmeans", 1.2, "inertia", 1234.5)):
-        recs.append(make_record(workload, "local", 1, [t1, t1 * 1.01, t1 * 0.99], metric=metric, quality=q))
+    for workload, t1, metric, q in (("knn", 4.0, "accuracy", 0.97),
+                                    ("kmeans", 1.2, "inertia", 1234.5)):
+        recs.append(make_record(workload, "local", 1, [t1, t1 * 1.01, t1 * 0.99], metric=metric,
+                                quality=q))
         recs.append(make_record(workload, "local", 4, [t1 / 3] * 3, metric=metric, quality=q))
         recs.append(make_record(workload, "ray", 1, [t1 * 1.1] * 3, metric=metric, quality=q))
         recs.append(make_record(workload, "ray", 2, [t1 * 0.55] * 3, metric=metric, quality=q))
         recs.append(make_record(workload, "dask", 1, [t1 * 1.2] * 3, metric=metric, quality=q))
     recs.append(make_record("knn", "dask", 2, state="failed", error="KilledWorker: boom"))
-    recs.append(make_record("kmeans", "dask", 2, [0.7, 0.71, 0.69], metric="inertia", quality=1250.0,
-                            faults=DASK_FAULT))
+    recs.append(make_record("kmeans", "dask", 2, [0.7, 0.71, 0.69], metric="inertia",
+                            quality=1250.0, faults=DASK_FAULT))
     recs.append(make_record("knn", "ray", 3, [1.0, 1.0, 1.0], metric="accuracy", quality=0.97,
                             faults=RAY_FAULT))
     return recs

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import make_record
 
 from bench.results import (
     append_record,
@@ -13,7 +14,6 @@ from bench.results import (
     read_records,
     summarize,
 )
-from support import make_record
 
 
 def by_key(rows):

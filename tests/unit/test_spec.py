@@ -36,7 +36,7 @@ def test_whole_benchmark_resource_is_accepted(tmp_path):
     assert s.name == "digits-knn" and s.workers == [1, 2] and s.dataset.scale == 2
 
 
-@pytest.mark.parametrize("data, field, words", [
+@pytest.mark.parametrize(("data", "field", "words"), [
     ({"frameworks": ["spark"]}, "spec.frameworks", "unknown framework 'spark'"),
     ({"workers": [0]}, "spec.workers.0", "greater than 0"),
     ({"workers": [-2, 1]}, "spec.workers.0", "greater than 0"),
@@ -45,11 +45,13 @@ def test_whole_benchmark_resource_is_accepted(tmp_path):
     ({"repeats": 0}, "spec.repeats", "greater than or equal to 1"),
     ({"warmup": -1}, "spec.warmup", "greater than or equal to 0"),
     ({"workloads": [{"name": "sort"}]}, "spec.workloads.0.name", "unknown workload 'sort'"),
-    ({"workload": {"name": "knn", "params": {"k": 3}}}, "spec.workloads.0.params.k", "unknown field"),
+    ({"workload": {"name": "knn", "params": {"k": 3}}}, "spec.workloads.0.params.k",
+     "unknown field"),
     ({"workload": {"name": "knn", "params": {"n_neighbors": "many"}}},
      "spec.workloads.0.params.n_neighbors", "valid integer"),
     ({"dataset": {"name": "imagenet"}}, "spec.dataset.name", "unknown dataset 'imagenet'"),
-    ({"dataset": {"name": "s3", "uri": "s3:///key-without-bucket"}}, "spec.dataset", "s3://bucket/key"),
+    ({"dataset": {"name": "s3", "uri": "s3:///key-without-bucket"}}, "spec.dataset",
+     "s3://bucket/key"),
     ({"dataset": {"name": "s3"}}, "spec.dataset", "needs 'uri'"),
     ({"dataset": {"name": "file"}}, "spec.dataset", "needs 'path'"),
     ({"workerResources": {"memory": "lots"}}, "spec.workerResources.memory", "memory quantity"),
@@ -79,7 +81,7 @@ def test_unreadable_specs(tmp_path):
 
 # ---- issue 10: input that used to be accepted ---------------------------------------------
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     # YAML booleans and floats where a count is meant (pydantic's lax mode made them 1/0/1).
     ({"workers": [True]}, "spec.workers.0: Input should be a valid integer (got True)"),
     ({"workers": [1.0]}, "spec.workers.0: Input should be a valid integer (got 1.0)"),
@@ -91,11 +93,13 @@ def test_unreadable_specs(tmp_path):
      "spec.faults.killWorkers: Input should be a valid integer (got True)"),
     ({"faults": {"afterSeconds": True}},
      "spec.faults.afterSeconds: Input should be a valid number (got True)"),
-    ({"ray": {"maxRetries": True}}, "spec.ray.maxRetries: Input should be a valid integer (got True)"),
+    ({"ray": {"maxRetries": True}},
+     "spec.ray.maxRetries: Input should be a valid integer (got True)"),
     ({"dask": {"allowedFailures": False}},
      "spec.dask.allowedFailures: Input should be a valid integer (got False)"),
     ({"dask": {"nanny": 1}}, "spec.dask.nanny: Input should be a valid boolean (got 1)"),
-    ({"dataset": {"scale": True}}, "spec.dataset.scale: Input should be a valid integer (got True)"),
+    ({"dataset": {"scale": True}},
+     "spec.dataset.scale: Input should be a valid integer (got True)"),
     ({"dataset": {"name": "synthetic", "samples": True}},
      "spec.dataset.samples: Input should be a valid integer (got True)"),
     ({"dataset": {"name": "synthetic", "features": 64.0}},
@@ -106,34 +110,36 @@ def test_unreadable_specs(tmp_path):
      "spec.workloads.0.params.n_clusters: Input should be a valid integer (got 8.0)"),
     # Fields the chosen dataset does not read.
     ({"dataset": {"name": "digits", "uri": "s3://b/k"}},
-     "spec.dataset.uri: the digits dataset does not use uri, only the s3 dataset; remove it or "
-     "set dataset.name: s3"),
+     ("spec.dataset.uri: the digits dataset does not use uri, only the s3 dataset; remove it or "
+      "set dataset.name: s3")),
     ({"dataset": {"uri": "s3://b/k"}}, "spec.dataset.uri: the digits dataset does not use uri"),
     ({"dataset": {"name": "digits", "samples": 5000}},
      "spec.dataset.samples: the digits dataset does not use samples, only the synthetic dataset"),
     ({"dataset": {"name": "synthetic", "path": "x.csv"}},
      "spec.dataset.path: the synthetic dataset does not use path, only the file dataset"),
     ({"dataset": {"name": "digits", "target": "y"}},
-     "spec.dataset.target: the digits dataset does not use target, only the file and s3 datasets; "
-     "remove it or set dataset.name: file"),
+     ("spec.dataset.target: the digits dataset does not use target, only the file and s3 datasets; "
+      "remove it or set dataset.name: file")),
     ({"dataset": {"name": "file", "path": "x.csv", "endpointUrl": "http://minio:9000"}},
      "spec.dataset.endpointUrl: the file dataset does not use endpointUrl, only the s3 dataset"),
     # Quantities beyond any node.
     ({"workerResources": {"memory": "999999Ei"}},
      "spec.workerResources.memory: memory '999999Ei' is more than the maximum of 64Ti per worker"),
     ({"workerResources": {"memory": "65Ti"}}, "spec.workerResources.memory: memory '65Ti' is more"),
-    ({"workerResources": {"memory": 0}}, "spec.workerResources.memory: memory '0' must be more than 0"),
+    ({"workerResources": {"memory": 0}},
+     "spec.workerResources.memory: memory '0' must be more than 0"),
     ({"workerResources": {"cpu": "1025"}},
      "spec.workerResources.cpu: cpu '1025' is more than the maximum of 1024 cores per worker"),
     ({"workerResources": {"cpu": "0m"}}, "spec.workerResources.cpu: cpu '0m' must be more than 0"),
     # Suggestions.
-    ({"frameworks": ["rey"]}, "spec.frameworks: unknown framework 'rey'; expected one of local, "
-                              "ray, dask, dask-on-ray; did you mean 'ray'?"),
-    ({"workload": {"name": "kmean"}}, "spec.workloads.0.name: unknown workload 'kmean'; expected "
-                                      "one of knn, kmeans, pca, gridsearch, classify, cnn, resnet18, "
-                                      "dataframe, tasks, noop; did you mean 'kmeans'?"),
-    ({"dataset": {"name": "synthtic"}}, "spec.dataset.name: unknown dataset 'synthtic'; expected one "
-                                        "of digits, synthetic, file, s3; did you mean 'synthetic'?"),
+    ({"frameworks": ["rey"]}, ("spec.frameworks: unknown framework 'rey'; expected one of local, "
+                               "ray, dask, dask-on-ray; did you mean 'ray'?")),
+    ({"workload": {"name": "kmean"}}, ("spec.workloads.0.name: unknown workload 'kmean'; expected "
+                                       "one of knn, kmeans, pca, gridsearch, classify, cnn, "
+                                       "resnet18, dataframe, tasks, noop; did you mean 'kmeans'?")),
+    ({"dataset": {"name": "synthtic"}},
+     ("spec.dataset.name: unknown dataset 'synthtic'; expected one of digits, synthetic, file, s3; "
+      "did you mean 'synthetic'?")),
     ({"repeat": 3}, "spec.repeat: unknown field; did you mean 'repeats'?"),
     ({"timeout_second": 3}, "spec.timeout_second: unknown field; did you mean 'timeoutSeconds'?"),
     ({"workerResource": {}}, "spec.workerResource: unknown field; did you mean 'workerResources'?"),
@@ -141,7 +147,8 @@ def test_unreadable_specs(tmp_path):
      "spec.workloads.0.parms: unknown field; did you mean 'params'?"),
     ({"workload": {"name": "knn", "params": {"n_neighbours": 3}}},
      "spec.workloads.0.params.n_neighbours: unknown field; did you mean 'n_neighbors'?"),
-    ({"faults": {"killWorker": 1}}, "spec.faults.killWorker: unknown field; did you mean 'killWorkers'?"),
+    ({"faults": {"killWorker": 1}},
+     "spec.faults.killWorker: unknown field; did you mean 'killWorkers'?"),
     ({"dataset": {"name": "s3", "uri": "s3://b/k", "endpointURL": "x"}},
      "spec.dataset.endpointURL: unknown field; did you mean 'endpointUrl'?"),
     ({"colour": "blue"}, "spec.colour: unknown field"),
@@ -178,26 +185,28 @@ def test_a_whole_model_read_back_is_accepted():
     for data in ({}, {"dataset": {"name": "synthetic", "samples": 500}},
                  {"dataset": {"name": "s3", "uri": "s3://b/k"}}, {"faults": {"killWorkers": 1}}):
         spec = parse_spec(data)
-        again = parse_spec(json.loads(json.dumps(spec.model_dump(by_alias=True, exclude_none=True))))
+        dumped = spec.model_dump(by_alias=True, exclude_none=True)
+        again = parse_spec(json.loads(json.dumps(dumped)))
         assert again == spec
 
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     ({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"},
       "spec": {"workers": [1]}},
-     "kind: expected 'Benchmark', got 'ConfigMap'; only a Benchmark resource (testbed.dev/v1alpha1) "
-     "or a bare spec can be run"),
+     ("kind: expected 'Benchmark', got 'ConfigMap'; only a Benchmark resource "
+      "(testbed.dev/v1alpha1) or a bare spec can be run")),
     ({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 1}},
      "kind: expected 'Benchmark', got 'Deployment'"),
     ({"apiVersion": "testbed.dev/v1", "kind": "Benchmark", "spec": {}},
      "apiVersion: expected 'testbed.dev/v1alpha1', got 'testbed.dev/v1'"),
     ({"kind": "Benchmark", "spec": {}},
-     "apiVersion: missing; a resource with kind needs apiVersion: testbed.dev/v1alpha1 and kind: "
-     "Benchmark (or give a bare spec, without either)"),
-    ({"apiVersion": "testbed.dev/v1alpha1", "spec": {}}, "kind: missing; a resource with apiVersion"),
+     ("apiVersion: missing; a resource with kind needs apiVersion: testbed.dev/v1alpha1 and kind: "
+      "Benchmark (or give a bare spec, without either)")),
+    ({"apiVersion": "testbed.dev/v1alpha1", "spec": {}},
+     "kind: missing; a resource with apiVersion"),
     ({"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark", "specs": {}},
-     "specs: unknown field of a Benchmark resource; expected apiVersion, kind, metadata, spec, "
-     "status; did you mean 'spec'?"),
+     ("specs: unknown field of a Benchmark resource; expected apiVersion, kind, metadata, spec, "
+      "status; did you mean 'spec'?")),
     ({"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark", "spec": [1]},
      "spec: expected a mapping of fields, got list"),
     ({"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark", "metadata": "x"},
@@ -221,7 +230,7 @@ def test_the_api_version_is_the_crds():
 
     from bench.spec import API_VERSION, KIND
 
-    assert API_VERSION == f"{crd.GROUP}/{crd.VERSION}" and KIND == crd.KIND
+    assert f"{crd.GROUP}/{crd.VERSION}" == API_VERSION and KIND == crd.KIND
 
 
 def test_duplicate_keys_are_errors_with_the_line(tmp_path):
@@ -233,7 +242,8 @@ def test_duplicate_keys_are_errors_with_the_line(tmp_path):
                             "field may be given once"), str(e.value)
     nested = tmp_path / "nested.yaml"
     nested.write_text("workload:\n  name: knn\n  params: {n_neighbors: 3, n_neighbors: 5}\n")
-    with pytest.raises(SpecError, match=r"duplicate key 'n_neighbors' at line 3 \(first at line 3\)"):
+    with pytest.raises(SpecError,
+                       match=r"duplicate key 'n_neighbors' at line 3 \(first at line 3\)"):
         load_spec(nested)
     # A merge key (<<) may be overridden: that is what it is for.
     merged = tmp_path / "merged.yaml"
@@ -274,10 +284,11 @@ def test_a_local_run_must_fit_the_machine():
 def test_one_framework_type_with_a_baseline_capability():
     import typing
 
+    from testbed_operator.crd import spec_schema
+
     from bench.frameworks import BASELINE, FRAMEWORKS, Framework, is_baseline
     from bench.results import FRAMEWORK_ORDER
     from bench.spec import FRAMEWORKS as SPEC_FRAMEWORKS
-    from testbed_operator.crd import spec_schema
 
     assert FRAMEWORKS == typing.get_args(Framework) == SPEC_FRAMEWORKS == FRAMEWORK_ORDER
     assert [f for f in FRAMEWORKS if is_baseline(f)] == [BASELINE]
@@ -300,7 +311,7 @@ def test_unknown_frameworks_keep_their_message():
 def test_the_workload_registry_declares_params_checks_and_torch():
     from bench.params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES, WORKLOADS
 
-    assert WORKLOAD_NAMES == tuple(WORKLOADS) and set(DEFAULT_WORKLOADS) <= set(WORKLOADS)
+    assert tuple(WORKLOADS) == WORKLOAD_NAMES and set(DEFAULT_WORKLOADS) <= set(WORKLOADS)
     assert {n for n, w in WORKLOADS.items() if w.needs_torch} == {"cnn", "resnet18"}
     assert all(PARAMS[n] is w.params for n, w in WORKLOADS.items())
     assert all(len(w.impl.split(":")) == 2 for w in WORKLOADS.values())
@@ -324,8 +335,8 @@ def test_data_checks_name_the_field_before_any_cluster_starts():
              "workloads.1.params.n_clusters: more clusters than rows"),
             ({"name": "gridsearch", "params": {"cv": 3}},
              "workloads.1.params.cv: 3 folds but the smallest class has only 2 training rows"),
-            ({"name": "cnn"}, "workloads.1.name: cnn needs 8x8 images (64 features, e.g. the "
-                              "digits dataset); this dataset has 4")):
+            ({"name": "cnn"}, ("workloads.1.name: cnn needs 8x8 images (64 features, e.g. the "
+                               "digits dataset); this dataset has 4"))):
         spec = parse_spec({"workloads": [{"name": "noop"}, workload]})
         with pytest.raises(UsageError) as e:
             check_workloads(spec, data)

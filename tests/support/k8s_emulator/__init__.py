@@ -2,10 +2,10 @@
 
 ``PatchedEmulator`` subclasses ``kmock.KubernetesEmulator`` (kmock 0.8) and fixes what the
 operator tests (Kopf, the ``kubernetes`` client, the fake controllers, ``kubectl``) trip over.
-Each gap below has a stock-vs-patched test in ``tests/operator/test_k8s_emulator.py``, which also asserts
-the *stock* behaviour, so a kmock release that fixes a gap upstream shows up as a failing stock
-case; ``tests/operator/test_kubectl.py`` drives the real ``kubectl`` against it. Where the behaviour comes
-from the Kubernetes sources, the upstream file is named next to the code.
+Each gap below has a stock-vs-patched test in ``tests/operator/test_k8s_emulator.py``, which also
+asserts the *stock* behaviour, so a kmock release that fixes a gap upstream shows up as a failing
+stock case; ``tests/operator/test_kubectl.py`` drives the real ``kubectl`` against it. Where the
+behaviour comes from the Kubernetes sources, the upstream file is named next to the code.
 
 Gaps fixed (stock kmock 0.8 → this subclass):
 
