@@ -11,6 +11,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+
 from support.fake_controllers import FakeControllers, wait_for
 from support.operator_harness import benchmark, finished, running_operator
 
@@ -221,9 +222,8 @@ def test_runner_may_delete_pods_only_when_fault_injection_is_allowed():
 def test_owner_references_block_deletion_so_both_roles_may_update_the_finalizers():
     """Every child (the operator's) and the result ConfigMap (the runner's) points at the
     Benchmark with blockOwnerDeletion: both accounts need update on benchmarks/finalizers."""
-    from testbed_operator import manifests
-
     from bench.kube import names
+    from testbed_operator import manifests
 
     bm = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
           "metadata": {"name": "b", "namespace": "ns", "uid": "u"}, "spec": {}}

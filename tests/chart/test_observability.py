@@ -16,12 +16,13 @@ from pathlib import Path
 import promql_parser as pp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support.operator_harness import free_port
+
+from bench.spec import parse_spec
 from testbed_operator import trials as tr
 from testbed_operator.dashboard import build_dashboard, dashboard_json
 from testbed_operator.metrics import OperatorMetrics
 
-from bench.spec import parse_spec
+from support.operator_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "testbed" / "dashboards" / "testbed.json"

@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 import yaml
-from support.prom_monitors import prometheus_config, sanitize_label_name, scrape_configs
 from test_chart import render
+
+from support.prom_monitors import prometheus_config, sanitize_label_name, scrape_configs
 
 PROMTOOL = shutil.which("promtool")
 VALUES = {"metrics": {"podMonitors": {"enabled": True}, "serviceMonitor": {"enabled": True}},

@@ -35,6 +35,7 @@ import urllib.request
 import uuid
 
 import pytest
+
 import support
 from support.image_build import OPERATOR, RUNNER, engine_problem
 

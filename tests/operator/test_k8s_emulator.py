@@ -17,6 +17,7 @@ import pytest
 import yaml
 from kmock import KubernetesEmulator, ResourceInfo, Server
 from kubernetes.client.rest import ApiException
+
 from support.fake_controllers import FakeControllers, wait_for
 from support.k8s_emulator import (
     BENCHMARK_CRD,

@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+
 from support.k8s_emulator import BENCHMARK_CRD, KUBERAY_DIR, serve_emulator, write_kubeconfig
 
 KUBECTL = shutil.which("kubectl")

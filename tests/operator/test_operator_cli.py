@@ -10,6 +10,7 @@ import sys
 import urllib.request
 
 import pytest
+
 from support.fake_controllers import FakeControllers
 from support.k8s_emulator import serve_emulator, write_kubeconfig
 from support.operator_harness import Api, benchmark, finished, free_port

@@ -11,6 +11,7 @@ import sys
 import urllib.request
 
 import pytest
+
 from support.fake_controllers import FakeControllers, wait_for
 from support.operator_harness import Api, benchmark, finished, running_operator
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from support.operator_harness import benchmark, finished, running_operator
 from support.real_dask_operator import RealDaskControllers
 

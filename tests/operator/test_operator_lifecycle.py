@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from support.fake_controllers import FakeControllers, wait_for
 from support.operator_harness import benchmark, finished, running_operator
 

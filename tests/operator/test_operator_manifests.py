@@ -10,12 +10,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from support.k8s_emulator import openapi_to_jsonschema
-from testbed_operator import manifests as m
-from testbed_operator.crd import build_crd, crd_yaml
 
 from bench.kube import names
 from bench.spec import BenchmarkSpec, parse_spec
+from testbed_operator import manifests as m
+from testbed_operator.crd import build_crd, crd_yaml
+
+from support.k8s_emulator import openapi_to_jsonschema
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT.parent / "shared" / "schemas" / "kuberay"

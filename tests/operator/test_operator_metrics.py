@@ -3,10 +3,12 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port, make_record
 from test_operator_trials import SPEC, records  # noqa: F401  (real runner records fixture)
+
 from testbed_operator import trials as tr
 from testbed_operator.metrics import OperatorMetrics
+
+from support import free_port, make_record
 
 
 def _scrape(port):

@@ -17,6 +17,7 @@ import socket
 from datetime import datetime
 
 import pytest
+
 from support.fake_controllers import FakeControllers, kuberay_probes, wait_for
 from support.operator_harness import benchmark, finished, running_operator
 

@@ -9,6 +9,7 @@ import time
 
 import aiohttp
 import pytest
+
 from support.fake_controllers import wait_for
 from support.operator_harness import Api, benchmark, finished, running_operator
 from support.real_dask_operator import DASKWORKERGROUPS, DEPLOYMENTS, SERVICES, RealDaskControllers

@@ -4,11 +4,11 @@ import copy
 import json
 
 import pytest
-from testbed_operator import trials as tr
-from testbed_operator.crd import build_crd
 
 from bench.runner import run_benchmark
 from bench.spec import parse_spec
+from testbed_operator import trials as tr
+from testbed_operator.crd import build_crd
 
 SPEC = parse_spec({"frameworks": ["ray", "dask"], "workers": [1, 2],
                    "workloads": [{"name": "knn"}, {"name": "pca"}]})
@@ -155,6 +155,7 @@ def test_a_runner_without_results_fails_its_trial():
 
 def test_the_status_fits_the_crd_status_schema(records):
     import jsonschema
+
     from support.k8s_emulator import openapi_to_jsonschema
 
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]

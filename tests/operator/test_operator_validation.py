@@ -1,5 +1,6 @@
 """Semantic Benchmark checks: what the schema cannot catch, reported with the field's name."""
 import pytest
+
 from testbed_operator.validation import (
     BenchmarkInvalid,
     split_spec,

@@ -10,12 +10,13 @@ from typing import Any
 
 import aiohttp
 import kopf
+
+from bench.kube.client import api_client
 from testbed_operator.config import OperatorConfig
 from testbed_operator.kube import Kube
 from testbed_operator.main import run
 from testbed_operator.reconcile import BenchmarkOperator
 
-from bench.kube.client import api_client
 from support import free_port  # also re-exported: the operator tests import it here
 
 BENCHMARKS = "/apis/testbed.dev/v1alpha1/namespaces/{ns}/benchmarks"

@@ -171,9 +171,9 @@ def test_a_local_run_that_cannot_fit_the_machine_fails_before_starting(tmp_path)
 
 
 def _results(path, *seconds_by_workers):
-    from support import make_record
-
     from bench.results import append_record
+
+    from support import make_record
 
     for workers, seconds in seconds_by_workers:
         state = "failed" if seconds is None else "succeeded"

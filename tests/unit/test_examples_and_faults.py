@@ -21,6 +21,7 @@ def test_example_specs_are_valid(path):
     operator's validation: ``kubectl apply`` and the operator take it too."""
     import jsonschema
     import yaml
+
     from testbed_operator.crd import spec_schema
     from testbed_operator.validation import validate_benchmark
 

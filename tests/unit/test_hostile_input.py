@@ -16,13 +16,14 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.k8s_emulator import openapi_to_jsonschema
+
+from bench.kube import names
+from bench.spec import SpecError, parse_spec
 from testbed_operator import manifests as m
 from testbed_operator.crd import build_crd
 from testbed_operator.validation import BenchmarkInvalid, validate_benchmark
 
-from bench.kube import names
-from bench.spec import SpecError, parse_spec
+from support.k8s_emulator import openapi_to_jsonschema
 
 TESTBED = str(Path(sys.executable).parent / "testbed")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import make_record
 
 from bench.results import (
     append_record,
@@ -14,6 +13,8 @@ from bench.results import (
     read_records,
     summarize,
 )
+
+from support import make_record
 
 
 def by_key(rows):

@@ -5,10 +5,10 @@ import os
 import subprocess
 import sys
 
-from support import free_port
-
 from bench.engines import make_engine
 from bench.kube.names import STARTUP_TIMEOUT_ENV
+
+from support import free_port
 
 
 def _runner(tmp_path, timeout_env: str, spec: dict) -> subprocess.CompletedProcess[str]:

@@ -226,9 +226,8 @@ def test_resource_errors_in_a_file_name_the_file(tmp_path):
 
 
 def test_the_api_version_is_the_crds():
-    from testbed_operator import crd
-
     from bench.spec import API_VERSION, KIND
+    from testbed_operator import crd
 
     assert f"{crd.GROUP}/{crd.VERSION}" == API_VERSION and KIND == crd.KIND
 
@@ -284,11 +283,10 @@ def test_a_local_run_must_fit_the_machine():
 def test_one_framework_type_with_a_baseline_capability():
     import typing
 
-    from testbed_operator.crd import spec_schema
-
     from bench.frameworks import BASELINE, FRAMEWORKS, Framework, is_baseline
     from bench.results import FRAMEWORK_ORDER
     from bench.spec import FRAMEWORKS as SPEC_FRAMEWORKS
+    from testbed_operator.crd import spec_schema
 
     assert FRAMEWORKS == typing.get_args(Framework) == SPEC_FRAMEWORKS == FRAMEWORK_ORDER
     assert [f for f in FRAMEWORKS if is_baseline(f)] == [BASELINE]
