@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Provision a Docker engine for the image tests (tests/test_images.py) on Debian; idempotent:
+# Provision a Docker engine for the image tests (tests/images/test_images.py) on Debian; idempotent:
 #   1. apt-get install docker.io and debootstrap if missing;
 #   2. start dockerd with no bridge and no iptables rules unless an engine already answers
 #      (containers then use --network=host and loopback addresses only); log: $DOCKERD_LOG;
