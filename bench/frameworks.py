@@ -29,6 +29,18 @@ def is_baseline(framework: str) -> bool:
     return framework == BASELINE
 
 
+ClusterKind = Literal["ray", "dask"]
+"""The kind of cluster a framework runs on (on Kubernetes: KubeRay's or the Dask operator's)."""
+
+
+def cluster_kind(framework: str) -> ClusterKind | None:
+    """Which cluster ``framework`` runs on: Dask-on-Ray runs Dask graphs on a Ray cluster; the
+    baseline has none."""
+    if framework in ("ray", "dask-on-ray"):
+        return "ray"
+    return "dask" if framework == "dask" else None
+
+
 def framework_rank(framework: str) -> int:
     """Position in :data:`FRAMEWORKS`; unknown names after every known one."""
     return FRAMEWORKS.index(framework) if is_framework(framework) else len(FRAMEWORKS)

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from bench.frameworks import cluster_kind
 from bench.kube import names
 from bench.kube.names import (
     FAULT_PODS_ENV,
@@ -178,7 +179,7 @@ def fault_pods(benchmark: dict[str, Any], framework: str, workers: int) -> dict[
     its head or scheduler pod), by label, and how the framework names each worker."""
     trial = f"{TRIAL_LABEL}={trial_name(benchmark['metadata']['name'], framework, workers)}"
     ns = benchmark["metadata"]["namespace"]
-    if framework == "dask":
+    if cluster_kind(framework) == "dask":
         return {"namespace": ns, "workers": f"{trial},dask.org/component=worker",
                 "head": f"{trial},dask.org/component=scheduler",
                 "identity": "env:DASK_WORKER_NAME"}
@@ -441,7 +442,7 @@ def build_networkpolicy_manifest(benchmark: dict[str, Any], framework: str, work
     if metrics_from:
         ingress.append({"from": copy.deepcopy(list(metrics_from)),
                         "ports": [{"protocol": "TCP", "port": p} for p in METRICS_PORTS]})
-    if dashboard_from and framework in ("ray", "dask-on-ray"):
+    if dashboard_from and cluster_kind(framework) == "ray":
         ingress.append({"from": copy.deepcopy(list(dashboard_from)),
                         "ports": [{"protocol": "TCP", "port": RAY_DASHBOARD_PORT}]})
     return {

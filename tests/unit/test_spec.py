@@ -296,6 +296,16 @@ def test_one_framework_type_with_a_baseline_capability():
     assert [f for f, _ in s.trials(cores=2)] == [BASELINE] * 2 + ["dask"]
 
 
+def test_each_framework_says_which_cluster_runs_it_and_the_operator_follows():
+    from bench.frameworks import FRAMEWORKS, cluster_kind
+    from testbed_operator.drivers import DaskDriver, RayDriver, driver_for
+
+    kinds = {f: cluster_kind(f) for f in FRAMEWORKS}
+    assert kinds == {"local": None, "ray": "ray", "dask": "dask", "dask-on-ray": "ray"}
+    drivers = {f: type(driver_for(f)) for f in FRAMEWORKS if kinds[f] is not None}
+    assert drivers == {"ray": RayDriver, "dask": DaskDriver, "dask-on-ray": RayDriver}
+
+
 def test_unknown_frameworks_keep_their_message():
     with pytest.raises(SpecError, match=r"spec.frameworks: unknown framework 'rya'; expected "
                                         r"one of local, ray, dask, dask-on-ray; did you mean "

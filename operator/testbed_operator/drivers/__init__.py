@@ -2,6 +2,8 @@
 operator with a batch Job runner (:mod:`.dask`)."""
 from __future__ import annotations
 
+from bench.frameworks import cluster_kind
+
 from .base import (
     CONFIGMAP,
     JOB,
@@ -16,11 +18,10 @@ from .base import (
     label,
 )
 from .dask import DASKCLUSTER, DaskDriver, job_finished
-from .ray import FRAMEWORKS as RAY_FRAMEWORKS
 from .ray import RAYCLUSTER, RAYJOB, RayDriver
 
 __all__ = ["CONFIGMAP", "DASKCLUSTER", "JOB", "LABELLED_KINDS", "NETWORKPOLICY", "RAYCLUSTER",
-           "RAYJOB", "RAY_FRAMEWORKS", "Driver", "Kind", "ObjRef", "Readiness", "TrialContext",
+           "RAYJOB", "Driver", "Kind", "ObjRef", "Readiness", "TrialContext",
            "TrialOutcome", "TrialTimedOut", "driver_for", "job_finished", "label"]
 
 # What a Benchmark's children may be, deleted by label with the Benchmark (NetworkPolicies
@@ -29,4 +30,5 @@ LABELLED_KINDS: list[Kind] = [RAYJOB, RAYCLUSTER, JOB, DASKCLUSTER, CONFIGMAP]
 
 
 def driver_for(framework: str) -> Driver:
-    return RayDriver() if framework in RAY_FRAMEWORKS else DaskDriver()
+    """KubeRay's driver for frameworks that run on a Ray cluster, else the Dask operator's."""
+    return RayDriver() if cluster_kind(framework) == "ray" else DaskDriver()

@@ -15,7 +15,6 @@ from .base import Kind, ObjRef, Readiness, TrialContext, TrialOutcome
 
 RAYJOB: Kind = ("ray.io/v1", "RayJob")
 RAYCLUSTER: Kind = ("ray.io/v1", "RayCluster")
-FRAMEWORKS = ("ray", "dask-on-ray")
 
 # rayjob_types.go JobStatus (the Ray job's own status) and JobDeploymentStatus (KubeRay's).
 JOB_SUCCEEDED = "SUCCEEDED"
