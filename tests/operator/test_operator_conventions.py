@@ -19,6 +19,15 @@ async def _events(api, name: str) -> list[dict]:
             if e["involvedObject"]["kind"] == "Benchmark" and e["involvedObject"]["name"] == name]
 
 
+async def _events_until(api, name: str, reason: str) -> list[dict]:
+    """The Benchmark's events once one with ``reason`` has been posted (bounded)."""
+    async def posted() -> list[dict] | None:
+        events = await _events(api, name)
+        return events if any(e["reason"] == reason for e in events) else None
+
+    return await wait_for(posted, 30, f"the {reason} event on {name}")
+
+
 def _wait_for_condition(obj, kind: str) -> bool:
     """`kubectl wait --for=condition=<kind>`: the condition of that type has status True."""
     return any(c["type"] == kind and c["status"] == "True"
@@ -32,8 +41,9 @@ async def test_conditions_and_events_tell_success_from_failure(cluster):
         await api.apply(benchmark("good", frameworks=["ray", "dask"], workers=[1]))
         await api.apply(benchmark("bad", frameworks=["dask"], workers=[1]))
         good, bad = await finished(api, "good", 60), await finished(api, "bad", 60)
-        await asyncio.sleep(0.5)  # Kopf posts events in the background
-        good_events, bad_events = await _events(api, "good"), await _events(api, "bad")
+        # Kopf posts events in the background, in order: wait for each Benchmark's last one.
+        good_events = await _events_until(api, "good", "BenchmarkSucceeded")
+        bad_events = await _events_until(api, "bad", "BenchmarkFailed")
     assert good["status"]["phase"] == "Succeeded" and bad["status"]["phase"] == "Failed"
     assert _wait_for_condition(good, "Succeeded") and not _wait_for_condition(good, "Failed")
     assert _wait_for_condition(bad, "Failed") and not _wait_for_condition(bad, "Succeeded")
@@ -88,8 +98,7 @@ async def test_a_deleted_benchmark_stops_quietly(cluster, caplog):
             return await api.benchmark("quiet") is None
         await wait_for(gone, 30, "the Benchmark to be deleted")
         took = asyncio.get_running_loop().time() - t0
-        await asyncio.sleep(0.5)
-        events = await _events(api, "quiet")
+        events = await _events_until(api, "quiet", "ClusterReady")
         assert not running.op.slots.held
     assert took < 5  # the daemon stopped at once, well before Kopf's cancellation backoff
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

@@ -32,6 +32,16 @@ async def _events(api, name: str) -> list[tuple[str, str, str]]:
             if e["involvedObject"]["name"] == name and e["involvedObject"]["kind"] == "Benchmark"]
 
 
+async def _events_with(api, name: str, *wanted: tuple[str, str]) -> list[tuple[str, str, str]]:
+    """The Benchmark's events once every (type, reason) in ``wanted`` is among them: Kopf posts
+    events in the background, so the last ones may arrive after the status says finished."""
+    async def complete() -> list[tuple[str, str, str]] | None:
+        events = await _events(api, name)
+        return events if set(wanted) <= {(t, r) for t, r, _ in events} else None
+
+    return await wait_for(complete, 30, f"events {wanted} on {name}")
+
+
 def _conditions(obj) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in obj["status"]["conditions"]}
 
@@ -73,7 +83,8 @@ async def test_a_runner_job_whose_pod_is_refused_fails_its_trial_with_the_reason
             running_operator(k8s.url, NS, failure_check_seconds=0.5):
         await api.apply(benchmark("fc", frameworks=["dask", "ray"], workers=[1], **SLOW))
         obj = await finished(api, "fc", 60)
-        events = await _events(api, "fc")
+        events = await _events_with(api, "fc", ("Warning", "TrialFailed"),
+                                    ("Normal", "TrialSucceeded"))
     assert time.monotonic() - t0 < 60
     dask, ray = obj["status"]["trials"]
     assert dask["state"] == "Failed", dask
@@ -102,7 +113,7 @@ async def test_a_ray_head_refused_for_a_missing_account_fails_as_cluster_not_rea
         assert await api.delete(account) == 200
         gate.set()
         obj = await finished(api, "gone", 60)
-        events = await _events(api, "gone")
+        events = await _events_with(api, "gone", ("Warning", "ClusterNotReady"))
     dask, ray = obj["status"]["trials"]
     assert dask["state"] == "Succeeded"
     assert ray["state"] == "Failed" and not ray.get("clusterReadyAt")
