@@ -112,7 +112,8 @@ def requirements() -> dict[str, list[str]]:
     missing = [n for n in (*OPERATOR_RUNTIME, TORCH) if norm(n) not in main]
     if missing:
         sys.exit(f"wheelhouse.py: {missing} are not main dependencies in pyproject.toml")
-    runner = [*project["dependencies"], *project["optional-dependencies"]["operator"]]
+    extras = project["optional-dependencies"]
+    runner = [*project["dependencies"], *extras["operator"], *extras["libraries"]]
     return {"venv": [f"{ROOT}[test]"],
             "runner": runner,
             "runner-slim": [r for r in runner if requirement_name(r) != TORCH],
