@@ -132,6 +132,10 @@ class WorkloadInfo:
     """Imports torch (only the full runner image has it)."""
     default: bool = True
     """Part of a spec that names no workloads."""
+    tier: Literal["core", "libraries"] = "core"
+    """``core``: the same algorithm written on the engine vocabulary (put/map/joblib) for
+    every framework, the controlled comparison; ``libraries``: each framework's own library
+    (Ray Data/Train/Tune against Dask DataFrame, DDP on Dask workers, Dask-ML, xgboost.dask)."""
 
 
 def _n_components(params: dict[str, Any], data: TrainingData) -> tuple[str, str] | None:
