@@ -1,5 +1,6 @@
 # The runner image: the testbed engine with Ray, Dask/distributed, dask[dataframe], scikit-learn,
-# boto3, prometheus-client, the Kubernetes client and, in the full variant, torch. One image
+# boto3, prometheus-client, bokeh, the Kubernetes client, the libraries tier's libraries (Ray
+# Data/Train/Tune, dask-ml, xgboost-cpu) and, in the full variant, torch. One image
 # serves as Ray head and worker (`ray start ...`), Dask scheduler and worker (`dask
 # scheduler|worker ...`) and the runner (`testbed runner ...`); the operator's manifests give the
 # command.
@@ -41,7 +42,8 @@ RUN /opt/pip/bin/pip --python /opt/venv/bin/python install --no-index --no-deps 
       *) echo "VARIANT must be full or slim, not '$VARIANT'" >&2; false ;; \
     esac \
  && /opt/venv/bin/python -c "import bench.cli, ray, dask.dataframe, distributed, sklearn, \
-boto3, prometheus_client, kubernetes, bench.kube.channel, bench.kube.faults" \
+boto3, prometheus_client, kubernetes, bench.kube.channel, bench.kube.faults, bokeh, xgboost, \
+xgboost.dask, dask_ml.model_selection, ray.data, ray.train, ray.tune" \
  && /opt/venv/bin/testbed --help >/dev/null
 
 FROM ${BASE}
