@@ -15,7 +15,7 @@ if [ -n "$LINT" ]; then
   scripts/lint.sh || lint_rc=$?
 fi
 set +e
-.venv/bin/python -m pytest -ra "$@"
+.venv/bin/python -m pytest -ra --durations=25 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
