@@ -287,7 +287,10 @@ def build_rayjob_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, worker
     # The driver runs on the head: it publishes its results with the runner's service account.
     cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"] = RUNNER_ACCOUNT
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
-    _credentials(benchmark, head)
+    # The workers read partitioned datasets themselves (the libraries tier), so they get the
+    # S3 credentials too.
+    for container in (head, cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]):
+        _credentials(benchmark, container)
     head["env"] += _fault_env(benchmark, spec, framework, workers)
     return {
         "apiVersion": "ray.io/v1", "kind": "RayJob",
@@ -352,6 +355,7 @@ def build_daskcluster_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, w
                           "--nanny" if spec.dask.nanny else "--no-nanny"],
         spec, [{"name": "http-dashboard", "containerPort": DASK_WORKER_DASHBOARD_PORT,
                 "protocol": "TCP"}])
+    _credentials(benchmark, worker)  # workers read partitioned S3 datasets themselves
     # The Dask operator copies the DaskCluster's labels to its pods as well; these say so
     # explicitly (and win over them).
     pod_meta = {"labels": labels(benchmark["metadata"]["name"], "dask", workers)}

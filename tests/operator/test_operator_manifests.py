@@ -279,6 +279,11 @@ def test_credentials_come_from_a_secret_reference_and_ports_stay_inside_the_clus
     head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]
     assert (head["template"]["spec"]["containers"][0]["envFrom"]
             == [{"secretRef": {"name": "s3-creds"}}])
+    # Workers read partitioned datasets from S3 themselves: they get the same reference.
+    ray_worker = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert ray_worker["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    dask_worker = m.build_daskcluster_manifest(b, spec, 2, IMAGE)["spec"]["worker"]["spec"]
+    assert dask_worker["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     job = m.build_runner_job_manifest(b, spec, "dask", 2, IMAGE, "tcp://x:8786")
     runner = job["spec"]["template"]["spec"]["containers"][0]
     assert runner["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
