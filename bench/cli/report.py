@@ -17,6 +17,16 @@ def register(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
     rep.add_argument("--format", choices=("html", "md"),
                      help="the report's format (default: from --out's suffix); without --out "
                           "the report is printed (Markdown without the figures)")
+    rep.add_argument("--noise-threshold", type=positive_number, default=0.25,
+                     metavar="FRACTION",
+                     help="flag a trial whose IQR is more than this fraction of its median "
+                          "(default 0.25); a trial that ran on a busy machine is always flagged")
+    rep.add_argument("--price-core-hour", type=positive_number, metavar="PRICE",
+                     help="price of one core held for an hour: adds the money per run "
+                          "(cores held × median compute seconds)")
+    rep.add_argument("--price-gb-hour", type=positive_number, metavar="PRICE",
+                     help="price of one GB (10^9 bytes) of memory for an hour: adds the money "
+                          "per run (peak memory summed over workers × median compute seconds)")
     rep.set_defaults(fn=cmd_report)
 
     cmp_ = sub.add_parser(
@@ -37,10 +47,25 @@ def register(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
     cmp_.set_defaults(fn=cmd_compare)
 
 
+def positive_number(text: str) -> float:
+    """A flag type: a number above 0 (a threshold or a price)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import report_command
+    from bench.report.stats import ReportOptions
 
-    return report_command(args.results, args.out, args.format, console())
+    options = ReportOptions(noise_threshold=args.noise_threshold,
+                            price_core_hour=args.price_core_hour,
+                            price_gb_hour=args.price_gb_hour)
+    return report_command(args.results, args.out, args.format, console(), options)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

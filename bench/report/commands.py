@@ -9,12 +9,13 @@ from typing import Any
 from rich.console import Console
 
 from bench.errors import RunError, UsageError
-from bench.results import NOISE_FRACTION, read_records, summarize
+from bench.results import NOISE_FRACTION, read_records
 
-from .console import render_compare, render_faults, render_table
+from .console import render_compare, render_faults, render_summary
 from .document import report_format, report_text, write_report
 from .formatting import fmt_change
-from .stats import compare, regressions, verdict_counts
+from .sections import context
+from .stats import ReportOptions, compare, regressions, verdict_counts
 
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:
@@ -34,21 +35,21 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
 
 
 def report_command(results_path: str, out: str | None, fmt: str | None,
-                   console: Console | None) -> int:
-    """Print the tables of a results file; with ``out``, also write the report there.  With
-    ``fmt`` and no ``out``, print the report itself instead (``testbed report r.jsonl --format
-    md > report.md``)."""
+                   console: Console | None, options: ReportOptions | None = None) -> int:
+    """Print the summary and tables of a results file; with ``out``, also write the report
+    there.  With ``fmt`` and no ``out``, print the report itself instead (``testbed report
+    r.jsonl --format md > report.md``).  ``options``: noise threshold and prices."""
     console = console or Console()
     records = load_results(results_path)
     if fmt and not out:
-        sys.stdout.write(report_text(records, fmt))
+        sys.stdout.write(report_text(records, fmt, options))
         sys.stdout.flush()
         return 0
     target_fmt = report_format(out, fmt) if out else None
-    render_table(summarize(records), console)
+    render_summary(context(records, options), console)
     render_faults(records, console)
     if out and target_fmt:
-        path = write_report(records, out, target_fmt)
+        path = write_report(records, out, target_fmt, options)
         console.print(f"Report written to {path}")
     return 0
 

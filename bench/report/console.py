@@ -10,10 +10,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from . import summary
 from .formatting import MISSING, fmt_change, fmt_median_iqr
-from .table import Grid, fault_grid, runtime_grid, scaling_grid
+from .sections import Context
+from .table import Flags, Grid, cost_grid, fault_grid, runtime_grid, scaling_grid
 
-_RICH_STYLES = {"failed": "bold red", "missing": "dim", "good": "green", "bad": "red"}
+_RICH_STYLES = {"failed": "bold red", "missing": "dim", "good": "green", "bad": "red",
+                "flagged": "yellow"}
 
 _VERDICT_STYLES = {"faster": "bold green", "slower": "bold red", "within noise": "",
                    "failed in A": "red", "failed in B": "red", "failed in both": "red",
@@ -35,18 +38,35 @@ def rich_table(grid: Grid, title: str, numeric_from: int = 1, wrap: bool = False
     return table
 
 
-def _tables(rows: Sequence[dict[str, Any]]) -> list[Table]:
+def _tables(rows: Sequence[dict[str, Any]], flags: Flags | None = None) -> list[Table]:
     return [
-        rich_table(runtime_grid(rows), "Run Time Performance — median compute seconds ± IQR"),
-        rich_table(scaling_grid(rows), "Scaling and quality", numeric_from=2),
+        rich_table(runtime_grid(rows, flags),
+                   "Run Time Performance — median compute seconds ± IQR"),
+        rich_table(scaling_grid(rows, flags), "Scaling and quality", numeric_from=2),
     ]
 
 
-def render_table(rows: Sequence[dict[str, Any]], console: Console | None = None) -> None:
-    """Print the run-time table and the scaling/quality table of ``summarize`` rows."""
+def render_table(rows: Sequence[dict[str, Any]], console: Console | None = None,
+                 flags: Flags | None = None) -> None:
+    """Print the run-time table and the scaling/quality table of ``summarize`` rows (a
+    flagged trial, see ``stats.trial_flags``, marked)."""
     console = console or Console()
-    for table in _tables(rows):
+    for table in _tables(rows, flags):
         console.print(table)
+
+
+def render_summary(ctx: Context, console: Console | None = None) -> None:
+    """Print the report's summary: its sentences, the tables of :func:`render_table` and the
+    cost of one run per trial."""
+    console = console or Console()
+    console.print("[bold]Summary[/bold]")
+    for sentence in summary.sentences(ctx.rows, ctx.records, ctx.flags, ctx.costs, ctx.options):
+        console.print(Text("• " + sentence))
+    render_table(ctx.rows, console, ctx.flags)
+    if ctx.costs:
+        console.print(rich_table(cost_grid(ctx.costs, summary.money_label(ctx.options)),
+                                 "Cost per run — median compute seconds × cores held; memory: "
+                                 "peak resident, summed over workers", numeric_from=2))
 
 
 def render_faults(records: Iterable[dict[str, Any]], console: Console | None = None) -> None:

@@ -12,6 +12,7 @@ from bench.errors import UsageError
 from .figures import make_figures
 from .html import html_document
 from .markdown import markdown_document
+from .stats import ReportOptions
 
 
 def report_format(out: str | Path, fmt: str | None) -> str:
@@ -40,11 +41,12 @@ def _plain(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_report(records: Iterable[Mapping[str, Any]], out_path: str | Path,
-                 fmt: str = "html") -> Path:
+                 fmt: str = "html", options: ReportOptions | None = None) -> Path:
     """Write a self-contained report and return its path.
 
     ``fmt="html"``: one file, figures embedded as base64 PNG.  ``fmt="md"``: Markdown, with the
-    figures written to ``<stem>_figures/`` beside it and linked relatively.
+    figures written to ``<stem>_figures/`` beside it and linked relatively.  ``options``: the
+    noise threshold and prices (``testbed report``'s options).
     """
     records = _plain(records)
     if not records:
@@ -55,23 +57,24 @@ def write_report(records: Iterable[Mapping[str, Any]], out_path: str | Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "html":
         with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
-            text = html_document(records, make_figures(records, tmp))
+            text = html_document(records, make_figures(records, tmp), options)
     else:
         figure_dir = f"{out.stem}_figures"
         figures = make_figures(records, out.parent / figure_dir)
-        text = markdown_document(records, figures, figure_dir)
+        text = markdown_document(records, figures, figure_dir, options)
     tmp_out = out.with_name(f".{out.name}.tmp")
     tmp_out.write_text(text, encoding="utf-8")
     tmp_out.replace(out)
     return out
 
 
-def report_text(records: Iterable[Mapping[str, Any]], fmt: str) -> str:
+def report_text(records: Iterable[Mapping[str, Any]], fmt: str,
+                options: ReportOptions | None = None) -> str:
     """The report as text: HTML with its figures embedded, or Markdown without the figures
     (they are files, written only beside a report file)."""
     records = _plain(records)
     fmt = report_format("", fmt)
     if fmt == "md":
-        return markdown_document(records, [], "")
+        return markdown_document(records, [], "", options)
     with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
-        return html_document(records, make_figures(records, tmp))
+        return html_document(records, make_figures(records, tmp), options)

@@ -73,3 +73,27 @@ def shorten(v: Any, limit: int = 80) -> str:
 def column_label(framework: str, workers: int) -> str:
     """``"ray ×2"``; the local baseline counts threads: ``"local 4t"``."""
     return f"{framework} {workers}t" if is_baseline(framework) else f"{framework} ×{workers}"
+
+
+FLAG = "⚠"
+"""The marker of a flagged (noisy or busy-machine) trial in the tables."""
+
+
+def fmt_percent(v: float | None) -> str:
+    """A relative difference in percent with two significant digits: ``"-0.0036%"``,
+    ``"+5.0%"``; 0 is ``"0%"``."""
+    if v is None:
+        return MISSING
+    pct = v * 100
+    if pct == 0:
+        return "0%"
+    return f"{pct:+.2g}%" if abs(pct) < 1 else f"{pct:+.1f}%"
+
+
+def fmt_amount(v: float | None) -> str:
+    """A cost figure (core-seconds, GB-seconds, money) with 3 significant digits."""
+    if v is None:
+        return MISSING
+    if v == 0:
+        return "0"
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"

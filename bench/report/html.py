@@ -8,7 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .sections import FIGURES, HOW_TO_READ, load_summary, sections, title
+from .sections import FIGURES, Section, load_summary, sections, title
+from .stats import ReportOptions
 from .table import Grid
 
 _CSS = """
@@ -22,15 +23,23 @@ th { background: #f4f4f4; border-bottom: 2px solid #ccc; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.txt, th.txt { text-align: left; }
 td.failed { color: #b00000; font-weight: bold; } td.missing { color: #aaa; }
-td.good { color: #1a7f37; } td.bad { color: #b00000; }
+td.good { color: #1a7f37; } td.bad { color: #b00000; font-weight: bold; }
+td.flagged { background: #fff4d6; }
+table.wrap { table-layout: fixed; width: 100%; }
+table.wrap td, table.wrap th { white-space: pre-line; overflow-wrap: anywhere; }
+table.wrap td:first-child, table.wrap th:first-child { width: 16em; }
+ul.summary li { margin: 0.3em 0; }
+details { margin-top: 1.8em; } details > summary { cursor: pointer; }
+details > summary h2 { display: inline; border: none; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
 .scroll { overflow-x: auto; }
 """
 
 
-def grid_html(grid: Grid, numeric_from: int = 1) -> str:
-    """A grid as an HTML table; each cell's style is a CSS class."""
+def grid_html(grid: Grid, numeric_from: int = 1, wrap: bool = False) -> str:
+    """A grid as an HTML table; each cell's style is a CSS class; ``wrap``: long cells and
+    line breaks wrap within the page's width."""
     headers, body = grid
     head = "".join(
         f'<th class="{"num" if i >= numeric_from else "txt"}">{html.escape(h)}</th>'
@@ -43,25 +52,13 @@ def grid_html(grid: Grid, numeric_from: int = 1) -> str:
             classes = ["num" if i >= numeric_from else "txt"] + ([style] if style else [])
             cells.append(f'<td class="{" ".join(classes)}">{html.escape(text)}</td>')
         lines.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(lines)
+    table = '<table class="wrap">' if wrap else "<table>"
+    return (f"{table}<thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(lines)
             + "\n</tbody></table>")
 
 
-def html_document(records: list[dict[str, Any]], figures: list[Path]) -> str:
-    """The report as one HTML page; ``figures`` are embedded as base64 PNG."""
-    generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title(records))}</title>", f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title(records))}</h1>",
-        f'<p class="sub">Generated {generated}; {html.escape(load_summary(records))}.</p>',
-        "<h2>How to read this report</h2>", f"<p>{html.escape(HOW_TO_READ)}</p>",
-    ]
-    for heading, grid, numeric_from, intro in sections(records):
-        parts += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(intro)}</p>",
-                  f'<div class="scroll">{grid_html(grid, numeric_from)}</div>']
-    if figures:
-        parts.append("<h2>Figures</h2>")
+def _figures_html(figures: list[Path]) -> list[str]:
+    parts = []
     for path in figures:
         fig_title, caption = FIGURES[path.stem]
         data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -70,5 +67,41 @@ def html_document(records: list[dict[str, Any]], figures: list[Path]) -> str:
             f"<figcaption><b>{html.escape(fig_title)}.</b> {html.escape(caption)}</figcaption>",
             "</figure>",
         ]
+    return parts
+
+
+def section_html(section: Section, figures: list[Path]) -> list[str]:
+    """One part of the report as HTML (see ``sections.Section`` for what it holds)."""
+    heading = f"<h2>{html.escape(section.heading)}</h2>"
+    body = [f"<p>{html.escape(section.intro)}</p>"] if section.intro else []
+    if section.sentences:
+        body.append('<ul class="summary">' + "".join(
+            f"<li>{html.escape(s)}</li>" for s in section.sentences) + "</ul>")
+    if section.grid is not None:
+        table = grid_html(section.grid, section.numeric_from, section.wrap)
+        body.append(table if section.wrap else f'<div class="scroll">{table}</div>')
+    if section.figures:
+        if not figures:
+            return []
+        body += _figures_html(figures)
+    if section.html:
+        body.append(section.html)
+    if section.folded:
+        return ["<details>", f"<summary>{heading}</summary>", *body, "</details>"]
+    return [heading, *body]
+
+
+def html_document(records: list[dict[str, Any]], figures: list[Path],
+                  options: ReportOptions | None = None) -> str:
+    """The report as one HTML page; ``figures`` are embedded as base64 PNG."""
+    generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title(records))}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title(records))}</h1>",
+        f'<p class="sub">Generated {generated}; {html.escape(load_summary(records))}.</p>',
+    ]
+    for section in sections(records, options):
+        parts += section_html(section, figures)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

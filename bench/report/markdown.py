@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .sections import FIGURES, HOW_TO_READ, load_summary, sections, title
+from .sections import FIGURES, Section, load_summary, sections, title
+from .stats import ReportOptions
 from .table import Grid
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text.replace("|", "\\|").replace("\n", "<br>")
 
 
 def grid_markdown(grid: Grid, numeric_from: int = 1) -> str:
@@ -30,21 +31,32 @@ def grid_markdown(grid: Grid, numeric_from: int = 1) -> str:
     return "\n".join(out)
 
 
+def section_markdown(section: Section, figures: list[Path], figure_dir: str) -> list[str]:
+    """One part of the report as Markdown (see ``sections.Section``); ``html`` is left out."""
+    if section.figures and not figures:
+        return []
+    parts = [f"## {section.heading}", ""]
+    if section.intro:
+        parts += [section.intro, ""]
+    if section.sentences:
+        parts += [f"- {s}" for s in section.sentences] + [""]
+    if section.grid is not None:
+        parts += [grid_markdown(section.grid, section.numeric_from), ""]
+    if section.figures:
+        for path in figures:
+            fig_title, caption = FIGURES[path.stem]
+            parts += [f"### {fig_title}", "",
+                      f"![{fig_title}]({quote(figure_dir)}/{quote(path.name)})", "", caption, ""]
+    if section.markdown:
+        parts += [section.markdown, ""]
+    return parts
+
+
 def markdown_document(records: list[dict[str, Any]], figures: list[Path],
-                      figure_dir: str) -> str:
+                      figure_dir: str, options: ReportOptions | None = None) -> str:
     """The report in Markdown; ``figures`` are linked as ``<figure_dir>/<name>``."""
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        f"# {title(records)}", "",
-        f"Generated {generated}; {load_summary(records)}.", "",
-        "## How to read this report", "", HOW_TO_READ, "",
-    ]
-    for heading, grid, numeric_from, intro in sections(records):
-        parts += [f"## {heading}", "", intro, "", grid_markdown(grid, numeric_from), ""]
-    if figures:
-        parts += ["## Figures", ""]
-    for path in figures:
-        fig_title, caption = FIGURES[path.stem]
-        parts += [f"### {fig_title}", "",
-                  f"![{fig_title}]({quote(figure_dir)}/{quote(path.name)})", "", caption, ""]
+    parts = [f"# {title(records)}", "", f"Generated {generated}; {load_summary(records)}.", ""]
+    for section in sections(records, options):
+        parts += section_markdown(section, figures, figure_dir)
     return "\n".join(parts)

@@ -1,13 +1,28 @@
-"""What a report says, whatever its format: title, summary line, how to read it, its tables
-(heading, grid, intro) and the captions of its figures."""
+"""What a report says, whatever its format: title, summary line, and its parts in order
+(:data:`SECTION_BUILDERS`): the summary (sentences and the run-time table), how to read it,
+the figures, the detail tables, and the environment last; and the captions of its figures."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from bench.results import latest_records, summarize
 
-from .table import Grid, environment_grid, fault_grid, quality_grid, runtime_grid, scaling_grid
+from . import summary
+from .cost import TrialCost, costs
+from .formatting import FLAG
+from .stats import ReportOptions, trial_flags
+from .table import (
+    Flags,
+    Grid,
+    Key,
+    cost_grid,
+    environment_grid,
+    fault_grid,
+    quality_grid,
+    runtime_grid,
+    scaling_grid,
+)
 
 HOW_TO_READ = (
     "Each trial runs one workload on one framework with a given number of worker processes "
@@ -57,12 +72,44 @@ FIGURES = {
 
 
 class Section(NamedTuple):
-    """One table of the report; columns from ``numeric_from`` on hold numbers."""
+    """One part of the report. Every field but ``heading`` is optional; an output renders, in
+    this order, ``intro``, ``sentences`` (a bullet list), ``grid`` (a table whose columns from
+    ``numeric_from`` on hold numbers), the figures (when ``figures``), then ``html`` (HTML
+    output only, e.g. an interactive chart) or ``markdown`` (Markdown output only).
+    ``folded``: in HTML, inside a closed ``<details>``; ``wrap``: long cells wrap (no
+    horizontal scrolling)."""
 
     heading: str
-    grid: Grid
-    numeric_from: int
-    intro: str
+    intro: str = ""
+    grid: Grid | None = None
+    numeric_from: int = 1
+    sentences: tuple[str, ...] = ()
+    figures: bool = False
+    folded: bool = False
+    wrap: bool = False
+    html: str | None = None
+    markdown: str | None = None
+
+
+class Context(NamedTuple):
+    """What a section builder gets: the records (plain dicts), their ``summarize`` rows, the
+    user's options, and the noise flags and costs worked out once for every section."""
+
+    records: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    options: ReportOptions
+    flags: Flags
+    costs: dict[Key, TrialCost]
+
+
+Builder = Callable[[Context], Iterable[Section]]
+"""A section builder: the sections it adds (none when it has nothing to say)."""
+
+
+def context(records: list[dict[str, Any]], options: ReportOptions | None = None) -> Context:
+    options = options or ReportOptions()
+    return Context(records, summarize(records), options,
+                   trial_flags(records, options.noise_threshold), costs(records, options))
 
 
 def title(records: Sequence[dict[str, Any]]) -> str:
@@ -78,35 +125,99 @@ def load_summary(records: list[dict[str, Any]]) -> str:
     return text + f", from {len(records)} records"
 
 
-def sections(records: list[dict[str, Any]]) -> list[Section]:
-    """Every table of the report, in order."""
-    rows = summarize(records)
-    out = [
-        Section("Environment", environment_grid(records), 99,
-                "Where and with what the results were measured (distinct values across trials)."),
-        Section("Run time performance", runtime_grid(rows), 1,
-                "Median compute seconds of the timed repeats ± interquartile range. "
-                "FAILED: the trial did not complete; —: not run."),
-        Section("Scaling", scaling_grid(rows), 2,
-                "Speedup and efficiency relative to the same framework's smallest worker count; "
-                "“vs local” is the local baseline's median divided by the trial's median "
-                "(above 1: faster than the baseline)."),
-    ]
-    q = quality_grid(rows)
+RUNTIME_INTRO = ("Median compute seconds of the timed repeats ± interquartile range. "
+                 "FAILED: the trial did not complete; —: not run; " + FLAG + ": flagged as "
+                 "less reliable (see Scaling's Flags column).")
+
+
+def summary_section(ctx: Context) -> Iterable[Section]:
+    """The summary in sentences, then the run-time table."""
+    yield Section("Summary", summary.NOISE_RULE, sentences=tuple(
+        summary.sentences(ctx.rows, ctx.records, ctx.flags, ctx.costs, ctx.options)))
+    yield Section("Run time performance", RUNTIME_INTRO, runtime_grid(ctx.rows, ctx.flags), 1)
+
+
+def how_to_read_section(ctx: Context) -> Iterable[Section]:
+    yield Section("How to read this report", HOW_TO_READ, folded=True)
+
+
+def figures_section(ctx: Context) -> Iterable[Section]:
+    yield Section("Figures", figures=True)
+
+
+def scaling_section(ctx: Context) -> Iterable[Section]:
+    yield Section("Scaling", "Speedup and efficiency relative to the same framework's smallest "
+                  "worker count; “vs local” is the local baseline's median divided by the "
+                  "trial's median (above 1: faster than the baseline). Flags: the IQR is more "
+                  f"than {ctx.options.noise_threshold:g} of the median (--noise-threshold), "
+                  "or the machine was busy while the trial ran.",
+                  scaling_grid(ctx.rows, ctx.flags), 2)
+
+
+def quality_section(ctx: Context) -> Iterable[Section]:
+    q = quality_grid(ctx.rows)
     if q[1]:
-        out.append(Section(
-            "Quality vs the local baseline", q, 3,
+        yield Section(
+            "Quality vs the local baseline",
             "The workload's headline quality figure for each distributed trial next to the "
-            "single-process baseline (most threads). A distributed run should match it; a "
-            "large Δ points at a partitioning problem."))
-    faults = fault_grid(records)
+            "single-process baseline (most threads), the difference in percent of the baseline, "
+            "and the workload's own tolerance (within the larger of its absolute and relative "
+            "bound). Only a figure outside its tolerance is marked NO: it points at a "
+            "partitioning problem.", q, 3)
+
+
+def cost_section(ctx: Context) -> Iterable[Section]:
+    if not ctx.costs:
+        return
+    intro = ("What one run of the workload held and used: median compute seconds (the timed "
+             "phase only; start-up, load and distribution not included). Cores held = workers "
+             "× CPUs per worker (local baseline: its threads); core-s held = cores held × "
+             "median s; core-s used = the workers' measured mean CPU (summed over their "
+             "processes, 100 % = one core) × median s, — with too few samples; peak memory = "
+             "peak resident memory summed over the workers, in GB (10⁹ bytes); GB-s = peak "
+             "memory × median s.")
+    label = summary.money_label(ctx.options)
+    if label:
+        intro += " Cost = core-hours held × the core price + GB-hours × the memory price."
+    yield Section("Cost per run", intro, cost_grid(ctx.costs, label), 2)
+
+
+def faults_section(ctx: Context) -> Iterable[Section]:
+    faults = fault_grid(ctx.records)
     if faults is not None:
-        out.append(Section(
-            "Fault tolerance", faults, 4,
+        yield Section(
+            "Fault tolerance",
             "One extra run per trial during which workers (or the head) were killed. Penalty: "
             "that run minus the fault-free median. Detected after: from the kill to the "
             "framework's first record of the failure (Ray: a task attempt failing; Dask: the "
             "scheduler removing the worker); then: Ray's GCS marking the node dead, or the Dask "
             "nanny's replacement worker arriving. Retried / recomputed: Ray task attempts above "
-            "the first; Dask tasks that ran more than once."))
-    return out
+            "the first; Dask tasks that ran more than once.", faults, 4)
+
+
+def environment_section(ctx: Context) -> Iterable[Section]:
+    yield Section("Environment", "Where and with what the results were measured (distinct "
+                  "values across trials; lists one item per line).",
+                  environment_grid(ctx.records), 99, folded=True, wrap=True)
+
+
+SECTION_BUILDERS: list[tuple[str, Builder]] = [
+    ("summary", summary_section),
+    ("how-to-read", how_to_read_section),
+    ("figures", figures_section),
+    ("scaling", scaling_section),
+    ("quality", quality_section),
+    ("cost", cost_section),
+    ("faults", faults_section),
+    ("environment", environment_section),
+]
+"""The report's parts in order, by name. To add one, write ``def my_section(ctx: Context) ->
+Iterable[Section]`` and insert ``("my-name", my_section)`` where it belongs (e.g. before
+``"environment"``, which stays last)."""
+
+
+def sections(records: list[dict[str, Any]], options: ReportOptions | None = None
+             ) -> list[Section]:
+    """Every part of the report, in the order of ``SECTION_BUILDERS``."""
+    ctx = context(records, options)
+    return [s for _, build in SECTION_BUILDERS for s in build(ctx)]

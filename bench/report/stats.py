@@ -1,12 +1,19 @@
 """Report-side statistics, apart from display: two result files compared with the noise rule
-(``bench.results.is_beyond_noise``), the verdicts that count as a regression, and the trials
-that had workers killed."""
+(``bench.results.is_beyond_noise``), the verdicts that count as a regression, the trials that
+had workers killed, the noise flags of a trial, a quality figure judged by its workload's own
+tolerance, and the report's options (:class:`ReportOptions`)."""
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
+from bench.errors import UsageError
 from bench.frameworks import is_baseline
+from bench.params import WORKLOADS
 from bench.results import NOISE_FRACTION, describe, is_beyond_noise, latest_records, sort_key
 
 REGRESSIONS = ("slower", "failed in B")
@@ -88,3 +95,104 @@ def faulted(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     # The local baselines are never faulted (no workers): leave them out.
     return [r for r in latest_records(records).values()
             if r.get("faults") and not is_baseline(r.get("framework", ""))]
+
+
+# --------------------------------------------------------------------------------------------
+# The report's options, noise flags and quality tolerance
+# --------------------------------------------------------------------------------------------
+
+NOISE_IQR_RATIO = 0.25
+"""A trial whose IQR is more than this fraction of its median is flagged as noisy."""
+
+
+def _check_positive(name: str, value: float | None, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value <= 0):
+        raise UsageError(f"{name}: expected a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What ``testbed report`` lets the user choose (``--noise-threshold``,
+    ``--price-core-hour``, ``--price-gb-hour``); a bad value is a UsageError naming the
+    option."""
+
+    noise_threshold: float = NOISE_IQR_RATIO
+    price_core_hour: float | None = None
+    price_gb_hour: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("--noise-threshold", self.noise_threshold, allow_none=False)
+        _check_positive("--price-core-hour", self.price_core_hour)
+        _check_positive("--price-gb-hour", self.price_gb_hour)
+
+    @property
+    def priced(self) -> bool:
+        """Whether the user gave a price, so that the report shows money."""
+        return self.price_core_hour is not None or self.price_gb_hour is not None
+
+
+def noise_flags(record: dict[str, Any], threshold: float = NOISE_IQR_RATIO) -> list[str]:
+    """Why a succeeded trial's timings are less trustworthy, as short phrases: its IQR is more
+    than ``threshold`` of its median (``"IQR/median 0.6"``), or the machine was busy while it
+    ran (``record["machine"]["busy"]``, with ``busy_reason``; records written before the
+    machine was watched have no ``machine`` and are never flagged busy)."""
+    if record.get("state") != "succeeded":
+        return []
+    flags = []
+    s = describe(record.get("seconds") or [])
+    if s["n"] >= 2 and s["median"] and s["iqr"] / s["median"] > threshold:
+        flags.append(f"IQR/median {s['iqr'] / s['median']:.2g}")
+    machine = record.get("machine")
+    if isinstance(machine, dict) and machine.get("busy"):
+        reason = machine.get("busy_reason")
+        flags.append(f"machine busy ({reason})" if reason else "machine busy")
+    return flags
+
+
+def trial_flags(records: Iterable[dict[str, Any]], threshold: float = NOISE_IQR_RATIO
+                ) -> dict[tuple[str, str, int], list[str]]:
+    """:func:`noise_flags` of the latest record of every flagged trial."""
+    out = {}
+    for key, rec in latest_records(records).items():
+        flags = noise_flags(rec, threshold)
+        if flags:
+            out[key] = flags
+    return out
+
+
+@functools.cache
+def workload_class(workload: str) -> Any:
+    """The workload's class from the registry (``bench.params.WORKLOADS``, ``module:Class``),
+    imported on first use; None for an unknown workload or one whose module cannot be imported
+    here (e.g. without torch)."""
+    info = WORKLOADS.get(workload)
+    if info is None:
+        return None
+    module, name = info.impl.split(":")
+    try:
+        return getattr(import_module(f"bench.workloads.{module}"), name, None)
+    except ImportError:
+        return None
+
+
+def tolerance(workload: str, metric: str | None) -> tuple[float, float] | None:
+    """``(absolute, relative)`` tolerance of a workload's quality figure, or None."""
+    cls = workload_class(workload)
+    if cls is None or metric is None:
+        return None
+    tol = getattr(cls, "tolerance", {}).get(metric)
+    return (float(tol[0]), float(tol[1])) if tol is not None else None
+
+
+def within_tolerance(workload: str, metric: str | None, value: float | None,
+                     local: float | None) -> bool | None:
+    """Whether ``value`` matches the local baseline's ``local`` by the workload's own rule
+    (``Workload.matches``); None when either value or the tolerance is unknown."""
+    cls = workload_class(workload)
+    if value is None or local is None or metric is None or tolerance(workload, metric) is None:
+        return None
+    result = cls.matches({metric: value}, {metric: local}).get(metric)
+    return None if result is None else bool(result)

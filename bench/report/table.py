@@ -1,8 +1,10 @@
 """The table model: every table of the report as a ``Grid`` of text cells with a style.
 
 A grid is ``(headers, body)``; each body cell is ``(text, style)`` with style ``None``,
-``"failed"``, ``"missing"``, ``"good"`` or ``"bad"``.  The console, Markdown and HTML outputs
-render the same grids (``console``, ``markdown``, ``html``); nothing here prints.
+``"failed"``, ``"missing"``, ``"good"``, ``"bad"`` or ``"flagged"`` (a noisy trial, marked
+``formatting.FLAG``).  A cell's text may hold line breaks (one list item per line).  The
+console, Markdown and HTML outputs render the same grids (``console``, ``markdown``,
+``html``); nothing here prints.
 """
 from __future__ import annotations
 
@@ -12,21 +14,28 @@ from typing import Any
 from bench.frameworks import is_baseline
 from bench.results import describe, sort_key
 
+from .cost import TrialCost
 from .formatting import (
+    FLAG,
     MISSING,
     column_label,
+    fmt_amount,
     fmt_efficiency,
     fmt_median_iqr,
     fmt_number,
+    fmt_percent,
     fmt_ratio,
     fmt_seconds,
     fmt_signed_seconds,
     shorten,
 )
-from .stats import faulted
+from .stats import faulted, tolerance, within_tolerance
 
 Cell = tuple[str, str | None]
 Grid = tuple[list[str], list[list[Cell]]]
+Key = tuple[str, str, int]
+Flags = dict[Key, list[str]]
+"""Noise flags per (workload, framework, workers), from ``stats.trial_flags``."""
 
 
 def workloads(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -39,8 +48,10 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, int]]:
     return sorted(keys, key=lambda k: sort_key(("", k[0], k[1]))[1:])
 
 
-def runtime_grid(rows: Sequence[dict[str, Any]]) -> Grid:
-    """Workloads × (framework, workers): median seconds ± IQR, FAILED, or — when not run."""
+def runtime_grid(rows: Sequence[dict[str, Any]], flags: Flags | None = None) -> Grid:
+    """Workloads × (framework, workers): median seconds ± IQR, FAILED, or — when not run; a
+    flagged trial's cell ends with ``FLAG``."""
+    flags = flags or {}
     columns = _columns(rows)
     by_key = {(r["workload"], r["framework"], r["workers"]): r for r in rows}
     headers = ["Workload"] + [column_label(f, w) for f, w in columns]
@@ -53,6 +64,8 @@ def runtime_grid(rows: Sequence[dict[str, Any]]) -> Grid:
                 line.append((MISSING, "missing"))
             elif r["state"] != "succeeded":
                 line.append(("FAILED", "failed"))
+            elif (workload, f, w) in flags:
+                line.append((f"{fmt_median_iqr(r['median'], r['iqr'])} {FLAG}", "flagged"))
             else:
                 line.append((fmt_median_iqr(r["median"], r["iqr"]), None))
         body.append(line)
@@ -74,10 +87,12 @@ def _ratio_style(v: float | None) -> str | None:
     return "good" if v > 1 else "bad"
 
 
-def scaling_grid(rows: Sequence[dict[str, Any]]) -> Grid:
-    """One line per trial: speedup, efficiency, ratios to the local baselines, quality."""
+def scaling_grid(rows: Sequence[dict[str, Any]], flags: Flags | None = None) -> Grid:
+    """One line per trial: speedup, efficiency, ratios to the local baselines, quality, and
+    the trial's noise flags."""
+    flags = flags or {}
     headers = ["Workload", "Framework", "Workers", "Median (s)", "Speedup", "Efficiency",
-               "vs local 1t", _local_all_label(rows), "Quality"]
+               "vs local 1t", _local_all_label(rows), "Quality", "Flags"]
     body = []
     for r in rows:
         failed = r["state"] != "succeeded"
@@ -95,29 +110,76 @@ def scaling_grid(rows: Sequence[dict[str, Any]]) -> Grid:
             (fmt_ratio(r["vs_local_all"]), _ratio_style(r["vs_local_all"])),
             (quality, None),
         ]
+        why = flags.get((r["workload"], r["framework"], r["workers"]))
+        line.append((f"{FLAG} " + "; ".join(why), "flagged") if why else ("", None))
         body.append(line)
     return headers, body
 
 
+def _tolerance_text(tol: tuple[float, float] | None) -> str:
+    if tol is None:
+        return MISSING
+    absolute, relative = tol
+    parts = ([f"±{relative * 100:g}%"] if relative else []) + (
+        [f"±{absolute:g}"] if absolute or not relative else [])
+    return " or ".join(parts)
+
+
+def _relative(value: float | None, local: float | None) -> float | None:
+    if value is None or local is None:
+        return None
+    if local == 0:
+        return 0.0 if value == 0 else None
+    return (value - local) / abs(local)
+
+
 def quality_grid(rows: Sequence[dict[str, Any]]) -> Grid:
-    """Per workload: each trial's headline quality figure next to the local baseline's."""
-    headers = ["Workload", "Metric", "Trial", "Value", "Local baseline", "Δ vs local"]
+    """Per workload: each trial's headline quality figure next to the local baseline's, the
+    difference in percent of the baseline, and whether it is within the workload's own
+    tolerance (``Workload.tolerance`` and ``matches``: within the larger of the absolute and
+    the relative bound); only a figure outside its tolerance is marked bad."""
+    headers = ["Workload", "Metric", "Trial", "Value", "Local baseline", "Δ vs local",
+               "Tolerance", "Matches"]
     body: list[list[Cell]] = []
     for r in rows:
         if is_baseline(r["framework"]) or r["state"] != "succeeded":
             continue
-        delta = r.get("quality_delta")
-        style = None
-        if delta is not None and abs(delta) > 1e-9:
-            style = "bad" if abs(delta) > 0.01 else None
+        value, local = r.get("quality"), r.get("quality_local")
+        relative = _relative(value, local)
+        ok = within_tolerance(r["workload"], r["quality_metric"], value, local)
+        delta = fmt_percent(relative)
+        if relative is None and r.get("quality_delta") is not None:
+            delta = f"{r['quality_delta']:+.4g}"
         body.append([
             (r["workload"], None),
             (r["quality_metric"] or MISSING, None),
             (column_label(r["framework"], r["workers"]), None),
-            (fmt_number(r.get("quality")), None),
-            (fmt_number(r.get("quality_local")), None),
-            (MISSING if delta is None else f"{delta:+.4f}", style),
+            (fmt_number(value), None),
+            (fmt_number(local), None),
+            (delta, "bad" if ok is False else None),
+            (_tolerance_text(tolerance(r["workload"], r["quality_metric"])), None),
+            (MISSING, None) if ok is None else (("yes", "good") if ok else ("NO", "bad")),
         ])
+    return headers, body
+
+
+def cost_grid(all_costs: dict[Key, TrialCost], money_label: str | None) -> Grid:
+    """One line per succeeded trial: what one run (median compute seconds) held and cost;
+    ``money_label`` (naming the prices) adds a money column."""
+    headers = ["Workload", "Trial", "Median (s)", "Cores held", "Core-s held", "Core-s used",
+               "Peak memory (GB)", "GB-s"] + ([money_label] if money_label else [])
+    body: list[list[Cell]] = []
+    for (workload, framework, workers), c in all_costs.items():
+        line: list[Cell] = [
+            (workload, None), (column_label(framework, workers), None),
+            (fmt_seconds(c.seconds), None), (f"{c.cores:g}", None),
+            (fmt_amount(c.core_seconds), None),
+            (fmt_amount(c.used_core_seconds), "missing" if c.used_core_seconds is None else None),
+            (fmt_amount(c.memory_gb), None), (fmt_amount(c.gb_seconds), None),
+        ]
+        if money_label:
+            line.append((fmt_amount(c.money), None))
+        body.append(line)
     return headers, body
 
 
@@ -237,13 +299,23 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _one_value(v: Any, limit: int = 6) -> str:
+    """A value as text; a list one item per line, the first ``limit`` items and a count."""
+    if isinstance(v, (list, tuple)) and len(v) > 1:
+        items = [shorten(x) for x in v[:limit]]
+        more = f"\n… {len(v) - limit} more ({len(v)} in all)" if len(v) > limit else ""
+        return "\n".join(items) + more
+    return shorten(v)
+
+
 def _unique(values: Iterable[Any], limit: int = 4) -> str:
-    seen = list(dict.fromkeys(shorten(v) for v in values if v is not None))
+    seen = list(dict.fromkeys(_one_value(v) for v in values if v is not None))
     if not seen:
         return MISSING
+    sep = "\n" if any("\n" in v for v in seen) else ", "
     if len(seen) > limit:
-        return ", ".join(seen[:limit]) + f", … ({len(seen)} values)"
-    return ", ".join(seen)
+        return sep.join(seen[:limit]) + f"{sep}… ({len(seen)} values)"
+    return sep.join(seen)
 
 
 def environment_grid(records: Sequence[dict[str, Any]]) -> Grid:
