@@ -16,7 +16,8 @@ Metric names (all prefixed ``testbed_``):
 * ``fault_detection_seconds``  from the kill to the framework's first record of the failure
 * ``fault_retried_tasks``      Ray task retries / Dask recomputed tasks in the faulted run
 * ``fault_finished``           1 if the faulted run finished, 0 if it failed
-* ``trial_attempts``           times a trial was started (more than 1: it was retried)
+* ``trial_attempts``           times a trial was started (more than 1: it was retried); its
+  ``trial`` label is the trial's name, the ``testbed.dev/trial`` label of its pods
 * ``trials``                   trials per benchmark and state
 * ``benchmarks``               benchmarks per phase
 * ``reconcile_errors_total``   handler errors per benchmark
@@ -46,6 +47,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import start_http_server
 
+from bench.kube.names import trial_name
 from bench.record import StatusResult
 
 TRIAL_LABELS = ("namespace", "benchmark", "framework", "workload", "workers")
@@ -93,8 +95,11 @@ class OperatorMetrics:
                 ("testbed_fault_retried_tasks",
                  "Ray task retries or Dask recomputed tasks in the faulted run"),
                 ("testbed_fault_finished", "1 if the faulted run finished, 0 if it failed")))
+        # ``trial``: the trial's name (bench.kube.names.trial_name), the value of its pods'
+        # testbed.dev/trial label: the dashboard's ``trial`` variable lists it.
         self.attempts = Gauge("testbed_trial_attempts", "Times a trial was started",
-                              ("namespace", "benchmark", "framework", "workers"), registry=r)
+                              ("namespace", "benchmark", "framework", "workers", "trial"),
+                              registry=r)
         self.trials = Gauge("testbed_trials", "Trials by state",
                             ("namespace", "benchmark", "state"), registry=r)
         self.benchmarks = Gauge("testbed_benchmarks", "Benchmarks by phase", ("phase",), registry=r)
@@ -128,7 +133,8 @@ class OperatorMetrics:
                 if row.get(field) is not None:
                     gauge.labels(*labels).set(row[field])
         for t in status.get("trials", []):
-            tl = (namespace, name, t["framework"], str(t["workers"]))
+            tl = (namespace, name, t["framework"], str(t["workers"]),
+                  trial_name(name, t["framework"], int(t["workers"])))
             seen.add(("attempts", *tl))
             self.attempts.labels(*tl).set(t.get("attempts", 0))
             for res in t.get("results") or []:

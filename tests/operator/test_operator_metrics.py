@@ -60,7 +60,7 @@ def test_trial_results_are_scraped_from_the_status(served, records):  # noqa: F8
             == pytest.approx(res["cpu"] / 100))  # the status keeps percent of one core
     assert _sample(got, "testbed_trial_memory_bytes", **lbl, workers="2") == res["memory"] > 0
     assert _sample(got, "testbed_trial_attempts", namespace="bench", benchmark="digits",
-                   framework="ray", workers="2") == 1
+                   framework="ray", workers="2", trial="digits-ray-2") == 1
     assert _sample(got, "testbed_benchmarks", phase="Running") == 1
     assert _sample(got, "testbed_reconcile_errors_total", namespace="bench",
                    benchmark="digits") == 1
