@@ -55,7 +55,7 @@ DEPRECATED = "Deprecated (removed in the next release): use "
 
 # Process-wide in client_python (prometheus_client/metrics.py ``_use_created``): every Counter
 # and Histogram made after this exports no ``<name>_created`` sample.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # client_python: no annotations
 
 
 class OperatorMetrics:
