@@ -1,6 +1,8 @@
 """tests/support/prom_monitors.py: the chart's PodMonitors and ServiceMonitor, rendered by Helm's
 Go SDK, translated to plain Prometheus scrape jobs the way the Prometheus Operator generates them,
-checked rule by rule and by ``promtool check config``. No cluster needed."""
+checked rule by rule, by ``promtool check config`` and by a real Prometheus relabelling pods the
+operator's manifests label (only the testbed's become targets, with the trial's labels). No
+cluster needed."""
 from __future__ import annotations
 
 import copy
