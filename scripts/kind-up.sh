@@ -61,15 +61,15 @@ if [ "$MONITORING" = 1 ]; then
     --set grafana.sidecar.dashboards.enabled=true \
     --set grafana.sidecar.dashboards.searchNamespace=ALL
   monitoring_values=(--set metrics.serviceMonitor.enabled=true
-                     --set metrics.serviceMonitor.labels.release=kps
+                     --set metrics.serviceMonitor.additionalLabels.release=kps
                      --set metrics.podMonitors.enabled=true
-                     --set metrics.podMonitors.labels.release=kps)
+                     --set metrics.podMonitors.additionalLabels.release=kps)
 fi
 
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
 helm upgrade --install testbed charts/testbed --namespace testbed --create-namespace --wait \
   --set "watchNamespaces={$NAMESPACE}" \
-  --set "image.tag=$TAG" --set "runnerImage=testbed-runner:$TAG" \
+  --set "image.tag=$TAG" --set "runnerImage.tag=$TAG" \
   "${monitoring_values[@]}"
 
 kubectl apply -n "$NAMESPACE" -f "$EXAMPLE"

@@ -7,7 +7,15 @@ run exposes (the operator's, a real local Ray cluster's and a real Dask cluster'
 
 Rows: benchmark progress; trial time, speedup and efficiency; per-task overhead; CPU and
 memory per worker (from the runner's samples, and live from Ray's and Dask's own exporters);
-failures and retries.  Template variables: namespace, benchmark, workload, framework.
+failures and retries.  Template variables: namespace, benchmark, workload, framework, trial.
+
+The live panels read Ray's and Dask's own series, scraped by the chart's PodMonitors
+(charts/testbed/templates/podmonitors.yaml). Those select only the testbed's pods (label
+``testbed.dev/trial``) and copy the pods' ``testbed.dev/*`` labels onto every series as
+``testbed_dev_benchmark``, ``testbed_dev_framework``, ``testbed_dev_trial`` (the Prometheus
+Operator's ``podTargetLabels``, names sanitized to ``[a-zA-Z0-9_]``), which is what lets
+these panels follow the variables. Every panel shows one unit: the tests check each metric's
+unit against its panel's (``UNITS``).
 """
 from __future__ import annotations
 
@@ -17,12 +25,31 @@ from typing import Any
 
 SEL = 'namespace=~"$namespace", benchmark=~"$benchmark"'
 TRIAL = SEL + ', workload=~"$workload", framework=~"$framework"'
+# The live series: the target labels the PodMonitors add (see the module docstring).
+LIVE = ('namespace=~"$namespace", testbed_dev_benchmark=~"$benchmark", '
+        'testbed_dev_framework=~"$framework", testbed_dev_trial=~"$trial"')
 
 # Live metrics of the clusters themselves (names checked against real scrapes in the tests).
 RAY_CPU = "ray_node_cpu_utilization"
 RAY_MEM = "ray_node_mem_used"
 DASK_WORKERS = "dask_scheduler_workers"
 DASK_WORKER_MEM = "dask_worker_memory_bytes"
+CORES = "suffix: cores"  # Grafana's custom unit "suffix:<text>"
+
+# The one unit of each metric the dashboard shows; a panel's unit must be its metrics' unit.
+# Ray's node_cpu_utilization is a percentage (ray/dashboard/modules/reporter/reporter_agent.py,
+# METRICS_GAUGES: unit "percentage").
+UNITS = {
+    "testbed_trials": "short", "testbed_benchmarks": "short",
+    "testbed_time_to_first_trial_seconds_bucket": "s", "testbed_trial_duration_seconds": "s",
+    "testbed_trial_speedup": "short", "testbed_trial_efficiency_ratio": "percentunit",
+    "testbed_task_overhead_seconds": "s", "testbed_trial_cpu_cores": CORES,
+    "testbed_trial_memory_bytes": "bytes", RAY_CPU: "percent", RAY_MEM: "bytes",
+    DASK_WORKERS: "short", DASK_WORKER_MEM: "bytes", "testbed_trial_attempts": "short",
+    "testbed_reconcile_errors_total": "short", "testbed_fault_penalty_seconds": "s",
+    "testbed_fault_detection_seconds": "s", "testbed_fault_retried_tasks": "short",
+    "testbed_fault_finished": "short",
+}
 
 
 def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -60,6 +87,7 @@ def _variable(name: str, label: str, query: str) -> dict[str, Any]:
 
 def panels() -> list[dict[str, Any]]:
     by_fw = "{{framework}} x{{workers}} {{workload}}"
+    live = "{{testbed_dev_trial}} {{pod}}"
     return [
         _row(1, "Progress", 0),
         _panel(2, "Trials by state", "stat",
@@ -76,24 +104,29 @@ def panels() -> list[dict[str, Any]]:
         _panel(7, "Speedup against the smallest worker count", "timeseries",
                [(f"testbed_trial_speedup{{{TRIAL}}}", by_fw)], (12, 7, 12, 9)),
         _panel(8, "Parallel efficiency", "timeseries",
-               [(f"testbed_trial_efficiency{{{TRIAL}}}", by_fw)], (0, 16, 12, 8),
+               [(f"testbed_trial_efficiency_ratio{{{TRIAL}}}", by_fw)], (0, 16, 12, 8),
                unit="percentunit"),
         _panel(9, "Per-task overhead (tasks workload)", "bargauge",
                [(f'testbed_task_overhead_seconds{{{TRIAL}, mode="async"}}', "{{framework}} async"),
                 (f'testbed_task_overhead_seconds{{{TRIAL}, mode="sync"}}', "{{framework}} sync")],
                (12, 16, 12, 8), unit="s"),
         _row(10, "CPU and memory per worker", 24),
-        _panel(11, "Mean CPU of a trial's workers", "bargauge",
-               [(f"testbed_trial_cpu_percent{{{TRIAL}}}", by_fw)], (0, 25, 12, 8), unit="percent"),
+        _panel(11, "Mean CPU of a trial's workers (cores)", "bargauge",
+               [(f"testbed_trial_cpu_cores{{{TRIAL}}}", by_fw)], (0, 25, 12, 8), unit=CORES),
         _panel(12, "Peak RSS of a trial's workers", "bargauge",
                [(f"testbed_trial_memory_bytes{{{TRIAL}}}", by_fw)], (12, 25, 12, 8), unit="bytes"),
-        _panel(13, "Ray nodes, live: CPU and memory", "timeseries",
-               [(f"avg by (instance) ({RAY_CPU})", "cpu % {{instance}}"),
-                (f"sum by (instance) ({RAY_MEM})", "memory {{instance}}")], (0, 33, 12, 8)),
-        _panel(14, "Dask, live: workers and worker memory", "timeseries",
-               [(f"sum({DASK_WORKERS})", "workers"),
-                (f"sum by (instance) ({DASK_WORKER_MEM})", "memory {{instance}}")],
-               (12, 33, 12, 8)),
+        _panel(13, "Ray nodes, live: CPU", "timeseries",
+               [(f"avg by (testbed_dev_trial, pod) ({RAY_CPU}{{{LIVE}}})", live)],
+               (0, 33, 6, 8), unit="percent"),
+        _panel(23, "Ray nodes, live: memory used", "timeseries",
+               [(f"sum by (testbed_dev_trial, pod) ({RAY_MEM}{{{LIVE}}})", live)],
+               (6, 33, 6, 8), unit="bytes"),
+        _panel(14, "Dask, live: workers", "timeseries",
+               [(f"sum by (testbed_dev_trial) ({DASK_WORKERS}{{{LIVE}}})",
+                 "{{testbed_dev_trial}}")], (12, 33, 6, 8)),
+        _panel(24, "Dask, live: worker memory", "timeseries",
+               [(f"sum by (testbed_dev_trial, pod) ({DASK_WORKER_MEM}{{{LIVE}}})", live)],
+               (18, 33, 6, 8), unit="bytes"),
         _row(15, "Failures and retries", 41),
         _panel(16, "Failed and skipped trials", "timeseries",
                [(f'sum by (benchmark) (testbed_trials{{{SEL}, state="Failed"}})',
@@ -137,6 +170,9 @@ def build_dashboard() -> dict[str, Any]:
             _variable("framework", "Framework",
                       'label_values(testbed_trial_duration_seconds{benchmark=~"$benchmark"}, '
                       'framework)'),
+            _variable("trial", "Trial (live panels)",
+                      'label_values(testbed_trial_attempts{namespace=~"$namespace", '
+                      'benchmark=~"$benchmark", framework=~"$framework"}, trial)'),
         ]},
         "panels": panels(),
     }

@@ -8,19 +8,28 @@ them from the statuses it reads).
 Metric names (all prefixed ``testbed_``):
 
 * ``trial_duration_seconds``   median compute seconds per benchmark/framework/workload/workers
-* ``trial_speedup``, ``trial_efficiency``   against 1 worker of the same framework
-* ``trial_cpu_percent``        mean CPU of the trial's worker processes (100 = one core)
+* ``trial_speedup``, ``trial_efficiency_ratio``   against 1 worker of the same framework
+* ``trial_cpu_cores``          mean CPU of the trial's worker processes (1 = one core)
 * ``trial_memory_bytes``       peak RSS of the trial's worker processes
 * ``task_overhead_seconds``    per-task cost of the ``tasks`` workload (mode async | sync)
 * ``fault_penalty_seconds``    faulted run minus the fault-free median (``spec.faults``)
 * ``fault_detection_seconds``  from the kill to the framework's first record of the failure
 * ``fault_retried_tasks``      Ray task retries / Dask recomputed tasks in the faulted run
 * ``fault_finished``           1 if the faulted run finished, 0 if it failed
-* ``trial_attempts``           times a trial was started (more than 1: it was retried)
+* ``trial_attempts``           times a trial was started (more than 1: it was retried); its
+  ``trial`` label is the trial's name, the ``testbed.dev/trial`` label of its pods
 * ``trials``                   trials per benchmark and state
 * ``benchmarks``               benchmarks per phase
 * ``reconcile_errors_total``   handler errors per benchmark
 * ``time_to_first_trial_seconds``   from apply to the first trial's cluster resource created
+
+Deprecated aliases, exported with the same series for one release (CHANGELOG.md, issue 15):
+``trial_cpu_percent`` (``trial_cpu_cores`` x 100) and ``trial_efficiency`` (the same value as
+``trial_efficiency_ratio``). The names follow Prometheus' naming guide (base units, ``_ratio``
+for ratios: https://prometheus.io/docs/practices/naming/).
+
+client_python's ``_created`` series (one per counter and histogram, the time the series was
+made) are switched off: they carry no information here and every scrape would show them.
 """
 from __future__ import annotations
 
@@ -29,12 +38,24 @@ import threading
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import start_http_server
 
+from bench.kube.names import trial_name
 from bench.record import StatusResult
 
 TRIAL_LABELS = ("namespace", "benchmark", "framework", "workload", "workers")
+DEPRECATED = "Deprecated (removed in the next release): use "
+
+# Process-wide in client_python (prometheus_client/metrics.py ``_use_created``): every Counter
+# and Histogram made after this exports no ``<name>_created`` sample.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # client_python: no annotations
 
 
 class OperatorMetrics:
@@ -47,11 +68,18 @@ class OperatorMetrics:
         self.speedup = Gauge("testbed_trial_speedup",
                              "Speedup against the smallest worker count of the same framework",
                              TRIAL_LABELS, registry=r)
-        self.efficiency = Gauge("testbed_trial_efficiency", "Speedup divided by relative workers",
+        self.efficiency = Gauge("testbed_trial_efficiency_ratio",
+                                "Speedup divided by relative workers (1 = linear scaling)",
                                 TRIAL_LABELS, registry=r)
-        self.cpu = Gauge("testbed_trial_cpu_percent",
-                         "Mean CPU of the trial's worker processes (100 = one core)",
+        self.cpu = Gauge("testbed_trial_cpu_cores",
+                         "Mean CPU of the trial's worker processes, in cores (1 = one core)",
                          TRIAL_LABELS, registry=r)
+        self.efficiency_old = Gauge("testbed_trial_efficiency",
+                                    DEPRECATED + "testbed_trial_efficiency_ratio",
+                                    TRIAL_LABELS, registry=r)
+        self.cpu_percent_old = Gauge("testbed_trial_cpu_percent",
+                                     DEPRECATED + "testbed_trial_cpu_cores (x 100)",
+                                     TRIAL_LABELS, registry=r)
         self.memory = Gauge("testbed_trial_memory_bytes",
                             "Peak RSS of the trial's worker processes", TRIAL_LABELS, registry=r)
         self.overhead = Gauge("testbed_task_overhead_seconds",
@@ -67,8 +95,11 @@ class OperatorMetrics:
                 ("testbed_fault_retried_tasks",
                  "Ray task retries or Dask recomputed tasks in the faulted run"),
                 ("testbed_fault_finished", "1 if the faulted run finished, 0 if it failed")))
+        # ``trial``: the trial's name (bench.kube.names.trial_name), the value of its pods'
+        # testbed.dev/trial label: the dashboard's ``trial`` variable lists it.
         self.attempts = Gauge("testbed_trial_attempts", "Times a trial was started",
-                              ("namespace", "benchmark", "framework", "workers"), registry=r)
+                              ("namespace", "benchmark", "framework", "workers", "trial"),
+                              registry=r)
         self.trials = Gauge("testbed_trials", "Trials by state",
                             ("namespace", "benchmark", "state"), registry=r)
         self.benchmarks = Gauge("testbed_benchmarks", "Benchmarks by phase", ("phase",), registry=r)
@@ -97,11 +128,13 @@ class OperatorMetrics:
             labels = (namespace, name, row["framework"], row["workload"], str(row["workers"]))
             seen.add(labels)
             self.duration.labels(*labels).set(row["median"])
-            for gauge, field in ((self.speedup, "speedup"), (self.efficiency, "efficiency")):
+            for gauge, field in ((self.speedup, "speedup"), (self.efficiency, "efficiency"),
+                                 (self.efficiency_old, "efficiency")):
                 if row.get(field) is not None:
                     gauge.labels(*labels).set(row[field])
         for t in status.get("trials", []):
-            tl = (namespace, name, t["framework"], str(t["workers"]))
+            tl = (namespace, name, t["framework"], str(t["workers"]),
+                  trial_name(name, t["framework"], int(t["workers"])))
             seen.add(("attempts", *tl))
             self.attempts.labels(*tl).set(t.get("attempts", 0))
             for res in t.get("results") or []:
@@ -115,7 +148,9 @@ class OperatorMetrics:
     def _observe_result(self, labels: tuple[str, ...], res: StatusResult) -> set[tuple[str, ...]]:
         """One ``status.trials[].results[]`` entry; returns the series it set."""
         seen: set[tuple[str, ...]] = set()
-        for gauge, figure in ((self.cpu, res.get("cpu")), (self.memory, res.get("memory"))):
+        cpu = res.get("cpu")  # percent of one core, as the runner samples it (bench.measure)
+        for gauge, figure in ((self.cpu, None if cpu is None else cpu / 100),
+                              (self.cpu_percent_old, cpu), (self.memory, res.get("memory"))):
             if figure is not None:
                 seen.add(labels)
                 gauge.labels(*labels).set(figure)
@@ -154,7 +189,8 @@ class OperatorMetrics:
             targets = [(self.overhead, (*labels[2:], labels[1]))]
         else:
             targets = [(g, labels) for g in (self.duration, self.speedup, self.efficiency,
-                                             self.cpu, self.memory)]
+                                             self.efficiency_old, self.cpu,
+                                             self.cpu_percent_old, self.memory)]
         for gauge, values in targets:
             with contextlib.suppress(KeyError):
                 gauge.remove(*values)

@@ -19,7 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.spec import parse_spec
 from testbed_operator import trials as tr
-from testbed_operator.dashboard import build_dashboard, dashboard_json
+from testbed_operator.dashboard import (
+    DASK_WORKER_MEM,
+    DASK_WORKERS,
+    RAY_CPU,
+    RAY_MEM,
+    UNITS,
+    build_dashboard,
+    dashboard_json,
+)
 from testbed_operator.metrics import OperatorMetrics
 
 from support.operator_harness import free_port
@@ -54,8 +62,68 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def used_labels(expr: str) -> dict[str, set[str]]:
+    """metric -> the label names the expression matches on or groups its series by."""
+    out: dict[str, set[str]] = {}
+
+    def visit(node, groups: set[str]):
+        if isinstance(node, pp.AggregateExpr) and node.modifier is not None:
+            groups = groups | set(node.modifier.labels)
+        if isinstance(node, pp.VectorSelector) and node.name:
+            out.setdefault(node.name, set()).update(
+                {m.name for m in node.matchers.matchers} | groups)
+        for child in ("expr", "lhs", "rhs", "param", "vector_selector"):
+            sub = getattr(node, child, None)
+            if sub is not None and not isinstance(sub, (str, int, float)):
+                visit(sub, groups)
+        for arg in getattr(node, "args", None) or []:
+            visit(arg, groups)
+    visit(pp.parse(expr), set())
+    return out
+
+
+def variable_labels(dashboard: dict) -> dict[str, set[str]]:
+    """metric -> the labels the template variables read from it (``label_values(m, label)``)."""
+    out: dict[str, set[str]] = {}
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"]["query"])
+            assert m
+            for name in metric_names(m.group(1)):
+                out.setdefault(name, set()).add(m.group(2))
+    return out
+
+
 def sample_names(text: str) -> set[str]:
     return {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def sample_labels(text: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, set()).update(s.labels)
+    return out
+
+
+LIVE_METRICS = {RAY_CPU, RAY_MEM, DASK_WORKERS, DASK_WORKER_MEM}
+# What Prometheus adds to every scraped series (a PodMonitor's target labels: its relabel
+# rules, tests/support/prom_monitors.py), beside the series' own labels.
+SCRAPE_LABELS = {"job", "instance", "__name__"}
+
+
+def pod_monitor_target_labels() -> set[str]:
+    """The labels the chart's PodMonitors put on every series they scrape."""
+    from test_chart import render
+
+    from support.prom_monitors import scrape_configs
+
+    docs = render({"metrics": {"podMonitors": {"enabled": True}}})
+    jobs = scrape_configs([d for d in docs if d["kind"] == "PodMonitor"], "/kubeconfig")
+    per_job = [{r["target_label"] for r in j["relabel_configs"]
+                if r.get("target_label") and not r["target_label"].startswith("__")}
+               for j in jobs]
+    return set.intersection(*per_job)
 
 
 def scrape(url: str) -> str:
@@ -109,7 +177,8 @@ def test_every_expression_parses_and_has_the_template_variables():
     assert len(exprs) >= 20
     for e in exprs:
         assert metric_names(e), e  # parses (promql_parser raises otherwise) and names a metric
-    assert {v["name"] for v in d["templating"]["list"]} >= {"benchmark", "workload", "framework"}
+    assert {v["name"] for v in d["templating"]["list"]} >= {
+        "namespace", "benchmark", "workload", "framework", "trial"}
     titles = " ".join(p["title"].lower() for p in d["panels"])
     for topic in ("trial time", "speedup", "efficiency", "per-task overhead", "cpu", "memory",
                   "failed", "attempts", "trials by state"):
@@ -118,20 +187,59 @@ def test_every_expression_parses_and_has_the_template_variables():
         pp.parse("sum(rate(testbed_trials[5m])")  # the parser does reject bad PromQL
 
 
+def test_every_panel_shows_one_unit_its_metrics_unit():
+    """Each panel's metrics share one unit (``UNITS``), the panel's: no percent beside bytes."""
+    panels = [p for p in build_dashboard()["panels"] if p.get("targets")]
+    assert {n for p in panels for t in p["targets"] for n in metric_names(t["expr"])} == set(UNITS)
+    for p in panels:
+        units = {UNITS[n] for t in p["targets"] for n in metric_names(t["expr"])}
+        assert units == {p["fieldConfig"]["defaults"]["unit"]}, (p["title"], units)
+    live = [p for p in panels if any(metric_names(t["expr"]) & LIVE_METRICS for t in p["targets"])]
+    assert len(live) == 4 and {p["fieldConfig"]["defaults"]["unit"] for p in live} == {
+        "percent", "bytes", "short"}
+
+
+def test_panels_follow_the_variables_and_live_panels_filter_on_the_monitors_labels():
+    """Every per-trial panel, the live ones included, filters on namespace, benchmark and
+    framework; the live ones on the trial too, through labels the chart's PodMonitors really
+    put on the scraped series (their relabel rules, as the Prometheus Operator writes them)."""
+    d = build_dashboard()
+    targets = pod_monitor_target_labels()
+    assert {"testbed_dev_benchmark", "testbed_dev_framework", "testbed_dev_trial",
+            "namespace", "pod"} <= targets
+    for p in d["panels"]:
+        for t in p.get("targets", []):
+            names = metric_names(t["expr"])
+            if names & LIVE_METRICS:
+                for var in ("$namespace", "$benchmark", "$framework", "$trial"):
+                    assert var in t["expr"], (p["title"], var)
+                for labels in used_labels(t["expr"]).values():
+                    assert labels <= targets, (p["title"], labels - targets)
+                assert set(re.findall(r"{{(\w+)}}", t["legendFormat"])) <= targets
+            elif any(n.startswith(("testbed_trial_", "testbed_fault_", "testbed_task_"))
+                     for n in names):
+                for var in ("$namespace", "$benchmark", "$framework"):
+                    assert var in t["expr"], (p["title"], var)
+
+
 @pytest.mark.slow
 def test_every_metric_in_the_dashboard_is_exposed_by_a_real_run():
     """Scrape the operator's metrics, a real local Ray cluster's nodes and a real Dask
-    scheduler and worker after they ran tasks; the dashboard may only use those names."""
+    scheduler and worker after they ran tasks; the dashboard may only use those names, and
+    only labels those series have (or the PodMonitors add); the variables' labels too."""
     import ray
 
     from bench.engines import make_engine
 
     exposed: dict[str, set[str]] = {}
+    labels: dict[str, set[str]] = {}
     m = operator_metrics()
     port = free_port()
     server, _ = m.serve(port)
     try:
-        exposed["operator"] = sample_names(scrape(f"http://127.0.0.1:{port}/metrics"))
+        text = scrape(f"http://127.0.0.1:{port}/metrics")
+        exposed["operator"] = sample_names(text)
+        labels.update(sample_labels(text))
     finally:
         server.shutdown()
         server.server_close()
@@ -146,7 +254,10 @@ def test_every_metric_in_the_dashboard_is_exposed_by_a_real_run():
             for n in ray.nodes():
                 url = f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
                 with contextlib.suppress(OSError):
-                    names |= sample_names(scrape(url))
+                    text = scrape(url)
+                    names |= sample_names(text)
+                    for k, v in sample_labels(text).items():
+                        labels.setdefault(k, set()).update(v)
             time.sleep(0.5)
         exposed["ray"] = names
     finally:
@@ -157,9 +268,15 @@ def test_every_metric_in_the_dashboard_is_exposed_by_a_real_run():
         assert eng.map(_double, list(range(50)))[-1] == 98
         info = eng.client.scheduler_info(n_workers=-1)
         host = eng._scheduler_address.split("//")[1].rsplit(":", 1)[0]
-        names = sample_names(scrape(f"http://{host}:{info['services']['dashboard']}/metrics"))
-        for w in info["workers"].values():
-            names |= sample_names(scrape(f"http://{w['host']}:{w['services']['dashboard']}/metrics"))
+        urls = [f"http://{host}:{info['services']['dashboard']}/metrics"] + [
+            f"http://{w['host']}:{w['services']['dashboard']}/metrics"
+            for w in info["workers"].values()]
+        names = set()
+        for url in urls:
+            text = scrape(url)
+            names |= sample_names(text)
+            for k, v in sample_labels(text).items():
+                labels.setdefault(k, set()).update(v)
         exposed["dask"] = names
     finally:
         eng.stop()
@@ -169,6 +286,15 @@ def test_every_metric_in_the_dashboard_is_exposed_by_a_real_run():
     # Each source is actually used by the dashboard.
     for source, names in exposed.items():
         assert used & names, source
+    # The labels the panels match and group on, and the variables read, exist on the series.
+    d = build_dashboard()
+    added = SCRAPE_LABELS | pod_monitor_target_labels()
+    for expr in expressions(d):
+        for name, wanted in used_labels(expr).items():
+            have = labels[name] | (added if name in LIVE_METRICS else SCRAPE_LABELS)
+            assert wanted <= have, (expr, wanted - have)
+    for name, wanted in variable_labels(d).items():
+        assert wanted <= labels[name], (name, wanted - labels[name])
 
 
 PROMETHEUS = shutil.which("prometheus")

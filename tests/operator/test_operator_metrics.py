@@ -51,16 +51,16 @@ def test_trial_results_are_scraped_from_the_status(served, records):  # noqa: F8
             == pytest.approx(row["median"]))
     assert (_sample(got, "testbed_trial_speedup", **lbl, workers="2")
             == pytest.approx(row["speedup"]))
-    assert (_sample(got, "testbed_trial_efficiency", **lbl, workers="2")
+    assert (_sample(got, "testbed_trial_efficiency_ratio", **lbl, workers="2")
             == pytest.approx(row["efficiency"]))
     assert _sample(got, "testbed_trials", namespace="bench", benchmark="digits",
                    state="Succeeded") == 2
     res = s["trials"][1]["results"][0]
-    assert (_sample(got, "testbed_trial_cpu_percent", **lbl, workers="2")
-            == pytest.approx(res["cpu"]))
+    assert (_sample(got, "testbed_trial_cpu_cores", **lbl, workers="2")
+            == pytest.approx(res["cpu"] / 100))  # the status keeps percent of one core
     assert _sample(got, "testbed_trial_memory_bytes", **lbl, workers="2") == res["memory"] > 0
     assert _sample(got, "testbed_trial_attempts", namespace="bench", benchmark="digits",
-                   framework="ray", workers="2") == 1
+                   framework="ray", workers="2", trial="digits-ray-2") == 1
     assert _sample(got, "testbed_benchmarks", phase="Running") == 1
     assert _sample(got, "testbed_reconcile_errors_total", namespace="bench",
                    benchmark="digits") == 1
@@ -141,3 +141,36 @@ def test_a_faulted_run_is_summarised_in_the_status_and_exported():
     m.forget("ns", "f")
     assert not [x for fam in m.registry.collect() for x in fam.samples
                 if x.name.startswith("testbed_fault_")]
+
+
+def test_metric_names_follow_prometheus_conventions_and_old_names_stay_one_release(
+        served, records):  # noqa: F811
+    """A real scrape: the new names (``_cores``, ``_ratio``), the deprecated aliases with the
+    old values and a HELP that names the replacement, and no client_python ``_created``
+    series (its counter and histogram would have them)."""
+    m, port = served
+    s = tr.initial_status(SPEC)
+    for i, w in ((0, 1), (1, 2)):
+        s = tr.finish_trial(tr.start_trial(s, i), i, records[w])
+    m.observe_status("bench", "digits", s)
+    m.reconcile_error("bench", "digits")
+    m.first_trial_started(0.3)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "_created" not in text
+    got = _scrape(port)
+    lbl = {"namespace": "bench", "benchmark": "digits", "framework": "ray", "workload": "knn",
+           "workers": "2"}
+    cores = _sample(got, "testbed_trial_cpu_cores", **lbl)
+    assert cores is not None and cores > 0
+    assert _sample(got, "testbed_trial_cpu_percent", **lbl) == pytest.approx(100 * cores)
+    ratio = _sample(got, "testbed_trial_efficiency_ratio", **lbl)
+    assert ratio is not None and _sample(got, "testbed_trial_efficiency", **lbl) == ratio
+    helps = dict(line.split(" ", 3)[2:] for line in text.splitlines()
+                 if line.startswith("# HELP "))
+    assert helps["testbed_trial_cpu_percent"].startswith("Deprecated")
+    assert "testbed_trial_cpu_cores" in helps["testbed_trial_cpu_percent"]
+    assert "testbed_trial_efficiency_ratio" in helps["testbed_trial_efficiency"]
+    m.forget("bench", "digits")
+    after = {name for name, _ in _scrape(port)}
+    assert not after & {"testbed_trial_cpu_cores", "testbed_trial_cpu_percent",
+                        "testbed_trial_efficiency", "testbed_trial_efficiency_ratio"}

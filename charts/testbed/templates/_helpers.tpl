@@ -1,13 +1,25 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "testbed.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The operator's objects' name: fullnameOverride, else <release>-<name> (the release's name
+alone when it contains the chart's name), as `helm create` writes it. */}}
 {{- define "testbed.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "testbed.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "testbed.labels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "testbed.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -15,9 +27,39 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "testbed.selector" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "testbed.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* The operator's ServiceAccount: serviceAccount.name, else the full name when the chart
+creates it, else "default". */}}
+{{- define "testbed.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "testbed.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The default runner image: runnerImage as {repository, tag} (tag empty: appVersion), or
+the deprecated string form `repo:tag` as it is. */}}
+{{- define "testbed.runnerImage" -}}
+{{- $img := .Values.runnerImage -}}
+{{- if kindIs "string" $img -}}
+{{- $img -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A monitor's labels: additionalLabels, plus the deprecated `labels` (additionalLabels win
+where both set a key). */}}
+{{- define "testbed.monitorLabels" -}}
+{{- $labels := merge (dict) (default (dict) .additionalLabels) (default (dict) .labels) -}}
+{{- with $labels -}}
+{{- toYaml . -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Namespaces that get the runner's ServiceAccount and Role. */}}
