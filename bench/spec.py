@@ -251,7 +251,8 @@ class BenchmarkSpec(SpecModel):
     compute phase still gets 10 samples); a sampler doubles it as its points accumulate."""
     artifacts: bool = False
     """Also save the frameworks' own records of each trial's timed runs next to the results
-    file (Dask's performance report, Ray's timeline) and start Ray's dashboard."""
+    file (Dask's performance report, Ray's timeline) and start Ray's dashboard. Recording
+    them costs the timed runs something: compare timings from runs without it."""
 
     @model_validator(mode="before")
     @classmethod
