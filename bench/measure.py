@@ -24,6 +24,10 @@ MAX_POINTS = 400
 """Points a sampler holds; at this many it merges neighbours and doubles its interval."""
 TIMELINE_POINTS = 200
 """Points a worker's timeline keeps in the record (at most)."""
+TIMELINE_TOTAL = 4000
+"""Points all the workers' timelines of one record keep together (at most; at least 20 each):
+a record must fit, with the run's others, in the runner's result ConfigMap (900 KiB,
+bench.kube.channel)."""
 _TREE_REFRESH = 1.0
 """Seconds between rescans of the sampled process tree (a scan reads every /proc entry)."""
 
@@ -167,6 +171,10 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
     rss = [w["rss_peak"] for w in workers if w.get("rss_peak") is not None]
     intervals = [w["interval_s"] for w in workers if w.get("interval_s") is not None]
     samples = [int(w.get("samples") or 0) for w in workers]
+    each = max(20, min(TIMELINE_POINTS, TIMELINE_TOTAL // max(1, len(workers))))
+    for w in workers:
+        if len(w.get("timeline") or []) > each:
+            w["timeline"] = downsample(w["timeline"], each)
     out = {
         "workers": workers,
         "cpu_mean_sum_of_workers": sum(cpu) if cpu else None,

@@ -37,13 +37,14 @@ Fields (all JSON):
                           "samples_min_worker", "interval_s"}
                          (cpu in percent of one core, rss in bytes). Sampled during the
                          timed repeats only. Per worker: ``samples`` taken, ``interval_s``
-                         its last interval (adaptive: 0.05 s at first, doubled as points
-                         accumulate), ``timeline`` [[t, cpu, rss], ...] (t: seconds since
-                         the compute phase started; at most 200 points, merged groups:
-                         mean cpu, peak rss). Cluster: the ``*_sum_of_workers`` /
-                         ``*_max_worker`` keys say how workers combine; ``cpu_mean``,
-                         ``cpu_peak``, ``rss_peak``, ``rss_total_peak`` are the same figures
-                         under their old names; ``interval_s`` the largest worker interval.
+                         its last interval (adaptive: ten samples 0.01 s apart, then 0.05 s,
+                         doubled as points accumulate), ``timeline`` [[t, cpu, rss], ...]
+                         (t: seconds since the compute phase started; at most 200 points,
+                         4000 over all workers; merged: mean cpu, peak rss). Cluster:
+                         the ``*_sum_of_workers`` / ``*_max_worker`` keys say how workers
+                         combine; ``cpu_mean``, ``cpu_peak``, ``rss_peak``,
+                         ``rss_total_peak`` are the same figures under their old names;
+                         ``interval_s``: the largest worker interval.
     machine       dict|null  the machine around the trial (distribute to the end of the
                          faulted run): {"before": {"load1", "load5", "steal_percent"},
                          "after": {...}, "other_cpu_percent", "busy", "busy_reason",

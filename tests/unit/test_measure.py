@@ -48,6 +48,9 @@ def test_cluster_figures_say_how_workers_combine():
     assert out["rss_peak_sum_of_workers"] == out["rss_total_peak"] == 800
     assert out["samples_min_worker"] == 10 and out["interval_s"] == 0.1
     assert combine_workers([])["cpu_mean"] is None
+    # Many workers: their timelines together stay small enough for a result ConfigMap.
+    many = [{"timeline": [[i * 0.05, 1.0, 10] for i in range(200)]} for _ in range(100)]
+    assert all(len(w["timeline"]) <= 40 for w in combine_workers(many)["workers"])
 
 
 def _spin(seconds: float) -> None:
