@@ -97,3 +97,19 @@ def test_machine_watch_fields_are_sane():
     connected = MachineWatch(count_others=False)
     connected.start()
     assert connected.stop()["other_cpu_percent"] is None
+
+
+def test_a_local_trial_records_the_machine_and_no_artifacts(tmp_path):
+    """The baseline through the runner: the machine's figures are there (its workers are the
+    driver itself), and ``artifacts`` asks for nothing it could record (an empty dict)."""
+    from bench.runner import run_benchmark
+    from bench.spec import parse_spec
+
+    spec = parse_spec({"frameworks": ["local"], "workers": [1], "baselines": False,
+                       "repeats": 2, "warmup": 1, "artifacts": True,
+                       "workload": {"name": "noop"}})
+    rec = run_benchmark(spec, str(tmp_path / "r.jsonl")).records[0]
+    assert rec["state"] == "succeeded" and len(rec["phases"]["warmup"]) == 1
+    assert rec["machine"]["other_cpu_percent"] is not None and "busy" in rec["machine"]
+    assert rec["artifacts"] == {}
+    assert rec["resources"]["workers"][0]["timeline"]  # the closing sample at least
