@@ -346,6 +346,9 @@ def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Data
                 loop_wall = time.perf_counter() - loop_start
                 workers = engine.stop_sampling()
         if artifacts is not None:
+            if not saved:  # nothing this framework records (the baseline): no empty folder
+                with contextlib.suppress(OSError):
+                    os.rmdir(artifacts)
             # Paths relative to the results file's folder (<stem>-artifacts/<trial>/ in it).
             results_dir = os.path.dirname(os.path.dirname(os.path.abspath(artifacts)))
             rec["artifacts"] = {k: os.path.relpath(v, results_dir) for k, v in saved.items()}

@@ -112,4 +112,5 @@ def test_a_local_trial_records_the_machine_and_no_artifacts(tmp_path):
     assert rec["state"] == "succeeded" and len(rec["phases"]["warmup"]) == 1
     assert rec["machine"]["other_cpu_percent"] is not None and "busy" in rec["machine"]
     assert rec["artifacts"] == {}
+    assert not (tmp_path / "r-artifacts" / "local-x1-0-noop").exists()
     assert rec["resources"]["workers"][0]["timeline"]  # the closing sample at least
