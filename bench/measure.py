@@ -1,8 +1,9 @@
-"""Timers, CPU/memory samplers and environment capture.
+"""Timers, CPU/memory samplers, the machine's noise figures and environment capture.
 
 The samplers run *inside* the worker processes (started through the framework itself: a Dask
 ``client.run`` or a Ray actor pinned to each node), so the same code measures a local cluster
-and pods on Kubernetes.
+and pods on Kubernetes: there each sampler reads its own pod's processes, and only its summary
+and timeline travel back to the driver.
 """
 from __future__ import annotations
 
@@ -15,34 +16,65 @@ from typing import Any
 
 import psutil
 
+BURST_INTERVAL, BURST_SAMPLES = 0.01, 10
+"""The samplers' first samples come this often, so a compute phase of 0.1 s gets 10."""
+FIRST_INTERVAL = 0.05
+"""Then at most this interval (seconds), until the points accumulate (``MAX_POINTS``)."""
+MAX_POINTS = 400
+"""Points a sampler holds; at this many it merges neighbours and doubles its interval."""
+TIMELINE_POINTS = 200
+"""Points a worker's timeline keeps in the record (at most)."""
+TIMELINE_TOTAL = 4000
+"""Points all the workers' timelines of one record keep together (at most; at least 20 each):
+a record must fit, with the run's others, in the runner's result ConfigMap (900 KiB,
+bench.kube.channel)."""
+_TREE_REFRESH = 1.0
+"""Seconds between rescans of the sampled process tree (a scan reads every /proc entry)."""
+
 
 class TreeSampler:
-    """Samples CPU (percent of one core) and RSS (bytes) of a process and its descendants."""
+    """Samples CPU (percent of one core) and RSS (bytes) of a process and its descendants.
+
+    Adaptive: its first ``BURST_SAMPLES`` samples come every ``BURST_INTERVAL``, then every
+    ``min(interval, FIRST_INTERVAL)``, so that even a short compute phase gets 10 samples
+    (the tree it samples is rescanned once a second only: a tick reads a few /proc files per
+    process); each time it holds ``MAX_POINTS`` points it merges neighbours
+    and doubles the interval, so a long one stays cheap and bounded. The summary figures
+    (mean, peak) are kept over every sample taken, not over the merged points."""
 
     def __init__(self, root_pid: int | None = None, interval: float = 0.1,
                  include_root: bool = True):
         self.root_pid = root_pid or os.getpid()
-        self.interval = interval
+        self.interval = min(interval, FIRST_INTERVAL)
         self.include_root = include_root
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._cpu: list[float] = []
-        self._rss: list[int] = []
+        self._points: list[list[float]] = []  # [t, cpu, rss]
+        self._n = 0
+        self._cpu_sum = self._rss_sum = 0.0
+        self._cpu_peak = 0.0
+        self._rss_peak = 0
         self._last: dict[int, float] = {}
-        self._last_t = 0.0
+        self._last_t = self._t0 = 0.0
+        self._tree: list[psutil.Process] = []
+        self._tree_t = -_TREE_REFRESH
 
-    def _procs(self) -> list[psutil.Process]:
+    def _procs(self, now: float) -> list[psutil.Process]:
+        if now - self._tree_t < _TREE_REFRESH and self._tree:
+            return self._tree
         try:
             root = psutil.Process(self.root_pid)
             procs: list[psutil.Process] = root.children(recursive=True)
-            return ([root] if self.include_root else []) + procs
+            self._tree = ([root] if self.include_root else []) + procs
         except psutil.Error:
-            return []
+            self._tree = []
+        self._tree_t = now
+        return self._tree
 
     def _tick(self, record: bool) -> None:
         now = time.perf_counter()
         cpu_total, rss_total, seen = 0.0, 0, {}
-        for p in self._procs():
+        for p in self._procs(now):
             try:
                 with p.oneshot():
                     t = p.cpu_times()
@@ -56,18 +88,31 @@ class TreeSampler:
         if record and self._last_t:
             dt = now - self._last_t
             if dt > 0:
-                self._cpu.append(100.0 * cpu_total / dt)
-                self._rss.append(rss_total)
+                self._add(now - self._t0, 100.0 * cpu_total / dt, rss_total)
         self._last, self._last_t = seen, now
 
+    def _add(self, t: float, cpu: float, rss: int) -> None:
+        self._n += 1
+        self._cpu_sum += cpu
+        self._rss_sum += rss
+        self._cpu_peak = max(self._cpu_peak, cpu)
+        self._rss_peak = max(self._rss_peak, rss)
+        self._points.append([round(t, 4), round(cpu, 2), rss])
+        if len(self._points) >= MAX_POINTS:
+            self._points = downsample(self._points, MAX_POINTS // 2)
+            self.interval *= 2
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(BURST_INTERVAL if self._n < BURST_SAMPLES
+                                  else self.interval):
             self._tick(record=True)
 
     def start(self) -> None:
-        self._cpu.clear()
-        self._rss.clear()
+        self._points, self._n = [], 0
+        self._cpu_sum = self._rss_sum = self._cpu_peak = 0.0
+        self._rss_peak = 0
         self._stop.clear()
+        self._t0 = time.perf_counter()
         self._tick(record=False)
         self._thread = threading.Thread(target=self._loop, name="testbed-sampler", daemon=True)
         self._thread.start()
@@ -78,7 +123,31 @@ class TreeSampler:
             self._thread.join()
             self._thread = None
         self._tick(record=True)  # one closing sample so short runs still get a figure
-        return summarize_samples(self._cpu, self._rss)
+        n = self._n
+        return {
+            "cpu_mean": self._cpu_sum / n if n else None,
+            "cpu_peak": self._cpu_peak if n else None,
+            "rss_mean": int(self._rss_sum / n) if n else None,
+            "rss_peak": self._rss_peak if n else None,
+            "samples": n,
+            "interval_s": self.interval,
+            "timeline": downsample(self._points, TIMELINE_POINTS),
+        }
+
+
+def downsample(points: list[list[float]], limit: int) -> list[list[float]]:
+    """At most ``limit`` points: consecutive points merged in equal groups (time and CPU
+    averaged, RSS its group's peak, so a memory peak survives)."""
+    if len(points) <= limit:
+        return [list(p) for p in points]
+    size = -(-len(points) // limit)  # ceil
+    out = []
+    for i in range(0, len(points), size):
+        group = points[i:i + size]
+        out.append([round(sum(p[0] for p in group) / len(group), 4),
+                    round(sum(p[1] for p in group) / len(group), 2),
+                    max(p[2] for p in group)])
+    return out
 
 
 def summarize_samples(cpu: list[float], rss: list[int]) -> dict[str, Any]:
@@ -88,21 +157,36 @@ def summarize_samples(cpu: list[float], rss: list[int]) -> dict[str, Any]:
         "rss_mean": int(sum(rss) / len(rss)) if rss else None,
         "rss_peak": max(rss) if rss else None,
         "samples": len(cpu),
+        "timeline": [],
     }
 
 
 def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
-    """Cluster-level figures: total CPU (sum of worker means), highest worker RSS peak."""
+    """Cluster-level figures. The explicit keys say what each is; the short ones (``cpu_mean``,
+    ``cpu_peak``, ``rss_peak``, ``rss_total_peak``) are kept for older readers and equal them:
+    CPU summed over workers (each worker's mean, each worker's peak), RSS the highest worker's
+    peak and the sum of the workers' peaks."""
     cpu = [w["cpu_mean"] for w in workers if w.get("cpu_mean") is not None]
     peak = [w["cpu_peak"] for w in workers if w.get("cpu_peak") is not None]
     rss = [w["rss_peak"] for w in workers if w.get("rss_peak") is not None]
-    return {
+    intervals = [w["interval_s"] for w in workers if w.get("interval_s") is not None]
+    samples = [int(w.get("samples") or 0) for w in workers]
+    each = max(20, min(TIMELINE_POINTS, TIMELINE_TOTAL // max(1, len(workers))))
+    for w in workers:
+        if len(w.get("timeline") or []) > each:
+            w["timeline"] = downsample(w["timeline"], each)
+    out = {
         "workers": workers,
-        "cpu_mean": sum(cpu) if cpu else None,
-        "cpu_peak": sum(peak) if peak else None,
-        "rss_peak": max(rss) if rss else None,
-        "rss_total_peak": sum(rss) if rss else None,
+        "cpu_mean_sum_of_workers": sum(cpu) if cpu else None,
+        "cpu_peak_sum_of_workers": sum(peak) if peak else None,
+        "rss_peak_max_worker": max(rss) if rss else None,
+        "rss_peak_sum_of_workers": sum(rss) if rss else None,
+        "samples_min_worker": min(samples) if samples else 0,
+        "interval_s": max(intervals) if intervals else None,
     }
+    out.update(cpu_mean=out["cpu_mean_sum_of_workers"], cpu_peak=out["cpu_peak_sum_of_workers"],
+               rss_peak=out["rss_peak_max_worker"], rss_total_peak=out["rss_peak_sum_of_workers"])
+    return out
 
 
 # A sampler per worker process, driven through the framework (Dask's client.run).
@@ -125,6 +209,110 @@ def worker_stop_sampling(dask_worker: Any = None) -> dict[str, Any]:
     out["pid"] = os.getpid()
     out["host"] = socket.gethostname()
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# The machine during a trial: was anything else using it?
+# --------------------------------------------------------------------------------------------
+
+BUSY_OTHER_CPU = 50.0
+"""Percent of one core used by processes outside the trial above which a trial ran busy."""
+BUSY_STEAL = 5.0
+"""Percent of the machine's CPU time stolen by the hypervisor above which a trial ran busy."""
+_STEAL_WINDOW = 0.1
+"""Seconds over which the steal before a trial is measured."""
+
+
+def _cpu_split(t: Any) -> tuple[float, float, float]:
+    """(busy, steal, total) seconds of a ``psutil.cpu_times()`` (every CPU together; guest
+    time is already inside user time on Linux)."""
+    busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    steal = getattr(t, "steal", 0.0)
+    return busy, steal, busy + idle + steal
+
+
+def _steal_percent(a: Any, b: Any) -> float | None:
+    (_, s0, t0), (_, s1, t1) = _cpu_split(a), _cpu_split(b)
+    return round(100.0 * (s1 - s0) / (t1 - t0), 2) if t1 > t0 else None
+
+
+def _load() -> dict[str, float | None]:
+    try:
+        l1, l5, _ = os.getloadavg()
+    except OSError:
+        return {"load1": None, "load5": None}
+    return {"load1": round(l1, 2), "load5": round(l5, 2)}
+
+
+def _tree_cpu(roots: list[int]) -> dict[int, float]:
+    """CPU seconds of each process under ``roots`` (their reaped children's included)."""
+    out: dict[int, float] = {}
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            out[p.pid] = t.user + t.system + t.children_user + t.children_system
+    return out
+
+
+def busy_rule(other_cpu_percent: float | None, steal_percent: float | None
+              ) -> tuple[bool, str | None]:
+    """Whether a trial ran on a busy machine, and why: other processes used more than
+    ``BUSY_OTHER_CPU`` percent of one core, or the hypervisor stole more than ``BUSY_STEAL``
+    percent of the CPU. (Not the load average: a previous trial's load lingers in it.)"""
+    reasons = []
+    if other_cpu_percent is not None and other_cpu_percent > BUSY_OTHER_CPU:
+        reasons.append(f"other processes used {other_cpu_percent:.0f}% of a core "
+                       f"(> {BUSY_OTHER_CPU:.0f}%)")
+    if steal_percent is not None and steal_percent > BUSY_STEAL:
+        reasons.append(f"steal {steal_percent:.1f}% (> {BUSY_STEAL:.0f}%)")
+    return bool(reasons), "; ".join(reasons) or None
+
+
+class MachineWatch:
+    """The machine before and after a trial (``record["machine"]``).
+
+    ``before``/``after``: the load averages, and the steal (percent of all CPU time) over the
+    0.1 s before the trial / over the trial. ``other_cpu_percent``: CPU time used during the
+    trial by processes that are not the driver's process tree (which holds a local cluster's
+    processes) or ``roots``, in percent of one core; None where the workers are elsewhere (a
+    cluster we connected to: its pods may share this node). ``busy``: see :func:`busy_rule`."""
+
+    def __init__(self, roots: list[int] | None = None, count_others: bool = True):
+        self.roots = [os.getpid(), *(roots or [])]
+        self.count_others = count_others
+        self._before: dict[str, Any] = {}
+
+    def start(self) -> None:
+        a = psutil.cpu_times()
+        time.sleep(_STEAL_WINDOW)
+        self._cpu0 = psutil.cpu_times()
+        self._before = {**_load(), "steal_percent": _steal_percent(a, self._cpu0)}
+        self._ours0 = _tree_cpu(self.roots) if self.count_others else {}
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> dict[str, Any]:
+        cpu1 = psutil.cpu_times()
+        wall = time.perf_counter() - self._t0
+        steal = _steal_percent(self._cpu0, cpu1)
+        other: float | None = None
+        if self.count_others and wall > 0:
+            ours1 = _tree_cpu(self.roots)
+            ours = sum(v - self._ours0.get(pid, 0.0) for pid, v in ours1.items())
+            busy = _cpu_split(cpu1)[0] - _cpu_split(self._cpu0)[0]
+            other = round(max(0.0, busy - ours) / wall * 100.0, 1)
+        flag, reason = busy_rule(other, steal)
+        return {"before": self._before, "after": {**_load(), "steal_percent": steal},
+                "other_cpu_percent": other, "busy": flag, "busy_reason": reason,
+                "seconds": round(wall, 3)}
 
 
 def environment() -> dict[str, Any]:

@@ -30,8 +30,33 @@ Fields (all JSON):
     quality       dict   e.g. {"accuracy": 0.97}; ``quality_metric`` names the headline figure
     tasks         int    tasks submitted per repeat (0 for the baseline)
     resources     dict   {"workers": [{"id", "pid"|"node", "cpu_mean", "cpu_peak",
-                          "rss_mean", "rss_peak", "samples"}], "cpu_mean", "cpu_peak",
-                          "rss_peak"} (cpu in percent of one core, rss in bytes)
+                          "rss_mean", "rss_peak", "samples", "interval_s", "timeline"}],
+                          "cpu_mean", "cpu_peak", "rss_peak", "rss_total_peak",
+                          "cpu_mean_sum_of_workers", "cpu_peak_sum_of_workers",
+                          "rss_peak_max_worker", "rss_peak_sum_of_workers",
+                          "samples_min_worker", "interval_s"}
+                         (cpu in percent of one core, rss in bytes). Sampled during the
+                         timed repeats only. Per worker: ``samples`` taken, ``interval_s``
+                         its last interval (adaptive: ten samples 0.01 s apart, then 0.05 s,
+                         doubled as points accumulate), ``timeline`` [[t, cpu, rss], ...]
+                         (t: seconds since the compute phase started; at most 200 points,
+                         4000 over all workers; merged: mean cpu, peak rss). Cluster:
+                         the ``*_sum_of_workers`` / ``*_max_worker`` keys say how workers
+                         combine; ``cpu_mean``, ``cpu_peak``, ``rss_peak``,
+                         ``rss_total_peak`` are the same figures under their old names;
+                         ``interval_s``: the largest worker interval.
+    machine       dict|null  the machine around the trial (distribute to the end of the
+                         faulted run): {"before": {"load1", "load5", "steal_percent"},
+                         "after": {...}, "other_cpu_percent", "busy", "busy_reason",
+                         "seconds"}. steal: percent of all CPU time, over 0.1 s before /
+                         over the trial; other_cpu_percent: CPU used during the trial by
+                         processes outside the driver's and the cluster's process trees,
+                         percent of one core (null on a cluster we connected to); busy:
+                         other_cpu_percent > 50 or steal > 5 (bench.measure.busy_rule)
+    artifacts     dict|null  with ``artifacts`` on: the frameworks' own records of the timed
+                         repeats, paths relative to the results file's folder
+                         ({"dask_performance_report": ".../dask-performance-report.html",
+                         "ray_timeline": ".../ray-timeline.json"}, whichever apply)
     extra         dict   workload-specific figures (per_task_us, samples_per_s, ...)
     environment   dict   versions, cores, hostname, platform, worker resources, threads
     faults        dict|null  fault-injection outcome (see bench.faults)
@@ -82,6 +107,8 @@ class ResultRecord(TypedDict, total=False):
     extra: dict[str, Any]
     environment: dict[str, Any]
     faults: dict[str, Any] | None
+    machine: dict[str, Any] | None
+    artifacts: dict[str, str] | None
 
 
 def new_record(*, run_id: str, benchmark: str, framework: str, workers: int, workload: str,
@@ -109,6 +136,8 @@ def new_record(*, run_id: str, benchmark: str, framework: str, workers: int, wor
         "extra": {},
         "environment": environment,
         "faults": None,
+        "machine": None,
+        "artifacts": None,
     }
 
 

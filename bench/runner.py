@@ -5,16 +5,20 @@ then runs as its own trial on it:
 
 1. ``distribute``: data into the cluster (timed: *distribute*);
 2. ``warmup`` untimed runs (code loaded, caches warm, worker pools started);
-3. ``repeats`` timed runs (*compute*), with CPU/memory sampled on every worker meanwhile;
+3. ``repeats`` timed runs (*compute*), with CPU/memory sampled on every worker meanwhile
+   (and, with ``artifacts``, the frameworks' own records of them saved beside the results);
 4. optionally one faulted run (``spec.faults``, see ``bench.faults``): workers killed mid-run;
 5. the record is appended to the results file at once.
 
-Cluster start-up and dataset loading are timed once and stored with every record.  A trial
+Cluster start-up and dataset loading are timed once and stored with every record (the same
+figure in each record of that cluster or run).  The machine's load, steal and the CPU used by
+other processes are recorded around each trial (``machine``; see ``bench.measure``).  A trial
 that fails or times out is recorded as failed with its reason; the run goes on.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import traceback
@@ -31,7 +35,7 @@ from .errors import RunError, TestbedError, UsageError
 from .faults import faulted_run
 from .frameworks import is_baseline
 from .lifecycle import Interrupted
-from .measure import combine_workers, environment
+from .measure import MachineWatch, combine_workers, environment
 from .params import WORKLOADS
 from .record import ResultRecord, new_record
 from .results import append_record, describe
@@ -102,16 +106,23 @@ def run_benchmark(
     on_status: Callable[[str], None] | None = None,
     victims: VictimSource | None = None,
     connect_timeout: float | None = None,
+    artifacts: bool | None = None,
+    on_info: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run every trial of ``spec``; records are appended to ``out`` as they complete.
     ``victims``: what faults may kill in a cluster at ``address`` (see ``Engine.fault_victims``);
     ``connect_timeout``: how long to wait for the cluster at ``address`` to come up (a runner
-    pod's cluster may still be starting), instead of the 2 minutes a ready cluster gets."""
+    pod's cluster may still be starting), instead of the 2 minutes a ready cluster gets;
+    ``artifacts``: save the frameworks' own records next to ``out`` (default: the spec's
+    ``artifacts``; False skips them); ``on_info``: called with lines worth showing the user
+    (each started cluster's dashboards)."""
     run_id = run_id or new_run_id()
     result = RunResult(run_id)
     status = on_status or (lambda _msg: None)
     env = environment()
     trials = trials if trials is not None else spec.trials()
+    art_root = (os.path.splitext(out)[0] + "-artifacts"
+                if (spec.artifacts if artifacts is None else artifacts) else None)
 
     status(f"loading dataset {spec.dataset.name}")
     t0 = time.perf_counter()
@@ -124,7 +135,7 @@ def run_benchmark(
         engine: Engine | None = None
         startup_error: str | None = None
         try:
-            for wl in spec.workloads:
+            for j, wl in enumerate(spec.workloads):
                 base = _base_record(spec, run_id, env, framework, workers, wl, data, load_seconds)
                 try:
                     if startup_error is not None:
@@ -132,7 +143,7 @@ def run_benchmark(
                     if engine is None:
                         status(f"starting {framework} with {workers} worker(s)")
                         candidate = _make_engine(spec, framework, workers, address, victims,
-                                                 connect_timeout)
+                                                 connect_timeout, dashboard=art_root is not None)
                         try:
                             candidate.start()
                         except TestbedError as e:
@@ -140,8 +151,11 @@ def run_benchmark(
                             startup_error = f"{framework} x{workers} did not start: {e}"
                             raise RunError(startup_error) from None
                         engine = candidate
+                        _announce(engine, on_info)
                     status(f"{wl.name} on {framework} x{workers}")
-                    outcome = _run_trial(engine, wl, data, spec, base, status)
+                    folder = (os.path.join(art_root, f"{framework}-x{workers}-{j}-{wl.name}")
+                              if art_root is not None else None)
+                    outcome = _run_trial(engine, wl, data, spec, base, status, folder)
                 except TestbedError as e:
                     outcome = TrialOutcome(_failed(base, engine, str(e)), restart=True)
                 except Exception as e:  # a workload or framework error: record it, keep going
@@ -176,7 +190,7 @@ def run_benchmark(
 
 def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str | None,
                  victims: VictimSource | None = None,
-                 connect_timeout: float | None = None) -> Engine:
+                 connect_timeout: float | None = None, dashboard: bool = False) -> Engine:
     res = spec.worker_resources
     engine = make_engine(
         framework, workers, None if is_baseline(framework) else address,
@@ -185,10 +199,17 @@ def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str
         startup_timeout=float(spec.timeout_seconds),
         ray_settings=spec.ray, dask_settings=spec.dask,
         observe_faults=spec.faults is not None,
-        connect_timeout=connect_timeout,
+        connect_timeout=connect_timeout, dashboard=dashboard,
     )
     engine.external_victims = victims
     return engine
+
+
+def _announce(engine: Engine, on_info: Callable[[str], None] | None) -> None:
+    """The dashboards of a cluster we started, while its trials run."""
+    if on_info is not None and engine.started_cluster:
+        for name, url in engine.dashboards().items():
+            on_info(f"{engine.framework} x{engine.workers}: {name} dashboard {url}")
 
 
 def _stop_quietly(engine: Engine) -> None:
@@ -231,10 +252,11 @@ def _failed(base: ResultRecord, engine: Engine | None, message: str,
 
 
 def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: BenchmarkSpec,
-               base: ResultRecord, status: Callable[[str], None] = lambda _m: None
-               ) -> TrialOutcome:
+               base: ResultRecord, status: Callable[[str], None] = lambda _m: None,
+               artifacts: str | None = None) -> TrialOutcome:
     """Run one trial under the spec's timeout; the body runs in a thread we can abandon. A
-    failed trial's cluster is restarted before the next workload."""
+    failed trial's cluster is restarted before the next workload. ``artifacts``: the folder
+    for the frameworks' own records of the timed runs (None: none are saved)."""
     rec = base.copy()
     rec["phases"] = base["phases"].copy()
     box: dict[str, Any] = {}
@@ -244,15 +266,20 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: Bench
         try:
             with engine.work_context():
                 _trial_body(engine, get_workload(wl_spec.name), wl_spec.params, data, spec, rec,
-                            status)
+                            status, artifacts)
         except BaseException as e:  # handed to the waiting thread
             box["error"] = e
             box["tb"] = traceback.format_exc()
 
     budget = max(0.0, spec.timeout_seconds - (engine.startup_seconds or 0.0))
+    # Local clusters are the driver's children; a connected cluster's workers are elsewhere
+    # (and may share this node), so nothing here tells them from other processes.
+    watch = MachineWatch([p.pid for p in engine._procs], count_others=engine.address is None)
+    watch.start()
     t = threading.Thread(target=body, name=f"trial-{wl_spec.name}", daemon=True)
     t.start()
     t.join(budget)
+    rec["machine"] = watch.stop()
     if t.is_alive():
         ABANDONED.append(t)
         # Stop the cluster so the abandoned run's tasks die with it; partial timings are kept.
@@ -287,7 +314,8 @@ def _thread_pools() -> dict[str, int]:
 
 def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Dataset,
                 spec: BenchmarkSpec, rec: ResultRecord,
-                status: Callable[[str], None] = lambda _m: None) -> None:
+                status: Callable[[str], None] = lambda _m: None,
+                artifacts: str | None = None) -> None:
     rec["environment"]["driver_threadpools"] = _thread_pools()
     t0 = time.perf_counter()
     state = wl.distribute(engine, data, params)
@@ -301,18 +329,29 @@ def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Data
         tasks_before = engine.tasks
         status(f"timing {rec['workload']} on {engine.framework} x{engine.workers}: "
                f"{spec.repeats} repeat(s)")
-        engine.start_sampling(spec.sample_interval)
+        if artifacts is not None:
+            os.makedirs(artifacts, exist_ok=True)
         seconds = rec["seconds"]
         outcome = None
-        loop_start = time.perf_counter()
-        try:
-            for _ in range(spec.repeats):
-                t0 = time.perf_counter()
-                outcome = wl.run(engine, state, params)
-                seconds.append(time.perf_counter() - t0)
-        finally:
-            loop_wall = time.perf_counter() - loop_start
-            workers = engine.stop_sampling()
+        with (engine.artifacts(artifacts) if artifacts is not None
+              else contextlib.nullcontext({})) as saved:
+            engine.start_sampling(spec.sample_interval)
+            loop_start = time.perf_counter()
+            try:
+                for _ in range(spec.repeats):
+                    t0 = time.perf_counter()
+                    outcome = wl.run(engine, state, params)
+                    seconds.append(time.perf_counter() - t0)
+            finally:
+                loop_wall = time.perf_counter() - loop_start
+                workers = engine.stop_sampling()
+        if artifacts is not None:
+            if not saved:  # nothing this framework records (the baseline): no empty folder
+                with contextlib.suppress(OSError):
+                    os.rmdir(artifacts)
+            # Paths relative to the results file's folder (<stem>-artifacts/<trial>/ in it).
+            results_dir = os.path.dirname(os.path.dirname(os.path.abspath(artifacts)))
+            rec["artifacts"] = {k: os.path.relpath(v, results_dir) for k, v in saved.items()}
         rec["phases"]["compute"] = list(seconds)
         rec["resources"] = combine_workers(workers)
         rec["tasks"] = (engine.tasks - tasks_before) // spec.repeats

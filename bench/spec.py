@@ -247,7 +247,12 @@ class BenchmarkSpec(SpecModel):
     ray: RaySettings = Field(default_factory=RaySettings)
     dask: DaskSettings = Field(default_factory=DaskSettings)
     sample_interval: float = Field(default=0.1, gt=0, le=10)
-    """Seconds between CPU/memory samples on each worker."""
+    """Seconds between CPU/memory samples on each worker at first, at most 0.05 (so a short
+    compute phase still gets 10 samples); a sampler doubles it as its points accumulate."""
+    artifacts: bool = False
+    """Also save the frameworks' own records of each trial's timed runs next to the results
+    file (Dask's performance report, Ray's timeline) and start Ray's dashboard. Recording
+    them costs the timed runs something: compare timings from runs without it."""
 
     @model_validator(mode="before")
     @classmethod

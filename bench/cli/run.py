@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
     run.add_argument("--out", "-o", help="results file (JSON Lines, appended); default "
                                          "results/<name>-<run id>.jsonl")
     run.add_argument("--report", help="also write a report (.html or .md)")
+    run.add_argument("--artifacts", action="store_true",
+                     help="also save each trial's Dask performance report and Ray timeline in "
+                          "<results>-artifacts/ (the spec's 'artifacts: true'), and start "
+                          "Ray's dashboard")
     run.set_defaults(fn=cmd_run)
 
 
@@ -50,6 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import new_run_id, run_benchmark
 
     spec = spec_from_args(args)
+    if args.artifacts:
+        spec.artifacts = True
     check_fits_machine(spec, args.spec)
     out_console = console()
     _remove_leftovers()
@@ -74,8 +80,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not out_console.is_terminal:  # logs and pipes get each step as a line of its own
                 print(f"testbed: {msg}", file=sys.stderr, flush=True)
 
+        def on_info(msg: str) -> None:
+            out_console.print(f"  [dim]{msg}[/]")
+
         result = run_benchmark(spec, out, run_id=run_id, on_record=on_record,
-                               on_status=on_status)
+                               on_status=on_status, on_info=on_info)
     out_console.print()
     rows = summarize(result.records)
     render_table(rows, console=out_console)
@@ -84,6 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                             "md" if args.report.endswith((".md", ".markdown")) else "html")
         out_console.print(f"report written to {path}")
     out_console.print(f"results: {out}  (testbed report {out} --out report.html)")
+    if spec.artifacts:
+        out_console.print(f"artifacts: {os.path.splitext(out)[0]}-artifacts/ (Dask performance "
+                          "reports, Ray timelines for chrome://tracing or ui.perfetto.dev)")
     if result.failed:
         names = ", ".join(f"{r['workload']}/{r['framework']}x{r['workers']}"
                           for r in result.failed[:5])

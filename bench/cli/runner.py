@@ -113,11 +113,17 @@ def _run_runner(args: argparse.Namespace, send: Send | None) -> int:
     to_stdout = args.out in (None, "-")
     out = args.out if not to_stdout else os.path.join(
         os.environ.get("TMPDIR", "/tmp"), f"testbed-runner-{os.getpid()}.jsonl")
+    if spec.artifacts and to_stdout:
+        # The records travel as JSON (stdout, the ConfigMap); files beside a temporary results
+        # file would be lost with the pod.
+        print("artifacts: skipped, the runner has no results folder (give --out FILE to keep "
+              "them beside it)", file=sys.stderr, flush=True)
     result = run_benchmark(spec, out, address=args.address,
                            trials=[(args.framework, args.workers)],
                            on_status=lambda m: print(m, file=sys.stderr, flush=True),
                            victims=victim_source(),
-                           connect_timeout=_env_seconds(STARTUP_TIMEOUT_ENV))
+                           connect_timeout=_env_seconds(STARTUP_TIMEOUT_ENV),
+                           artifacts=spec.artifacts and not to_stdout)
     payload = {"run_id": result.run_id, "records": result.records}
     if send is not None:
         send(payload)

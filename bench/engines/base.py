@@ -83,7 +83,7 @@ class Engine(ABC):
                  memory_per_worker: int = 2 * 2**30, startup_timeout: float = 300,
                  ray_settings: RaySettings | None = None,
                  dask_settings: DaskSettings | None = None, observe_faults: bool = False,
-                 connect_timeout: float | None = None):
+                 connect_timeout: float | None = None, dashboard: bool = False):
         from bench.spec import DaskSettings, RaySettings
 
         self.workers = workers
@@ -95,6 +95,9 @@ class Engine(ABC):
         self.dask_settings = dask_settings or DaskSettings()
         # Faulted benchmarks: start what observing faults needs (Ray's dashboard/state API).
         self.observe_faults = observe_faults
+        # Start the framework's dashboard even where nothing reads it (a run recording the
+        # frameworks' artefacts: the user may watch it). Dask's scheduler always serves one.
+        self.dashboard = dashboard
         # Set during a faulted run triggered by completed tasks: called once per task done.
         self.on_task_done: Callable[[], None] | None = None
         self.started_cluster = False
@@ -204,6 +207,16 @@ class Engine(ABC):
 
     @abstractmethod
     def stop_sampling(self) -> list[dict[str, Any]]: ...
+
+    def dashboards(self) -> dict[str, str]:
+        """The running cluster's dashboards, framework name → URL (none by default)."""
+        return {}
+
+    def artifacts(self, folder: str) -> AbstractContextManager[dict[str, str]]:
+        """Records the framework's own account of what runs inside the block into files
+        under ``folder`` (which exists); the dict it yields is filled on leaving with what
+        was written, ``record["artifacts"]`` key → path. Nothing by default."""
+        return nullcontext({})
 
     def describe(self) -> dict[str, Any]:
         return {

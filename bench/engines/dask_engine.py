@@ -173,6 +173,26 @@ class DaskEngine(Engine):
             out.append(r)
         return out
 
+    def dashboards(self) -> dict[str, str]:
+        link = self.client.dashboard_link if self.client is not None else None
+        return {"dask": str(link)} if link else {}
+
+    @contextmanager
+    def _artifacts(self, folder: str) -> Iterator[dict[str, str]]:
+        # performance_report reads the default client (distributed/client.py,
+        # performance_report.__enter__: get_client()): make ours current around it.
+        from distributed import performance_report
+
+        out: dict[str, str] = {}
+        path = os.path.join(folder, "dask-performance-report.html")
+        with self._client.as_current(), performance_report(  # type: ignore[no-untyped-call]
+                filename=path):  # (distributed leaves it unannotated)
+            yield out
+        out["dask_performance_report"] = path
+
+    def artifacts(self, folder: str) -> AbstractContextManager[dict[str, str]]:
+        return self._artifacts(folder)
+
     def settings(self) -> dict[str, Any]:
         return {"allowed_failures": self.dask_settings.allowed_failures,
                 "nanny": self.dask_settings.nanny}

@@ -7,7 +7,10 @@ local cluster's processes are started is in :mod:`.ray_launch`, token authentica
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -67,6 +70,7 @@ class RayEngine(Engine):
         self._token_path: str | None = None
         self.auth_mode: str | None = None  # what the driver connected with
         self._saved_env: AuthEnv = {}
+        self._dashboard_url = ""  # host:port, as ray.init reports it ("" when none runs)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _auth_env(self) -> AuthEnv:
@@ -85,7 +89,7 @@ class RayEngine(Engine):
         auth = self._auth_env()
         obj_store = head_object_store(self.memory_per_worker)
         self._spawn(head_command(head_ip, port, obj_store, os.path.join(work, "h"),
-                                 self.observe_faults),
+                                 self.observe_faults or self.dashboard),
                     env={**node_env(self.cpus_per_worker), **self.ray_settings.head_env(),
                          **auth},
                     log=os.path.join(work, "head.log"))
@@ -158,10 +162,11 @@ class RayEngine(Engine):
             with contextlib.suppress(Exception):
                 ray.shutdown()
 
-        retry_until(lambda _left: ray.init(address=address, log_to_driver=False,
+        ctx = retry_until(lambda _left: ray.init(address=address, log_to_driver=False,
                                            logging_level="ERROR", configure_logging=False, **kw),
                     self.connect_timeout, retry_on=(ConnectionError,),
                     give_up=ray_auth.auth_failure, between=between)
+        self._dashboard_url = str(getattr(ctx, "dashboard_url", "") or "")
 
     def _check_token(self, address: str) -> None:
         """Ask the GCS once, with our token, before ``ray.init``: a missing or wrong token is
@@ -267,6 +272,39 @@ class RayEngine(Engine):
             except Exception as e:  # a dead node: its figures are gone, say so
                 out.append({"id": None, "error": error_summary(e)})
         return out
+
+    def dashboards(self) -> dict[str, str]:
+        url = self._dashboard_url
+        if not url:
+            return {}
+        return {"ray": url if "://" in url else f"http://{url}"}
+
+    @contextmanager
+    def _artifacts(self, folder: str) -> Iterator[dict[str, str]]:
+        import ray
+
+        out: dict[str, str] = {}
+        since_us = time.time() * 1e6
+        yield out
+        # ray.timeline(): Chrome-trace events of every worker and driver since the cluster
+        # started ("ts" in microseconds since the epoch; ray/_private/state.py
+        # chrome_tracing_dump, which waits 1 s for the events to reach the GCS). Keep this
+        # block's.
+        # (Its warning that it will read from the dashboard later is not for our user.)
+        state_log = logging.getLogger("ray._private.state")
+        level = state_log.level
+        state_log.setLevel(logging.ERROR)
+        try:
+            events = [e for e in ray.timeline() if float(e.get("ts", 0)) >= since_us]
+        finally:
+            state_log.setLevel(level)
+        path = os.path.join(folder, "ray-timeline.json")
+        with open(path, "w") as f:
+            json.dump(events, f)
+        out["ray_timeline"] = path
+
+    def artifacts(self, folder: str) -> AbstractContextManager[dict[str, str]]:
+        return self._artifacts(folder)
 
     def worker_processes(self) -> list[psutil.Process]:
         procs = []

@@ -129,3 +129,80 @@ def test_workload_quality_matches_baseline(cluster, digits, baseline, case):
     assert matches and all(matches.values()), (case, out.quality, base)
     if name != "noop":
         assert cluster.tasks > tasks_before
+
+
+# -- measurement: per-worker timelines, the machine, the frameworks' artefacts ---------------
+
+def test_a_trial_records_timelines_the_machine_and_artifacts(cluster, digits, tmp_path):
+    """One real trial through the runner: every worker sampled at least 10 times with its
+    timeline, the machine's figures around the trial, and the framework's own records saved
+    beside the results file."""
+    import json
+
+    from bench.measure import busy_rule, environment
+    from bench.runner import _base_record, _run_trial
+    from bench.spec import BenchmarkSpec
+
+    # 3 x 60 one-by-one tiny tasks: a few tenths of a second of compute on every framework.
+    spec = BenchmarkSpec(workloads=[WorkloadSpec(name="tasks", params={
+        "count": 20, "sync_count": 60})], repeats=3, warmup=1, timeout_seconds=300)
+    wl = spec.workloads[0]
+    base = _base_record(spec, "r1", environment(), cluster.framework, 2, wl, digits, 0.5)
+    folder = tmp_path / "r-artifacts" / "trial"
+    rec = _run_trial(cluster, wl, digits, spec, base, artifacts=str(folder)).record
+    assert rec["state"] == "succeeded", rec.get("error")
+    assert len(rec["phases"]["warmup"]) == 1 and len(rec["phases"]["compute"]) == 3
+    assert rec["phases"]["load"] == 0.5  # the run's dataset load, as given
+
+    res = rec["resources"]
+    assert len(res["workers"]) == 2 and res["samples_min_worker"] >= 10, res
+    assert res["cpu_mean_sum_of_workers"] == res["cpu_mean"]
+    assert res["rss_peak_max_worker"] == res["rss_peak"] == max(
+        w["rss_peak"] for w in res["workers"])
+    assert res["interval_s"] > 0
+    compute = sum(rec["seconds"]) + 5  # (the closing sample, and a loaded machine)
+    for w in res["workers"]:
+        tl = w["timeline"]
+        # (a long run's timeline is merged down to 200 points at most)
+        assert 10 <= len(tl) <= min(w["samples"], 200), w
+        times = [p[0] for p in tl]
+        assert times == sorted(times) and times[0] >= 0 and times[-1] < compute, times
+        assert all(p[1] >= 0 and p[2] > 20 * 2**20 for p in tl), tl
+        assert max(p[2] for p in tl) == w["rss_peak"]
+
+    m = rec["machine"]
+    for when in ("before", "after"):
+        assert set(m[when]) == {"load1", "load5", "steal_percent"}
+        assert m[when]["load1"] >= 0 and 0 <= m[when]["steal_percent"] <= 100, m
+    assert m["other_cpu_percent"] >= 0 and m["seconds"] >= sum(rec["seconds"])
+    assert (m["busy"], m["busy_reason"]) == busy_rule(m["other_cpu_percent"],
+                                                      m["after"]["steal_percent"])
+
+    arts = rec["artifacts"]
+    if cluster.framework == "dask":
+        assert arts == {"dask_performance_report":
+                        "r-artifacts/trial/dask-performance-report.html"}
+        html = (tmp_path / arts["dask_performance_report"]).read_text()
+        assert "Dask Performance Report" in html
+    else:  # Ray, and Dask-on-Ray's Ray cluster
+        assert arts == {"ray_timeline": "r-artifacts/trial/ray-timeline.json"}
+        events = json.loads((tmp_path / arts["ray_timeline"]).read_text())
+        assert isinstance(events, list) and events
+        assert all({"name", "ph", "ts", "pid", "tid"} <= set(e) for e in events)
+        assert any(e["name"] == "factorial_mod" or e["cat"] == "task:execute" for e in events)
+
+
+def test_dashboards(cluster):
+    """Dask's scheduler serves its dashboard (bokeh is installed): /status answers over
+    loopback. Ray's runs only when asked for (``dashboard=True``: a run with artefacts)."""
+    import urllib.request
+
+    boards = cluster.dashboards()
+    if cluster.framework != "dask":
+        assert boards == {}  # this cluster was started without it
+        return
+    url = boards["dask"]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/status"), url
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.status == 200
+        assert b"bokeh" in r.read().lower()

@@ -1,0 +1,116 @@
+"""The measurement's own rules: the busy rule, timeline merging, the cluster figures, and the
+sampler and the machine watch on this very process (no cluster needed)."""
+import threading
+import time
+
+import pytest
+
+from bench.measure import (
+    BUSY_OTHER_CPU,
+    BUSY_STEAL,
+    MachineWatch,
+    TreeSampler,
+    busy_rule,
+    combine_workers,
+    downsample,
+)
+
+
+@pytest.mark.parametrize(("other", "steal", "busy", "reason"), [
+    (0.0, 0.0, False, None),
+    (None, None, False, None),
+    (BUSY_OTHER_CPU, BUSY_STEAL, False, None),  # at the thresholds: not busy
+    (50.1, 0.0, True, "other processes used 50% of a core (> 50%)"),
+    (180.0, None, True, "other processes used 180% of a core (> 50%)"),
+    (None, 5.5, True, "steal 5.5% (> 5%)"),
+    (75.0, 12.0, True, "other processes used 75% of a core (> 50%); steal 12.0% (> 5%)"),
+])
+def test_busy_rule(other, steal, busy, reason):
+    assert busy_rule(other, steal) == (busy, reason)
+
+
+def test_downsample_keeps_the_memory_peak_and_averages_the_rest():
+    points = [[float(i), float(i % 2) * 100, 1000 + i] for i in range(10)]
+    assert downsample(points, 10) == points
+    assert downsample(points, 5) == [[0.5, 50.0, 1001], [2.5, 50.0, 1003], [4.5, 50.0, 1005],
+                                     [6.5, 50.0, 1007], [8.5, 50.0, 1009]]
+    assert len(downsample(points * 100, 200)) <= 200
+
+
+def test_cluster_figures_say_how_workers_combine():
+    w = [{"cpu_mean": 50.0, "cpu_peak": 90.0, "rss_peak": 300, "samples": 12, "interval_s": 0.05},
+         {"cpu_mean": 30.0, "cpu_peak": 100.0, "rss_peak": 500, "samples": 10,
+          "interval_s": 0.1}]
+    out = combine_workers(w)
+    assert out["cpu_mean_sum_of_workers"] == out["cpu_mean"] == 80.0
+    assert out["cpu_peak_sum_of_workers"] == out["cpu_peak"] == 190.0
+    assert out["rss_peak_max_worker"] == out["rss_peak"] == 500
+    assert out["rss_peak_sum_of_workers"] == out["rss_total_peak"] == 800
+    assert out["samples_min_worker"] == 10 and out["interval_s"] == 0.1
+    assert combine_workers([])["cpu_mean"] is None
+    # Many workers: their timelines together stay small enough for a result ConfigMap.
+    many = [{"timeline": [[i * 0.05, 1.0, 10] for i in range(200)]} for _ in range(100)]
+    assert all(len(w["timeline"]) <= 40 for w in combine_workers(many)["workers"])
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_sampler_gets_ten_samples_of_a_short_phase_and_a_timeline():
+    s = TreeSampler(interval=1.0)  # a long interval asked for: the burst still comes first
+    s.start()
+    _spin(0.3)
+    out = s.stop()
+    assert out["samples"] >= 10 and len(out["timeline"]) == out["samples"]
+    assert out["interval_s"] == 0.05
+    times = [p[0] for p in out["timeline"]]
+    assert times == sorted(times) and times[-1] < 5
+    assert out["cpu_peak"] > 20 and out["rss_peak"] > 10 * 2**20
+
+
+def test_sampler_stays_bounded_on_a_long_phase():
+    s = TreeSampler()
+    for i in range(1000):  # as if a long phase had been sampled 1000 times
+        s._add(i * 0.05, 10.0, 100 + i)
+    assert s.interval > 0.05  # doubled at each merge
+    assert len(s._points) < 400
+    assert s._n == 1000 and s._rss_peak == 1099
+
+
+def test_machine_watch_fields_are_sane():
+    w = MachineWatch()
+    w.start()
+    t = threading.Thread(target=_spin, args=(0.3,))
+    t.start()
+    t.join()
+    m = w.stop()
+    assert set(m) == {"before", "after", "other_cpu_percent", "busy", "busy_reason", "seconds"}
+    for when in ("before", "after"):
+        assert m[when]["load1"] >= 0 and m[when]["load5"] >= 0
+        assert 0 <= m[when]["steal_percent"] <= 100
+    assert m["other_cpu_percent"] >= 0 and m["seconds"] >= 0.3
+    assert (m["busy"], m["busy_reason"]) == busy_rule(m["other_cpu_percent"],
+                                                      m["after"]["steal_percent"])
+    connected = MachineWatch(count_others=False)
+    connected.start()
+    assert connected.stop()["other_cpu_percent"] is None
+
+
+def test_a_local_trial_records_the_machine_and_no_artifacts(tmp_path):
+    """The baseline through the runner: the machine's figures are there (its workers are the
+    driver itself), and ``artifacts`` asks for nothing it could record (an empty dict)."""
+    from bench.runner import run_benchmark
+    from bench.spec import parse_spec
+
+    spec = parse_spec({"frameworks": ["local"], "workers": [1], "baselines": False,
+                       "repeats": 2, "warmup": 1, "artifacts": True,
+                       "workload": {"name": "noop"}})
+    rec = run_benchmark(spec, str(tmp_path / "r.jsonl")).records[0]
+    assert rec["state"] == "succeeded" and len(rec["phases"]["warmup"]) == 1
+    assert rec["machine"]["other_cpu_percent"] is not None and "busy" in rec["machine"]
+    assert rec["artifacts"] == {}
+    assert not (tmp_path / "r-artifacts" / "local-x1-0-noop").exists()
+    assert rec["resources"]["workers"][0]["timeline"]  # the closing sample at least
