@@ -50,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
     from bench.report import render_table, write_report
+    from bench.report.stats import trial_flags
     from bench.results import summarize
     from bench.runner import new_run_id, run_benchmark
 
@@ -87,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                on_status=on_status, on_info=on_info)
     out_console.print()
     rows = summarize(result.records)
-    render_table(rows, console=out_console)
+    render_table(rows, console=out_console, flags=trial_flags(result.records))
     if args.report:
         path = write_report(result.records, args.report,
                             "md" if args.report.endswith((".md", ".markdown")) else "html")
