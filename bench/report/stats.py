@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
@@ -134,7 +134,7 @@ class ReportOptions:
         return self.price_core_hour is not None or self.price_gb_hour is not None
 
 
-def noise_flags(record: dict[str, Any], threshold: float = NOISE_IQR_RATIO) -> list[str]:
+def noise_flags(record: Mapping[str, Any], threshold: float = NOISE_IQR_RATIO) -> list[str]:
     """Why a succeeded trial's timings are less trustworthy, as short phrases: its IQR is more
     than ``threshold`` of its median (``"IQR/median 0.6"``), or the machine was busy while it
     ran (``record["machine"]["busy"]``, with ``busy_reason``; records written before the
@@ -152,7 +152,7 @@ def noise_flags(record: dict[str, Any], threshold: float = NOISE_IQR_RATIO) -> l
     return flags
 
 
-def trial_flags(records: Iterable[dict[str, Any]], threshold: float = NOISE_IQR_RATIO
+def trial_flags(records: Iterable[Mapping[str, Any]], threshold: float = NOISE_IQR_RATIO
                 ) -> dict[tuple[str, str, int], list[str]]:
     """:func:`noise_flags` of the latest record of every flagged trial."""
     out = {}
