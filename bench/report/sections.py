@@ -36,15 +36,30 @@ FIGURES = {
         ("Speedup = median at the smallest worker count / median at n workers; efficiency = "
          "speedup / (n / smallest count). The dashed black line is ideal linear scaling."),
     ),
+    "scaling_model": (
+        "Scaling model (Amdahl and USL, extrapolated)",
+        ("A model, not a measurement: measured median speedups (points) with Amdahl's law and "
+         "the Universal Scalability Law fitted to them and extrapolated to 64 workers; shaded: "
+         "the 5th–95th percentile of a bootstrap over the timed repeats (run-to-run noise only, "
+         "not model error)."),
+    ),
     "phases": (
         "Where the time goes",
-        ("One-off phases (cluster start-up, data load, data distribution) and the median "
-         "compute time, stacked per framework and worker count."),
+        ("Top: the data load, paid once per run (not per trial). Below, per trial: cluster "
+         "start-up (shared by the workloads run on that cluster), data distribution, warm-up "
+         "(the sum of the untimed warm-up runs) and compute (the median of the timed repeats), "
+         "stacked."),
     ),
     "resources": (
         "CPU and memory",
         ("Mean CPU use summed over the workers (100 % = one core busy) and peak resident "
          "memory of the workers, per framework and worker count."),
+    ),
+    "worker_timelines": (
+        "Per-worker CPU and memory over time",
+        ("One line per worker (not a sum or a mean): its CPU in percent of one core and its "
+         "resident memory, sampled during the timed repeats; n = samples per worker. For the "
+         "largest worker count of each workload and framework."),
     ),
     "faults": (
         "Fault tolerance",
