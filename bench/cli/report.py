@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
     rep.add_argument("--format", choices=("html", "md"),
                      help="the report's format (default: from --out's suffix); without --out "
                           "the report is printed (Markdown without the figures)")
+    rep.add_argument("--reference", metavar="FILE",
+                     help="YAML of published numbers (source, setup, entries of workload, "
+                          "framework, workers, seconds) overlaid as their own series; see "
+                          "examples/references/")
     rep.set_defaults(fn=cmd_report)
 
     cmp_ = sub.add_parser(
@@ -40,7 +44,7 @@ def register(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import report_command
 
-    return report_command(args.results, args.out, args.format, console())
+    return report_command(args.results, args.out, args.format, console(), args.reference)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

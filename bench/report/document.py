@@ -9,9 +9,11 @@ from typing import Any
 
 from bench.errors import UsageError
 
+from .extras import Extras
 from .figures import make_figures
 from .html import html_document
 from .markdown import markdown_document
+from .references import References
 
 
 def report_format(out: str | Path, fmt: str | None) -> str:
@@ -40,11 +42,12 @@ def _plain(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_report(records: Iterable[Mapping[str, Any]], out_path: str | Path,
-                 fmt: str = "html") -> Path:
+                 fmt: str = "html", references: References | None = None) -> Path:
     """Write a self-contained report and return its path.
 
-    ``fmt="html"``: one file, figures embedded as base64 PNG.  ``fmt="md"``: Markdown, with the
-    figures written to ``<stem>_figures/`` beside it and linked relatively.
+    ``fmt="html"``: one file, interactive (bokeh, inlined) figures and the PNGs embedded as
+    base64.  ``fmt="md"``: Markdown, with the figures written to ``<stem>_figures/`` beside it
+    and linked relatively.  ``references``: published numbers overlaid (``references``).
     """
     records = _plain(records)
     if not records:
@@ -53,25 +56,30 @@ def write_report(records: Iterable[Mapping[str, Any]], out_path: str | Path,
         raise UsageError(f"unknown report format {fmt!r}; expected 'html' or 'md'")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    extras = Extras.of(records, references)
     if fmt == "html":
         with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
-            text = html_document(records, make_figures(records, tmp))
+            text = html_document(records, make_figures(records, tmp, references, extras.fitted),
+                                 extras)
     else:
         figure_dir = f"{out.stem}_figures"
-        figures = make_figures(records, out.parent / figure_dir)
-        text = markdown_document(records, figures, figure_dir)
+        figures = make_figures(records, out.parent / figure_dir, references, extras.fitted)
+        text = markdown_document(records, figures, figure_dir, extras)
     tmp_out = out.with_name(f".{out.name}.tmp")
     tmp_out.write_text(text, encoding="utf-8")
     tmp_out.replace(out)
     return out
 
 
-def report_text(records: Iterable[Mapping[str, Any]], fmt: str) -> str:
+def report_text(records: Iterable[Mapping[str, Any]], fmt: str,
+                references: References | None = None) -> str:
     """The report as text: HTML with its figures embedded, or Markdown without the figures
     (they are files, written only beside a report file)."""
     records = _plain(records)
     fmt = report_format("", fmt)
+    extras = Extras.of(records, references)
     if fmt == "md":
-        return markdown_document(records, [], "")
+        return markdown_document(records, [], "", extras)
     with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
-        return html_document(records, make_figures(records, tmp))
+        return html_document(records, make_figures(records, tmp, references, extras.fitted),
+                             extras)

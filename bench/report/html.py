@@ -8,6 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from .extras import Extras
+from .interactive import bokeh_resources, interactive_figures
 from .sections import FIGURES, HOW_TO_READ, load_summary, sections, title
 from .table import Grid
 
@@ -47,19 +49,31 @@ def grid_html(grid: Grid, numeric_from: int = 1) -> str:
             + "\n</tbody></table>")
 
 
-def html_document(records: list[dict[str, Any]], figures: list[Path]) -> str:
-    """The report as one HTML page; ``figures`` are embedded as base64 PNG."""
+def html_document(records: list[dict[str, Any]], figures: list[Path],
+                  extras: Extras | None = None) -> str:
+    """The report as one HTML page: interactive figures (bokeh, its JavaScript inlined) and
+    ``figures`` embedded as base64 PNG."""
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    extras = extras or Extras.of(records, None)
+    live = interactive_figures(records, extras.references, extras.fitted, FIGURES)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title(records))}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title(records))}</title>", f"<style>{_CSS}</style>",
+        bokeh_resources() if live else "", "</head><body>",
         f"<h1>{html.escape(title(records))}</h1>",
         f'<p class="sub">Generated {generated}; {html.escape(load_summary(records))}.</p>',
         "<h2>How to read this report</h2>", f"<p>{html.escape(HOW_TO_READ)}</p>",
     ]
-    for heading, grid, numeric_from, intro in sections(records):
+    for heading, grid, numeric_from, intro in sections(records) + extras.sections(records):
         parts += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(intro)}</p>",
                   f'<div class="scroll">{grid_html(grid, numeric_from)}</div>']
+    if live:
+        parts.append("<h2>Interactive figures</h2><p>Hover for values; drag to pan, scroll to "
+                     "zoom, click a legend entry to hide its series.</p>")
+    for fig in live:
+        caption = f"<b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}"
+        parts += ["<figure>", fig.div, fig.script, f"<figcaption>{caption}</figcaption>",
+                  "</figure>"]
     if figures:
         parts.append("<h2>Figures</h2>")
     for path in figures:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .extras import Extras
 from .sections import FIGURES, HOW_TO_READ, load_summary, sections, title
 from .table import Grid
 
@@ -31,7 +32,7 @@ def grid_markdown(grid: Grid, numeric_from: int = 1) -> str:
 
 
 def markdown_document(records: list[dict[str, Any]], figures: list[Path],
-                      figure_dir: str) -> str:
+                      figure_dir: str, extras: Extras | None = None) -> str:
     """The report in Markdown; ``figures`` are linked as ``<figure_dir>/<name>``."""
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -39,7 +40,8 @@ def markdown_document(records: list[dict[str, Any]], figures: list[Path],
         f"Generated {generated}; {load_summary(records)}.", "",
         "## How to read this report", "", HOW_TO_READ, "",
     ]
-    for heading, grid, numeric_from, intro in sections(records):
+    extra = extras.sections(records) if extras else []
+    for heading, grid, numeric_from, intro in sections(records) + extra:
         parts += [f"## {heading}", "", intro, "", grid_markdown(grid, numeric_from), ""]
     if figures:
         parts += ["## Figures", ""]
