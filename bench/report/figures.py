@@ -157,7 +157,7 @@ def _time_vs_workers(records: list[dict[str, Any]], rows: list[dict[str, Any]],
         return None
     names = workloads(rows)
     nrows, ncols = _grid_shape(len(names))
-    fig = _new_figure(5.4 * ncols, 4.2 * nrows)
+    fig = _new_figure(max(7.5, 5.4 * ncols), 4.2 * nrows)  # (room for the title)
     extra_colors: dict[str, str] = {}
     for i, workload in enumerate(names):
         ax = fig.add_subplot(nrows, ncols, i + 1)

@@ -75,7 +75,7 @@ def phases_figure(records: Sequence[dict[str, Any]]) -> Figure | None:
         ax.set_xlabel("seconds")
         ax.set_title(panel.workload, fontsize=12, fontweight="bold", loc="left")
         ax.grid(True, axis="x", alpha=0.3)
-    fig.legend(loc="outside upper right", ncols=3, fontsize=8)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8)
     fig.suptitle("Where the time goes: load once per run, then per trial", fontsize=13,
                  x=0.02, ha="left")
     return fig
@@ -141,7 +141,7 @@ def scaling_model_figure(fitted: Sequence[Sweep], refs: References | None = None
                 base = pts[0][1]
                 ax.plot([w for w, _ in pts], [base / v for _, v in pts], "--", marker="o",
                         mfc="none", color="#444444",
-                        label=f"{refs.label} (different setup)")
+                        label=f"{refs.label}: vs its own {pts[0][0]} workers (different setup)")
         ax.plot(x, x / s.base, color="k", linestyle="--", linewidth=0.8, label="ideal (linear)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({*ns, *EXTRAPOLATE_TO}))

@@ -132,7 +132,8 @@ def scaling_model(fitted: Sequence[Sweep], refs: References | None) -> list[Figu
                                   fill_color=color, fill_alpha=0.15, line_alpha=0))
         if refs is not None and len(pts := refs.series(s.workload).get(s.framework, [])) > 1:
             p.line([w for w, _ in pts], [pts[0][1] / v for _, v in pts], color="#444444",
-                   line_dash="dashed", legend_label=f"{refs.label} (different setup)")
+                   line_dash="dashed",
+                   legend_label=f"{refs.label}: vs its own {pts[0][0]} workers (different setup)")
         p.line(x, x / s.base, color="black", line_dash="dashed", legend_label="ideal")
         p.add_tools(HoverTool(tooltips=[("model", "@model"), ("workers", "@workers{0.0}"),
                                         ("speedup", "@speedup{0.00}"),

@@ -25,7 +25,7 @@ from bench.results import describe, latest_records
 from bench.spec_errors import format_validation_error
 from bench.spec_yaml import DuplicateKeyError, load_yaml_unique
 
-from .formatting import MISSING, fmt_seconds, shorten
+from .formatting import MISSING, fmt_seconds
 from .sections import Section
 from .table import Cell, Grid
 
@@ -122,13 +122,6 @@ SAYS_DIFFERENT_SETUP = (
 )
 
 
-def reference_caption(refs: References) -> str:
-    """What a figure with the overlay says about it."""
-    return (f"Dashed lines with hollow markers: published reference numbers ({refs.label}: "
-            f"{shorten(refs.source, 120)}; {shorten(refs.setup, 160)}). "
-            + SAYS_DIFFERENT_SETUP)
-
-
 def reference_grid(records: Sequence[dict[str, Any]], refs: References) -> Grid:
     """Each reference entry and the nearest measured trials: same workload and framework,
     same worker count when measured."""
@@ -161,7 +154,7 @@ def reference_section(records: Sequence[dict[str, Any]], refs: References | None
     """The report's table of reference numbers (None without a reference file)."""
     if refs is None:
         return None
-    intro = (f"Published numbers from {refs.source}. Their setup: {refs.setup}. "
+    intro = (f"Source: {refs.source.rstrip('.')}. Setup: {refs.setup.rstrip('.')}. "
              + SAYS_DIFFERENT_SETUP)
     return Section(f"Published reference numbers ({refs.label})", reference_grid(records, refs),
                    3, intro)

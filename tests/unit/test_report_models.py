@@ -3,6 +3,7 @@ warm-up present), per-worker timelines and their sample counts, published refere
 Amdahl/USL fits, and the interactive (bokeh) HTML."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -215,7 +216,9 @@ def test_interactive_html_is_self_contained_with_hover(tmp_path):
     assert "cdn.bokeh.org" not in text and "Bokeh.set_log_level" in text
     assert "Published reference numbers (seeds 4 VMs)" in text
     assert "different setup" in text and "data:image/png;base64," in text
-    assert "n = 20–23 samples per worker" in text
+    assert "Per-worker CPU and memory peaks" in text
+    # A plot title, in bokeh's JSON (its en dash escaped).
+    assert re.search(r"n = 20\S{1,8}23 samples per worker", text)
 
 
 def test_report_command_with_reference(tmp_path):
