@@ -72,8 +72,8 @@ def html_document(records: list[dict[str, Any]], figures: list[Path],
                      "zoom, click a legend entry to hide its series.</p>")
     for fig in live:
         caption = f"<b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}"
-        parts += ["<figure>", fig.div, fig.script, f"<figcaption>{caption}</figcaption>",
-                  "</figure>"]
+        parts += ["<figure>", f'<div class="scroll">{fig.div}</div>', fig.script,
+                  f"<figcaption>{caption}</figcaption>", "</figure>"]
     if figures:
         parts.append("<h2>Figures</h2>")
     for path in figures:

@@ -59,11 +59,15 @@ def _start_at_zero(p: Figure) -> None:
     y_range.start = 0
 
 
-def _legend(p: Figure) -> None:
+def _legend(p: Figure, outside: bool = False) -> None:
+    """Legend entries hide their series on click; ``outside``: to the right of the plot, off
+    the data (bokeh's documented ``add_layout(p.legend[0], "right")``)."""
     if p.legend:
         p.legend.click_policy = "hide"
         p.legend.label_text_font_size = "8pt"
         p.legend.location = "top_right"
+        if outside:
+            p.add_layout(p.legend[0], "right")
 
 
 def time_vs_workers(records: Sequence[dict[str, Any]], refs: References | None
@@ -103,7 +107,7 @@ def time_vs_workers(records: Sequence[dict[str, Any]], refs: References | None
 
 
 def scaling_model(fitted: Sequence[Sweep], refs: References | None) -> list[Figure]:
-    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Range1d
     from bokeh.models.annotations import Band
 
     out = []
@@ -113,7 +117,8 @@ def scaling_model(fitted: Sequence[Sweep], refs: References | None) -> list[Figu
         color = _color(s.framework, i)
         x = xs[xs >= s.base]
         p = _plot(f"MODEL: {s.workload} on {s.framework} (extrapolated)", "workers",
-                  f"speedup vs {s.base} worker(s)", x_axis_type="log")
+                  f"speedup vs {s.base} worker(s)", x_axis_type="log", width=820)
+        p.xaxis.ticker = FixedTicker(ticks=sorted({*s.speedups, *EXTRAPOLATE_TO}))
         ns = sorted(s.speedups)
         p.scatter(ns, [s.speedups[n] for n in ns], size=9, color=color,
                   legend_label="measured median speedup")
@@ -135,12 +140,13 @@ def scaling_model(fitted: Sequence[Sweep], refs: References | None) -> list[Figu
                    line_dash="dashed",
                    legend_label=f"{refs.label}: vs its own {pts[0][0]} workers (different setup)")
         p.line(x, x / s.base, color="black", line_dash="dashed", legend_label="ideal")
+        top = max([*s.speedups.values(), *(mf.at[n][0] for mf in s.fits for n in EXTRAPOLATE_TO)])
+        p.y_range = Range1d(start=0, end=top * 1.4)  # else the ideal line flattens the rest
         p.add_tools(HoverTool(tooltips=[("model", "@model"), ("workers", "@workers{0.0}"),
                                         ("speedup", "@speedup{0.00}"),
                                         ("90% band", "@lo{0.00} – @hi{0.00}")],
                               mode="vline"))
-        _legend(p)
-        p.legend.location = "top_left"
+        _legend(p, outside=True)
         out.append(p)
     return out
 
@@ -153,7 +159,7 @@ def phases(records: Sequence[dict[str, Any]]) -> list[Figure]:
     if loads:
         labels = [f"{b.dataset} (run {b.run_id})" for b in loads]
         p = _plot("data load, once per run", "seconds", "", y_range=labels,
-                  height=90 + 30 * len(loads))
+                  height=110 + 30 * len(loads), width=640)
         p.hbar(y=labels, right=[b.seconds for b in loads], height=0.6,
                color=PHASE_COLORS["load"])
         p.add_tools(HoverTool(tooltips=[("load", "@right{0.000} s")]))
@@ -166,7 +172,7 @@ def phases(records: Sequence[dict[str, Any]]) -> list[Figure]:
         data["state"] = ["FAILED" if b.failed else "succeeded" for b in panel.bars][::-1]
         data["warmup_runs"] = [b.warmup_runs for b in panel.bars][::-1]
         p = _plot(f"{panel.workload}: where the time goes", "seconds", "", y_range=labels,
-                  height=120 + 34 * len(labels), width=760)
+                  height=120 + 34 * len(labels), width=960)
         p.hbar_stack(list(TRIAL_PHASES), y="trial", height=0.7, source=data,
                      color=[PHASE_COLORS[ph] for ph in TRIAL_PHASES],
                      legend_label=[PHASE_LABELS[ph] for ph in TRIAL_PHASES])
@@ -175,8 +181,7 @@ def phases(records: Sequence[dict[str, Any]]) -> list[Figure]:
                                         ("distribution", "@distribute{0.000} s"),
                                         ("warm-up", "@warmup{0.000} s (@warmup_runs runs)"),
                                         ("compute (median)", "@compute{0.000} s")]))
-        _legend(p)
-        p.legend.location = "bottom_right"
+        _legend(p, outside=True)
         out.append(p)
     return out
 
@@ -185,14 +190,15 @@ def worker_timelines(records: Sequence[dict[str, Any]]) -> list[Any]:
     """Per trial, a row of two plots (CPU, memory) with one line per worker."""
     from bokeh.layouts import row
     from bokeh.models import HoverTool
+    from bokeh.models.annotations import Title
 
     out = []
     trials, _ = timelines(records)
     for t in trials:
-        cpu = _plot(f"{t.label}: CPU per worker ({t.samples_text})",
-                    "seconds since sampling started", "% of one core")
+        cpu = _plot(f"{t.label}: CPU per worker", "seconds since sampling started",
+                    "% of one core", width=580)
         mem = _plot(f"{t.label}: memory per worker", "seconds since sampling started",
-                    "resident MiB", x_range=cpu.x_range)
+                    "resident MiB", x_range=cpu.x_range, width=580)
         for i, line in enumerate(t.lines):
             src = {"t": line.t, "cpu": line.cpu, "rss": [v / 2**20 for v in line.rss],
                    "worker": [line.id] * line.samples}
@@ -203,7 +209,9 @@ def worker_timelines(records: Sequence[dict[str, Any]]) -> list[Any]:
             p.add_tools(HoverTool(tooltips=[("worker", "@worker"), ("t", "@t{0.00} s"),
                                             ("CPU", "@cpu{0} %"), ("RSS", "@rss{0} MiB")]))
             _start_at_zero(p)
-            _legend(p)
+            _legend(p, outside=True)
+            p.add_layout(Title(text=t.samples_text, text_font_style="italic",
+                               text_font_size="8pt"), "above")
         out.append(row(cpu, mem))
     return out
 

@@ -126,10 +126,12 @@ def reference_grid(records: Sequence[dict[str, Any]], refs: References) -> Grid:
     """Each reference entry and the nearest measured trials: same workload and framework,
     same worker count when measured."""
     latest = latest_records(records)
+    run = {k[0] for k in latest}
     headers = ["Workload", "Framework", "Workers", "This run: median (s)",
                f"{refs.label} (s, different setup)", "Ratio (this run / reference)"]
-    keys = sorted(set(refs.lookup()) | {k for k in latest if (k[0], k[1]) in
-                                        {(e.workload, e.framework) for e in refs.entries}},
+    keys = sorted({k for k in refs.lookup() if k[0] in run}
+                  | {k for k in latest if (k[0], k[1]) in
+                     {(e.workload, e.framework) for e in refs.entries}},
                   key=lambda k: (k[0], k[1], k[2]))
     ref = refs.lookup()
     body: list[list[Cell]] = []
@@ -156,5 +158,9 @@ def reference_section(records: Sequence[dict[str, Any]], refs: References | None
         return None
     intro = (f"Source: {refs.source.rstrip('.')}. Setup: {refs.setup.rstrip('.')}. "
              + SAYS_DIFFERENT_SETUP)
+    run = {str(r.get("workload")) for r in records}
+    left_out = sorted({e.workload for e in refs.entries} - run)
+    if left_out:
+        intro += f" Reference workloads not run here, left out: {', '.join(left_out)}."
     return Section(f"Published reference numbers ({refs.label})", reference_grid(records, refs),
                    3, intro)
