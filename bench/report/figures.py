@@ -275,8 +275,9 @@ def _resources(rows: list[dict[str, Any]]) -> Figure | None:
         colors = [_framework_color(r["framework"], extra_colors) for r in wrows]
         ys = list(range(len(wrows)))
         for j, (field, xlabel, scale, unit) in enumerate((
-            ("cpu_mean", "mean CPU (% of one core, summed over workers)", 1.0, "%"),
-            ("rss_peak", "peak resident memory (MiB)", 1 / 2**20, " MiB"),
+            ("cpu_mean", "CPU: SUM over workers of each one's mean (% of one core)", 1.0, "%"),
+            ("rss_peak", "memory: MAXIMUM over workers of each one's peak RSS (MiB)",
+             1 / 2**20, " MiB"),
         )):
             ax = fig.add_subplot(gs[i, j])
             vals = [(r.get(field) or 0.0) * scale for r in wrows]

@@ -52,8 +52,9 @@ FIGURES = {
     ),
     "resources": (
         "CPU and memory",
-        ("Mean CPU use summed over the workers (100 % = one core busy) and peak resident "
-         "memory of the workers, per framework and worker count."),
+        ("CPU: the sum over the workers of each worker's mean CPU (100 % = one core busy). "
+         "Memory: the maximum over the workers of each worker's peak resident memory (not a "
+         "sum). Per framework and worker count; per-worker figures are in the timelines."),
     ),
     "worker_timelines": (
         "Per-worker CPU and memory over time",
