@@ -9,8 +9,10 @@ run on it), distribution, warm-up (the sum of its untimed warm-up runs) and comp
 median of its timed repeats).
 
 Timelines: ``resources.workers[i].timeline`` is ``[[t_s, cpu_percent_of_one_core, rss_bytes],
-...]`` sampled every ``resources.interval_s`` during the timed repeats (``bench.measure``).
-Older records have no timeline; they are skipped and said so.
+...]`` sampled during the timed repeats (``bench.measure``): ``samples`` were taken, at an
+adaptive interval up to ``resources.interval_s``, and a long run's points are merged (mean CPU,
+peak RSS), so a timeline may hold fewer points than samples. Older records have no timeline;
+they are skipped and said so.
 """
 from __future__ import annotations
 
@@ -110,10 +112,16 @@ class WorkerLine:
     cpu: list[float]
     rss: list[float]
     """Bytes."""
+    taken: int = 0
+    """Samples the worker's sampler took (``samples``); at least the points drawn."""
+
+    @property
+    def points(self) -> int:
+        return len(self.t)
 
     @property
     def samples(self) -> int:
-        return len(self.t)
+        return max(self.taken, self.points)
 
 
 @dataclass
@@ -130,11 +138,20 @@ class TrialTimeline:
 
     @property
     def samples_text(self) -> str:
-        """``"n = 52 samples per worker"`` (or the range when workers differ)."""
-        counts = sorted({line.samples for line in self.lines})
-        n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-        every = f", every {self.interval_s:g} s" if self.interval_s else ""
-        return f"n = {n} samples per worker{every}"
+        """``"n = 52 samples per worker, interval up to 0.1 s"`` (a range when workers
+        differ; the points drawn when merging left fewer)."""
+        def span(values: set[int]) -> str:
+            counts = sorted(values)
+            return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+        taken = {line.samples for line in self.lines}
+        points = {line.points for line in self.lines}
+        text = f"n = {span(taken)} samples per worker"
+        if points != taken:
+            text += f" ({span(points)} points drawn)"
+        if self.interval_s:
+            text += f", interval up to {self.interval_s:g} s"
+        return text
 
 
 def _lines(resources: dict[str, Any]) -> list[WorkerLine]:
@@ -143,8 +160,10 @@ def _lines(resources: dict[str, Any]) -> list[WorkerLine]:
         rows = [p for p in w.get("timeline") or [] if isinstance(p, (list, tuple)) and len(p) >= 3]
         if not rows:
             continue
-        out.append(WorkerLine(str(w.get("id", i)), [float(p[0]) for p in rows],
-                              [float(p[1]) for p in rows], [float(p[2]) for p in rows]))
+        taken = w.get("samples")
+        out.append(WorkerLine(str(w.get("id") or i), [float(p[0]) for p in rows],
+                              [float(p[1]) for p in rows], [float(p[2]) for p in rows],
+                              taken if isinstance(taken, int) else 0))
     return out
 
 
@@ -204,6 +223,6 @@ def worker_peak_section(records: Sequence[dict[str, Any]], select: str = "all"
         return None
     intro = ("Each worker's own figures over the timed repeats, from its timeline: peak and "
              "mean CPU in percent of one core and peak resident memory, per worker, not summed "
-             "or averaged across workers. Samples: how many the worker's timeline holds. "
+             "or averaged across workers. Samples: how many the worker's sampler took. "
              + skipped_note(missing))
     return Section("Per-worker CPU and memory peaks", worker_peak_grid(trials), 2, intro.strip())

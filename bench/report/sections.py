@@ -59,8 +59,9 @@ FIGURES = {
     "worker_timelines": (
         "Per-worker CPU and memory over time",
         ("One line per worker (not a sum or a mean): its CPU in percent of one core and its "
-         "resident memory, sampled during the timed repeats; n = samples per worker. For the "
-         "largest worker count of each workload and framework."),
+         "resident memory, sampled during the timed repeats; n = samples per worker (a long "
+         "run's points are merged: mean CPU, peak memory). For the largest worker count of "
+         "each workload and framework."),
     ),
     "faults": (
         "Fault tolerance",

@@ -83,9 +83,13 @@ def test_timelines_pick_the_largest_trial_and_count_samples():
     assert [(t.framework, t.workers) for t in trials] == [("ray", 4)]
     assert missing == ["knn: dask ×2"]
     assert [line.samples for line in trials[0].lines] == [20, 21, 22, 23]
-    assert trials[0].samples_text == "n = 20–23 samples per worker, every 0.1 s"
+    assert trials[0].samples_text == "n = 20–23 samples per worker, interval up to 0.1 s"
     every, _ = timelines(recs, select="all")
     assert [t.workers for t in every] == [1, 2, 4]
+    # A long run's timeline merges points: the sampler's count is what is said.
+    recs[0]["resources"]["workers"][0]["samples"] = 500
+    (one,), _ = timelines(recs[:1])
+    assert one.samples_text == "n = 500 samples per worker (20 points drawn), interval up to 0.1 s"
 
 
 def test_worker_peak_table_is_per_worker_not_summed():
