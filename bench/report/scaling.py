@@ -76,9 +76,10 @@ def fit(model: Model, workers: Sequence[int], speedups: Sequence[float]) -> tupl
     """The model's parameters fitted to ``speedups`` relative to the smallest of ``workers``.
     Fewer than ``MIN_POINTS`` distinct worker counts is a ValueError.
 
-    Least squares on the model's linear form (Gunther 2007, ch. 5, generalised to a base of
-    ``N0`` workers): with ``D(N) = 1 + α(N−1) + βN(N−1)``, the speedup ``S = (N/N0)·D(N0)/D(N)``
-    gives ``y = (N/N0)/S = D(N)/D(N0)``, i.e.
+    Least squares on the model's linear form (the linearisation of Gunther's *Guerrilla
+    Capacity Planning*, generalised to a base of ``N0`` workers): with
+    ``D(N) = 1 + α(N−1) + βN(N−1)``, the speedup ``S = (N/N0)·D(N0)/D(N)`` gives
+    ``y = (N/N0)/S = D(N)/D(N0)``, i.e.
     ``α((N−1) − y(N0−1)) + β(N(N−1) − yN0(N0−1)) = y − 1``: linear in α and β, solved within
     the bounds (exact data gives the parameters back exactly)."""
     if len(set(workers)) < MIN_POINTS:
