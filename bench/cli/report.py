@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
     rep.add_argument("--price-gb-hour", type=positive_number, metavar="PRICE",
                      help="price of one GB (10^9 bytes) of memory for an hour: adds the money "
                           "per run (peak memory summed over workers × median compute seconds)")
+    rep.add_argument("--reference", metavar="FILE",
+                     help="YAML of published numbers (source, setup, entries of workload, "
+                          "framework, workers, seconds) overlaid as their own series; see "
+                          "examples/references/")
     rep.set_defaults(fn=cmd_report)
 
     cmp_ = sub.add_parser(
@@ -65,7 +69,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     options = ReportOptions(noise_threshold=args.noise_threshold,
                             price_core_hour=args.price_core_hour,
                             price_gb_hour=args.price_gb_hour)
-    return report_command(args.results, args.out, args.format, console(), options)
+    return report_command(args.results, args.out, args.format, console(), options,
+                          args.reference)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from bench.results import NOISE_FRACTION, read_records
 from .console import render_compare, render_faults, render_summary
 from .document import report_format, report_text, write_report
 from .formatting import fmt_change
+from .references import load_references
 from .sections import context
 from .stats import ReportOptions, compare, regressions, verdict_counts
 
@@ -35,21 +36,24 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
 
 
 def report_command(results_path: str, out: str | None, fmt: str | None,
-                   console: Console | None, options: ReportOptions | None = None) -> int:
+                   console: Console | None, options: ReportOptions | None = None,
+                   reference: str | None = None) -> int:
     """Print the summary and tables of a results file; with ``out``, also write the report
     there.  With ``fmt`` and no ``out``, print the report itself instead (``testbed report
-    r.jsonl --format md > report.md``).  ``options``: noise threshold and prices."""
+    r.jsonl --format md > report.md``).  ``options``: noise threshold and prices;
+    ``reference``: a file of published numbers to overlay (``references.load_references``)."""
     console = console or Console()
     records = load_results(results_path)
+    refs = load_references(reference) if reference else None
     if fmt and not out:
-        sys.stdout.write(report_text(records, fmt, options))
+        sys.stdout.write(report_text(records, fmt, options, refs))
         sys.stdout.flush()
         return 0
     target_fmt = report_format(out, fmt) if out else None
     render_summary(context(records, options), console)
     render_faults(records, console)
     if out and target_fmt:
-        path = write_report(records, out, target_fmt, options)
+        path = write_report(records, out, target_fmt, options, refs)
         console.print(f"Report written to {path}")
     return 0
 

@@ -9,9 +9,11 @@ from typing import Any
 
 from bench.errors import UsageError
 
+from .extras import Extras
 from .figures import make_figures
 from .html import html_document
 from .markdown import markdown_document
+from .references import References
 from .stats import ReportOptions
 
 
@@ -41,12 +43,14 @@ def _plain(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_report(records: Iterable[Mapping[str, Any]], out_path: str | Path,
-                 fmt: str = "html", options: ReportOptions | None = None) -> Path:
+                 fmt: str = "html", options: ReportOptions | None = None,
+                 references: References | None = None) -> Path:
     """Write a self-contained report and return its path.
 
     ``fmt="html"``: one file, figures embedded as base64 PNG.  ``fmt="md"``: Markdown, with the
     figures written to ``<stem>_figures/`` beside it and linked relatively.  ``options``: the
-    noise threshold and prices (``testbed report``'s options).
+    noise threshold and prices (``testbed report``'s options); ``references``: published
+    numbers overlaid (``references.load_references``).
     """
     records = _plain(records)
     if not records:
@@ -55,13 +59,15 @@ def write_report(records: Iterable[Mapping[str, Any]], out_path: str | Path,
         raise UsageError(f"unknown report format {fmt!r}; expected 'html' or 'md'")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    extras = Extras.of(records, references)
     if fmt == "html":
         with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
-            text = html_document(records, make_figures(records, tmp), options)
+            figures = make_figures(records, tmp, references, extras.fitted)
+            text = html_document(records, figures, options, extras)
     else:
         figure_dir = f"{out.stem}_figures"
-        figures = make_figures(records, out.parent / figure_dir)
-        text = markdown_document(records, figures, figure_dir, options)
+        figures = make_figures(records, out.parent / figure_dir, references, extras.fitted)
+        text = markdown_document(records, figures, figure_dir, options, extras)
     tmp_out = out.with_name(f".{out.name}.tmp")
     tmp_out.write_text(text, encoding="utf-8")
     tmp_out.replace(out)
@@ -69,12 +75,15 @@ def write_report(records: Iterable[Mapping[str, Any]], out_path: str | Path,
 
 
 def report_text(records: Iterable[Mapping[str, Any]], fmt: str,
-                options: ReportOptions | None = None) -> str:
+                options: ReportOptions | None = None,
+                references: References | None = None) -> str:
     """The report as text: HTML with its figures embedded, or Markdown without the figures
     (they are files, written only beside a report file)."""
     records = _plain(records)
     fmt = report_format("", fmt)
+    extras = Extras.of(records, references)
     if fmt == "md":
-        return markdown_document(records, [], "", options)
+        return markdown_document(records, [], "", options, extras)
     with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
-        return html_document(records, make_figures(records, tmp), options)
+        figures = make_figures(records, tmp, references, extras.fitted)
+        return html_document(records, figures, options, extras)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from bench.frameworks import BASELINE, is_baseline
 from bench.results import describe, latest_records, summarize
 
+from .figures_detail import phases_figure, scaling_model_figure, worker_timelines_figure
 from .formatting import MISSING, column_label, fmt_seconds, fmt_signed_seconds, shorten
+from .scaling import Sweep, sweeps
 from .stats import faulted
 from .table import observed, workloads
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.gridspec import GridSpec
 
+    from .references import References
+
 FRAMEWORK_COLORS = {
     BASELINE: "#555555",
     "ray": "#1f77b4",
@@ -32,9 +36,8 @@ FRAMEWORK_COLORS = {
 }
 _EXTRA_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 FRAMEWORK_MARKERS = {BASELINE: "s", "ray": "o", "dask": "^", "dask-on-ray": "D"}
-PHASES = ("startup", "load", "distribute", "compute")
-PHASE_COLORS = {"startup": "#9ecae1", "load": "#fdae6b", "distribute": "#a1d99b",
-                "compute": "#3182bd"}
+_MARKERS: dict[str, str] = {str(k): v for k, v in FRAMEWORK_MARKERS.items()}
+_COLORS: dict[str, str] = {str(k): v for k, v in FRAMEWORK_COLORS.items()}
 
 def _framework_color(framework: str, seen: dict[str, str]) -> str:
     if framework in FRAMEWORK_COLORS:
@@ -131,20 +134,39 @@ def _plot_local_baselines(ax: Axes, wrows: list[dict[str, Any]]) -> tuple[list[f
     return values, [column_label(BASELINE, w) for w in local if w not in local_ok]
 
 
-def _time_vs_workers(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Figure | None:
+def _plot_references(ax: Axes, refs: References | None, workload: str,
+                     colors: dict[str, str]) -> tuple[list[float], list[int]]:
+    """The published numbers as their own dashed series; returns (seconds, worker counts)."""
+    values: list[float] = []
+    workers: list[int] = []
+    for framework, pts in (refs.series(workload).items() if refs else []):
+        xs, ys = [w for w, _ in pts], [v for _, v in pts]
+        ax.plot(xs, ys, linestyle="--", marker=_MARKERS.get(framework, "o"),
+                mfc="none", markersize=7, linewidth=1.2,
+                color=_framework_color(framework, colors),
+                label=f"{framework}: {refs.label if refs else ''} (different setup)")
+        values += ys
+        workers += xs
+    return values, workers
+
+
+def _time_vs_workers(records: list[dict[str, Any]], rows: list[dict[str, Any]],
+                     refs: References | None = None) -> Figure | None:
     latest = latest_records(records)
     if not any(r["state"] == "succeeded" for r in rows):
         return None
     names = workloads(rows)
     nrows, ncols = _grid_shape(len(names))
-    fig = _new_figure(5.4 * ncols, 4.2 * nrows)
+    fig = _new_figure(max(7.5, 5.4 * ncols), 4.2 * nrows)  # (room for the title)
     extra_colors: dict[str, str] = {}
     for i, workload in enumerate(names):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         wrows = [r for r in rows if r["workload"] == workload]
         values, all_workers, failed = _plot_frameworks(ax, workload, wrows, latest, extra_colors)
         local_values, local_failed = _plot_local_baselines(ax, wrows)
-        values += local_values
+        ref_values, ref_workers = _plot_references(ax, refs, workload, extra_colors)
+        values += local_values + ref_values
+        all_workers += ref_workers
         failed += local_failed
         if values and min(values) > 0 and max(values) / min(values) > 20:
             ax.set_yscale("log")
@@ -241,46 +263,6 @@ def _bar_grid(names: list[str], rows: list[dict[str, Any]], width: float, pad: f
     return fig, fig.add_gridspec(len(names), ncols, height_ratios=heights)
 
 
-def _phases(rows: list[dict[str, Any]]) -> Figure | None:
-    if not any(r["state"] == "succeeded" for r in rows):
-        return None
-    names = workloads(rows)
-    fig, gs = _bar_grid(names, rows, width=10, pad=0.8, ncols=1)
-    for i, workload in enumerate(names):
-        ax = fig.add_subplot(gs[i, 0])
-        wrows = [r for r in rows if r["workload"] == workload]
-        labels = [column_label(r["framework"], r["workers"]) for r in wrows]
-        ys = list(range(len(wrows)))
-        left = [0.0] * len(wrows)
-        for phase in PHASES:
-            widths = []
-            for r in wrows:
-                v = r["median"] if phase == "compute" else r.get(phase)
-                widths.append(v if (r["state"] == "succeeded" and v) else 0.0)
-            ax.barh(ys, widths, left=left, color=PHASE_COLORS[phase], edgecolor="white",
-                    height=0.7, label=phase if i == 0 else None)
-            left = [a + b for a, b in zip(left, widths, strict=True)]
-        xmax = max(left) if max(left) > 0 else 1.0
-        for y, r, total in zip(ys, wrows, left, strict=True):
-            if r["state"] != "succeeded":
-                ax.text(xmax * 0.01, y, "FAILED", va="center", color="#b00000",
-                        fontweight="bold", fontsize=9)
-            else:
-                ax.text(total + xmax * 0.01, y, f"{fmt_seconds(total)} s", va="center",
-                        fontsize=8)
-        ax.set_xlim(0, xmax * 1.15)
-        ax.set_yticks(ys, labels)
-        ax.invert_yaxis()
-        ax.set_xlabel("seconds")
-        ax.set_title(workload, fontsize=12, fontweight="bold", loc="left")
-        ax.grid(True, axis="x", alpha=0.3)
-    fig.legend(loc="outside upper right", ncols=4, fontsize=9,
-               title="phase (compute = median of the timed repeats)", title_fontsize=9)
-    fig.suptitle("Per-phase time per framework and worker count", fontsize=13, x=0.02,
-                 ha="left")
-    return fig
-
-
 def _resources(rows: list[dict[str, Any]]) -> Figure | None:
     if not any(r.get("cpu_mean") is not None or r.get("rss_peak") is not None for r in rows):
         return None
@@ -293,8 +275,9 @@ def _resources(rows: list[dict[str, Any]]) -> Figure | None:
         colors = [_framework_color(r["framework"], extra_colors) for r in wrows]
         ys = list(range(len(wrows)))
         for j, (field, xlabel, scale, unit) in enumerate((
-            ("cpu_mean", "mean CPU (% of one core, summed over workers)", 1.0, "%"),
-            ("rss_peak", "peak resident memory (MiB)", 1 / 2**20, " MiB"),
+            ("cpu_mean", "CPU: SUM over workers of each one's mean (% of one core)", 1.0, "%"),
+            ("rss_peak", "memory: MAXIMUM over workers of each one's peak RSS (MiB)",
+             1 / 2**20, " MiB"),
         )):
             ax = fig.add_subplot(gs[i, j])
             vals = [(r.get(field) or 0.0) * scale for r in wrows]
@@ -363,12 +346,15 @@ def _faults_figure(records: list[dict[str, Any]]) -> Figure | None:
     return fig
 
 
-def make_figures(records: Sequence[dict[str, Any]], outdir: str | Path) -> list[Path]:
+def make_figures(records: Sequence[dict[str, Any]], outdir: str | Path,
+                 references: References | None = None,
+                 fitted: Sequence[Sweep] | None = None) -> list[Path]:
     """Write the report's PNG figures into ``outdir`` and return their paths.
 
-    ``time_vs_workers.png``, ``speedup_efficiency.png``, ``phases.png``, ``resources.png``
-    and ``faults.png`` (when any trial was faulted); a figure with nothing to show (e.g. no
-    resource samples) is left out.
+    ``time_vs_workers.png`` (with ``references`` overlaid), ``speedup_efficiency.png``,
+    ``scaling_model.png`` (the fits of ``fitted``, else fitted here), ``phases.png``,
+    ``resources.png``, ``worker_timelines.png`` and ``faults.png`` (when any trial was
+    faulted); a figure with nothing to show (e.g. no resource samples) is left out.
     """
     import matplotlib
 
@@ -378,10 +364,13 @@ def make_figures(records: Sequence[dict[str, Any]], outdir: str | Path) -> list[
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     builders: dict[str, Callable[[], Figure | None]] = {
-        "time_vs_workers": lambda: _time_vs_workers(records, rows),
+        "time_vs_workers": lambda: _time_vs_workers(records, rows, references),
         "speedup_efficiency": lambda: _speedup_efficiency(rows),
-        "phases": lambda: _phases(rows),
+        "scaling_model": lambda: scaling_model_figure(
+            sweeps(records) if fitted is None else fitted, references, _COLORS),
+        "phases": lambda: phases_figure(records),
         "resources": lambda: _resources(rows),
+        "worker_timelines": lambda: worker_timelines_figure(records),
         "faults": lambda: _faults_figure(records),
     }
     paths = []

@@ -8,6 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from .extras import Extras
+from .interactive import Interactive, bokeh_resources, interactive_figures
 from .sections import FIGURES, Section, load_summary, sections, title
 from .stats import ReportOptions
 from .table import Grid
@@ -70,8 +72,20 @@ def _figures_html(figures: list[Path]) -> list[str]:
     return parts
 
 
-def section_html(section: Section, figures: list[Path]) -> list[str]:
-    """One part of the report as HTML (see ``sections.Section`` for what it holds)."""
+def _interactive_html(live: list[Interactive]) -> list[str]:
+    parts = [("<p>Interactive figures: hover for values; drag to pan, scroll to zoom, click a "
+             "legend entry to hide its series. The same figures as PNG are folded below.</p>")]
+    for fig in live:
+        caption = f"<b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}"
+        parts += ["<figure>", f'<div class="scroll">{fig.div}</div>', fig.script,
+                  f"<figcaption>{caption}</figcaption>", "</figure>"]
+    return parts
+
+
+def section_html(section: Section, figures: list[Path],
+                 live: list[Interactive] | None = None) -> list[str]:
+    """One part of the report as HTML (see ``sections.Section`` for what it holds); the
+    figures section shows the ``live`` (bokeh) figures first and folds the PNGs below them."""
     heading = f"<h2>{html.escape(section.heading)}</h2>"
     body = [f"<p>{html.escape(section.intro)}</p>"] if section.intro else []
     if section.sentences:
@@ -81,9 +95,14 @@ def section_html(section: Section, figures: list[Path]) -> list[str]:
         table = grid_html(section.grid, section.numeric_from, section.wrap)
         body.append(table if section.wrap else f'<div class="scroll">{table}</div>')
     if section.figures:
-        if not figures:
+        if not figures and not live:
             return []
-        body += _figures_html(figures)
+        if live:
+            body += _interactive_html(live)
+            body += ["<details>", "<summary>Static figures (PNG)</summary>",
+                     *_figures_html(figures), "</details>"]
+        else:
+            body += _figures_html(figures)
     if section.html:
         body.append(section.html)
     if section.folded:
@@ -92,16 +111,20 @@ def section_html(section: Section, figures: list[Path]) -> list[str]:
 
 
 def html_document(records: list[dict[str, Any]], figures: list[Path],
-                  options: ReportOptions | None = None) -> str:
-    """The report as one HTML page; ``figures`` are embedded as base64 PNG."""
+                  options: ReportOptions | None = None, extras: Extras | None = None) -> str:
+    """The report as one HTML page: interactive (bokeh, its JavaScript inlined) figures, and
+    ``figures`` embedded as base64 PNG; ``extras``: references and scaling fits."""
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    extras = extras or Extras.of(records, None)
+    live = interactive_figures(records, extras.references, extras.fitted, FIGURES)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title(records))}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title(records))}</title>", f"<style>{_CSS}</style>",
+        bokeh_resources() if live else "", "</head><body>",
         f"<h1>{html.escape(title(records))}</h1>",
         f'<p class="sub">Generated {generated}; {html.escape(load_summary(records))}.</p>',
     ]
-    for section in sections(records, options):
-        parts += section_html(section, figures)
+    for section in sections(records, options, extras.sections(records)):
+        parts += section_html(section, figures, live)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .extras import Extras
 from .sections import FIGURES, Section, load_summary, sections, title
 from .stats import ReportOptions
 from .table import Grid
@@ -53,10 +54,13 @@ def section_markdown(section: Section, figures: list[Path], figure_dir: str) -> 
 
 
 def markdown_document(records: list[dict[str, Any]], figures: list[Path],
-                      figure_dir: str, options: ReportOptions | None = None) -> str:
-    """The report in Markdown; ``figures`` are linked as ``<figure_dir>/<name>``."""
+                      figure_dir: str, options: ReportOptions | None = None,
+                      extras: Extras | None = None) -> str:
+    """The report in Markdown; ``figures`` are linked as ``<figure_dir>/<name>``; ``extras``:
+    references and scaling fits."""
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"# {title(records)}", "", f"Generated {generated}; {load_summary(records)}.", ""]
-    for section in sections(records, options):
+    extra = extras.sections(records) if extras else []
+    for section in sections(records, options, extra):
         parts += section_markdown(section, figures, figure_dir)
     return "\n".join(parts)

@@ -51,15 +51,32 @@ FIGURES = {
         ("Speedup = median at the smallest worker count / median at n workers; efficiency = "
          "speedup / (n / smallest count). The dashed black line is ideal linear scaling."),
     ),
+    "scaling_model": (
+        "Scaling model (Amdahl and USL, extrapolated)",
+        ("A model, not a measurement: measured median speedups (points) with Amdahl's law and "
+         "the Universal Scalability Law fitted to them and extrapolated to 64 workers; shaded: "
+         "the 5th–95th percentile of a bootstrap over the timed repeats (run-to-run noise only, "
+         "not model error)."),
+    ),
     "phases": (
         "Where the time goes",
-        ("One-off phases (cluster start-up, data load, data distribution) and the median "
-         "compute time, stacked per framework and worker count."),
+        ("Top: the data load, paid once per run (not per trial). Below, per trial: cluster "
+         "start-up (shared by the workloads run on that cluster), data distribution, warm-up "
+         "(the sum of the untimed warm-up runs) and compute (the median of the timed repeats), "
+         "stacked."),
     ),
     "resources": (
         "CPU and memory",
-        ("Mean CPU use summed over the workers (100 % = one core busy) and peak resident "
-         "memory of the workers, per framework and worker count."),
+        ("CPU: the sum over the workers of each worker's mean CPU (100 % = one core busy). "
+         "Memory: the maximum over the workers of each worker's peak resident memory (not a "
+         "sum). Per framework and worker count; per-worker figures are in the timelines."),
+    ),
+    "worker_timelines": (
+        "Per-worker CPU and memory over time",
+        ("One line per worker (not a sum or a mean): its CPU in percent of one core and its "
+         "resident memory, sampled during the timed repeats; n = samples per worker (a long "
+         "run's points are merged: mean CPU, peak memory). For the largest worker count of "
+         "each workload and framework."),
     ),
     "faults": (
         "Fault tolerance",
@@ -216,8 +233,15 @@ Iterable[Section]`` and insert ``("my-name", my_section)`` where it belongs (e.g
 ``"environment"``, which stays last)."""
 
 
-def sections(records: list[dict[str, Any]], options: ReportOptions | None = None
-             ) -> list[Section]:
-    """Every part of the report, in the order of ``SECTION_BUILDERS``."""
+def sections(records: list[dict[str, Any]], options: ReportOptions | None = None,
+             extra: Sequence[Section] = ()) -> list[Section]:
+    """Every part of the report, in the order of ``SECTION_BUILDERS``; ``extra`` (the
+    model-backed parts of ``extras.Extras``, which import this module) just before the
+    environment, which stays last."""
     ctx = context(records, options)
-    return [s for _, build in SECTION_BUILDERS for s in build(ctx)]
+    out: list[Section] = []
+    for name, build in SECTION_BUILDERS:
+        if name == "environment":
+            out += extra
+        out += build(ctx)
+    return out

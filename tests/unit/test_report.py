@@ -126,7 +126,8 @@ def test_render_table_prints_both_tables():
 def test_make_figures_writes_every_kind(tmp_path):
     paths = make_figures(sample_records(), tmp_path)
     assert {p.name for p in paths} == {"time_vs_workers.png", "speedup_efficiency.png",
-                                       "phases.png", "resources.png", "faults.png"}
+                                       "phases.png", "resources.png", "faults.png",
+                                       "scaling_model.png"}  # (ray ran at 1, 2 and 3)
     for p in paths:
         data = p.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
@@ -149,7 +150,7 @@ def test_html_report(tmp_path):
                    "How to read", "hostname"):
         assert needle in text, needle
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 5
+    assert len(images) == 6
     import base64
     assert all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
     assert not list(tmp_path.glob("*_figures"))  # self-contained
@@ -162,7 +163,7 @@ def test_markdown_report(tmp_path):
                    "## Fault tolerance", "| ray ×2 |"):
         assert needle in text, needle
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 5
+    assert len(links) == 6
     for link in links:
         assert link.startswith("report_figures/")
         png = tmp_path / link
