@@ -320,11 +320,11 @@ def test_the_workload_registry_declares_params_checks_and_torch():
     from bench.params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES, WORKLOADS
 
     assert tuple(WORKLOADS) == WORKLOAD_NAMES and set(DEFAULT_WORKLOADS) <= set(WORKLOADS)
-    assert {n for n, w in WORKLOADS.items() if w.needs_torch} == {"cnn", "resnet18"}
+    assert {n for n, w in WORKLOADS.items() if w.needs_torch} == {"cnn", "resnet18", "train"}
     assert all(PARAMS[n] is w.params for n, w in WORKLOADS.items())
     assert all(len(w.impl.split(":")) == 2 for w in WORKLOADS.values())
     assert {n for n, w in WORKLOADS.items() if w.checks} == {
-        "pca", "kmeans", "gridsearch", "cnn", "resnet18"}
+        "pca", "kmeans", "gridsearch", "cnn", "resnet18", "train", "tune"}
 
 
 def test_data_checks_name_the_field_before_any_cluster_starts():
