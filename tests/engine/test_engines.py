@@ -173,7 +173,7 @@ def test_libraries_train_and_tune(cluster, digits, lib_baseline, monkeypatch):
     from bench.errors import RunError
 
     if cluster.framework == "dask-on-ray":
-        with pytest.raises(RunError, match="train runs on local, ray .* not on dask-on-ray"):
+        with pytest.raises(RunError, match=r"train runs on local, ray .* not on dask-on-ray"):
             _lib_run(cluster, digits, "train", LIB_RESNET)
         return
     tune = _lib_run(cluster, digits, "tune", LIB_TUNE)

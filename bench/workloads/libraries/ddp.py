@@ -139,7 +139,7 @@ def ray_loop(config: dict[str, Any]) -> None:
 
     ctx = ray.train.get_context()
     data = tuple(ray.get(config["data"]))
-    out = fit(config["cfg"], data, ctx.get_world_rank(), ctx.get_world_size(),  # type: ignore[arg-type]
+    out = fit(config["cfg"], data, ctx.get_world_rank(), ctx.get_world_size(),
               wrap_model=rtt.prepare_model,
               wrap_loader=lambda loader: rtt.prepare_data_loader(loader, move_to_device=False))
     out["curve"] = [list(p) for p in out["curve"]]

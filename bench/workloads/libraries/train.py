@@ -26,8 +26,8 @@ from bench.datasets import Dataset
 from bench.engines.base import Engine
 from bench.errors import RunError
 from bench.frameworks import is_baseline
+from bench.workloads.base import Outcome, Params, State, Tolerance, Workload
 
-from ..base import Outcome, Params, State, Tolerance, Workload
 from .needs import need
 
 TIMEOUT_S = 600  # gloo rendezvous and collectives: fail a wedged rank instead of hanging

@@ -26,8 +26,8 @@ import numpy as np
 from bench.datasets import Dataset
 from bench.engines.base import Engine
 from bench.errors import RunError
+from bench.workloads.base import Outcome, Params, State, Tolerance, Workload
 
-from ..base import Outcome, Params, State, Tolerance, Workload
 from .needs import need
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -120,13 +120,14 @@ def _ray(engine: Engine, state: State, params: Params) -> Outcome:
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     seconds = time.perf_counter() - t0
-    errors = [r.error for r in grid if r.error is not None]
+    results = [grid[i] for i in range(len(grid))]
+    errors = [r.error for r in results if r.error is not None]
     if errors:
         raise RunError(f"tune on ray: {len(errors)} trial(s) failed, first: {errors[0]!r}")
-    engine.tasks += len(grid)
-    return _outcome([(float(r.metrics["score"]),
-                      {"C": float(r.config["C"]), "gamma": float(r.config["gamma"])})
-                     for r in grid], params, seconds)
+    engine.tasks += len(results)
+    points = [(dict(r.metrics or {}), dict(r.config or {})) for r in results]
+    return _outcome([(float(m["score"]), {"C": float(c["C"]), "gamma": float(c["gamma"])})
+                     for m, c in points], params, seconds)
 
 
 def _dask(engine: Engine, state: State, params: Params) -> Outcome:
