@@ -19,11 +19,8 @@ size, run identical computations.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import socket
-import tempfile
 import time
 from datetime import timedelta
 from typing import Any
@@ -143,12 +140,24 @@ def ray_loop(config: dict[str, Any]) -> None:
               wrap_model=rtt.prepare_model,
               wrap_loader=lambda loader: rtt.prepare_data_loader(loader, move_to_device=False))
     out["curve"] = [list(p) for p in out["curve"]]
-    # Ray Train 2.x (Train V2) hands the driver only the metrics reported with a checkpoint
-    # (ray/train/v2/api/result.py, Result._from_checkpoint_manager): rank 0 reports a tiny one.
-    if ctx.get_world_rank() != 0:
-        ray.train.report(out)
-        return
-    with tempfile.TemporaryDirectory(prefix="tb-train-") as d:
-        with open(os.path.join(d, "metrics.json"), "w") as f:
-            json.dump(out, f)
-        ray.train.report(out, checkpoint=ray.train.Checkpoint.from_directory(d))
+    ray.train.report(out)
+    # Ray Train 2.x (Train V2) hands the driver only metrics reported with a checkpoint
+    # (ray/train/v2/api/result.py, Result._from_checkpoint_manager), and a checkpoint needs a
+    # storage path every node shares (ray/train/v2/_internal/execution/storage.py,
+    # persist_current_checkpoint): a RayJob's pods share none.  Rank 0 hands its figures to
+    # the driver's inbox actor instead.
+    if ctx.get_world_rank() == 0:
+        ray.get(config["inbox"].put.remote(out))
+
+
+class Inbox:
+    """A Ray actor (``num_cpus=0``) holding what rank 0 reports, for the driver to read."""
+
+    def __init__(self) -> None:
+        self.value: dict[str, Any] | None = None
+
+    def put(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+    def get(self) -> dict[str, Any] | None:
+        return self.value

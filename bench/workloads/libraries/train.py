@@ -83,32 +83,41 @@ def _outcome(out: dict[str, Any], setup_s: float) -> Outcome:
 
 def _ray(engine: Engine, state: State, params: Params) -> Outcome:
     need("ray.train.torch", "ray[train]", "train on ray")
+    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .ddp import ray_loop
+    from .ddp import Inbox, ray_loop
 
     world = engine.workers
     cfg = _config(engine, params, world)
-    # Results and checkpoints: none are written (no checkpoint is reported), but Ray Train
-    # needs a storage path; on a remote cluster each node creates it locally.
+    # One training worker per node, each with the smallest node's CPUs: a cluster we connected
+    # to (a RayJob's) may have a head with CPUs or nodes of unequal size, whose average
+    # (engine.cpus_per_worker) would not fit on every node.
+    cpus = min((n["Resources"].get("CPU", 0) for n in ray.nodes()  # type: ignore[no-untyped-call]
+                if n.get("Alive") and n["Resources"].get("CPU", 0) > 0),
+               default=engine.cpus_per_worker)
+    # No checkpoint is reported (see ddp.ray_loop), so nothing is written under the storage
+    # path but Ray Train's own markers; each node creates the directory locally.
     storage = tempfile.mkdtemp(prefix="tb-train-")
     t0 = time.perf_counter()
+    inbox: Any = ray.remote(num_cpus=0)(Inbox).remote()  # (Ray's actor typing is partial)
     try:
         trainer = TorchTrainer(
-            ray_loop, train_loop_config={"cfg": cfg, "data": state["handles"]},
+            ray_loop, train_loop_config={"cfg": cfg, "data": state["handles"], "inbox": inbox},
             torch_config=TorchConfig(backend="gloo", timeout_s=TIMEOUT_S),
             scaling_config=ScalingConfig(num_workers=world, use_gpu=False,
-                                         resources_per_worker={"CPU": engine.cpus_per_worker},
+                                         resources_per_worker={"CPU": cpus},
                                          placement_strategy="SPREAD"),
             run_config=RunConfig(name=f"train-{uuid.uuid4().hex[:8]}", storage_path=storage))
         result = trainer.fit()
+        out: dict[str, Any] | None = ray.get(inbox.get.remote())
     finally:
+        ray.kill(inbox)
         shutil.rmtree(storage, ignore_errors=True)
     wall = time.perf_counter() - t0
-    out = dict(result.metrics or {})
-    if "accuracy" not in out:
-        raise RunError(f"train on ray: Ray Train returned no metrics ({result.error!r})")
+    if out is None:
+        raise RunError(f"train on ray: rank 0 reported nothing ({result.error!r})")
     engine.tasks += world
     return _outcome(out, max(0.0, wall - float(out["train_s"])))
 
