@@ -113,7 +113,9 @@ def _ray(engine: Engine, state: State, params: Params) -> Outcome:
             trainable,
             param_space={"C": tune.grid_search(list(params["C"])),
                          "gamma": tune.grid_search(list(params["gamma"]))},
-            tune_config=tune.TuneConfig(metric="score", mode="max"),
+            # Trials reuse their actors, as Dask's reuse its worker processes: the figure is
+            # the search, not a process start per grid point.
+            tune_config=tune.TuneConfig(metric="score", mode="max", reuse_actors=True),
             run_config=tune.RunConfig(name=f"tune-{uuid.uuid4().hex[:8]}",
                                       storage_path=storage, verbose=0))
         grid = tuner.fit()
