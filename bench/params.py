@@ -100,6 +100,29 @@ class NoopParams(_Params):
     pass
 
 
+class TrainParams(_Params):
+    arch: Literal["resnet18", "cnn"] = "resnet18"
+    width: PositiveInt = 64
+    """ResNet-18's first-stage channels (64: the real network); ignored by ``cnn``."""
+    steps: PositiveInt = 50
+    """Optimiser steps, the same on every framework (fixed work: samples/s are comparable)."""
+    batch_size: PositiveInt = 64
+    """The global batch: split evenly between the data-parallel ranks (one per worker)."""
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    target_accuracy: float = Field(default=0.9, gt=0, le=1)
+    """Test accuracy whose first crossing gives ``time_to_target_s``."""
+    eval_every: PositiveInt = 10
+    """Rank 0 scores the test set every this many steps (and after the last)."""
+    seed: int = 0
+
+
+class TuneParams(_Params):
+    C: list[float] = Field(default_factory=lambda: [1.0, 10.0, 100.0], min_length=1)
+    gamma: list[float] = Field(default_factory=lambda: [0.0005, 0.001, 0.005], min_length=1)
+    cv: int = Field(default=3, ge=2)
+
+
 # --------------------------------------------------------------------------------------------
 # The workload registry
 # --------------------------------------------------------------------------------------------
@@ -172,6 +195,13 @@ def _images_8x8(name: str) -> DataCheck:
     return check
 
 
+def _global_batch(params: dict[str, Any], data: TrainingData) -> tuple[str, str] | None:
+    if params["batch_size"] > len(data.X_train):
+        return ("params.batch_size",
+                f"{params['batch_size']} is more than the {len(data.X_train)} training rows")
+    return None
+
+
 WORKLOADS: dict[str, WorkloadInfo] = {
     "knn": WorkloadInfo(KnnParams, "knn:Knn"),
     "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,)),
@@ -184,6 +214,11 @@ WORKLOADS: dict[str, WorkloadInfo] = {
     "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame"),
     "tasks": WorkloadInfo(TasksParams, "tasks:Tasks"),
     "noop": WorkloadInfo(NoopParams, "noop:Noop", default=False),
+    "train": WorkloadInfo(TrainParams, "libraries.train:Train",
+                          checks=(_images_8x8("train"), _global_batch), needs_torch=True,
+                          default=False, tier="libraries"),
+    "tune": WorkloadInfo(TuneParams, "libraries.tune:Tune", checks=(_cv_folds,), default=False,
+                         tier="libraries"),
 }
 """Every workload, in display order."""
 

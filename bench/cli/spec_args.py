@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import UsageError
+from bench.params import WORKLOAD_NAMES
 
 from .options import csv_list, int_list, nonneg_int, positive_int
 
@@ -20,8 +21,7 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
                    help="ray, dask, dask-on-ray, local (comma-separated or repeated)")
     p.add_argument("--workers", "-w", type=int_list, help="worker counts to sweep, e.g. 1,2,4")
     p.add_argument("--workload", "-l", type=csv_list("--workload"), action="extend",
-                   help="knn, kmeans, pca, gridsearch, classify, cnn, resnet18, dataframe, "
-                        "tasks, noop")
+                   help=", ".join(WORKLOAD_NAMES))
     p.add_argument("--dataset", help="digits, synthetic, file, s3")
     p.add_argument("--samples", type=positive_int, help="synthetic dataset rows")
     p.add_argument("--features", type=positive_int, help="synthetic dataset columns")

@@ -4,6 +4,7 @@ Every workload runs on every framework and its quality figure is compared with t
 single-process scikit-learn/pandas/torch baseline on the same data.
 """
 import os
+import sys
 import time
 
 import psutil
@@ -206,3 +207,78 @@ def test_dashboards(cluster):
     with urllib.request.urlopen(url, timeout=30) as r:
         assert r.status == 200
         assert b"bokeh" in r.read().lower()
+
+
+# -- the libraries tier: Ray Train / DDP on Dask workers, Ray Tune / Dask-ML ----------------
+LIB_CNN = {"arch": "cnn", "steps": 40, "batch_size": 32, "lr": 0.1, "eval_every": 10,
+           "target_accuracy": 0.3}
+LIB_RESNET = {"arch": "resnet18", "width": 8, "steps": 4, "batch_size": 16, "eval_every": 4}
+LIB_TUNE = {"C": [1.0, 10.0], "gamma": [0.001, 0.005]}
+_DDP_RESNET = {}  # framework -> quality of the ResNet run, for the Ray-vs-Dask comparison
+
+
+def _lib_run(engine, digits, name, params):
+    wl = get_workload(name)
+    params = WorkloadSpec(name=name, params=params).params
+    state = wl.distribute(engine, digits, params)
+    try:
+        return wl.run(engine, state, params)
+    finally:
+        wl.release(engine, state)
+
+
+@pytest.fixture(scope="module")
+def lib_baseline(digits):
+    """The local single-process runs the libraries workloads are compared with."""
+    engine = make_engine("local", 1)
+    engine.start()
+    try:
+        return {"cnn": _lib_run(engine, digits, "train", LIB_CNN),
+                "tune": _lib_run(engine, digits, "tune", LIB_TUNE)}
+    finally:
+        engine.stop()
+
+
+def test_libraries_train_and_tune(cluster, digits, lib_baseline, monkeypatch):
+    """One pass per framework (Ray Train's start-up costs seconds): what is true of DDP with the
+    same seed, global batch, steps and batches (bench/workloads/libraries/ddp.py):
+    * the small CNN has no BatchNorm, so DDP on 2 ranks computes the baseline's updates up to
+      summation order: same accuracy (to one test image) and last loss (to 1e-3);
+    * ResNet-18 normalises per rank, so it differs from the baseline, but Ray Train and Dask
+      DDP with the same world size compute the same thing: equal to each other;
+    * the grid searches share the folds: the same best score everywhere."""
+    from bench.errors import RunError
+
+    if cluster.framework == "dask-on-ray":
+        with pytest.raises(RunError, match=r"train runs on local, ray .* not on dask-on-ray"):
+            _lib_run(cluster, digits, "train", LIB_RESNET)
+        return
+    tune = _lib_run(cluster, digits, "tune", LIB_TUNE)
+    assert tune.quality["best_score"] == pytest.approx(lib_baseline["tune"].quality["best_score"],
+                                                       abs=1e-12)
+    assert tune.extra["trials"] == 4 and tune.extra["trials_per_s"] > 0
+
+    if cluster.framework == "dask":  # the CNN against the baseline (cheap on Dask)
+        cnn, base = _lib_run(cluster, digits, "train", LIB_CNN), lib_baseline["cnn"]
+        assert cnn.extra["world"] == 2 and base.extra["world"] == 1
+        assert abs(cnn.quality["accuracy"] - base.quality["accuracy"]) <= 1 / 360 + 1e-9
+        assert cnn.quality["loss"] == pytest.approx(base.quality["loss"], rel=1e-3)
+        assert cnn.quality["accuracy"] > 0.3 and cnn.extra["time_to_target_s"] is not None
+        assert [s for s, _ in cnn.extra["curve"]] == [10, 20, 30, 40]
+
+    resnet = _lib_run(cluster, digits, "train", LIB_RESNET)
+    assert resnet.extra["world"] == 2 and resnet.extra["samples_per_s"] > 0
+    assert resnet.extra["setup_s"] > 0
+    _DDP_RESNET[cluster.framework] = resnet.quality
+    if len(_DDP_RESNET) == 2:  # the second framework of the two checks against the first
+        ray, dask = _DDP_RESNET["ray"], _DDP_RESNET["dask"]
+        assert ray["accuracy"] == pytest.approx(dask["accuracy"], abs=1 / 360 + 1e-9)
+        assert ray["loss"] == pytest.approx(dask["loss"], rel=1e-3)
+
+    # A missing library is one line naming the package (the import made to fail for real).
+    missing, message = (("ray.train.torch", "train on ray needs ray\\[train\\]")
+                        if cluster.framework == "ray" else
+                        ("torch.distributed", "train on dask needs torch"))
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(RunError, match=message):
+        _lib_run(cluster, digits, "train", LIB_RESNET)

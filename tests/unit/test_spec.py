@@ -136,7 +136,8 @@ def test_unreadable_specs(tmp_path):
                                "ray, dask, dask-on-ray; did you mean 'ray'?")),
     ({"workload": {"name": "kmean"}}, ("spec.workloads.0.name: unknown workload 'kmean'; expected "
                                        "one of knn, kmeans, pca, gridsearch, classify, cnn, "
-                                       "resnet18, dataframe, tasks, noop; did you mean 'kmeans'?")),
+                                       "resnet18, dataframe, tasks, noop, train, tune; did you "
+                                       "mean 'kmeans'?")),
     ({"dataset": {"name": "synthtic"}},
      ("spec.dataset.name: unknown dataset 'synthtic'; expected one of digits, synthetic, file, s3; "
       "did you mean 'synthetic'?")),
@@ -320,11 +321,11 @@ def test_the_workload_registry_declares_params_checks_and_torch():
     from bench.params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES, WORKLOADS
 
     assert tuple(WORKLOADS) == WORKLOAD_NAMES and set(DEFAULT_WORKLOADS) <= set(WORKLOADS)
-    assert {n for n, w in WORKLOADS.items() if w.needs_torch} == {"cnn", "resnet18"}
+    assert {n for n, w in WORKLOADS.items() if w.needs_torch} == {"cnn", "resnet18", "train"}
     assert all(PARAMS[n] is w.params for n, w in WORKLOADS.items())
     assert all(len(w.impl.split(":")) == 2 for w in WORKLOADS.values())
     assert {n for n, w in WORKLOADS.items() if w.checks} == {
-        "pca", "kmeans", "gridsearch", "cnn", "resnet18"}
+        "pca", "kmeans", "gridsearch", "cnn", "resnet18", "train", "tune"}
 
 
 def test_data_checks_name_the_field_before_any_cluster_starts():
