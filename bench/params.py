@@ -132,6 +132,10 @@ class WorkloadInfo:
     """Imports torch (only the full runner image has it)."""
     default: bool = True
     """Part of a spec that names no workloads."""
+    partitioned: bool = False
+    """Runs on a partitioned dataset (``dataset.name: parquet``, ``bench.data``): its tasks
+    read their own partitions (``Workload.distribute_partitioned``); the others need the data
+    in memory on the driver."""
     tier: Literal["core", "libraries"] = "core"
     """``core``: the same algorithm written on the engine vocabulary (put/map/joblib) for
     every framework, the controlled comparison; ``libraries``: each framework's own library
