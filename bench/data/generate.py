@@ -25,10 +25,11 @@ import numpy as np
 
 from bench.errors import UsageError
 
-from .layout import DIMENSION_DIR, MANIFEST, S3Settings, filesystem_for, part_name
+from .layout import DIMENSION_DIR, MANIFEST, S3Settings, filesystem_for, part_name, storage_error
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.fs as pafs
 
 KINDS = ("classification", "blobs", "transactions")
 CATEGORIES = ("books", "electronics", "food", "garden", "toys")
@@ -132,16 +133,24 @@ def make_dataset(kind: str, uri: str, rows: int, columns: int = 16, partitions: 
     own six columns); ``row_group_rows``: rows per Parquet row group (default: a quarter of a
     partition, at least 1,000)."""
     import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
 
     _check(kind, rows, columns, partitions, classes, keys)
     fs, path = filesystem_for(uri, s3)
     try:
         existing = fs.get_file_info(f"{path}/{MANIFEST}")
+        if existing.type != pafs.FileType.NotFound and not overwrite:
+            raise UsageError(f"uri {uri}: a dataset exists there already (use --overwrite)")
+        return _write(kind, fs, path, rows, columns, partitions, seed, classes, keys,
+                      row_group_rows, progress)
     except OSError as e:
-        raise UsageError(f"uri {uri}: cannot be reached: {str(e).splitlines()[0]}") from None
-    if existing.type != pafs.FileType.NotFound and not overwrite:
-        raise UsageError(f"uri {uri}: a dataset exists there already (use --overwrite)")
+        raise storage_error(f"uri {uri}", e, "cannot write") from None
+
+
+def _write(kind: str, fs: pafs.FileSystem, path: str, rows: int, columns: int, partitions: int,
+           seed: int, classes: int, keys: int, row_group_rows: int | None,
+           progress: Progress | None) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
     gen = _Generator(kind, columns, seed, classes, keys)
     fs.create_dir(path, recursive=True)
     sizes = partition_rows(rows, partitions)

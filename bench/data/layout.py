@@ -91,6 +91,20 @@ def filesystem_for(uri: str, s3: S3Settings | None = None) -> tuple[pafs.FileSys
     return pafs.LocalFileSystem(), path
 
 
+def storage_error(where: str, e: OSError, doing: str) -> UsageError | RunError:
+    """One line for a filesystem error: a missing bucket or denied access is the user's to fix
+    (UsageError); anything else (an endpoint down, a timeout) is a run failure."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    flat = msg.lower().replace("_", "")
+    if "nosuchbucket" in flat or "bucket does not exist" in flat:
+        return UsageError(f"{where}: the bucket does not exist ({msg})")
+    if any(k in flat for k in ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch",
+                               "forbidden")):
+        return UsageError(f"{where}: access denied ({msg}); check the credentials "
+                          "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+    return RunError(f"{where}: {doing}: {msg}")
+
+
 def join(uri: str, name: str) -> str:
     return uri.rstrip("/") + "/" + name
 
@@ -142,6 +156,10 @@ def _read_manifest(fs: pafs.FileSystem, path: str, uri: str) -> dict[str, Any]:
     try:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
+            bucket = path.split("/")[0]
+            if uri.startswith("s3://") and \
+                    fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise UsageError(f"dataset.uri {uri}: the bucket {bucket!r} does not exist")
             raise UsageError(f"dataset.uri {uri}: does not exist")
         with fs.open_input_stream(f"{path}/{MANIFEST}") as f:
             raw = f.read()
@@ -149,13 +167,7 @@ def _read_manifest(fs: pafs.FileSystem, path: str, uri: str) -> dict[str, Any]:
         raise UsageError(f"dataset.uri {uri}: no {MANIFEST}; a partitioned dataset is made by "
                          "`testbed data make`") from None
     except OSError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "NoSuchBucket" in msg or "does not exist" in msg.lower():
-            raise UsageError(f"dataset.uri {uri}: {msg}") from None
-        if "AccessDenied" in msg or "InvalidAccessKeyId" in msg or "Forbidden" in msg:
-            raise UsageError(f"dataset.uri {uri}: access denied ({msg}); check credentials"
-                             ) from None
-        raise RunError(f"dataset.uri {uri}: cannot read {MANIFEST}: {msg}") from None
+        raise storage_error(f"dataset.uri {uri}", e, f"cannot read {MANIFEST}") from None
     try:
         manifest: dict[str, Any] = json.loads(raw)
     except ValueError:
@@ -179,7 +191,7 @@ def open_dataset(uri: str, s3: S3Settings | None = None) -> PartitionedData:
         listing = fs.get_file_info(pafs.FileSelector(path, recursive=False))
         dim_info = fs.get_file_info(f"{path}/{DIMENSION_DIR}/{part_name(0)}")
     except OSError as e:
-        raise RunError(f"dataset.uri {uri}: cannot list: {str(e).splitlines()[0]}") from None
+        raise storage_error(f"dataset.uri {uri}", e, "cannot list") from None
     sizes = {os.path.basename(i.path): i.size for i in listing if i.type == pafs.FileType.File}
     names = [part_name(i) for i in range(manifest["partitions"])]
     missing = [n for n in names if n not in sizes]

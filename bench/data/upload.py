@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from bench.errors import RunError, UsageError
+from bench.errors import UsageError
 
-from .layout import MANIFEST, S3Settings, filesystem_for, open_dataset, split_uri
+from .layout import MANIFEST, S3Settings, filesystem_for, open_dataset, split_uri, storage_error
 
 CHUNK = 8 * 2**20
 UploadProgress = Callable[[int, int], None]
@@ -47,12 +47,7 @@ def upload(local_dir: str, uri: str, *, s3: S3Settings | None = None, overwrite:
                     if progress:
                         progress(done, total)
     except OSError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "NoSuchBucket" in msg or "bucket does not exist" in msg.lower():
-            raise UsageError(f"uri {uri}: the bucket does not exist ({msg})") from None
-        if "AccessDenied" in msg or "InvalidAccessKeyId" in msg or "SignatureDoesNotMatch" in msg:
-            raise UsageError(f"uri {uri}: access denied ({msg}); check credentials") from None
-        raise RunError(f"uri {uri}: upload failed: {msg}") from None
+        raise storage_error(f"uri {uri}", e, "upload failed") from None
     if progress and total == 0:
         progress(0, 0)
     return done

@@ -152,3 +152,40 @@ def test_reads_on_the_baseline_record_every_partition(tmp_path):
     assert rec["bytes_read"] == data.total_bytes
     assert rec["read_seconds_by_worker"]["driver"] > 0
     assert rec["peak_rss_by_worker"]["driver"] > 10 * 2**20
+
+
+def test_cli_data_make_writes_a_dataset_with_a_progress_bar(tmp_path, capsys):
+    from bench.cli import main
+
+    uri = str(tmp_path / "tx")
+    assert main(["data", "make", "--kind", "transactions", "--rows", "2000", "--partitions",
+                 "2", "--seed", "5", uri]) == 0
+    out = capsys.readouterr().out
+    assert "writing" in out and "3/3" in out  # the bar: 2 partitions + the dimension table
+    assert f"{uri}: transactions, 2,000 rows in 2 partitions" in out
+    assert open_dataset(uri).manifest["seed"] == 5
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["make", "--rows", "10", "--partitions", "20", "{d}/x"],
+     "testbed: error: partitions: 20 partitions for 10 rows"),
+    (["make", "--rows", "0", "{d}/x"], "argument --rows: must be at least 1, got 0"),
+    (["make", "--kind", "nope", "--rows", "5", "{d}/x"], "argument --kind: invalid choice"),
+    (["make", "--rows", "100", "gs://b/x"], "only local directories and s3://bucket/prefix"),
+    (["upload", "{d}", "/not/s3"], "testbed: error: uri: '/not/s3' is not of the form s3://"),
+    (["upload", "{d}/missing", "s3://b/x"], "local_dir: '{d}/missing' is not a directory"),
+    (["upload", "{d}", "s3://b/x"], "dataset.uri {d}: no _manifest.json"),
+])
+def test_cli_data_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    from bench.cli import main
+
+    args = ["data", *(a.format(d=str(tmp_path)) for a in argv)]
+    if "argument" in message:  # argparse's own check
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+    else:
+        assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert message.format(d=str(tmp_path)) in err and "Traceback" not in err
+    assert "writing" not in out  # no progress bar before the input is checked
