@@ -178,8 +178,9 @@ def _images_8x8(name: str) -> DataCheck:
 
 WORKLOADS: dict[str, WorkloadInfo] = {
     "knn": WorkloadInfo(KnnParams, "knn:Knn"),
-    "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,)),
-    "pca": WorkloadInfo(PcaParams, "pca:Pca", checks=(_n_components,)),
+    "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,),
+                           partitioned=True),
+    "pca": WorkloadInfo(PcaParams, "pca:Pca", checks=(_n_components,), partitioned=True),
     "gridsearch": WorkloadInfo(GridSearchParams, "gridsearch:GridSearch", checks=(_cv_folds,)),
     "classify": WorkloadInfo(ClassifyParams, "classify:Classify"),
     "cnn": WorkloadInfo(CnnParams, "cnn:Cnn", checks=(_images_8x8("cnn"),), needs_torch=True),

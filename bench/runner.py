@@ -79,7 +79,7 @@ def check_workloads(spec: BenchmarkSpec, data: LoadedData) -> None:
                     f"workloads.{i}.name: {w.name} needs in-memory data (dataset digits, "
                     f"synthetic, file or s3); dataset parquet ({data.uri}) is partitioned and "
                     f"read by the workers")
-            continue
+            continue  # the workload's distribute_partitioned checks what the manifest says
         for check in WORKLOADS[w.name].checks:
             problem = check(w.params, data)
             if problem is not None:

@@ -73,13 +73,21 @@ def peak_rss() -> int:
 
 def read_table(data: PartitionedData, index: int, columns: Sequence[str] | None = None
                ) -> tuple[pa.Table, int]:
-    """Partition ``index`` as a table and the bytes read from storage (its file's size)."""
+    """Partition ``index`` as a table and the bytes read from storage: the file's size, or
+    with ``columns`` the compressed size of those columns' chunks (what a projected read
+    fetches, besides the footer)."""
     import pyarrow.parquet as pq
 
     fs, _ = data.filesystem()
     with fs.open_input_file(data.path(data.partitions[index])) as f:
         size = int(f.size())
-        table = pq.read_table(f, columns=list(columns) if columns else None)
+        pf = pq.ParquetFile(f)
+        table = pf.read(columns=list(columns) if columns else None)
+        if columns:
+            meta, wanted = pf.metadata, set(columns)
+            size = sum(rg.column(j).total_compressed_size
+                       for rg in (meta.row_group(i) for i in range(meta.num_row_groups))
+                       for j in range(rg.num_columns) if rg.column(j).path_in_schema in wanted)
     return table, size
 
 

@@ -149,7 +149,9 @@ def test_reads_on_the_baseline_record_every_partition(tmp_path):
     assert read.results == [1000, 1000, 1000]
     rec = data_record(data, read.reads, {})
     assert rec["partitions"] == [0, 1, 2] and rec["partitions_by_worker"] == {"driver": [0, 1, 2]}
-    assert rec["bytes_read"] == data.total_bytes
+    assert 0 < rec["bytes_read"] < data.total_bytes / 3  # the amount column's chunks only
+    assert data_record(data, read_partitions(make_engine("local", 1), data).reads
+                       )["bytes_read"] == data.total_bytes  # every column: the whole files
     assert rec["read_seconds_by_worker"]["driver"] > 0
     assert rec["peak_rss_by_worker"]["driver"] > 10 * 2**20
 
@@ -189,3 +191,39 @@ def test_cli_data_bad_input_is_one_line(tmp_path, capsys, argv, message):
     out, err = capsys.readouterr()
     assert message.format(d=str(tmp_path)) in err and "Traceback" not in err
     assert "writing" not in out  # no progress bar before the input is checked
+
+
+def test_a_run_on_a_partitioned_dataset_records_what_was_read(tmp_path):
+    """The runner hands a partitioned dataset to a workload with a partitioned mode (PCA) and
+    its record gets the data field; n_components beyond the manifest's features is one line."""
+    from bench.runner import run_benchmark
+
+    make_dataset("blobs", str(tmp_path / "d"), rows=3000, columns=5, partitions=3)
+    spec = parse_spec({"frameworks": ["local"], "workers": [1], "baselines": False,
+                       "repeats": 1, "warmup": 0,
+                       "workloads": [{"name": "pca", "params": {"n_components": 2}},
+                                     {"name": "pca", "params": {"n_components": 9}}],
+                       "dataset": {"name": "parquet", "uri": str(tmp_path / "d")}})
+    ok, bad = run_benchmark(spec, str(tmp_path / "out.jsonl")).records
+    assert ok["state"] == "succeeded" and 0 < ok["quality"]["explained_variance"] <= 1
+    assert ok["data"]["partitions"] == [0, 1, 2]
+    assert ok["dataset"]["name"] == "parquet" and ok["dataset"]["samples"] == 3000
+    assert bad["state"] == "failed"
+    assert bad["error"] == ("workloads.pca.params.n_components: 9 is more than the dataset's "
+                            "5 features")
+
+
+def test_kmeans_on_a_partitioned_dataset_needs_lloyd(tmp_path):
+    from bench.runner import run_benchmark
+
+    make_dataset("blobs", str(tmp_path / "d"), rows=2000, columns=3, partitions=2, classes=3)
+    spec = parse_spec({"frameworks": ["local"], "workers": [1], "baselines": False,
+                       "repeats": 1, "warmup": 0,
+                       "workloads": [{"name": "kmeans", "params": {"n_clusters": 3,
+                                                                   "strategy": "lloyd"}},
+                                     {"name": "kmeans"}],
+                       "dataset": {"name": "parquet", "uri": str(tmp_path / "d")}})
+    lloyd, inits = run_benchmark(spec, str(tmp_path / "out.jsonl")).records
+    assert lloyd["state"] == "succeeded" and lloyd["data"]["partitions"] == [0, 1]
+    assert inits["error"] == ("workloads.kmeans.params.strategy: a partitioned dataset needs "
+                              "strategy: lloyd (the data-parallel form)")
