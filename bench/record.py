@@ -36,7 +36,7 @@ Fields (all JSON):
     environment   dict   versions, cores, hostname, platform, worker resources, threads
     faults        dict|null  fault-injection outcome (see bench.faults)
     data          dict|null  partitioned dataset reads of the last timed run (bench.data.readers):
-                         {"uri", "partitions", "partitions_by_worker", "bytes_read",
+                         {"uri", "partitions", "partitions_by_worker", "reads", "bytes_read",
                           "read_seconds_by_worker", "peak_rss_by_worker",
                           "spilled": {"ray_spilled_bytes"|"dask_spilled_bytes": int}}
 """

@@ -10,6 +10,7 @@ libraries that read by themselves (``ray.data.read_parquet``, ``dask.dataframe.r
 The record's ``data`` field (:func:`data_record`)::
 
     {"uri", "partitions": [indices read], "partitions_by_worker": {worker: [indices]},
+     "reads": partition reads (an iterative workload reads each partition once a step),
      "bytes_read", "read_seconds_by_worker": {worker: s}, "peak_rss_by_worker": {worker: B},
      "spilled": {"ray_spilled_bytes" | "dask_spilled_bytes": int}}
 
@@ -134,7 +135,8 @@ def data_record(data: PartitionedData, reads: Sequence[dict[str, Any]],
         seconds[w] = seconds.get(w, 0.0) + r["seconds"]
         rss[w] = max(rss.get(w, 0), r["peak_rss"])
     return {"uri": data.uri, "partitions": sorted({r["partition"] for r in reads}),
-            "partitions_by_worker": {w: sorted(p) for w, p in sorted(by_worker.items())},
+            "partitions_by_worker": {w: sorted(set(p)) for w, p in sorted(by_worker.items())},
+            "reads": len(reads),
             "bytes_read": sum(r["bytes"] for r in reads),
             "read_seconds_by_worker": dict(sorted(seconds.items())),
             "peak_rss_by_worker": dict(sorted(rss.items())), "spilled": spilled or {}}

@@ -173,5 +173,8 @@ def test_kmeans_lloyd_partitioned_mode_matches_scikit_learn(engine, features_dat
     km = KMeans(3, init=state["centers0"], n_init=1, max_iter=30, algorithm="lloyd").fit(X)
     assert out.quality["inertia"] == pytest.approx(km.inertia_, rel=0.02)
     steps = out.extra["iterations"] + 1  # and the final inertia pass
+    assert out.data["reads"] == 4 * steps and out.data["partitions"] == [0, 1, 2, 3]
     assert out.data["bytes_read"] > steps * 0.5 * features_dataset.total_bytes / 2
+    # (a partition may be read by one worker in one step and by the other in the next)
+    assert set().union(*out.data["partitions_by_worker"].values()) == {0, 1, 2, 3}
     assert set(out.data["partitions_by_worker"]) <= set(engine.worker_names())

@@ -149,6 +149,7 @@ def test_reads_on_the_baseline_record_every_partition(tmp_path):
     assert read.results == [1000, 1000, 1000]
     rec = data_record(data, read.reads, {})
     assert rec["partitions"] == [0, 1, 2] and rec["partitions_by_worker"] == {"driver": [0, 1, 2]}
+    assert rec["reads"] == 3
     assert 0 < rec["bytes_read"] < data.total_bytes / 3  # the amount column's chunks only
     assert data_record(data, read_partitions(make_engine("local", 1), data).reads
                        )["bytes_read"] == data.total_bytes  # every column: the whole files
