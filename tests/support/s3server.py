@@ -9,14 +9,16 @@ of fixed length), and stops it. Without the binary the caller skips, saying why.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from bench.errors import RunError
 
 from . import free_port
 
@@ -87,32 +89,35 @@ def s3_server(binary: str, timeout: float = 60.0) -> Iterator[S3Server]:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], server: S3Server, timeout: float) -> None:
-    """Until the bucket exists: the S3 gateway answers, and the filer and a volume accept a
-    write (each poll waits on the server's answer; a refused connection is retried at once
-    after a short back-off)."""
+    """Poll (the engines' ``wait_until``) until the bucket exists and takes a write: the S3
+    gateway answers, and the filer and a volume server are up."""
     import botocore.exceptions as bce
 
+    from bench.engines.base import wait_until
+
     client = server.client()
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    delay = 0.05
-    while time.monotonic() < deadline:
+    last: list[Exception] = []
+
+    def alive() -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"weed exited with {proc.returncode}: {_tail(server.log)}")
+
+    def ready() -> bool:
         try:
-            client.create_bucket(Bucket=server.bucket)
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket=server.bucket)
             client.put_object(Bucket=server.bucket, Key="ready", Body=b"1")
             client.delete_object(Bucket=server.bucket, Key="ready")
-            return
+            return True
         except (bce.BotoCoreError, bce.ClientError) as e:
-            if isinstance(e, bce.ClientError) and e.response.get("Error", {}).get(
-                    "Code") == "BucketAlreadyOwnedByYou":
-                continue
-            last = e
-            time.sleep(delay)  # back-off between polls, not a wait for a state
-            delay = min(0.5, delay * 2)
-    raise RuntimeError(f"weed's S3 gateway not ready within {timeout:g}s ({last}): "
-                       f"{_tail(server.log)}")
+            last[:] = [e]
+            return False
+
+    try:
+        wait_until(ready, timeout, "weed's S3 gateway", poll=0.1, check=alive)
+    except RunError as e:
+        raise RuntimeError(f"{e} ({last[0] if last else 'no answer'}): {_tail(server.log)}"
+                           ) from None
 
 
 def _tail(path: str) -> str:
