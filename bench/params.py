@@ -155,6 +155,10 @@ class WorkloadInfo:
     """Imports torch (only the full runner image has it)."""
     default: bool = True
     """Part of a spec that names no workloads."""
+    partitioned: bool = False
+    """Runs on a partitioned dataset (``dataset.name: parquet``, ``bench.data``): its tasks
+    read their own partitions (``Workload.distribute_partitioned``); the others need the data
+    in memory on the driver."""
     tier: Literal["core", "libraries"] = "core"
     """``core``: the same algorithm written on the engine vocabulary (put/map/joblib) for
     every framework, the controlled comparison; ``libraries``: each framework's own library
@@ -204,8 +208,9 @@ def _global_batch(params: dict[str, Any], data: TrainingData) -> tuple[str, str]
 
 WORKLOADS: dict[str, WorkloadInfo] = {
     "knn": WorkloadInfo(KnnParams, "knn:Knn"),
-    "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,)),
-    "pca": WorkloadInfo(PcaParams, "pca:Pca", checks=(_n_components,)),
+    "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,),
+                           partitioned=True),
+    "pca": WorkloadInfo(PcaParams, "pca:Pca", checks=(_n_components,), partitioned=True),
     "gridsearch": WorkloadInfo(GridSearchParams, "gridsearch:GridSearch", checks=(_cv_folds,)),
     "classify": WorkloadInfo(ClassifyParams, "classify:Classify"),
     "cnn": WorkloadInfo(CnnParams, "cnn:Cnn", checks=(_images_8x8("cnn"),), needs_torch=True),
