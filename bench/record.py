@@ -10,6 +10,9 @@ record to the current shape, so code past :func:`upgrade` sees one version only.
 
 * 1: every record written before the version was recorded (no ``schema_version`` key).
 * 2: the same fields, with ``schema_version``.
+* 3: adds ``machine``, ``artifacts``, ``data`` and the per-worker ``timeline`` and explicit
+  ``*_sum_of_workers`` / ``*_max_worker`` keys of ``resources`` (issues 14 and 15). A version 2
+  record simply lacks them: every reader treats them as absent.
 
 Fields (all JSON):
 
@@ -69,7 +72,7 @@ from __future__ import annotations
 
 from typing import Any, Required, TypedDict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version :func:`new_record` writes and :func:`upgrade` returns."""
 
 
@@ -154,7 +157,7 @@ def upgrade(data: object) -> ResultRecord | None:
         return None
     record: ResultRecord = data  # type: ignore[assignment]  # (checked above, as far as reading needs)
     if record.get("schema_version", 1) < SCHEMA_VERSION:
-        # 1 -> 2: only the version itself was added.
+        # 1 -> 2: only the version itself was added; 2 -> 3: optional fields only.
         record["schema_version"] = SCHEMA_VERSION
     return record
 
