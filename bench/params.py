@@ -132,6 +132,13 @@ class WorkloadInfo:
     """Imports torch (only the full runner image has it)."""
     default: bool = True
     """Part of a spec that names no workloads."""
+    dask_graphs: bool = False
+    """On the Dask frameworks it builds Dask collections (``engine.dask_context()``) rather
+    than the engine's ``put``/``map``/``joblib``: the only workloads Dask's single-machine
+    schedulers (``dask-threads``, ``dask-processes``, ``dask-synchronous``) run."""
+    packages: tuple[str, ...] = ()
+    """Python packages (import names) it needs beyond the engine's own: a run whose
+    environment lacks one fails before any cluster starts, with one line naming it."""
     tier: Literal["core", "libraries"] = "core"
     """``core``: the same algorithm written on the engine vocabulary (put/map/joblib) for
     every framework, the controlled comparison; ``libraries``: each framework's own library
@@ -181,7 +188,7 @@ WORKLOADS: dict[str, WorkloadInfo] = {
     "cnn": WorkloadInfo(CnnParams, "cnn:Cnn", checks=(_images_8x8("cnn"),), needs_torch=True),
     "resnet18": WorkloadInfo(ResNet18Params, "resnet18:ResNet18",
                              checks=(_images_8x8("resnet18"),), needs_torch=True, default=False),
-    "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame"),
+    "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame", dask_graphs=True),
     "tasks": WorkloadInfo(TasksParams, "tasks:Tasks"),
     "noop": WorkloadInfo(NoopParams, "noop:Noop", default=False),
 }
