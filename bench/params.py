@@ -100,6 +100,32 @@ class NoopParams(_Params):
     pass
 
 
+class EtlParams(_Params):
+    min_amount: float = 5.0
+    """The filter: keep the transactions whose amount is above this (the generated amounts
+    are log-normal around 20: 5.0 drops about 8% of them)."""
+    output: str | None = None
+    """Directory or ``s3://bucket/prefix`` the sorted table is written under (a fresh
+    ``run-<id>`` per run, deleted after it is checked unless ``keep_output``); default: a
+    temporary directory on this machine, which only a cluster this run started shares."""
+    output_partitions: PositiveInt | None = None
+    """Partitions of the aggregate and of the written table; default: the engine's
+    parallelism."""
+    keep_output: bool = False
+
+
+class XgboostParams(_Params):
+    rounds: PositiveInt = 50
+    """Boosting rounds (fixed work, so rounds/s is comparable)."""
+    max_depth: PositiveInt = 6
+    eta: float = Field(default=0.3, gt=0, le=1)
+    max_bin: int = Field(default=256, ge=2)
+    tree_method: Literal["hist", "approx"] = "hist"
+    test_partitions: PositiveInt = 1
+    """The dataset's last partitions held out for the final metric (never trained on)."""
+    seed: int = 0
+
+
 # --------------------------------------------------------------------------------------------
 # The workload registry
 # --------------------------------------------------------------------------------------------
@@ -191,6 +217,10 @@ WORKLOADS: dict[str, WorkloadInfo] = {
     "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame", dask_graphs=True),
     "tasks": WorkloadInfo(TasksParams, "tasks:Tasks"),
     "noop": WorkloadInfo(NoopParams, "noop:Noop", default=False),
+    "etl": WorkloadInfo(EtlParams, "libraries.etl:Etl", default=False, tier="libraries",
+                        dask_graphs=True, packages=("pyarrow",)),
+    "xgboost": WorkloadInfo(XgboostParams, "libraries.xgb:Xgboost", default=False,
+                            tier="libraries", packages=("xgboost",)),
 }
 """Every workload, in display order."""
 
