@@ -11,6 +11,9 @@ with each framework's own integration; the same parameters and rounds everywhere
   its share of the training files itself and calling ``xgboost.train`` inside Ray Train's
   collective (``XGBoostConfig``). The files are read with pyarrow rather than Ray Data: the
   training workers hold every CPU of the cluster, which Ray Data's read tasks would wait for.
+  Rank 0 reports the metrics with a checkpoint (Ray Train V2 keeps only those), written under
+  a temporary ``storage_path`` on the driver's disk: on a multi-node cluster that path must
+  be shared storage, so this path runs on clusters this run started.
 
 The dataset's last ``test_partitions`` partitions are held out; the quality figures are the
 booster's ``logloss`` and ``accuracy`` on them, equal across frameworks within a tolerance
@@ -80,18 +83,28 @@ def _ray_train_loop(config: dict[str, Any]) -> None:
     import xgboost
 
     ctx = ray.train.get_context()
-    rank, size = ctx.get_world_rank(), ctx.get_world_size()
+    rank, size = ctx.get_world_rank(), ctx.get_world_size()  # my share: every size-th file
     data, features = config["data"], config["features"]
     X, y = read_frame(data, config["train"][rank::size], features)
     t0 = time.perf_counter()
     booster = xgboost.train(config["params"], xgboost.DMatrix(X, label=y),
                             num_boost_round=config["rounds"])
     seconds = time.perf_counter() - t0
-    report: dict[str, Any] = {"train_seconds": seconds, "rows": len(y)}
-    if rank == 0:  # every worker holds the same booster after the collective's rounds
-        Xt, yt = read_frame(data, config["test"], features)
-        report.update(metrics(booster.predict(xgboost.DMatrix(Xt)), yt, config["classes"]))
-    ray.train.report(report)
+    # Every rank evaluates (each holds the same booster): making a DMatrix is a collective
+    # operation inside Ray Train's communicator (it agrees on the column count), so a
+    # DMatrix made on rank 0 alone would wait for the others forever.
+    Xt, yt = read_frame(data, config["test"], features)
+    report: dict[str, Any] = {"train_seconds": seconds, "rows": len(y),
+                              **metrics(booster.predict(xgboost.DMatrix(Xt)), yt,
+                                        config["classes"])}
+    # Ray Train V2 keeps the metrics reported with a checkpoint (Result.metrics): rank 0's
+    # carries the booster, written under the run's storage_path.
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if rank == 0:
+            booster.save_model(f"{d}/model.ubj")
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(report, checkpoint=checkpoint)
 
 
 def _read_part(data: PartitionedData, uri: str, features: list[str], labels: bool
