@@ -73,7 +73,7 @@ def test_etl_checksums_equal_the_baseline(cluster, datasets, local):
 
 def test_xgboost_metric_within_tolerance_of_the_baseline(cluster, datasets, local):
     if cluster.framework == "dask-on-ray":
-        with pytest.raises(RunError, match="xgboost.dask needs a distributed Dask cluster"):
+        with pytest.raises(RunError, match=r"xgboost\.dask needs a distributed Dask cluster"):
             _run(cluster.framework, "xgboost", datasets["xgboost"], XGB, cluster)
         return
     out = _run(cluster.framework, "xgboost", datasets["xgboost"], XGB, cluster)

@@ -154,7 +154,9 @@ def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int
     from ray.data.aggregate import Count, Sum
 
     rd.DataContext.get_current().enable_progress_bars = False
-    tx = ray_dataset(data, COLUMNS).filter(expr=f"amount > {float(params['min_amount'])!r}")
+    from ray.data.expressions import col
+
+    tx = ray_dataset(data, COLUMNS).filter(expr=col("amount") > float(params["min_amount"]))
     agg = tx.groupby("customer", num_partitions=nparts).aggregate(
         Sum("amount", alias_name="total"), Sum("quantity", alias_name="items"),
         Count(alias_name="orders")).materialize()
