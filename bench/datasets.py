@@ -1,7 +1,9 @@
 """Datasets: digits (ships with scikit-learn), synthetic, local files and S3 objects.
 
 Every loader returns a :class:`Dataset` with a deterministic train/test split, so every framework
-sees exactly the same rows.
+sees exactly the same rows.  The one exception, ``parquet``, is a partitioned dataset
+(``bench.data``): loading it opens its manifest and lists its files, and the workers read the
+partitions themselves; the driver never holds the data.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import PartitionedData, S3Settings, open_dataset
 from .errors import RunError, UsageError
 from .spec import DatasetSpec
 
@@ -30,7 +33,14 @@ class Dataset:
         return np.concatenate([self.X_train, self.X_test])
 
 
-def load_dataset(spec: DatasetSpec) -> Dataset:
+LoadedData = Dataset | PartitionedData
+"""What :func:`load_dataset` returns: in-memory arrays, or a partitioned dataset's handle."""
+
+
+def load_dataset(spec: DatasetSpec) -> LoadedData:
+    if spec.name == "parquet":
+        return open_dataset(spec.uri or "", S3Settings(spec.endpoint_url, spec.region,
+                                                       spec.io_timeout_seconds))
     if spec.name == "digits":
         X, y = _digits(spec)
     elif spec.name == "synthetic":

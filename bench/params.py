@@ -165,6 +165,10 @@ class WorkloadInfo:
     packages: tuple[str, ...] = ()
     """Python packages (import names) it needs beyond the engine's own: a run whose
     environment lacks one fails before any cluster starts, with one line naming it."""
+    partitioned: bool = False
+    """Runs on a partitioned dataset (``dataset.name: parquet``, ``bench.data``): its tasks
+    read their own partitions (``Workload.distribute_partitioned``); the others need the data
+    in memory on the driver."""
     tier: Literal["core", "libraries"] = "core"
     """``core``: the same algorithm written on the engine vocabulary (put/map/joblib) for
     every framework, the controlled comparison; ``libraries``: each framework's own library
@@ -205,10 +209,21 @@ def _images_8x8(name: str) -> DataCheck:
     return check
 
 
+def _partitioned_only(kind: str) -> DataCheck:
+    """For the workloads that read only a partitioned dataset: on in-memory data, say so
+    (checks run only on in-memory data)."""
+    def check(params: dict[str, Any], data: TrainingData) -> tuple[str, str] | None:
+        message = (f"needs a partitioned {kind} dataset (dataset: {{name: parquet, uri: ...}}, "
+                   f"written by testbed data make --kind {kind}); this dataset is in memory")
+        return ("name", message)
+    return check
+
+
 WORKLOADS: dict[str, WorkloadInfo] = {
     "knn": WorkloadInfo(KnnParams, "knn:Knn"),
-    "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,)),
-    "pca": WorkloadInfo(PcaParams, "pca:Pca", checks=(_n_components,)),
+    "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,),
+                           partitioned=True),
+    "pca": WorkloadInfo(PcaParams, "pca:Pca", checks=(_n_components,), partitioned=True),
     "gridsearch": WorkloadInfo(GridSearchParams, "gridsearch:GridSearch", checks=(_cv_folds,)),
     "classify": WorkloadInfo(ClassifyParams, "classify:Classify"),
     "cnn": WorkloadInfo(CnnParams, "cnn:Cnn", checks=(_images_8x8("cnn"),), needs_torch=True),
@@ -218,9 +233,11 @@ WORKLOADS: dict[str, WorkloadInfo] = {
     "tasks": WorkloadInfo(TasksParams, "tasks:Tasks"),
     "noop": WorkloadInfo(NoopParams, "noop:Noop", default=False),
     "etl": WorkloadInfo(EtlParams, "libraries.etl:Etl", default=False, tier="libraries",
-                        dask_graphs=True, packages=("pyarrow",)),
+                        dask_graphs=True, packages=("pyarrow",), partitioned=True,
+                        checks=(_partitioned_only("transactions"),)),
     "xgboost": WorkloadInfo(XgboostParams, "libraries.xgb:Xgboost", default=False,
-                            tier="libraries", packages=("xgboost",)),
+                            tier="libraries", packages=("xgboost",), partitioned=True,
+                            checks=(_partitioned_only("classification"),)),
 }
 """Every workload, in display order."""
 

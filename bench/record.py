@@ -35,6 +35,10 @@ Fields (all JSON):
     extra         dict   workload-specific figures (per_task_us, samples_per_s, ...)
     environment   dict   versions, cores, hostname, platform, worker resources, threads
     faults        dict|null  fault-injection outcome (see bench.faults)
+    data          dict|null  partitioned dataset reads of the last timed run (bench.data.readers):
+                         {"uri", "partitions", "partitions_by_worker", "reads", "bytes_read",
+                          "read_seconds_by_worker", "peak_rss_by_worker",
+                          "spilled": {"ray_spilled_bytes"|"dask_spilled_bytes": int}}
 """
 from __future__ import annotations
 
@@ -82,6 +86,7 @@ class ResultRecord(TypedDict, total=False):
     extra: dict[str, Any]
     environment: dict[str, Any]
     faults: dict[str, Any] | None
+    data: dict[str, Any] | None
 
 
 def new_record(*, run_id: str, benchmark: str, framework: str, workers: int, workload: str,

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .datasets import Dataset, load_dataset
+from .data import PartitionedData
+from .datasets import LoadedData, load_dataset
 from .engines import Engine, make_engine
 from .engines.base import VictimSource
 from .errors import RunError, TestbedError, UsageError
@@ -67,10 +68,18 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def check_workloads(spec: BenchmarkSpec, data: Dataset) -> None:
+def check_workloads(spec: BenchmarkSpec, data: LoadedData) -> None:
     """Checks that need the loaded data (run before any cluster starts): each workload's
-    ``checks`` in the registry (bench.params.WORKLOADS)."""
+    ``checks`` in the registry (bench.params.WORKLOADS); on a partitioned dataset, that every
+    workload can run on one."""
     for i, w in enumerate(spec.workloads):
+        if isinstance(data, PartitionedData):
+            if not WORKLOADS[w.name].partitioned:
+                raise UsageError(
+                    f"workloads.{i}.name: {w.name} needs in-memory data (dataset digits, "
+                    f"synthetic, file or s3); dataset parquet ({data.uri}) is partitioned and "
+                    f"read by the workers")
+            continue  # the workload's distribute_partitioned checks what the manifest says
         for check in WORKLOADS[w.name].checks:
             problem = check(w.params, data)
             if problem is not None:
@@ -227,7 +236,7 @@ def _stop_quietly(engine: Engine) -> None:
 
 
 def _base_record(spec: BenchmarkSpec, run_id: str, env: dict[str, Any], framework: str,
-                 workers: int, wl: WorkloadSpec, data: Dataset, load_seconds: float
+                 workers: int, wl: WorkloadSpec, data: LoadedData, load_seconds: float
                  ) -> ResultRecord:
     return new_record(
         run_id=run_id, benchmark=spec.name, framework=framework, workers=workers,
@@ -260,7 +269,7 @@ def _failed(base: ResultRecord, engine: Engine | None, message: str,
     return _finish(rec, engine)
 
 
-def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: Dataset, spec: BenchmarkSpec,
+def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: LoadedData, spec: BenchmarkSpec,
                base: ResultRecord, status: Callable[[str], None] = lambda _m: None
                ) -> TrialOutcome:
     """Run one trial under the spec's timeout; the body runs in a thread we can abandon. A
@@ -315,12 +324,13 @@ def _thread_pools() -> dict[str, int]:
     return out
 
 
-def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Dataset,
+def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: LoadedData,
                 spec: BenchmarkSpec, rec: ResultRecord,
                 status: Callable[[str], None] = lambda _m: None) -> None:
     rec["environment"]["driver_threadpools"] = _thread_pools()
     t0 = time.perf_counter()
-    state = wl.distribute(engine, data, params)
+    state = (wl.distribute_partitioned(engine, data, params)
+             if isinstance(data, PartitionedData) else wl.distribute(engine, data, params))
     rec["phases"]["distribute"] = time.perf_counter() - t0
     try:
         for _ in range(spec.warmup):
@@ -349,6 +359,8 @@ def _trial_body(engine: Engine, wl: Workload, params: dict[str, Any], data: Data
         assert outcome is not None  # repeats >= 1 (the spec says so)
         rec["quality"] = outcome.quality
         rec["extra"] = dict(outcome.extra)
+        if outcome.data is not None:
+            rec["data"] = outcome.data
         rec["extra"]["harness_overhead_s"] = (loop_wall - sum(seconds)) / spec.repeats
 
         if spec.faults is not None:

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
@@ -44,7 +45,7 @@ from .spec_yaml import DuplicateKeyError, load_yaml_unique, loads_json_unique
 __all__ = ["FRAMEWORKS", "MAX_WORKERS", "DaskSettings", "FaultSpec", "Framework", "RaySettings",
            "SpecError", "format_bytes", "loads_json_unique", "parse_quantity"]
 
-DATASETS = ("digits", "synthetic", "file", "s3")
+DATASETS = ("digits", "synthetic", "file", "s3", "parquet")
 API_VERSION = "testbed.dev/v1alpha1"  # testbed_operator.crd's GROUP/VERSION (a test pins it)
 KIND = "Benchmark"
 MAX_CPU = 1024
@@ -98,6 +99,7 @@ DATASET_FIELDS = {
     "synthetic": ("samples", "features", "classes", "kind", "noise", "informative"),
     "file": ("path", "format", "target"),
     "s3": ("uri", "endpoint_url", "region", "format", "target", "io_timeout_seconds"),
+    "parquet": ("uri", "endpoint_url", "region", "io_timeout_seconds"),
 }
 """The fields each dataset reads (bench.datasets) besides name, seed and test_size, which
 every dataset reads."""
@@ -162,9 +164,15 @@ class DatasetSpec(SpecModel):
 
     @field_validator("uri")
     @classmethod
-    def _s3_uri(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"s3://([^/]+)/(.+)", v):
-            raise ValueError(f"{v!r} is not of the form s3://bucket/key")
+    def _s3_uri(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # parquet (a partitioned dataset, bench.data): a local directory or an S3 prefix.
+        parquet = info.data.get("name") == "parquet"
+        if v is None or (parquet and "://" not in v):
+            return v
+        if not re.fullmatch(r"s3://([^/]+)/(.+)", v):
+            expected = "a directory or s3://bucket/prefix" if parquet else \
+                "of the form s3://bucket/key"
+            raise ValueError(f"{v!r} is not {expected}")
         return v
 
     @model_validator(mode="after")
@@ -173,6 +181,9 @@ class DatasetSpec(SpecModel):
             raise ValueError("dataset 'file' needs 'path' (a .csv, .parquet or .npz file)")
         if self.name == "s3" and not self.uri:
             raise ValueError("dataset 's3' needs 'uri' of the form s3://bucket/key")
+        if self.name == "parquet" and not self.uri:
+            raise ValueError("dataset 'parquet' needs 'uri': a directory or s3://bucket/prefix "
+                             "made by `testbed data make`")
         if self.name == "synthetic" and self.samples * self.features > MAX_SYNTHETIC_VALUES:
             raise ValueError(
                 f"samples x features = {self.samples * self.features:,} values "

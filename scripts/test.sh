@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 LINT=1
 if [ "${1:-}" = "--no-lint" ]; then LINT=""; shift; fi
 scripts/setup.sh
+# The real S3 server of the partitioned-data tests (built once per machine, cached).
+scripts/s3server.sh >/dev/null
 export RAY_USAGE_STATS_ENABLED=0
 lint_rc=0
 if [ -n "$LINT" ]; then

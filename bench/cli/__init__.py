@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from bench.errors import TestbedError
 
-from . import report, run, runner
+from . import data, report, run, runner
 from .options import Parser, VersionAction, version_line
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub, common)
     report.register(sub, common)
     runner.register(sub, common)
+    data.register(sub, common)
     return p
 
 

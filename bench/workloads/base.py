@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bench.data import PartitionedData
 from bench.datasets import Dataset
 from bench.engines.base import Engine
 from bench.frameworks import is_baseline
@@ -37,6 +38,8 @@ Tolerance = dict[str, tuple[float, float]]  # per quality key: (absolute, relati
 class Outcome:
     quality: dict[str, float]
     extra: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None
+    """On a partitioned dataset: what the run read (``bench.data.readers.data_record``)."""
 
 
 class Workload:
@@ -55,6 +58,12 @@ class Workload:
             "n_train": len(data.X_train),
             "n_test": len(data.X_test),
         }
+
+    def distribute_partitioned(self, engine: Engine, data: PartitionedData,
+                               params: Params) -> State:
+        """A partitioned dataset (``bench.data``): tell the tasks which partitions to read;
+        only workloads registered ``partitioned`` (bench.params.WORKLOADS) get one."""
+        raise NotImplementedError(f"{self.name} has no partitioned mode")
 
     def run(self, engine: Engine, state: State, params: Params) -> Outcome:
         if is_baseline(engine.framework):

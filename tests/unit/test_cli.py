@@ -118,7 +118,7 @@ def _no_traceback(p):
                             "dask-processes, dask-synchronous; did you mean 'ray'?")),
     (["run", "-l", "kmean"], "did you mean 'kmeans'?"),
     (["run", "--dataset", "synthtic"], "did you mean 'synthetic'?"),
-    (["rnu"], ("invalid choice: 'rnu' (choose from 'run', 'report', 'compare', 'runner'); "
+    (["rnu"], ("invalid choice: 'rnu' (choose from 'run', 'report', 'compare', 'runner', 'data'); "
                "did you mean 'run'?")),
     (["compare", "a.jsonl", "b.jsonl", "--threshold", "-0.1"],
      "argument --threshold: expected a fraction of 0 or more like 0.05 (5%), got -0.1"),

@@ -110,8 +110,8 @@ def test_unreadable_specs(tmp_path):
      "spec.workloads.0.params.n_clusters: Input should be a valid integer (got 8.0)"),
     # Fields the chosen dataset does not read.
     ({"dataset": {"name": "digits", "uri": "s3://b/k"}},
-     ("spec.dataset.uri: the digits dataset does not use uri, only the s3 dataset; remove it or "
-      "set dataset.name: s3")),
+     ("spec.dataset.uri: the digits dataset does not use uri, only the s3 and parquet datasets; "
+      "remove it or set dataset.name: s3")),
     ({"dataset": {"uri": "s3://b/k"}}, "spec.dataset.uri: the digits dataset does not use uri"),
     ({"dataset": {"name": "digits", "samples": 5000}},
      "spec.dataset.samples: the digits dataset does not use samples, only the synthetic dataset"),
@@ -121,7 +121,8 @@ def test_unreadable_specs(tmp_path):
      ("spec.dataset.target: the digits dataset does not use target, only the file and s3 datasets; "
       "remove it or set dataset.name: file")),
     ({"dataset": {"name": "file", "path": "x.csv", "endpointUrl": "http://minio:9000"}},
-     "spec.dataset.endpointUrl: the file dataset does not use endpointUrl, only the s3 dataset"),
+     ("spec.dataset.endpointUrl: the file dataset does not use endpointUrl, only the s3 and "
+      "parquet datasets")),
     # Quantities beyond any node.
     ({"workerResources": {"memory": "999999Ei"}},
      "spec.workerResources.memory: memory '999999Ei' is more than the maximum of 64Ti per worker"),
@@ -139,8 +140,8 @@ def test_unreadable_specs(tmp_path):
                                        "one of knn, kmeans, pca, gridsearch, classify, cnn, "
                                        "resnet18, dataframe, tasks, noop; did you mean 'kmeans'?")),
     ({"dataset": {"name": "synthtic"}},
-     ("spec.dataset.name: unknown dataset 'synthtic'; expected one of digits, synthetic, file, s3; "
-      "did you mean 'synthetic'?")),
+     ("spec.dataset.name: unknown dataset 'synthtic'; expected one of digits, synthetic, file, s3, "
+      "parquet; did you mean 'synthetic'?")),
     ({"repeat": 3}, "spec.repeat: unknown field; did you mean 'repeats'?"),
     ({"timeout_second": 3}, "spec.timeout_second: unknown field; did you mean 'timeoutSeconds'?"),
     ({"workerResource": {}}, "spec.workerResource: unknown field; did you mean 'workerResources'?"),

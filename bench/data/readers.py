@@ -1,0 +1,203 @@
+"""Reading a partitioned dataset where the work runs: each task reads its own partition.
+
+:func:`read_partitions` maps one task per partition over the engine (Ray tasks, Dask
+futures, threads for the local baseline); the task opens the dataset's filesystem in its own
+process, reads its file with pyarrow, applies ``fn`` to the table and returns ``fn``'s (small)
+result with what the read cost: so the driver never holds more than the results. For the
+libraries that read by themselves (``ray.data.read_parquet``, ``dask.dataframe.read_parquet``)
+:func:`ray_dataset` and :func:`dask_dataframe` give them the same files and filesystem.
+
+The record's ``data`` field (:func:`data_record`)::
+
+    {"uri", "partitions": [indices read], "partitions_by_worker": {worker: [indices]},
+     "reads": partition reads (an iterative workload reads each partition once a step),
+     "bytes_read", "read_seconds_by_worker": {worker: s}, "peak_rss_by_worker": {worker: B},
+     "spilled": {"ray_spilled_bytes" | "dask_spilled_bytes": int}}
+
+A worker is a Ray node (its IP), a Dask worker (its name) or ``driver`` (the baseline's
+threads); its peak RSS is the largest ``ru_maxrss`` of its processes that read.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bench.frameworks import cluster_kind
+
+from .layout import PartitionedData
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+TableFn = Callable[["pa.Table"], Any]
+
+
+class Engine(Protocol):
+    """What the readers use of a ``bench.engines.Engine`` (this layer is below the engines):
+    its framework and ``map``; a Dask engine's ``client`` for the spill figure."""
+
+    framework: str
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *shared: Any) -> list[Any]: ...
+
+
+def _num_rows(table: pa.Table) -> int:
+    return int(table.num_rows)
+
+
+def worker_id() -> str:
+    """The testbed worker this process belongs to (see the module docstring)."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        pass
+    try:
+        import ray
+
+        if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+            return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+    except ImportError:
+        pass
+    return "driver"
+
+
+def peak_rss() -> int:
+    """This process's peak resident set so far, bytes (Linux reports KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def read_table(data: PartitionedData, index: int, columns: Sequence[str] | None = None
+               ) -> tuple[pa.Table, int]:
+    """Partition ``index`` as a table and the bytes read from storage: the file's size, or
+    with ``columns`` the compressed size of those columns' chunks (what a projected read
+    fetches, besides the footer)."""
+    import pyarrow.parquet as pq
+
+    fs, _ = data.filesystem()
+    with fs.open_input_file(data.path(data.partitions[index])) as f:
+        size = int(f.size())
+        pf = pq.ParquetFile(f)
+        table = pf.read(columns=list(columns) if columns else None)
+        if columns:
+            meta, wanted = pf.metadata, set(columns)
+            size = sum(rg.column(j).total_compressed_size
+                       for rg in (meta.row_group(i) for i in range(meta.num_row_groups))
+                       for j in range(rg.num_columns) if rg.column(j).path_in_schema in wanted)
+    return table, size
+
+
+def _read_task(item: tuple[PartitionedData, int, TableFn, Sequence[str] | None]
+               ) -> tuple[Any, dict[str, Any]]:
+    data, index, fn, columns = item
+    t0 = time.perf_counter()
+    table, size = read_table(data, index, columns)
+    seconds = time.perf_counter() - t0
+    result = fn(table)
+    del table
+    return result, {"partition": index, "bytes": size, "seconds": seconds,
+                    "worker": worker_id(), "pid": os.getpid(), "peak_rss": peak_rss()}
+
+
+@dataclass
+class PartitionRead:
+    """What :func:`read_partitions` returns: ``fn``'s result per partition and the reads."""
+
+    results: list[Any]
+    reads: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_partitions(engine: Engine, data: PartitionedData, fn: TableFn = _num_rows,
+                    columns: Sequence[str] | None = None,
+                    indices: Sequence[int] | None = None) -> PartitionRead:
+    """One task per partition (``indices``: these only), each reading its own file where it
+    runs and returning ``fn(table)``; ``fn`` must be a module-level function (it is pickled
+    by reference) whose result is small."""
+    chosen = range(len(data.partitions)) if indices is None else indices
+    out = engine.map(_read_task, [(data, i, fn, columns) for i in chosen])
+    return PartitionRead([r for r, _ in out], [s for _, s in out])
+
+
+def data_record(data: PartitionedData, reads: Sequence[dict[str, Any]],
+                spilled: dict[str, int] | None = None) -> dict[str, Any]:
+    """The record's ``data`` field from the reads of one run (see the module docstring)."""
+    by_worker: dict[str, list[int]] = {}
+    seconds: dict[str, float] = {}
+    rss: dict[str, int] = {}
+    for r in reads:
+        w = r["worker"]
+        by_worker.setdefault(w, []).append(r["partition"])
+        seconds[w] = seconds.get(w, 0.0) + r["seconds"]
+        rss[w] = max(rss.get(w, 0), r["peak_rss"])
+    return {"uri": data.uri, "partitions": sorted({r["partition"] for r in reads}),
+            "partitions_by_worker": {w: sorted(set(p)) for w, p in sorted(by_worker.items())},
+            "reads": len(reads),
+            "bytes_read": sum(r["bytes"] for r in reads),
+            "read_seconds_by_worker": dict(sorted(seconds.items())),
+            "peak_rss_by_worker": dict(sorted(rss.items())), "spilled": spilled or {}}
+
+
+# -- spilling -----------------------------------------------------------------------------------
+
+def ray_spilled_bytes() -> int:
+    """Bytes the Ray cluster the driver is connected to has spilled from its object stores
+    since it started: the raylets' ``store_stats.spilled_bytes_total``, the figure
+    ``ray memory --stats-only`` prints (ray/_private/internal_api.py, store_stats_summary)."""
+    import ray
+    from ray._private import internal_api
+
+    address = ray.get_runtime_context().gcs_address
+    state = internal_api.get_state_from_address(address)  # type: ignore[no-untyped-call]
+    reply = internal_api.get_memory_info_reply(  # type: ignore[no-untyped-call]
+        state, timeout_seconds=30.0)
+    return int(reply.store_stats.spilled_bytes_total)
+
+
+def _worker_spilled(dask_worker: Any) -> int:
+    # distributed/spill.py SpillBuffer._spill digests ("disk-write", bytes, "bytes") into the
+    # worker's cumulative digests_total, under keys ending in ("disk-write", "bytes").
+    total = 0.0
+    for key, value in dask_worker.digests_total.items():
+        if isinstance(key, tuple) and len(key) >= 2 and key[-2:] == ("disk-write", "bytes"):
+            total += value
+    return int(total)
+
+
+def dask_spilled_bytes(client: Any) -> int:
+    """Bytes every worker of the Dask cluster has written to disk (worker spill) so far."""
+    return int(sum(client.run(_worker_spilled).values()))
+
+
+def spilled(engine: Engine) -> dict[str, int]:
+    """The ``spilled`` figure of the engine's cluster (empty for the baseline)."""
+    kind = cluster_kind(engine.framework)
+    if kind == "ray":
+        return {"ray_spilled_bytes": ray_spilled_bytes()}
+    if kind == "dask":
+        return {"dask_spilled_bytes": dask_spilled_bytes(getattr(engine, "client"))}  # noqa: B009
+    return {}
+
+
+# -- the libraries' own readers ---------------------------------------------------------------
+
+def ray_dataset(data: PartitionedData, columns: Sequence[str] | None = None) -> Any:
+    """``ray.data.read_parquet`` of the partition files (the read runs on the workers)."""
+    import ray.data
+
+    fs, _ = data.filesystem()
+    ds = ray.data.read_parquet([data.path(p) for p in data.partitions], filesystem=fs)
+    return ds.select_columns(list(columns)) if columns else ds
+
+
+def dask_dataframe(data: PartitionedData, columns: Sequence[str] | None = None) -> Any:
+    """``dask.dataframe.read_parquet`` of the partition files, one Dask partition per file."""
+    import dask.dataframe as dd
+
+    fs, _ = data.filesystem()
+    return dd.read_parquet([data.path(p) for p in data.partitions], filesystem=fs,
+                           columns=list(columns) if columns else None)

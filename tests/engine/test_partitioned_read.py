@@ -1,0 +1,180 @@
+"""Partitioned datasets read by the workers of real local Ray and Dask clusters (two workers
+each), from a local directory and from a real S3 server (SeaweedFS, tests/support/s3server.py):
+every partition read once, by a worker process (never the driver), and the record's ``data``
+field says which worker read what, how long it took and its peak RSS. One S3 server and one
+cluster per framework for the whole module."""
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from bench.cli import main
+from bench.data import data_record, make_dataset, open_dataset, read_partitions, spilled
+from bench.data.readers import dask_dataframe, ray_dataset
+from bench.data.upload import upload
+from bench.engines import make_engine
+from bench.errors import UsageError
+
+from support.s3server import s3_server, weed_binary
+
+pytestmark = pytest.mark.slow
+
+
+def amount_sum(table: pa.Table) -> float:
+    return float(pc.sum(table["amount"]).as_py())
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """The S3 server, its endpoint and credentials in this process's environment (so the
+    clusters started after it inherit them), or None without the binary."""
+    binary = weed_binary()
+    if binary is None:
+        yield None
+        return
+    with s3_server(binary) as server:
+        saved = {k: os.environ.get(k) for k in server.env()}
+        os.environ.update(server.env())
+        yield server
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def local_dataset(tmp_path_factory):
+    uri = str(tmp_path_factory.mktemp("transactions"))
+    make_dataset("transactions", uri, rows=6000, partitions=6, seed=3)
+    return open_dataset(uri)
+
+
+@pytest.fixture(scope="module")
+def s3_dataset(s3, local_dataset):
+    if s3 is None:
+        pytest.skip("no SeaweedFS binary (scripts/s3server.sh builds it; CI runs it)")
+    uri = f"s3://{s3.bucket}/transactions"
+    upload(local_dataset.uri, uri)
+    return open_dataset(uri)
+
+
+@pytest.fixture(params=["local", "s3"])
+def dataset(request):
+    return request.getfixturevalue(f"{request.param}_dataset")
+
+
+@pytest.fixture(scope="module", params=["ray", "dask"])
+def engine(request, s3):
+    e = make_engine(request.param, 2, startup_timeout=180)
+    e.start()
+    yield e
+    e.stop()
+
+
+def test_workers_read_their_own_partitions(engine, dataset, local_dataset):
+    read = read_partitions(engine, dataset, amount_sum, columns=["amount"])
+    expected = [amount_sum(pq.read_table(p, columns=["amount"]))
+                for p in local_dataset.partitions]
+    assert read.results == pytest.approx(expected)
+    assert all(r["pid"] != os.getpid() for r in read.reads)  # the driver read nothing
+    rec = data_record(dataset, read.reads, spilled(engine))
+    assert rec["uri"] == dataset.uri and rec["partitions"] == list(range(6))
+    by_worker = rec["partitions_by_worker"]
+    assert set(by_worker) == set(engine.worker_names())  # both workers read, nothing else did
+    assert sorted(p for ps in by_worker.values() for p in ps) == list(range(6))
+    assert 0 < rec["bytes_read"] < dataset.total_bytes / 3  # the amount column only
+    assert set(rec["read_seconds_by_worker"]) == set(rec["peak_rss_by_worker"]) == set(by_worker)
+    assert all(s > 0 for s in rec["read_seconds_by_worker"].values())
+    assert all(b > 20 * 2**20 for b in rec["peak_rss_by_worker"].values())
+    assert rec["spilled"] == {f"{engine.framework}_spilled_bytes": 0}  # 6,000 rows spill nothing
+
+
+def test_the_libraries_read_from_s3(engine, s3_dataset, local_dataset):
+    if engine.framework == "ray":
+        total = ray_dataset(s3_dataset, columns=["amount"]).sum("amount")
+    else:
+        with engine.dask_context():
+            total = dask_dataframe(s3_dataset, columns=["amount"])["amount"].sum().compute()
+    assert total == pytest.approx(sum(amount_sum(pq.read_table(p))
+                                      for p in local_dataset.partitions))
+
+
+def test_cli_makes_and_uploads_to_s3(s3, s3_dataset, tmp_path, capsys):
+    assert main(["data", "make", "--kind", "blobs", "--rows", "3000", "--columns", "3",
+                 "--partitions", "3", f"s3://{s3.bucket}/blobs"]) == 0
+    data = open_dataset(f"s3://{s3.bucket}/blobs")
+    assert data.manifest["rows"] == 3000 and len(data.partitions) == 3
+    assert "blobs, 3,000 rows in 3 partitions" in capsys.readouterr().out
+    make_dataset("classification", str(tmp_path), rows=1000, columns=2, partitions=2)
+    assert main(["data", "upload", str(tmp_path), f"s3://{s3.bucket}/up"]) == 0
+    assert "uploaded" in capsys.readouterr().out
+    up = open_dataset(f"s3://{s3.bucket}/up")
+    assert pq.read_table(up.partitions[1].replace(f"s3://{s3.bucket}/up", str(tmp_path))
+                         ).equals(pq.read_table(up.path(up.partitions[1]),
+                                                filesystem=up.filesystem()[0]))
+    assert main(["data", "upload", str(tmp_path), f"s3://{s3.bucket}/up"]) == 2
+    assert "a dataset exists there already (use --overwrite)" in capsys.readouterr().err
+
+
+def test_s3_errors_are_one_line(s3, s3_dataset, monkeypatch):
+    with pytest.raises(UsageError, match=r"nothing-here: does not exist$"):
+        open_dataset(f"s3://{s3.bucket}/nothing-here")
+    with pytest.raises(UsageError,
+                       match=r"s3://no-such-bucket/x: the bucket 'no-such-bucket' does not exist"):
+        open_dataset("s3://no-such-bucket/x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(UsageError, match="access denied"):
+        open_dataset(s3_dataset.uri)
+
+
+@pytest.fixture(scope="module")
+def features_dataset(tmp_path_factory):
+    uri = str(tmp_path_factory.mktemp("classification"))
+    make_dataset("classification", uri, rows=4000, columns=6, partitions=4, seed=2)
+    return open_dataset(uri)
+
+
+def test_pca_partitioned_mode_reads_on_the_workers(engine, features_dataset):
+    """PCA's covariance from the partitions each task read itself equals scikit-learn's PCA
+    of the whole dataset, and the outcome carries the record's data field."""
+    from sklearn.decomposition import PCA
+
+    from bench.workloads import get_workload
+
+    params = {"n_components": 3, "chunks_per_worker": 2}
+    wl = get_workload("pca")
+    state = wl.distribute_partitioned(engine, features_dataset, params)
+    out = wl.run(engine, state, params)
+    X = pa.concat_tables([pq.read_table(p) for p in features_dataset.partitions]
+                         ).drop(["label"]).to_pandas().to_numpy(dtype=float)
+    expected = PCA(3, svd_solver="full").fit(X).explained_variance_ratio_.sum()
+    assert out.quality["explained_variance"] == pytest.approx(expected, abs=1e-9)
+    assert out.data["partitions"] == [0, 1, 2, 3]
+    assert set(out.data["partitions_by_worker"]) <= set(engine.worker_names())
+    assert out.data["bytes_read"] < features_dataset.total_bytes  # the feature columns only
+
+
+def test_kmeans_lloyd_partitioned_mode_matches_scikit_learn(engine, features_dataset):
+    """Lloyd steps over the partitions the tasks read themselves reach scikit-learn's inertia
+    from the same initial centres (k-means++ on the tasks' samples)."""
+    from sklearn.cluster import KMeans
+
+    from bench.workloads import get_workload
+
+    params = {"n_clusters": 3, "n_init": 1, "max_iter": 30, "strategy": "lloyd", "seed": 0}
+    wl = get_workload("kmeans")
+    state = wl.distribute_partitioned(engine, features_dataset, params)
+    out = wl.run(engine, state, params)
+    X = pa.concat_tables([pq.read_table(p) for p in features_dataset.partitions]
+                         ).drop(["label"]).to_pandas().to_numpy(dtype=float)
+    km = KMeans(3, init=state["centers0"], n_init=1, max_iter=30, algorithm="lloyd").fit(X)
+    assert out.quality["inertia"] == pytest.approx(km.inertia_, rel=0.02)
+    steps = out.extra["iterations"] + 1  # and the final inertia pass
+    assert out.data["reads"] == 4 * steps and out.data["partitions"] == [0, 1, 2, 3]
+    assert out.data["bytes_read"] > steps * 0.5 * features_dataset.total_bytes / 2
+    # (a partition may be read by one worker in one step and by the other in the next)
+    assert set().union(*out.data["partitions_by_worker"].values()) == {0, 1, 2, 3}
+    assert set(out.data["partitions_by_worker"]) <= set(engine.worker_names())
