@@ -138,7 +138,8 @@ def test_unreadable_specs(tmp_path):
                                "dask-synchronous; did you mean 'ray'?")),
     ({"workload": {"name": "kmean"}}, ("spec.workloads.0.name: unknown workload 'kmean'; expected "
                                        "one of knn, kmeans, pca, gridsearch, classify, cnn, "
-                                       "resnet18, dataframe, tasks, noop; did you mean 'kmeans'?")),
+                                       "resnet18, dataframe, tasks, noop, etl, xgboost; "
+                                       "did you mean 'kmeans'?")),
     ({"dataset": {"name": "synthtic"}},
      ("spec.dataset.name: unknown dataset 'synthtic'; expected one of digits, synthetic, file, s3, "
       "parquet; did you mean 'synthetic'?")),
