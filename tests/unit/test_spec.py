@@ -330,7 +330,7 @@ def test_the_workload_registry_declares_params_checks_and_torch():
     assert all(PARAMS[n] is w.params for n, w in WORKLOADS.items())
     assert all(len(w.impl.split(":")) == 2 for w in WORKLOADS.values())
     assert {n for n, w in WORKLOADS.items() if w.checks} == {
-        "pca", "kmeans", "gridsearch", "cnn", "resnet18"}
+        "pca", "kmeans", "gridsearch", "cnn", "resnet18", "etl", "xgboost"}
 
 
 def test_data_checks_name_the_field_before_any_cluster_starts():
