@@ -80,3 +80,23 @@ def test_xgboost_metric_within_tolerance_of_the_baseline(cluster, datasets, loca
     matches = get_workload("xgboost").matches(out.quality, local["xgboost"].quality)
     assert matches == {"logloss": True, "accuracy": True}, (out.quality, local["xgboost"].quality)
     assert out.extra["rounds_per_second"] > 0
+
+
+@pytest.mark.parametrize("framework", ["dask-threads", "dask-synchronous"])
+def test_the_core_dataframe_workload_runs_on_dask_single_machine_schedulers(framework):
+    from bench.datasets import load_dataset
+    from bench.spec import DatasetSpec
+
+    data = load_dataset(DatasetSpec())
+    params = WorkloadSpec(name="dataframe", params={"rows": 5000, "keys": 50}).params
+    quality = {}
+    for name in ("local", framework):
+        engine = make_engine(name, 2)
+        engine.start()
+        try:
+            wl = get_workload("dataframe")
+            quality[name] = wl.run(engine, wl.distribute(engine, data, params), params).quality
+        finally:
+            engine.stop()
+    assert all(get_workload("dataframe").matches(quality[framework], quality["local"]).values())
+    assert quality[framework]["sorted"] == 1.0
