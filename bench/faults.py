@@ -36,7 +36,7 @@ from typing import Any
 from .engines import Engine
 from .engines.base import FaultWatch, Victim
 from .errors import error_summary
-from .frameworks import is_baseline
+from .frameworks import in_process, is_baseline
 from .record import ResultRecord
 from .results import describe
 from .spec import BenchmarkSpec, FaultSpec
@@ -104,6 +104,8 @@ def _victims(engine: Engine, f: FaultSpec, info: dict[str, Any]) -> list[Victim]
         info["applicable"] = False
         info["reason"] = ("the local baseline has no workers to kill"
                           if is_baseline(engine.framework)
+                          else f"{engine.framework} runs in this process: no workers to kill"
+                          if in_process(engine.framework)
                           else "the engine did not start these workers (a connected cluster "
                                "outside Kubernetes): there is nothing it may kill")
         return None

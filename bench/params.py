@@ -123,6 +123,32 @@ class TuneParams(_Params):
     cv: int = Field(default=3, ge=2)
 
 
+class EtlParams(_Params):
+    min_amount: float = 5.0
+    """The filter: keep the transactions whose amount is above this (the generated amounts
+    are log-normal around 20: 5.0 drops about 8% of them)."""
+    output: str | None = None
+    """Directory or ``s3://bucket/prefix`` the sorted table is written under (a fresh
+    ``run-<id>`` per run, deleted after it is checked unless ``keep_output``); default: a
+    temporary directory on this machine, which only a cluster this run started shares."""
+    output_partitions: PositiveInt | None = None
+    """Partitions of the aggregate and of the written table; default: the engine's
+    parallelism."""
+    keep_output: bool = False
+
+
+class XgboostParams(_Params):
+    rounds: PositiveInt = 50
+    """Boosting rounds (fixed work, so rounds/s is comparable)."""
+    max_depth: PositiveInt = 6
+    eta: float = Field(default=0.3, gt=0, le=1)
+    max_bin: int = Field(default=256, ge=2)
+    tree_method: Literal["hist", "approx"] = "hist"
+    test_partitions: PositiveInt = 1
+    """The dataset's last partitions held out for the final metric (never trained on)."""
+    seed: int = 0
+
+
 # --------------------------------------------------------------------------------------------
 # The workload registry
 # --------------------------------------------------------------------------------------------
@@ -155,6 +181,13 @@ class WorkloadInfo:
     """Imports torch (only the full runner image has it)."""
     default: bool = True
     """Part of a spec that names no workloads."""
+    dask_graphs: bool = False
+    """On the Dask frameworks it builds Dask collections (``engine.dask_context()``) rather
+    than the engine's ``put``/``map``/``joblib``: the only workloads Dask's single-machine
+    schedulers (``dask-threads``, ``dask-processes``, ``dask-synchronous``) run."""
+    packages: tuple[str, ...] = ()
+    """Python packages (import names) it needs beyond the engine's own: a run whose
+    environment lacks one fails before any cluster starts, with one line naming it."""
     partitioned: bool = False
     """Runs on a partitioned dataset (``dataset.name: parquet``, ``bench.data``): its tasks
     read their own partitions (``Workload.distribute_partitioned``); the others need the data
@@ -204,6 +237,14 @@ def _global_batch(params: dict[str, Any], data: TrainingData) -> tuple[str, str]
         return ("params.batch_size",
                 f"{params['batch_size']} is more than the {len(data.X_train)} training rows")
     return None
+def _partitioned_only(kind: str) -> DataCheck:
+    """For the workloads that read only a partitioned dataset: on in-memory data, say so
+    (checks run only on in-memory data)."""
+    def check(params: dict[str, Any], data: TrainingData) -> tuple[str, str] | None:
+        message = (f"needs a partitioned {kind} dataset (dataset: {{name: parquet, uri: ...}}, "
+                   f"written by testbed data make --kind {kind}); this dataset is in memory")
+        return ("name", message)
+    return check
 
 
 WORKLOADS: dict[str, WorkloadInfo] = {
@@ -216,7 +257,7 @@ WORKLOADS: dict[str, WorkloadInfo] = {
     "cnn": WorkloadInfo(CnnParams, "cnn:Cnn", checks=(_images_8x8("cnn"),), needs_torch=True),
     "resnet18": WorkloadInfo(ResNet18Params, "resnet18:ResNet18",
                              checks=(_images_8x8("resnet18"),), needs_torch=True, default=False),
-    "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame"),
+    "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame", dask_graphs=True),
     "tasks": WorkloadInfo(TasksParams, "tasks:Tasks"),
     "noop": WorkloadInfo(NoopParams, "noop:Noop", default=False),
     "train": WorkloadInfo(TrainParams, "libraries.train:Train",
@@ -224,6 +265,12 @@ WORKLOADS: dict[str, WorkloadInfo] = {
                           default=False, tier="libraries"),
     "tune": WorkloadInfo(TuneParams, "libraries.tune:Tune", checks=(_cv_folds,), default=False,
                          tier="libraries"),
+    "etl": WorkloadInfo(EtlParams, "libraries.etl:Etl", default=False, tier="libraries",
+                        dask_graphs=True, packages=("pyarrow",), partitioned=True,
+                        checks=(_partitioned_only("transactions"),)),
+    "xgboost": WorkloadInfo(XgboostParams, "libraries.xgb:Xgboost", default=False,
+                            tier="libraries", packages=("xgboost",), partitioned=True,
+                            checks=(_partitioned_only("classification"),)),
 }
 """Every workload, in display order."""
 

@@ -34,7 +34,7 @@ from .engines import Engine, make_engine
 from .engines.base import VictimSource
 from .errors import RunError, TestbedError, UsageError
 from .faults import faulted_run
-from .frameworks import is_baseline
+from .frameworks import dask_scheduler, in_process
 from .lifecycle import Interrupted
 from .measure import MachineWatch, combine_workers, environment
 from .params import WORKLOADS
@@ -104,6 +104,32 @@ def check_torch(spec: BenchmarkSpec) -> None:
                 "testbed-runner:<tag>)") from None
 
 
+def check_packages(spec: BenchmarkSpec) -> None:
+    """The workloads' own libraries import here (``WorkloadInfo.packages``): a missing one
+    fails the run before any cluster starts, with one line naming the package."""
+    from importlib import import_module
+
+    for i, w in enumerate(spec.workloads):
+        for package in WORKLOADS[w.name].packages:
+            try:
+                import_module(package)
+            except ImportError as e:
+                raise UsageError(
+                    f"workloads.{i}: {w.name} needs the Python package {package!r}, which "
+                    f"cannot be imported here ({type(e).__name__}: {e}); install the "
+                    "'libraries' extra (pip install 'testbed[libraries]')") from None
+
+
+def unsupported(workload: str, framework: str) -> str | None:
+    """Why ``workload`` cannot run on ``framework``, if it cannot: Dask's single-machine
+    schedulers run only the workloads built on Dask collections."""
+    if dask_scheduler(framework) is not None and not WORKLOADS[workload].dask_graphs:
+        names = ", ".join(n for n, w in WORKLOADS.items() if w.dask_graphs)
+        return (f"{workload} does not run on {framework}: Dask's single-machine schedulers "
+                f"run only the workloads built on Dask collections ({names})")
+    return None
+
+
 def run_benchmark(
     spec: BenchmarkSpec,
     out: str,
@@ -139,6 +165,7 @@ def run_benchmark(
     load_seconds = time.perf_counter() - t0
     check_workloads(spec, data)
     check_torch(spec)
+    check_packages(spec)
 
     for framework, workers in trials:
         engine: Engine | None = None
@@ -149,6 +176,9 @@ def run_benchmark(
                 try:
                     if startup_error is not None:
                         raise RunError(startup_error)
+                    why = unsupported(wl.name, framework)
+                    if why is not None:
+                        raise RunError(why)
                     if engine is None:
                         status(f"starting {framework} with {workers} worker(s)")
                         candidate = _make_engine(spec, framework, workers, address, victims,
@@ -202,7 +232,7 @@ def _make_engine(spec: BenchmarkSpec, framework: str, workers: int, address: str
                  connect_timeout: float | None = None, dashboard: bool = False) -> Engine:
     res = spec.worker_resources
     engine = make_engine(
-        framework, workers, None if is_baseline(framework) else address,
+        framework, workers, None if in_process(framework) else address,
         cpus_per_worker=max(1.0, res.cpu_count()),
         memory_per_worker=res.memory_bytes(),
         startup_timeout=float(spec.timeout_seconds),
@@ -245,7 +275,7 @@ def _finish(rec: ResultRecord, engine: Engine | None) -> ResultRecord:
     if engine is not None:
         rec["phases"]["startup"] = engine.startup_seconds
         rec["environment"]["engine"] = engine.describe()
-        if is_baseline(engine.framework):
+        if in_process(engine.framework):
             rec["environment"]["threads"] = engine.workers
     return rec
 
@@ -294,7 +324,7 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: LoadedData, spec: Be
         # Stop the cluster so the abandoned run's tasks die with it; partial timings are kept.
         msg = (f"timed out after {time.perf_counter() - started:.0f}s (timeoutSeconds="
                f"{spec.timeout_seconds}, {len(rec['seconds'])} of {spec.repeats} repeats done)")
-        if is_baseline(engine.framework):
+        if in_process(engine.framework):
             raise RunError(f"{wl_spec.name} on {engine.framework} x{engine.workers}: {msg}; a "
                            f"{engine.framework} run cannot be interrupted, stopping")
         return TrialOutcome(_failed(rec, engine, msg), restart=True)

@@ -26,7 +26,14 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import did_you_mean
-from .frameworks import FRAMEWORKS, Framework, is_baseline, is_framework
+from .frameworks import (
+    FRAMEWORKS,
+    Framework,
+    in_process,
+    is_baseline,
+    is_framework,
+    trial_workers,
+)
 from .operator_spec import FIELDS as OPERATOR_SPEC_FIELDS
 from .params import DEFAULT_WORKLOADS, PARAMS, WORKLOAD_NAMES
 from .quantities import cpu_cores, format_bytes, parse_quantity
@@ -314,7 +321,8 @@ class BenchmarkSpec(SpecModel):
     def trials(self, cores: int | None = None) -> list[tuple[Framework, int]]:
         """(framework, workers) pairs in run order: the baselines first (every core and 1
         thread, and the spec's worker counts when the baseline is asked for by name), then
-        each framework."""
+        the other in-process frameworks named (Dask's single-machine schedulers: the spec's
+        worker counts, see ``trial_workers``), then each framework."""
         cores = cores or os.cpu_count() or 1
         out: list[tuple[Framework, int]] = []
         for baseline in [f for f in FRAMEWORKS if is_baseline(f)]:
@@ -322,7 +330,9 @@ class BenchmarkSpec(SpecModel):
             if baseline in self.frameworks:
                 threads = sorted(set(threads) | set(self.workers))
             out += [(baseline, t) for t in threads]
-        out += [(f, w) for f in self.frameworks if not is_baseline(f) for w in self.workers]
+        out += [(f, w) for f in FRAMEWORKS if f in self.frameworks and in_process(f)
+                and not is_baseline(f) for w in trial_workers(f, self.workers)]
+        out += [(f, w) for f in self.frameworks if not in_process(f) for w in self.workers]
         return out
 
 
@@ -331,8 +341,8 @@ def check_fits_machine(spec: BenchmarkSpec, source: str = "spec",
     """For a local run (every worker a process on this machine): the largest worker count ×
     ``workerResources.memory`` must fit in this machine's memory.  The model's own caps are for
     Kubernetes nodes; the operator does not call this."""
-    if all(is_baseline(f) for f in spec.frameworks):
-        return  # the local baselines run in this process; worker resources do not apply
+    if all(in_process(f) for f in spec.frameworks):
+        return  # in-process frameworks start no workers; worker resources do not apply
     if total_memory is None:
         import psutil
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import RunError, TestbedError, UsageError, did_you_mean
-from bench.frameworks import BASELINE, FRAMEWORKS, is_baseline, is_framework
+from bench.frameworks import BASELINE, FRAMEWORKS, in_process, is_baseline, is_framework
 
 from .options import Parser, positive_int
 from .spec_args import SPEC_FLAGS, spec_from_args
@@ -107,7 +107,7 @@ def _run_runner(args: argparse.Namespace, send: Send | None) -> int:
         raise UsageError(f"--framework: unknown framework {args.framework!r}; expected "
                          f"{', '.join(names[:-1])} or {names[-1]}"
                          + did_you_mean(args.framework, names))
-    if not is_baseline(args.framework) and not args.address:
+    if not in_process(args.framework) and not args.address:
         raise UsageError("--address: the runner connects to an existing cluster; give its address "
                          "(Ray GCS host:port, Dask scheduler tcp://host:port)")
     to_stdout = args.out in (None, "-")

@@ -69,7 +69,9 @@ def test_crd_is_a_valid_customresourcedefinition():
         assert (column["jsonPath"].split(".")[-1] in status
                 or column["jsonPath"].startswith(".metadata"))
     spec = ver["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert spec["frameworks"]["items"]["enum"] == ["local", "ray", "dask", "dask-on-ray"]
+    assert spec["frameworks"]["items"]["enum"] == ["local", "ray", "dask", "dask-on-ray",
+                                                     "dask-threads", "dask-processes",
+                                                     "dask-synchronous"]
     assert "knn" in spec["workloads"]["items"]["properties"]["name"]["enum"]
     assert spec["workers"]["items"]["minimum"] == 0 and spec["workers"]["items"]["exclusiveMinimum"]
     assert spec["repeats"]["minimum"] == 1

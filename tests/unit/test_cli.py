@@ -93,7 +93,8 @@ def _no_traceback(p):
       "--spec-json", '{"workers": [1], "workers": [2]}'],
      "--spec-json: duplicate key 'workers'; each field may be given once"),
     (["runner", "--framework", "rey", "--workers", "1", "--address", "h:1"],
-     ("--framework: unknown framework 'rey'; expected ray, dask, dask-on-ray or local; "
+     ("--framework: unknown framework 'rey'; expected ray, dask, dask-on-ray, dask-threads, "
+      "dask-processes, dask-synchronous or local; "
       "did you mean 'ray'?")),
     # Dataset flags the dataset does not read (the whole default run used to start instead).
     (["run", "--uri", "s3://bucket/key"],
@@ -113,7 +114,8 @@ def _no_traceback(p):
       "and the dataset is 's3'")),
     # Did you mean ...?
     (["run", "-f", "rey"], ("testbed: error: spec.frameworks: unknown framework 'rey'; "
-                            "expected one of local, ray, dask, dask-on-ray; did you mean 'ray'?")),
+                            "expected one of local, ray, dask, dask-on-ray, dask-threads, "
+                            "dask-processes, dask-synchronous; did you mean 'ray'?")),
     (["run", "-l", "kmean"], "did you mean 'kmeans'?"),
     (["run", "--dataset", "synthtic"], "did you mean 'synthetic'?"),
     (["rnu"], ("invalid choice: 'rnu' (choose from 'run', 'report', 'compare', 'runner', 'data'); "

@@ -54,9 +54,11 @@ def test_cluster_figures_say_how_workers_combine():
 
 
 def _spin(seconds: float) -> None:
+    """Busy CPU for ``seconds``, giving the GIL away at every turn (as a driver waiting on its
+    workers does): a pure-Python loop that held it would starve the sampler's thread."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        pass
+        time.sleep(0)
 
 
 def test_sampler_gets_ten_samples_of_a_short_phase_and_a_timeline():

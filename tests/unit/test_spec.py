@@ -134,11 +134,12 @@ def test_unreadable_specs(tmp_path):
     ({"workerResources": {"cpu": "0m"}}, "spec.workerResources.cpu: cpu '0m' must be more than 0"),
     # Suggestions.
     ({"frameworks": ["rey"]}, ("spec.frameworks: unknown framework 'rey'; expected one of local, "
-                               "ray, dask, dask-on-ray; did you mean 'ray'?")),
+                               "ray, dask, dask-on-ray, dask-threads, dask-processes, "
+                               "dask-synchronous; did you mean 'ray'?")),
     ({"workload": {"name": "kmean"}}, ("spec.workloads.0.name: unknown workload 'kmean'; expected "
                                        "one of knn, kmeans, pca, gridsearch, classify, cnn, "
-                                       "resnet18, dataframe, tasks, noop, train, tune; did you "
-                                       "mean 'kmeans'?")),
+                                       "resnet18, dataframe, tasks, noop, train, tune, etl, "
+                                       "xgboost; did you mean 'kmeans'?")),
     ({"dataset": {"name": "synthtic"}},
      ("spec.dataset.name: unknown dataset 'synthtic'; expected one of digits, synthetic, file, s3, "
       "parquet; did you mean 'synthetic'?")),
@@ -303,18 +304,21 @@ def test_each_framework_says_which_cluster_runs_it_and_the_operator_follows():
     from testbed_operator.drivers import DaskDriver, RayDriver, driver_for
 
     kinds = {f: cluster_kind(f) for f in FRAMEWORKS}
-    assert kinds == {"local": None, "ray": "ray", "dask": "dask", "dask-on-ray": "ray"}
+    assert kinds == {"local": None, "ray": "ray", "dask": "dask", "dask-on-ray": "ray",
+                     "dask-threads": None, "dask-processes": None, "dask-synchronous": None}
     drivers = {f: type(driver_for(f)) for f in FRAMEWORKS if kinds[f] is not None}
     assert drivers == {"ray": RayDriver, "dask": DaskDriver, "dask-on-ray": RayDriver}
 
 
 def test_unknown_frameworks_keep_their_message():
     with pytest.raises(SpecError, match=r"spec.frameworks: unknown framework 'rya'; expected "
-                                        r"one of local, ray, dask, dask-on-ray; did you mean "
+                                        r"one of local, ray, dask, dask-on-ray, dask-threads, "
+                                        r"dask-processes, dask-synchronous; did you mean "
                                         r"'ray'\?"):
         parse_spec({"frameworks": ["rya"]})
     with pytest.raises(SpecError, match=r"spec.frameworks.0: Input should be 'local', 'ray', "
-                                        r"'dask' or 'dask-on-ray' \(got 1\)"):
+                                        r"'dask', 'dask-on-ray', 'dask-threads', "
+                                        r"'dask-processes' or 'dask-synchronous' \(got 1\)"):
         parse_spec({"frameworks": [1]})
 
 
@@ -326,7 +330,7 @@ def test_the_workload_registry_declares_params_checks_and_torch():
     assert all(PARAMS[n] is w.params for n, w in WORKLOADS.items())
     assert all(len(w.impl.split(":")) == 2 for w in WORKLOADS.values())
     assert {n for n, w in WORKLOADS.items() if w.checks} == {
-        "pca", "kmeans", "gridsearch", "cnn", "resnet18", "train", "tune"}
+        "pca", "kmeans", "gridsearch", "cnn", "resnet18", "train", "tune", "etl", "xgboost"}
 
 
 def test_data_checks_name_the_field_before_any_cluster_starts():

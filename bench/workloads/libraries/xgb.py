@@ -1,0 +1,241 @@
+"""XGBoost: distributed gradient-boosted trees on a partitioned ``classification`` dataset,
+with each framework's own integration; the same parameters and rounds everywhere.
+
+* ``local``: ``xgboost.train`` in this process on every training partition (``nthread`` =
+  the thread count): the baseline;
+* ``dask``: ``xgboost.dask``: ``DaskDMatrix`` over ``dd.read_parquet`` of the training
+  partitions (the workers read them), ``xgboost.dask.train`` (needs a distributed cluster:
+  Dask-on-Ray and Dask's single-machine schedulers are not one);
+* ``ray``: Ray Train's ``XGBoostTrainer`` (the V2 API: ``train_loop_per_worker``,
+  ray/train/v2/xgboost/xgboost_trainer.py), one training worker per Ray worker, each reading
+  its share of the training files itself and calling ``xgboost.train`` inside Ray Train's
+  collective (``XGBoostConfig``). The files are read with pyarrow rather than Ray Data: the
+  training workers hold every CPU of the cluster, which Ray Data's read tasks would wait for.
+  Rank 0 reports the metrics with a checkpoint (Ray Train V2 keeps only those), written under
+  a temporary ``storage_path`` on the driver's disk: on a multi-node cluster that path must
+  be shared storage, so this path runs on clusters this run started.
+
+The dataset's last ``test_partitions`` partitions are held out; the quality figures are the
+booster's ``logloss`` and ``accuracy`` on them, equal across frameworks within a tolerance
+(distributed histogram sketches differ slightly from one process's). ``train_seconds`` is
+the time in training alone; ``rounds_per_second`` = rounds / train_seconds.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from bench.engines.base import Engine
+from bench.errors import RunError, UsageError
+from bench.workloads.base import Outcome, Params, State, Tolerance, Workload
+
+from .base import family, require
+
+if TYPE_CHECKING:
+    from bench.data import PartitionedData
+
+
+def booster_params(params: Params, classes: int, threads: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"max_depth": params["max_depth"], "eta": params["eta"],
+                           "max_bin": params["max_bin"], "tree_method": params["tree_method"],
+                           "seed": params["seed"], "nthread": max(1, threads)}
+    if classes > 2:
+        out.update(objective="multi:softprob", num_class=classes, eval_metric="mlogloss")
+    else:
+        out.update(objective="binary:logistic", eval_metric="logloss")
+    return out
+
+
+def metrics(proba: np.ndarray, y: np.ndarray, classes: int) -> dict[str, float]:
+    """Log loss and accuracy of predicted probabilities (binary: P(1); else one row each)."""
+    y = np.asarray(y).astype(np.int64)
+    p = np.asarray(proba, dtype=np.float64)
+    if classes <= 2:
+        p = np.stack([1 - p.reshape(-1), p.reshape(-1)], axis=1)
+    p = np.clip(p, 1e-15, 1.0)
+    logloss = float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    accuracy = float(np.mean(p.argmax(axis=1) == y))
+    return {"logloss": logloss, "accuracy": accuracy}
+
+
+def read_frame(data: PartitionedData, uris: list[str], features: list[str]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of ``uris``, read with pyarrow in the calling process."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, _ = data.filesystem()
+    if not uris:
+        return np.zeros((0, len(features)), np.float32), np.zeros(0, np.int32)
+    table = pa.concat_tables([pq.read_table(data.path(u), columns=[*features, "label"],
+                                            filesystem=fs) for u in uris])
+    X = np.column_stack([table[c].to_numpy() for c in features]).astype(np.float32)
+    return X, table["label"].to_numpy()
+
+
+def _ray_train_loop(config: dict[str, Any]) -> None:
+    """Ray Train's ``train_loop_per_worker``: read my share, train, evaluate, report."""
+    import ray.train
+    import xgboost
+
+    ctx = ray.train.get_context()
+    rank, size = ctx.get_world_rank(), ctx.get_world_size()  # my share: every size-th file
+    data, features = config["data"], config["features"]
+    X, y = read_frame(data, config["train"][rank::size], features)
+    t0 = time.perf_counter()
+    booster = xgboost.train(config["params"], xgboost.DMatrix(X, label=y),
+                            num_boost_round=config["rounds"])
+    seconds = time.perf_counter() - t0
+    # Every rank evaluates (each holds the same booster): making a DMatrix is a collective
+    # operation inside Ray Train's communicator (it agrees on the column count), so a
+    # DMatrix made on rank 0 alone would wait for the others forever.
+    Xt, yt = read_frame(data, config["test"], features)
+    report: dict[str, Any] = {"train_seconds": seconds, "rows": len(y),
+                              **metrics(booster.predict(xgboost.DMatrix(Xt)), yt,
+                                        config["classes"])}
+    # Ray Train V2 keeps the metrics reported with a checkpoint (Result.metrics): rank 0's
+    # carries the booster, written under the run's storage_path.
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if rank == 0:
+            booster.save_model(f"{d}/model.ubj")
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(report, checkpoint=checkpoint)
+
+
+def _read_part(data: PartitionedData, uri: str, features: list[str], labels: bool
+               ) -> np.ndarray:
+    X, y = read_frame(data, [uri], features)
+    return y if labels else X
+
+
+def _dask_arrays(data: PartitionedData, uris: list[str], features: list[str]) -> Any:
+    """Dask arrays of features and labels, one chunk per file, each read by the worker that
+    computes it (``da.from_delayed``; the rows per file are the manifest's)."""
+    import dask.array as da
+    from dask.delayed import delayed
+
+    index = {u: i for i, u in enumerate(data.partitions)}
+    rows = [int(data.manifest["partition_rows"][index[u]]) for u in uris]
+    # (dask.array is unannotated: no-untyped-call)
+    xs = [da.from_delayed(  # type: ignore[no-untyped-call]
+        delayed(_read_part)(data, u, features, False), (n, len(features)), dtype=np.float32)
+        for u, n in zip(uris, rows, strict=True)]
+    ys = [da.from_delayed(  # type: ignore[no-untyped-call]
+        delayed(_read_part)(data, u, features, True), (n,), dtype=np.int32)
+        for u, n in zip(uris, rows, strict=True)]
+    return (da.concatenate(xs),  # type: ignore[no-untyped-call]
+            da.concatenate(ys))  # type: ignore[no-untyped-call]
+
+
+class Xgboost(Workload):
+    name = "xgboost"
+    quality_metric = "logloss"
+    higher_is_better = False
+    tolerance: ClassVar[Tolerance] = {"logloss": (0.03, 0.1), "accuracy": (0.03, 0.0)}
+
+    def distribute_partitioned(self, engine: Engine, data: PartitionedData,
+                               params: Params) -> State:
+        if data.kind != "classification":
+            raise UsageError(f"dataset.uri {data.uri}: xgboost needs a classification "
+                             f"dataset (testbed data make --kind classification); this one is "
+                             f"{data.kind}")
+        held = params["test_partitions"]
+        if held >= len(data.partitions):
+            raise UsageError(f"workloads: xgboost's params.test_partitions: {held} of the "
+                             f"dataset's {len(data.partitions)} partitions leaves none to "
+                             "train on")
+        train = data.partitions[:-held]
+        if family(engine.framework) == "ray" and engine.workers > len(train):
+            raise UsageError(f"workloads: xgboost on ray: {engine.workers} training workers "
+                             f"but {len(train)} training partitions; each worker needs one")
+        names = [f["name"] for f in data.manifest["schema"]]
+        features = [n for n in names if n != "label"]
+        classes = int(data.manifest.get("classes") or 2)
+        return {"data": data, "train": train, "test": data.partitions[-held:],
+                "features": features, "classes": classes}
+
+    def release(self, engine: Engine, state: State) -> None:
+        state.clear()
+
+    def run(self, engine: Engine, state: State, params: Params) -> Outcome:
+        path = family(engine.framework)
+        if path == "local":
+            quality, seconds = self._local(engine, state, params)
+        elif path == "ray":
+            quality, seconds = self._ray(engine, state, params)
+        else:
+            quality, seconds = self._dask(engine, state, params)
+        data: PartitionedData = state["data"]
+        return Outcome(quality, {"train_seconds": seconds,
+                                 "rounds_per_second": params["rounds"] / seconds,
+                                 "rounds": params["rounds"],
+                                 "train_partitions": len(state["train"]),
+                                 "test_partitions": len(state["test"]),
+                                 "bytes_read": data.total_bytes})
+
+    def _local(self, engine: Engine, state: State, params: Params
+               ) -> tuple[dict[str, float], float]:
+        xgboost = require("xgboost", "xgboost", self.name)
+        X, y = read_frame(state["data"], state["train"], state["features"])
+        t0 = time.perf_counter()
+        booster = xgboost.train(booster_params(params, state["classes"], engine.parallelism),
+                                xgboost.DMatrix(X, label=y), num_boost_round=params["rounds"])
+        seconds = time.perf_counter() - t0
+        Xt, yt = read_frame(state["data"], state["test"], state["features"])
+        return metrics(booster.predict(xgboost.DMatrix(Xt)), yt, state["classes"]), seconds
+
+    def _dask(self, engine: Engine, state: State, params: Params
+              ) -> tuple[dict[str, float], float]:
+        client = getattr(engine, "client", None)
+        if engine.framework != "dask" or client is None:
+            raise RunError(f"xgboost does not run on {engine.framework}: xgboost.dask needs a "
+                           "distributed Dask cluster (framework dask)")
+        dxgb = require("xgboost.dask", "xgboost", self.name)
+
+        data: PartitionedData = state["data"]
+        threads = max(1, int(engine.cpus_per_worker))
+        # xgboost.dask checks its client against distributed.get_client(): make it current.
+        with engine.dask_context():
+            t0 = time.perf_counter()
+            X, y = _dask_arrays(data, state["train"], state["features"])
+            dtrain = dxgb.DaskDMatrix(client, X, y)
+            out = dxgb.train(client, booster_params(params, state["classes"], threads), dtrain,
+                             num_boost_round=params["rounds"])
+            seconds = time.perf_counter() - t0
+            Xt, yt = _dask_arrays(data, state["test"], state["features"])
+            proba, labels = client.compute([dxgb.predict(client, out["booster"], Xt), yt],
+                                           sync=True)
+        engine.tasks += len(state["train"]) + len(state["test"])
+        return metrics(np.asarray(proba), labels, state["classes"]), seconds
+
+    def _ray(self, engine: Engine, state: State, params: Params
+             ) -> tuple[dict[str, float], float]:
+        rx = require("ray.train.xgboost", "ray[train]", self.name)
+        from ray.train import RunConfig, ScalingConfig
+
+        cpus = max(1.0, engine.cpus_per_worker)
+        config = {"data": state["data"], "train": state["train"], "test": state["test"],
+                  "features": state["features"], "classes": state["classes"],
+                  "rounds": params["rounds"],
+                  "params": booster_params(params, state["classes"], int(cpus))}
+        storage = tempfile.mkdtemp(prefix="testbed-xgb-")
+        try:
+            trainer = rx.XGBoostTrainer(
+                _ray_train_loop, train_loop_config=config,
+                scaling_config=ScalingConfig(num_workers=engine.workers,
+                                             resources_per_worker={"CPU": cpus}),
+                run_config=RunConfig(storage_path=storage, name="xgboost"))
+            result = trainer.fit()
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+        m = dict(result.metrics or {})
+        if "logloss" not in m:
+            raise RunError(f"xgboost on ray: the training workers reported no metrics ({m})")
+        engine.tasks += engine.workers
+        return {"logloss": float(m["logloss"]), "accuracy": float(m["accuracy"])}, \
+            float(m["train_seconds"])
