@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.frameworks import is_baseline
+from bench.frameworks import in_process, is_baseline
 from bench.runner import run_benchmark
 from bench.spec import load_spec, parse_spec
 
@@ -31,8 +31,12 @@ def test_example_specs_are_valid(path):
     spec = load_spec(path)
     assert spec.frameworks == raw["frameworks"] and spec.workers == raw["workers"]
     planned = spec.trials()
-    assert [(f, w) for f, w in planned if not is_baseline(f)] == [
-        (f, w) for f in raw["frameworks"] if not is_baseline(f) for w in raw["workers"]]
+    # In-process frameworks (Dask's local schedulers) run first, like the baseline; the
+    # clusters keep the spec's order.
+    assert [(f, w) for f, w in planned if not in_process(f)] == [
+        (f, w) for f in raw["frameworks"] if not in_process(f) for w in raw["workers"]]
+    assert {(f, w) for f, w in planned if in_process(f) and not is_baseline(f)} <= {
+        (f, w) for f in raw["frameworks"] for w in [*raw["workers"], 1]}
     assert len(planned) == len(set(planned))
     jsonschema.Draft4Validator(spec_schema()).validate(raw)
     body = {"apiVersion": "testbed.dev/v1alpha1", "kind": "Benchmark",
