@@ -31,6 +31,7 @@ of rows or on how they are partitioned, and a value moved to another key changes
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shutil
 import tempfile
@@ -154,6 +155,9 @@ def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int
     from ray.data.aggregate import Count, Sum
 
     rd.DataContext.get_current().enable_progress_bars = False
+    # Ray Data logs every Dataset's plan and finish at INFO on the console
+    # (ray/data/_internal/logging.py); the run's own output is the trial lines.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     from ray.data.expressions import col
 
     tx = ray_dataset(data, COLUMNS).filter(expr=col("amount") > float(params["min_amount"]))
