@@ -81,6 +81,10 @@ def split_uri(uri: str) -> tuple[bool, str]:
     return False, os.path.abspath(os.path.expanduser(uri)).rstrip("/") or "/"
 
 
+def is_s3_uri(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
 def filesystem_for(uri: str, s3: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem that holds ``uri`` and the path of ``uri`` on it."""
     import pyarrow.fs as pafs
@@ -198,7 +202,9 @@ def open_dataset(uri: str, s3: S3Settings | None = None) -> PartitionedData:
     if missing:
         raise UsageError(f"dataset.uri {uri}: {len(missing)} of {len(names)} partition files "
                          f"missing (first: {missing[0]})")
-    base = uri.rstrip("/")
+    # A local dataset is named by its absolute path: the workers read it themselves, and a
+    # Ray worker runs in its own session folder, not in the driver's working directory.
+    base = uri.rstrip("/") if is_s3_uri(uri) else path
     dimension = None
     if dim_info.type == pafs.FileType.File:
         dimension = join(base, f"{DIMENSION_DIR}/{part_name(0)}")

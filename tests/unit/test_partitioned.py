@@ -228,3 +228,13 @@ def test_kmeans_on_a_partitioned_dataset_needs_lloyd(tmp_path):
     assert lloyd["state"] == "succeeded" and lloyd["data"]["partitions"] == [0, 1]
     assert inits["error"] == ("workloads.kmeans.params.strategy: a partitioned dataset needs "
                               "strategy: lloyd (the data-parallel form)")
+
+
+def test_a_relative_local_uri_opens_as_an_absolute_path(tmp_path, monkeypatch):
+    """Workers read the partitions themselves, from their own working directories (a Ray worker
+    runs in its session folder): the partitions of a dataset named relatively are absolute."""
+    make_dataset("blobs", str(tmp_path / "rel"), rows=40, columns=2, partitions=2, seed=0)
+    monkeypatch.chdir(tmp_path)
+    data = open_dataset("rel")
+    assert data.uri == str(tmp_path / "rel")
+    assert all(os.path.isabs(p) and os.path.isfile(p) for p in data.partitions)
