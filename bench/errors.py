@@ -33,8 +33,13 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
 def error_summary(e: BaseException, limit: int = 300) -> str:
     """``Type: first line`` of ``e``, and of its cause when it has one (``ray.init``'s
     ``ConnectionError`` hides why in its cause), each cut at ``limit`` characters."""
-    msg = str(e).strip().splitlines()
-    out = f"{type(e).__name__}: {msg[0] if msg else ''}"[:limit]
+    msg = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    first = msg[0] if msg else ""
+    if first.endswith(":") and len(msg) > 1:
+        # "Training failed due to worker errors:" (Ray Train's WorkerGroupError) says why on
+        # the lines below: keep the first of them.
+        first = f"{first} {msg[1]}"
+    out = f"{type(e).__name__}: {first}"[:limit]
     cause = e.__cause__
     if cause is not None:
         lines = str(cause).strip().splitlines()

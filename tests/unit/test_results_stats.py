@@ -315,3 +315,21 @@ def test_the_runner_keeps_its_restart_flag_out_of_the_record(tmp_path):
     assert rec["state"] == "succeeded"
     assert not [k for k in rec if k.startswith("_")]
     assert not [k for k in json.loads(out.read_text()) if k.startswith("_")]
+
+
+def test_an_error_whose_first_line_ends_in_a_colon_keeps_the_line_that_says_why():
+    """Ray Train's WorkerGroupError reads "Training failed due to worker errors:" and gives the
+    worker's error on the next line; the record's one-line error keeps that line too."""
+    from bench.errors import error_summary
+
+    class WorkerGroupError(Exception):
+        pass
+
+    e = WorkerGroupError("Training failed due to worker errors:\n\n  [Rank 0] FileNotFoundError: "
+                         "data/part-00000.parquet\nTraceback ...")
+    assert error_summary(e) == ("WorkerGroupError: Training failed due to worker errors: "
+                                "[Rank 0] FileNotFoundError: data/part-00000.parquet")
+    assert error_summary(ValueError("one line")) == "ValueError: one line"
+    with pytest.raises(RuntimeError) as info:
+        raise RuntimeError("outer") from OSError("why:\nbecause")
+    assert error_summary(info.value) == "RuntimeError: outer (OSError: why:)"
