@@ -286,10 +286,29 @@ class MachineWatch:
     processes) or ``roots``, in percent of one core; None where the workers are elsewhere (a
     cluster we connected to: its pods may share this node). ``busy``: see :func:`busy_rule`."""
 
+    POLL = 0.25
+    """Seconds between looks at the process tree during the trial. A process that exits is
+    gone from the tree, and its CPU time reaches its parent's ``children_*`` times only if
+    the parent waits for it: Ray's raylet does not, so the CPU of every Ray Train or Tune
+    worker that finished inside the trial was counted as another process's. The watch keeps
+    the last CPU time it saw of every process, so only what a process used in its last
+    ``POLL`` seconds can be missed."""
+
     def __init__(self, roots: list[int] | None = None, count_others: bool = True):
         self.roots = [os.getpid(), *(roots or [])]
         self.count_others = count_others
         self._before: dict[str, Any] = {}
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _look(self) -> None:
+        for pid, cpu in _tree_cpu(self.roots).items():
+            self._seen[pid] = max(cpu, self._seen.get(pid, 0.0))
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.POLL):
+            self._look()
 
     def start(self) -> None:
         a = psutil.cpu_times()
@@ -297,22 +316,34 @@ class MachineWatch:
         self._cpu0 = psutil.cpu_times()
         self._before = {**_load(), "steal_percent": _steal_percent(a, self._cpu0)}
         self._ours0 = _tree_cpu(self.roots) if self.count_others else {}
+        self._seen = dict(self._ours0)
         self._t0 = time.perf_counter()
+        if self.count_others:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._poll, name="machine-watch",
+                                            daemon=True)
+            self._thread.start()
 
     def stop(self) -> dict[str, Any]:
         cpu1 = psutil.cpu_times()
         wall = time.perf_counter() - self._t0
         steal = _steal_percent(self._cpu0, cpu1)
         other: float | None = None
+        ours: float | None = None
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
         if self.count_others and wall > 0:
-            ours1 = _tree_cpu(self.roots)
-            ours = sum(v - self._ours0.get(pid, 0.0) for pid, v in ours1.items())
+            self._look()
+            ours = sum(v - self._ours0.get(pid, 0.0) for pid, v in self._seen.items())
             busy = _cpu_split(cpu1)[0] - _cpu_split(self._cpu0)[0]
             other = round(max(0.0, busy - ours) / wall * 100.0, 1)
         flag, reason = busy_rule(other, steal)
         return {"before": self._before, "after": {**_load(), "steal_percent": steal},
                 "other_cpu_percent": other, "busy": flag, "busy_reason": reason,
-                "seconds": round(wall, 3)}
+                "seconds": round(wall, 3),
+                "own_cpu_seconds": None if ours is None else round(ours, 3)}
 
 
 def environment() -> dict[str, Any]:

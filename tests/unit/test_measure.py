@@ -3,6 +3,7 @@ sampler and the machine watch on this very process (no cluster needed)."""
 import threading
 import time
 
+import psutil
 import pytest
 
 from bench.measure import (
@@ -89,7 +90,8 @@ def test_machine_watch_fields_are_sane():
     t.start()
     t.join()
     m = w.stop()
-    assert set(m) == {"before", "after", "other_cpu_percent", "busy", "busy_reason", "seconds"}
+    assert set(m) == {"before", "after", "other_cpu_percent", "busy", "busy_reason", "seconds",
+                      "own_cpu_seconds"}
     for when in ("before", "after"):
         assert m[when]["load1"] >= 0 and m[when]["load5"] >= 0
         assert 0 <= m[when]["steal_percent"] <= 100
@@ -99,6 +101,46 @@ def test_machine_watch_fields_are_sane():
     connected = MachineWatch(count_others=False)
     connected.start()
     assert connected.stop()["other_cpu_percent"] is None
+
+
+_UNWAITED_CHILD = """
+import signal, subprocess, sys, time
+# As Ray's raylet does: the parent never waits for its children, so a finished child's CPU
+# time never reaches the parent's children_user/children_system.
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+subprocess.Popen([sys.executable, "-c", "import time; "
+                  "[0 for _ in iter(lambda: time.process_time() < 1.0, False)]"])
+sys.stdin.read()  # (stays alive until the test closes its stdin)
+"""
+
+
+def test_machine_watch_counts_a_finished_child_nobody_waited_for():
+    """A worker that used CPU and exited inside the trial (a Ray Train worker under the
+    raylet) is the trial's own CPU, not another process's: the watch keeps the CPU time it
+    last saw of every process in the tree."""
+    import subprocess
+    import sys
+
+    w = MachineWatch()
+    w.start()
+    parent = subprocess.Popen([sys.executable, "-c", _UNWAITED_CHILD], stdin=subprocess.PIPE)
+    try:
+        # Wait (bounded) for the child to appear, use its second of CPU, and be gone.
+        deadline = time.monotonic() + 60
+        seen = False
+        while time.monotonic() < deadline:
+            kids = psutil.Process(parent.pid).children()
+            seen = seen or bool(kids)
+            if seen and not kids:
+                break
+            time.sleep(0.05)
+        assert seen and not psutil.Process(parent.pid).children(), "the child never finished"
+        m = w.stop()
+    finally:
+        parent.stdin.close()  # type: ignore[union-attr]
+        parent.wait(timeout=30)
+    # 1.0 s of the child's CPU, less at most one poll interval (0.25 s) it may have missed.
+    assert m["own_cpu_seconds"] >= 0.7, m
 
 
 def test_a_local_trial_records_the_machine_and_no_artifacts(tmp_path):
