@@ -52,9 +52,10 @@ Fields (all JSON):
                          faulted run): {"before": {"load1", "load5", "steal_percent"},
                          "after": {...}, "other_cpu_percent", "busy", "busy_reason",
                          "seconds", "own_cpu_seconds"}. own_cpu_seconds: CPU used by the
-                         trial's own processes (exited ones included, as last seen). steal: percent of all CPU time, over 0.1 s before /
-                         over the trial; other_cpu_percent: CPU used during the trial by
-                         processes outside the driver's and the cluster's process trees,
+                         trial's own processes (exited ones included, as last seen).
+                         steal: percent of all CPU time, over 0.1 s before / over the
+                         trial; other_cpu_percent: CPU used during the trial by processes
+                         outside the driver's and the cluster's process trees,
                          percent of one core (null on a cluster we connected to); busy:
                          other_cpu_percent > 50 or steal > 5 (bench.measure.busy_rule)
     artifacts     dict|null  with ``artifacts`` on: the frameworks' own records of the timed
