@@ -32,14 +32,14 @@ from bench.frameworks import dask_scheduler
 from bench.measure import TreeSampler
 from bench.params import WORKLOADS
 
-from .base import Engine
+from .local import InProcessSampling
 
 
 def _noop(i: int) -> int:
     return i
 
 
-class DaskLocalEngine(Engine):
+class DaskLocalEngine(InProcessSampling):
     def __init__(self, workers: int = 1, address: str | None = None, *,
                  framework: str = "dask-threads", **kw: Any):
         scheduler = dask_scheduler(framework)
@@ -138,18 +138,6 @@ class DaskLocalEngine(Engine):
     def joblib(self) -> AbstractContextManager[Any]:
         self._graphs_only("joblib backend")
 
-    # -- measurement: this process and its pool's processes --------------------------------
-    def start_sampling(self, interval: float) -> None:
-        self._sampler = TreeSampler(interval=interval, include_root=True)
-        self._sampler.start()
-
-    def stop_sampling(self) -> list[dict[str, Any]]:
-        if self._sampler is None:
-            return []
-        out = self._sampler.stop()
-        self._sampler = None
-        out["id"] = self.framework
-        return [out]
 
     def settings(self) -> dict[str, Any]:
         return {"scheduler": self.scheduler}

@@ -18,7 +18,27 @@ from bench.measure import TreeSampler
 from .base import Engine
 
 
-class LocalEngine(Engine):
+class InProcessSampling(Engine):
+    """Sampling for the engines that run in this process (the baseline, Dask's single-machine
+    schedulers): this process and its pool's processes, as one worker named after the
+    framework."""
+
+    _sampler: TreeSampler | None = None
+
+    def start_sampling(self, interval: float) -> None:
+        self._sampler = TreeSampler(interval=interval, include_root=True)
+        self._sampler.start()
+
+    def stop_sampling(self) -> list[dict[str, Any]]:
+        if self._sampler is None:
+            return []
+        out = self._sampler.stop()
+        self._sampler = None
+        out["id"] = self.framework
+        return [out]
+
+
+class LocalEngine(InProcessSampling):
     framework = BASELINE
 
     def __init__(self, workers: int = 1, address: str | None = None, **kw: Any):
@@ -92,14 +112,3 @@ class LocalEngine(Engine):
     def joblib(self) -> AbstractContextManager[None]:
         return self._joblib()
 
-    def start_sampling(self, interval: float) -> None:
-        self._sampler = TreeSampler(interval=interval, include_root=True)
-        self._sampler.start()
-
-    def stop_sampling(self) -> list[dict[str, Any]]:
-        if self._sampler is None:
-            return []
-        out = self._sampler.stop()
-        self._sampler = None
-        out["id"] = "local"
-        return [out]
