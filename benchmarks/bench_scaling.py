@@ -20,6 +20,7 @@ from this one run; ``docs/performance.md`` records a run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -27,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,16 +71,19 @@ def dataset(kind: str, root: Path, gib: float, partitions: int) -> str:
 
 
 def idle_footprint(framework: str, memory: int) -> int:
-    """Resident bytes of one started, idle worker (the largest of two)."""
+    """Resident bytes of one started, idle worker (the larger of two), counted the way the
+    trials count a worker: its whole process tree (Ray: the node's ``ray start``, raylet, agents
+    and idle workers; Dask: the nanny and its worker process)."""
     with make_engine(framework, 2, memory_per_worker=memory) as engine:
         engine.start()
         time.sleep(2)  # (let the workers finish importing; a measurement, not a race)
         per_worker = []
         for proc in engine.worker_processes():
-            try:
-                per_worker.append(proc.memory_info().rss)
-            except Exception:
-                per_worker.append(0)
+            total = 0
+            for p in (proc, *proc.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):  # (a process may have exited)
+                    total += p.memory_info().rss
+            per_worker.append(total)
     return max(per_worker) if per_worker else 0
 
 
