@@ -24,6 +24,9 @@ class KnnParams(_Params):
     n_neighbors: PositiveInt = 5
     chunks_per_worker: PositiveInt = 2
     """How many prediction chunks each worker gets (more chunks: better balance, more tasks)."""
+    train_partitions: PositiveInt = 1
+    """Partitioned dataset only: its first this many partitions are the training set (read
+    once and broadcast to every task), the others the query points, one task each."""
 
 
 class KMeansParams(_Params):
@@ -248,7 +251,7 @@ def _partitioned_only(kind: str) -> DataCheck:
 
 
 WORKLOADS: dict[str, WorkloadInfo] = {
-    "knn": WorkloadInfo(KnnParams, "knn:Knn"),
+    "knn": WorkloadInfo(KnnParams, "knn:Knn", partitioned=True),
     "kmeans": WorkloadInfo(KMeansParams, "kmeans:KMeans", checks=(_n_clusters,),
                            partitioned=True),
     "pca": WorkloadInfo(PcaParams, "pca:Pca", checks=(_n_components,), partitioned=True),
@@ -257,7 +260,8 @@ WORKLOADS: dict[str, WorkloadInfo] = {
     "cnn": WorkloadInfo(CnnParams, "cnn:Cnn", checks=(_images_8x8("cnn"),), needs_torch=True),
     "resnet18": WorkloadInfo(ResNet18Params, "resnet18:ResNet18",
                              checks=(_images_8x8("resnet18"),), needs_torch=True, default=False),
-    "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame", dask_graphs=True),
+    "dataframe": WorkloadInfo(DataFrameParams, "dataframe:DataFrame", dask_graphs=True,
+                              partitioned=True),
     "tasks": WorkloadInfo(TasksParams, "tasks:Tasks"),
     "noop": WorkloadInfo(NoopParams, "noop:Noop", default=False),
     "train": WorkloadInfo(TrainParams, "libraries.train:Train",

@@ -123,6 +123,35 @@ def read_partitions(engine: Engine, data: PartitionedData, fn: TableFn = _num_ro
     return PartitionRead([r for r, _ in out], [s for _, s in out])
 
 
+def _read_task_with(item: tuple[PartitionedData, int, Callable[..., Any], Sequence[str] | None],
+                    *shared: Any) -> tuple[Any, dict[str, Any]]:
+    data, index, fn, columns = item
+    return _read_task((data, index, lambda table: fn(table, *shared), columns))
+
+
+def read_partitions_with(engine: Engine, data: PartitionedData, fn: Callable[..., Any],
+                         *shared: Any, columns: Sequence[str] | None = None,
+                         indices: Sequence[int] | None = None) -> PartitionRead:
+    """:func:`read_partitions` with ``fn(table, *shared)``: ``shared`` are handles the engine
+    placed once (``Engine.put``: Ray's object store, Dask's scatter) that every task gets
+    resolved, such as a training set every task needs."""
+    chosen = range(len(data.partitions)) if indices is None else indices
+    out = engine.map(_read_task_with, [(data, i, fn, columns) for i in chosen], *shared)
+    return PartitionRead([r for r, _ in out], [s for _, s in out])
+
+
+def read_frame(data: PartitionedData, index: int, columns: Sequence[str] | None = None
+               ) -> tuple[Any, dict[str, Any]]:
+    """Partition ``index`` as a pandas DataFrame where this runs, with the read's figures
+    (one entry of :func:`data_record`'s ``reads``): for frameworks whose tasks keep the frame
+    in the cluster (a Ray task's return value, a Dask graph's key) instead of returning it."""
+    return _read_task((data, index, _to_pandas, columns))
+
+
+def _to_pandas(table: pa.Table) -> Any:
+    return table.to_pandas()
+
+
 def data_record(data: PartitionedData, reads: Sequence[dict[str, Any]],
                 spilled: dict[str, int] | None = None) -> dict[str, Any]:
     """The record's ``data`` field from the reads of one run (see the module docstring)."""

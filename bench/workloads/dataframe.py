@@ -14,6 +14,17 @@ by ``key`` (``set_index``: a shuffle that moves every row).
 
 Quality figures: the number of groups, a checksum of the aggregates, and the sorted row count
 and sortedness, which every framework must reproduce exactly (checksum to 1e-9 relative).
+
+Partitioned mode (``dataset.name: parquet``, kind ``transactions``): the table is the dataset's
+``customer`` (the key), ``amount`` (x) and ``quantity`` (y) columns; ``rows``, ``keys``, ``seed``
+and ``partitions_per_worker`` do not apply (the dataset has its own). Every run reads: one task
+per partition reads its own file where it runs and keeps the frame in the cluster (a Ray task's
+return value in the object store; a key of the Dask graph, ``from_delayed``), and the same
+groupby and sort run on those frames. Dask sorts into ``set_index`` divisions spread evenly over
+the manifest's key range, so nothing is computed before the one ``compute`` that reads; Ray's
+sample sort samples the frames already read. The driver gets the aggregates and summaries only
+(on the ``local`` baseline the threads of this process read, and pandas works on the whole
+table; Dask's single-machine schedulers read in this process too).
 """
 from __future__ import annotations
 
@@ -24,8 +35,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from bench.data import PartitionedData, data_record, spilled
+from bench.data.readers import read_frame
 from bench.datasets import Dataset
 from bench.engines.base import Engine
+from bench.errors import UsageError
 from bench.frameworks import is_baseline
 
 from .base import Outcome, Params, State, Tolerance, Workload, chunks
@@ -38,6 +52,49 @@ def make_table(rows: int, keys: int, seed: int) -> pd.DataFrame:
         "x": rng.normal(0, 1, rows),
         "y": rng.random(rows),
     })
+
+
+SOURCE_COLUMNS = {"customer": "key", "amount": "x", "quantity": "y"}
+"""Partitioned mode: the transactions columns the table is made of, and their names here."""
+META = pd.DataFrame({"key": pd.Series([], dtype="i8"), "x": pd.Series([], dtype="f8"),
+                     "y": pd.Series([], dtype="f8")})
+
+
+def read_part(data: PartitionedData, index: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Partition ``index`` of a transactions dataset as this workload's table, where this runs,
+    with the read's figures (``bench.data.readers.data_record``)."""
+    raw, stat = read_frame(data, index, list(SOURCE_COLUMNS))
+    df = raw.rename(columns=SOURCE_COLUMNS)[list(META.columns)].astype(
+        {"key": "i8", "x": "f8", "y": "f8"})
+    return df, stat
+
+
+STAT_META = pd.DataFrame({"partition": pd.Series([], dtype="i8"),
+                          "bytes": pd.Series([], dtype="i8"),
+                          "seconds": pd.Series([], dtype="f8"),
+                          "worker": pd.Series([], dtype=object),
+                          "pid": pd.Series([], dtype="i8"),
+                          "peak_rss": pd.Series([], dtype="i8")})
+
+
+def _stat_row(read: tuple[pd.DataFrame, dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([read[1]], columns=STAT_META.columns)
+
+
+def _stat_dict(row: dict[Any, Any]) -> dict[str, Any]:
+    return {"partition": int(row["partition"]), "bytes": int(row["bytes"]),
+            "seconds": float(row["seconds"]), "worker": str(row["worker"]),
+            "pid": int(row["pid"]), "peak_rss": int(row["peak_rss"])}
+
+
+def _read_item(item: tuple[PartitionedData, int]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    return read_part(*item)
+
+
+def key_divisions(keys: int, partitions: int) -> list[int]:
+    """``set_index`` divisions spread evenly over the key range ``[0, keys)``."""
+    divs = [int(d) for d in np.unique(np.linspace(0, keys - 1, partitions + 1).round())]
+    return divs * 2 if len(divs) == 1 else divs
 
 
 def _agg_quality(agg: pd.DataFrame) -> dict[str, float]:
@@ -60,6 +117,23 @@ def _sorted_quality(parts: list[dict[str, Any]]) -> dict[str, float]:
     ok = all(p["monotonic"] for p in parts) and all(
         a["max"] <= b["min"] for a, b in itertools.pairwise(parts))
     return {"sorted_rows": float(sum(p["n"] for p in parts)), "sorted": 1.0 if ok else 0.0}
+
+
+def _dask_quality(ddf: Any, indexed: Any, extra: list[Any] | None = None
+                  ) -> tuple[dict[str, float], list[Any]]:
+    """The groupby and the sort summaries of a Dask DataFrame (and ``extra`` delayed values)
+    in one ``compute``; call it inside the engine's ``dask_context``."""
+    from dask.base import compute
+
+    agg = ddf.groupby("key").agg(x_mean=("x", "mean"), y_sum=("y", "sum"), n=("x", "size"))
+    summary = indexed.map_partitions(
+        lambda p: pd.DataFrame([_sort_summary(p, p.index.to_numpy())]),
+        meta={"n": "i8", "min": "f8", "max": "f8", "monotonic": "bool"},
+    )
+    agg_df, summ, *rest = compute(  # type: ignore[no-untyped-call]  # unannotated
+        agg, summary, *(extra or []))
+    parts = [dict(r) for r in summ.to_dict("records")]
+    return _agg_quality(agg_df) | _sorted_quality(parts), rest
 
 
 # -- Ray core tasks --------------------------------------------------------------------------
@@ -91,6 +165,13 @@ class DataFrame(Workload):
     tolerance: ClassVar[Tolerance] = {"groups": (0.0, 0.0), "agg_checksum": (1e-9, 1e-9),
                  "sorted_rows": (0.0, 0.0), "sorted": (0.0, 0.0)}
 
+    def distribute_partitioned(self, engine: Engine, data: PartitionedData,
+                               params: Params) -> State:
+        if data.kind != "transactions":
+            raise UsageError(f"dataset.uri {data.uri}: dataframe needs a transactions dataset "
+                             f"(testbed data make --kind transactions); this one is {data.kind}")
+        return {"data": data}
+
     def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
         df = make_table(params["rows"], params["keys"], params["seed"])
         nparts = engine.parallelism * params["partitions_per_worker"]
@@ -114,6 +195,22 @@ class DataFrame(Workload):
     def release(self, engine: Engine, state: State) -> None:
         state.clear()
 
+    def run(self, engine: Engine, state: State, params: Params) -> Outcome:
+        if "data" not in state:
+            return super().run(engine, state, params)
+        data: PartitionedData = state["data"]
+        indices = range(len(data.partitions))
+        if is_baseline(engine.framework):
+            frames, reads = zip(*engine.map(_read_item, [(data, i) for i in indices]),
+                                strict=True)
+            out = self.run_local(engine, {"df": pd.concat(frames, ignore_index=True)}, params)
+        elif engine.framework == "ray":
+            out, reads = self._ray_read(engine, data, params)
+        else:
+            out, reads = self._dask_read(engine, data)
+        out.data = data_record(data, list(reads), spilled(engine))
+        return out
+
     def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
         df = state["df"]
         agg = df.groupby("key").agg(x_mean=("x", "mean"), y_sum=("y", "sum"), n=("x", "size"))
@@ -124,21 +221,45 @@ class DataFrame(Workload):
     def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
         if engine.framework == "ray":
             return self._ray(engine, state, params)
-        from dask.base import compute
-
         ddf = state["ddf"]
         with engine.dask_context():
-            agg = ddf.groupby("key").agg(x_mean=("x", "mean"), y_sum=("y", "sum"), n=("x", "size"))
-            s = ddf.set_index("key")
-            summary = s.map_partitions(
-                lambda p: pd.DataFrame([_sort_summary(p, p.index.to_numpy())]),
-                meta={"n": "i8", "min": "f8", "max": "f8", "monotonic": "bool"},
-            )
-            agg_df, summ = compute(agg, summary)  # type: ignore[no-untyped-call]  # unannotated
-        parts = [dict(r) for r in summ.to_dict("records")]
-        q = _agg_quality(agg_df) | _sorted_quality(parts)
+            q, _ = _dask_quality(ddf, ddf.set_index("key"))
         engine.tasks += ddf.npartitions * 4
         return Outcome(q, {"partitions": ddf.npartitions})
+
+    def _dask_read(self, engine: Engine, data: PartitionedData
+                   ) -> tuple[Outcome, list[dict[str, Any]]]:
+        """Partitioned mode on the Dask schedulers: the reads are the graph's first tasks."""
+        import dask.dataframe as dd
+        from dask.delayed import delayed
+
+        n = len(data.partitions)
+        with engine.dask_context():
+            reads = [delayed(read_part)(data, i) for i in range(n)]
+            ddf = dd.from_delayed([r[0] for r in reads], meta=META, verify_meta=False)
+            divisions = key_divisions(int(data.manifest["keys"]), n)
+            # The reads' figures as a collection of the same kind (a mixed compute with
+            # Delayed values would materialise the expressions first).
+            stats = dd.from_delayed([delayed(_stat_row)(r) for r in reads], meta=STAT_META,
+                                    verify_meta=False)
+            q, (rows,) = _dask_quality(ddf, ddf.set_index("key", divisions=divisions), [stats])
+        engine.tasks += n * 6
+        return (Outcome(q, {"partitions": n, "buckets": len(divisions) - 1}),
+                [_stat_dict(r) for r in rows.to_dict("records")])
+
+    def _ray_read(self, engine: Engine, data: PartitionedData, params: Params
+                  ) -> tuple[Outcome, list[dict[str, Any]]]:
+        """Partitioned mode on Ray: read tasks whose frames stay in the object store."""
+        import ray
+
+        from bench.engines.ray_engine import RayEngine
+
+        assert isinstance(engine, RayEngine)  # run sends only "ray" here
+        r_read = engine._remote(read_part).options(num_returns=2)
+        pairs = [r_read.remote(data, i) for i in range(len(data.partitions))]
+        engine.tasks += len(pairs)
+        out = self._ray(engine, {"parts": [p[0] for p in pairs]}, params)
+        return out, list(ray.get([p[1] for p in pairs]))
 
     def _ray(self, engine: Engine, state: State, params: Params) -> Outcome:
         import ray
