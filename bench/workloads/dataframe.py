@@ -200,15 +200,17 @@ class DataFrame(Workload):
             return super().run(engine, state, params)
         data: PartitionedData = state["data"]
         indices = range(len(data.partitions))
+        reads: list[dict[str, Any]]
         if is_baseline(engine.framework):
-            frames, reads = zip(*engine.map(_read_item, [(data, i) for i in indices]),
-                                strict=True)
-            out = self.run_local(engine, {"df": pd.concat(frames, ignore_index=True)}, params)
+            read = engine.map(_read_item, [(data, i) for i in indices])
+            reads = [r for _, r in read]
+            out = self.run_local(engine, {"df": pd.concat([f for f, _ in read],
+                                                          ignore_index=True)}, params)
         elif engine.framework == "ray":
             out, reads = self._ray_read(engine, data, params)
         else:
             out, reads = self._dask_read(engine, data)
-        out.data = data_record(data, list(reads), spilled(engine))
+        out.data = data_record(data, reads, spilled(engine))
         return out
 
     def run_local(self, engine: Engine, state: State, params: Params) -> Outcome:
