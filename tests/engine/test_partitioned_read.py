@@ -178,3 +178,94 @@ def test_kmeans_lloyd_partitioned_mode_matches_scikit_learn(engine, features_dat
     # (a partition may be read by one worker in one step and by the other in the next)
     assert set().union(*out.data["partitions_by_worker"].values()) == {0, 1, 2, 3}
     assert set(out.data["partitions_by_worker"]) <= set(engine.worker_names())
+
+
+def _run_partitioned(framework_or_engine, name, data, params):
+    """distribute_partitioned + run of workload ``name``: on the given engine, or on an
+    in-process one (the baseline, Dask's single-machine schedulers) started for the call."""
+    from bench.params import PARAMS
+    from bench.workloads import get_workload
+
+    wl = get_workload(name)
+    params = PARAMS[name](**params).model_dump()  # the defaults, as the runner fills them
+    if isinstance(framework_or_engine, str):
+        with make_engine(framework_or_engine, 2) as e:
+            return wl.run(e, wl.distribute_partitioned(e, data, params), params)
+    e = framework_or_engine
+    return wl.run(e, wl.distribute_partitioned(e, data, params), params)
+
+
+def _assert_each_worker_read_its_own(rec, engine, expected):
+    by_worker = rec["partitions_by_worker"]
+    assert set(by_worker) <= set(engine.worker_names())  # workers read, the driver did not
+    assert sorted(p for ps in by_worker.values() for p in ps) == expected  # each one once
+    assert rec["reads"] == len(expected) and rec["partitions"] == expected
+    assert set(rec["read_seconds_by_worker"]) == set(rec["peak_rss_by_worker"]) == set(by_worker)
+    assert all(b > 20 * 2**20 for b in rec["peak_rss_by_worker"].values())
+
+
+def test_knn_partitioned_mode_classifies_each_query_partition_where_it_is_read(
+        engine, features_dataset):
+    """The first partition is the (broadcast) training set; each task reads one query
+    partition. The accuracy is scikit-learn's on the same split, as on the baseline."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    params = {"n_neighbors": 5, "chunks_per_worker": 1, "train_partitions": 1}
+    out = _run_partitioned(engine, "knn", features_dataset, params)
+    tables = [pq.read_table(p).to_pandas() for p in features_dataset.partitions]
+    train, test = tables[0], pa.concat_tables(
+        [pq.read_table(p) for p in features_dataset.partitions[1:]]).to_pandas()
+    model = KNeighborsClassifier(5, algorithm="brute").fit(
+        train.drop(columns="label").to_numpy(float), train["label"])
+    expected = float((model.predict(test.drop(columns="label").to_numpy(float))
+                      == test["label"]).mean())
+    assert expected > 0.5 and out.quality["accuracy"] == pytest.approx(expected, abs=1e-12)
+    baseline = _run_partitioned("local", "knn", features_dataset, params)
+    assert out.quality == baseline.quality
+    _assert_each_worker_read_its_own(out.data, engine, [1, 2, 3])
+    sizes = features_dataset.sizes
+    assert out.data["bytes_read"] == sum(sizes[1:])  # whole files: features and label
+    assert out.extra["train_bytes_read"] == sizes[0]
+    assert out.data["bytes_read"] + out.extra["train_bytes_read"] == \
+        features_dataset.manifest["bytes"]
+    assert out.extra["broadcast_bytes"] == 1000 * (6 * 8 + 8)  # float64 features, int64 labels
+
+
+@pytest.fixture(scope="module")
+def dataframe_baseline(local_dataset):
+    """The dataframe workload on the baseline and on Dask's in-process schedulers, and the
+    bytes its three columns take in the files (from the Parquet footers)."""
+    out = {fw: _run_partitioned(fw, "dataframe", local_dataset, {})
+           for fw in ("local", "dask-threads", "dask-synchronous")}
+    columns = {"customer", "amount", "quantity"}
+    out["column_bytes"] = sum(
+        rg.column(j).total_compressed_size
+        for p in local_dataset.partitions for md in [pq.ParquetFile(p).metadata]
+        for rg in (md.row_group(i) for i in range(md.num_row_groups))
+        for j in range(rg.num_columns) if rg.column(j).path_in_schema in columns)
+    return out
+
+
+def test_dataframe_partitioned_mode_reads_on_the_workers(engine, local_dataset,
+                                                         dataframe_baseline):
+    """Each task reads its own transactions partition; the groupby and the sort give the
+    baseline's figures (pandas on the whole table, checked here against pyarrow) on every
+    framework, and the bytes read are the three columns' chunks of every file."""
+    local = dataframe_baseline["local"]
+    table = pa.concat_tables([pq.read_table(p) for p in local_dataset.partitions])
+    agg = table.group_by("customer").aggregate([("amount", "mean"), ("quantity", "sum"),
+                                                ("amount", "count")])
+    checksum = (pc.sum(agg["amount_mean"]).as_py() + pc.sum(agg["quantity_sum"]).as_py()
+                + pc.sum(agg["amount_count"]).as_py())
+    assert local.quality == pytest.approx({"groups": agg.num_rows, "agg_checksum": checksum,
+                                           "sorted_rows": 6000, "sorted": 1.0}, rel=1e-12)
+    out = _run_partitioned(engine, "dataframe", local_dataset, {})
+    for quality in (out.quality, dataframe_baseline["dask-threads"].quality,
+                    dataframe_baseline["dask-synchronous"].quality):
+        assert quality == pytest.approx(local.quality, rel=1e-12)
+    _assert_each_worker_read_its_own(out.data, engine, list(range(6)))
+    assert out.data["bytes_read"] == dataframe_baseline["column_bytes"]
+    for fw in ("local", "dask-threads", "dask-synchronous"):
+        rec = dataframe_baseline[fw].data
+        assert rec["partitions_by_worker"] == {"driver": list(range(6))} and rec["reads"] == 6
+        assert rec["bytes_read"] == dataframe_baseline["column_bytes"]

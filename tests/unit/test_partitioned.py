@@ -114,12 +114,13 @@ def test_open_errors_name_the_problem(tmp_path):
 def test_spec_parquet_form_loads_without_reading_the_data(tmp_path):
     make_dataset("blobs", str(tmp_path), rows=500, columns=3, partitions=2)
     spec = parse_spec({"dataset": {"name": "parquet", "uri": str(tmp_path)},
-                       "workloads": [{"name": "knn"}]})
+                       "workloads": [{"name": "gridsearch"}]})
     for p in tmp_path.glob("part-*"):
         p.write_bytes(b"corrupt: loading must not read the partitions")
     data = load_dataset(spec.dataset)
     assert data.meta["samples"] == 500 and data.meta["partitions"] == 2
-    with pytest.raises(UsageError, match=r"workloads\.0\.name: knn needs in-memory data"):
+    with pytest.raises(UsageError,
+                       match=r"workloads\.0\.name: gridsearch needs in-memory data"):
         check_workloads(spec, data)
 
 
@@ -238,3 +239,63 @@ def test_a_relative_local_uri_opens_as_an_absolute_path(tmp_path, monkeypatch):
     data = open_dataset("rel")
     assert data.uri == str(tmp_path / "rel")
     assert all(os.path.isabs(p) and os.path.isfile(p) for p in data.partitions)
+
+
+def test_knn_and_dataframe_partitioned_bad_input_is_one_line(tmp_path):
+    """The partitioned knn and dataframe name the field at fault: the dataset's kind, a
+    training split that leaves no queries, more neighbours than training rows."""
+    from bench.workloads import get_workload
+
+    make_dataset("blobs", str(tmp_path / "b"), rows=60, columns=2, partitions=3)
+    make_dataset("transactions", str(tmp_path / "t"), rows=60, partitions=2)
+    blobs, tx = open_dataset(str(tmp_path / "b")), open_dataset(str(tmp_path / "t"))
+    knn, df = get_workload("knn"), get_workload("dataframe")
+    knn_params = {"n_neighbors": 5, "chunks_per_worker": 1, "train_partitions": 1}
+    with make_engine("local", 1) as engine:
+        cases = [
+            (lambda: knn.distribute_partitioned(engine, tx, knn_params),
+             (r"^workloads\.knn: needs numeric features and a label \(dataset kind "
+              r"classification or blobs\); .* is transactions$")),
+            (lambda: knn.distribute_partitioned(engine, blobs, knn_params | {
+                "train_partitions": 3}),
+             (r"^workloads\.knn\.params\.train_partitions: 3 leaves no query partition; "
+              r"the dataset has 3 \(expected at most 2\)$")),
+            (lambda: knn.distribute_partitioned(engine, blobs, knn_params | {
+                "n_neighbors": 21}),
+             (r"^workloads\.knn\.params\.n_neighbors: 21 is more than the 20 training "
+              r"rows \(the first 1 partition\(s\)\)$")),
+            (lambda: df.distribute_partitioned(engine, blobs, {}),
+             (r"^dataset\.uri .*/b: dataframe needs a transactions dataset \(testbed data "
+              r"make --kind transactions\); this one is blobs$")),
+        ]
+        for call, message in cases:
+            with pytest.raises(UsageError, match=message):
+                call()
+
+
+def test_a_run_of_knn_and_dataframe_on_partitioned_datasets(tmp_path):
+    """Through the runner on the baseline: each reads its own dataset's partitions (knn: the
+    query partitions, its training partition in ``extra``) and records what it read."""
+    from bench.runner import run_benchmark
+
+    make_dataset("blobs", str(tmp_path / "b"), rows=900, columns=3, partitions=3, classes=3)
+    make_dataset("transactions", str(tmp_path / "t"), rows=900, partitions=3, keys=40)
+    common = {"frameworks": ["local"], "workers": [2], "baselines": False, "repeats": 1,
+              "warmup": 0}
+    knn = run_benchmark(parse_spec(common | {
+        "workloads": [{"name": "knn"}], "dataset": {"name": "parquet",
+                                                    "uri": str(tmp_path / "b")}}),
+        str(tmp_path / "knn.jsonl")).records[0]
+    blobs = open_dataset(str(tmp_path / "b"))
+    assert knn["state"] == "succeeded" and knn["quality"]["accuracy"] > 0.9
+    assert knn["data"]["partitions"] == [1, 2] and knn["data"]["reads"] == 2
+    assert knn["extra"]["train_rows"] == 300 and knn["extra"]["query_rows"] == 600
+    assert knn["data"]["bytes_read"] + knn["extra"]["train_bytes_read"] == \
+        blobs.manifest["bytes"]
+    df = run_benchmark(parse_spec(common | {
+        "workloads": [{"name": "dataframe"}], "dataset": {"name": "parquet",
+                                                          "uri": str(tmp_path / "t")}}),
+        str(tmp_path / "df.jsonl")).records[0]
+    assert df["state"] == "succeeded" and df["quality"]["sorted_rows"] == 900
+    assert df["quality"]["groups"] == 40 and df["quality"]["sorted"] == 1
+    assert df["data"]["partitions_by_worker"] == {"driver": [0, 1, 2]}
