@@ -204,14 +204,21 @@ def _assert_each_worker_read_its_own(rec, engine, expected):
     assert all(b > 20 * 2**20 for b in rec["peak_rss_by_worker"].values())
 
 
+KNN = {"n_neighbors": 5, "chunks_per_worker": 1, "train_partitions": 1}
+
+
+@pytest.fixture(scope="module")
+def knn_baseline(features_dataset):
+    return _run_partitioned("local", "knn", features_dataset, KNN)
+
+
 def test_knn_partitioned_mode_classifies_each_query_partition_where_it_is_read(
-        engine, features_dataset):
+        engine, features_dataset, knn_baseline):
     """The first partition is the (broadcast) training set; each task reads one query
     partition. The accuracy is scikit-learn's on the same split, as on the baseline."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    params = {"n_neighbors": 5, "chunks_per_worker": 1, "train_partitions": 1}
-    out = _run_partitioned(engine, "knn", features_dataset, params)
+    out = _run_partitioned(engine, "knn", features_dataset, KNN)
     tables = [pq.read_table(p).to_pandas() for p in features_dataset.partitions]
     train, test = tables[0], pa.concat_tables(
         [pq.read_table(p) for p in features_dataset.partitions[1:]]).to_pandas()
@@ -220,8 +227,8 @@ def test_knn_partitioned_mode_classifies_each_query_partition_where_it_is_read(
     expected = float((model.predict(test.drop(columns="label").to_numpy(float))
                       == test["label"]).mean())
     assert expected > 0.5 and out.quality["accuracy"] == pytest.approx(expected, abs=1e-12)
-    baseline = _run_partitioned("local", "knn", features_dataset, params)
-    assert out.quality == baseline.quality
+    assert out.quality == knn_baseline.quality
+    assert knn_baseline.data["partitions_by_worker"] == {"driver": [1, 2, 3]}
     _assert_each_worker_read_its_own(out.data, engine, [1, 2, 3])
     sizes = features_dataset.sizes
     assert out.data["bytes_read"] == sum(sizes[1:])  # whole files: features and label
