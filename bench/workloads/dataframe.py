@@ -16,15 +16,16 @@ Quality figures: the number of groups, a checksum of the aggregates, and the sor
 and sortedness, which every framework must reproduce exactly (checksum to 1e-9 relative).
 
 Partitioned mode (``dataset.name: parquet``, kind ``transactions``): the table is the dataset's
-``customer`` (the key), ``amount`` (x) and ``quantity`` (y) columns; ``rows``, ``keys``, ``seed``
-and ``partitions_per_worker`` do not apply (the dataset has its own). Every run reads: one task
-per partition reads its own file where it runs and keeps the frame in the cluster (a Ray task's
-return value in the object store; a key of the Dask graph, ``from_delayed``), and the same
-groupby and sort run on those frames. Dask sorts into ``set_index`` divisions spread evenly over
-the manifest's key range, so nothing is computed before the one ``compute`` that reads; Ray's
+``customer`` (the key), ``amount`` (x) and ``quantity`` (y) columns; ``rows``, ``keys`` and
+``partitions_per_worker`` do not apply (the dataset has its own; ``seed`` seeds Ray's sample
+sort only). Every run reads: one task per partition reads its own file where it runs and keeps
+the frame in the cluster (a Ray task's return value in the object store; a key of the Dask
+graph, ``from_delayed``), and the same groupby and sort run on those frames. Dask sorts into ``set_index`` divisions spread evenly over
+the manifest's key range, so nothing is computed before the one ``compute`` that reads (without
+``divisions`` set_index computes them at once: dask/dataframe/dask_expr/_collection.py); Ray's
 sample sort samples the frames already read. The driver gets the aggregates and summaries only
 (on the ``local`` baseline the threads of this process read, and pandas works on the whole
-table; Dask's single-machine schedulers read in this process too).
+table; Dask's single-machine schedulers read on their threads or processes here).
 """
 from __future__ import annotations
 
@@ -240,8 +241,8 @@ class DataFrame(Workload):
             reads = [delayed(read_part)(data, i) for i in range(n)]
             ddf = dd.from_delayed([r[0] for r in reads], meta=META, verify_meta=False)
             divisions = key_divisions(int(data.manifest["keys"]), n)
-            # The reads' figures as a collection of the same kind (a mixed compute with
-            # Delayed values would materialise the expressions first).
+            # The reads' figures as a collection of the same kind: a compute mixing Delayed
+            # values with expressions materialises the expressions first (dask/_expr.py warns).
             stats = dd.from_delayed([delayed(_stat_row)(r) for r in reads], meta=STAT_META,
                                     verify_meta=False)
             q, (rows,) = _dask_quality(ddf, ddf.set_index("key", divisions=divisions), [stats])
