@@ -17,15 +17,16 @@ and sortedness, which every framework must reproduce exactly (checksum to 1e-9 r
 
 Partitioned mode (``dataset.name: parquet``, kind ``transactions``): the table is the dataset's
 ``customer`` (the key), ``amount`` (x) and ``quantity`` (y) columns; ``rows``, ``keys`` and
-``partitions_per_worker`` do not apply (the dataset has its own; ``seed`` seeds Ray's sample
-sort only). Every run reads: one task per partition reads its own file where it runs and keeps
-the frame in the cluster (a Ray task's return value in the object store; a key of the Dask
-graph, ``from_delayed``), and the same groupby and sort run on those frames. Dask sorts into ``set_index`` divisions spread evenly over
-the manifest's key range, so nothing is computed before the one ``compute`` that reads (without
-``divisions`` set_index computes them at once: dask/dataframe/dask_expr/_collection.py); Ray's
-sample sort samples the frames already read. The driver gets the aggregates and summaries only
-(on the ``local`` baseline the threads of this process read, and pandas works on the whole
-table; Dask's single-machine schedulers read on their threads or processes here).
+``partitions_per_worker`` do not apply (the dataset has its own; ``seed`` seeds Ray's sample sort
+only). Every run reads: one task per partition reads its own file where it runs and keeps the frame
+in the cluster (a Ray task's return value in the object store; a key of the Dask graph,
+``from_delayed``), and the same groupby and sort run on those frames. Dask sorts into ``set_index``
+divisions spread evenly over the manifest's key range, so nothing is computed before the one
+``compute`` that reads (without ``divisions`` set_index computes them at once:
+dask/dataframe/dask_expr/_collection.py); Ray's sample sort samples the frames already read. The
+driver gets the aggregates and summaries only (on the ``local`` baseline the threads of this
+process read, and pandas works on the whole table; Dask's single-machine schedulers read on their
+threads or processes here).
 """
 from __future__ import annotations
 
