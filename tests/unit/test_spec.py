@@ -21,7 +21,8 @@ def test_defaults_are_the_documented_default_run():
 def test_workload_params_get_defaults_and_camel_case_is_accepted():
     s = parse_spec({"workload": {"name": "knn", "params": {"n_neighbors": 3}},
                     "workerResources": {"cpu": "500m", "memory": "1Gi"}, "timeoutSeconds": 60})
-    assert s.workloads[0].params == {"n_neighbors": 3, "chunks_per_worker": 2}
+    assert s.workloads[0].params == {"n_neighbors": 3, "chunks_per_worker": 2,
+                                    "train_partitions": 1}
     assert s.worker_resources.cpu_count() == 0.5
     assert s.worker_resources.memory_bytes() == 2**30
     assert s.timeout_seconds == 60
