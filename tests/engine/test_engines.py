@@ -276,9 +276,10 @@ def test_libraries_train_and_tune(cluster, digits, lib_baseline, monkeypatch):
         assert ray["loss"] == pytest.approx(dask["loss"], rel=1e-3)
 
     # A missing library is one line naming the package (the import made to fail for real).
-    missing, message = (("ray.train.torch", "train on ray needs ray\\[train\\]")
-                        if cluster.framework == "ray" else
-                        ("torch.distributed", "train on dask needs torch"))
+    missing, message = (
+        ("ray.train.torch", r"^train on ray needs the Python package 'ray\[train\]'")
+        if cluster.framework == "ray" else
+        ("torch.distributed", "^train on dask needs the Python package 'torch'"))
     monkeypatch.setitem(sys.modules, missing, None)
     with pytest.raises(RunError, match=message):
         _lib_run(cluster, digits, "train", LIB_RESNET)

@@ -55,11 +55,11 @@ def test_data_checks_name_the_field():
 def test_a_missing_library_is_one_line_naming_the_package(monkeypatch):
     import sys
 
-    from bench.workloads.libraries.needs import need
+    from bench.workloads.libraries.base import require
 
     monkeypatch.setitem(sys.modules, "dask_ml.model_selection", None)
     with pytest.raises(RunError) as e:
-        need("dask_ml.model_selection", "dask-ml", "tune on dask")
-    assert str(e.value).startswith("tune on dask needs dask-ml (cannot import "
-                                   "dask_ml.model_selection")
+        require("dask_ml.model_selection", "dask-ml", "tune on dask")
+    assert str(e.value).startswith("tune on dask needs the Python package 'dask-ml': "
+                                   "dask_ml.model_selection cannot be imported here")
     assert "\n" not in str(e.value)
