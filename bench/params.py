@@ -44,10 +44,16 @@ class PcaParams(_Params):
     chunks_per_worker: PositiveInt = 2
 
 
-class GridSearchParams(_Params):
+class _SvcGridParams(_Params):
+    """An RBF SVC's grid (C × gamma) scored by ``cv``-fold cross-validation: ``gridsearch``
+    and the libraries tier's ``tune``."""
+
     C: list[float] = Field(default_factory=lambda: [1.0, 10.0, 100.0], min_length=1)
     gamma: list[float] = Field(default_factory=lambda: [0.0005, 0.001, 0.005], min_length=1)
     cv: int = Field(default=3, ge=2)
+
+
+class GridSearchParams(_SvcGridParams):
     mode: Literal["tasks", "joblib"] = "tasks"
     """``tasks``: one native task per (candidate, fold); ``joblib``: GridSearchCV under the
     framework's joblib backend (Ray: ray.util.joblib, Dask: distributed's backend)."""
@@ -120,10 +126,8 @@ class TrainParams(_Params):
     seed: int = 0
 
 
-class TuneParams(_Params):
-    C: list[float] = Field(default_factory=lambda: [1.0, 10.0, 100.0], min_length=1)
-    gamma: list[float] = Field(default_factory=lambda: [0.0005, 0.001, 0.005], min_length=1)
-    cv: int = Field(default=3, ge=2)
+class TuneParams(_SvcGridParams):
+    pass
 
 
 class EtlParams(_Params):

@@ -35,17 +35,23 @@ def fit_score(job: FoldJob, X: NDArray[np.float64], y: NDArray[np.int64]) -> flo
     return float(model.score(X[test_idx], y[test_idx]))
 
 
+def cv_folds(data: Dataset, params: Params) -> list[tuple[NDArray[np.intp], NDArray[np.intp]]]:
+    """The (train, test) index pairs of ``StratifiedKFold(cv)`` (no shuffling: GridSearchCV's
+    own for an integer ``cv``) over the training rows."""
+    from sklearn.model_selection import StratifiedKFold
+
+    return list(StratifiedKFold(params["cv"]).split(data.X_train, data.y_train))
+
+
 class GridSearch(Workload):
     name = "gridsearch"
     quality_metric = "best_score"
     tolerance: ClassVar[Tolerance] = {"best_score": (1e-9, 0.0)}
 
     def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
-        from sklearn.model_selection import StratifiedKFold
-
-        folds = list(StratifiedKFold(params["cv"]).split(data.X_train, data.y_train))
         return {"X": engine.put(data.X_train), "y": engine.put(data.y_train),
-                "X_local": data.X_train, "y_local": data.y_train, "folds": folds}
+                "X_local": data.X_train, "y_local": data.y_train,
+                "folds": cv_folds(data, params)}
 
     def _search_cv(self, params: Params, n_jobs: int) -> Any:
         from sklearn.model_selection import GridSearchCV

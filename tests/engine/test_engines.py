@@ -1,4 +1,5 @@
-"""Engine integration: real local Ray, Dask and Dask-on-Ray clusters with two workers.
+"""Engine integration: real local Ray, Dask and Dask-on-Ray clusters with two workers (the
+tier's shared ``cluster``, tests/engine/conftest.py).
 
 Every workload runs on every framework and its quality figure is compared with the
 single-process scikit-learn/pandas/torch baseline on the same data.
@@ -7,7 +8,6 @@ import os
 import sys
 import time
 
-import psutil
 import pytest
 
 from bench.datasets import load_dataset
@@ -16,8 +16,6 @@ from bench.spec import DatasetSpec, WorkloadSpec
 from bench.workloads import get_workload
 
 pytestmark = pytest.mark.slow
-
-FRAMEWORKS = ["dask", "ray", "dask-on-ray"]
 
 # Small parameters: the point is equal quality, not timing.
 CASES = {
@@ -41,7 +39,9 @@ def _params(case):
     return name, WorkloadSpec(name=name, params=CASES[case]).params
 
 
-@pytest.fixture(scope="module")
+# Session-scoped, as the shared ``cluster`` (conftest.py) runs this module's tests in three runs,
+# one per framework, between test_libraries.py's: set up once, not once per run.
+@pytest.fixture(scope="session")
 def digits():
     return load_dataset(DatasetSpec())
 
@@ -49,7 +49,7 @@ def digits():
 _BASELINES = {}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def baseline(digits):
     """Quality of a case on the local single-thread baseline (computed once per case)."""
     def get(case):
@@ -65,18 +65,6 @@ def baseline(digits):
                 engine.stop()
         return _BASELINES[case]
     return get
-
-
-@pytest.fixture(scope="module", params=FRAMEWORKS)
-def cluster(request):
-    engine = make_engine(request.param, 2, startup_timeout=180)
-    engine.start()
-    procs = engine.worker_processes()
-    yield engine
-    engine.stop()
-    # Teardown removed exactly what was started: no worker process survives.
-    _gone, alive = psutil.wait_procs(procs, timeout=15)
-    assert not alive, f"{request.param} left processes behind: {alive}"
 
 
 def whoami(i, delay):
@@ -227,7 +215,7 @@ def _lib_run(engine, digits, name, params):
         wl.release(engine, state)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lib_baseline(digits):
     """The local single-process runs the libraries workloads are compared with."""
     engine = make_engine("local", 1)
@@ -276,9 +264,10 @@ def test_libraries_train_and_tune(cluster, digits, lib_baseline, monkeypatch):
         assert ray["loss"] == pytest.approx(dask["loss"], rel=1e-3)
 
     # A missing library is one line naming the package (the import made to fail for real).
-    missing, message = (("ray.train.torch", "train on ray needs ray\\[train\\]")
-                        if cluster.framework == "ray" else
-                        ("torch.distributed", "train on dask needs torch"))
+    missing, message = (
+        ("ray.train.torch", r"^train on ray needs the Python package 'ray\[train\]'")
+        if cluster.framework == "ray" else
+        ("torch.distributed", "^train on dask needs the Python package 'torch'"))
     monkeypatch.setitem(sys.modules, missing, None)
     with pytest.raises(RunError, match=message):
         _lib_run(cluster, digits, "train", LIB_RESNET)

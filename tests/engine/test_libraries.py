@@ -15,7 +15,7 @@ ETL = WorkloadSpec(name="etl", params={"output_partitions": 2}).params
 XGB = WorkloadSpec(name="xgboost", params={"rounds": 8, "max_depth": 3, "max_bin": 32}).params
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("libraries")
     make_dataset("transactions", str(root / "tx"), rows=3000, partitions=3, keys=200)
@@ -37,7 +37,7 @@ def _run(framework, workload, data, params, engine=None):
             engine.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local(datasets):
     return {name: _run("local", name, datasets[name], ETL if name == "etl" else XGB)
             for name in ("etl", "xgboost")}
@@ -55,14 +55,6 @@ def test_etl_on_dask_single_machine_schedulers_equals_pandas(framework, datasets
     out = _run(framework, "etl", datasets["etl"], ETL)
     wl = get_workload("etl")
     assert all(wl.matches(out.quality, local["etl"].quality).values()), out.quality
-
-
-@pytest.fixture(scope="module", params=["dask", "ray", "dask-on-ray"])
-def cluster(request):
-    engine = make_engine(request.param, 2, startup_timeout=180)
-    engine.start()
-    yield engine
-    engine.stop()
 
 
 def test_etl_checksums_equal_the_baseline(cluster, datasets, local):

@@ -55,11 +55,28 @@ def test_data_checks_name_the_field():
 def test_a_missing_library_is_one_line_naming_the_package(monkeypatch):
     import sys
 
-    from bench.workloads.libraries.needs import need
+    from bench.workloads.libraries.base import require
 
     monkeypatch.setitem(sys.modules, "dask_ml.model_selection", None)
     with pytest.raises(RunError) as e:
-        need("dask_ml.model_selection", "dask-ml", "tune on dask")
-    assert str(e.value).startswith("tune on dask needs dask-ml (cannot import "
-                                   "dask_ml.model_selection")
+        require("dask_ml.model_selection", "dask-ml", "tune on dask")
+    assert str(e.value).startswith("tune on dask needs the Python package 'dask-ml': "
+                                   "dask_ml.model_selection cannot be imported here")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("workload", "message"), [
+    ("train", "train runs on local, ray (Ray Train) and dask (DDP on the workers), not on local"),
+    ("tune", "tune runs on local, ray (Ray Tune) and dask (Dask-ML), not on local"),
+], ids=["train", "tune"])
+def test_train_and_tune_run_only_on_ray_and_dask_clusters(workload, message):
+    from bench.engines.local import LocalEngine
+    from bench.workloads import get_workload
+    from bench.workloads.libraries.base import dask_client
+
+    engine = LocalEngine(1)  # not started: nothing runs before the framework is checked
+    with pytest.raises(RunError) as e:
+        get_workload(workload).run_distributed(engine, {}, {})
+    assert str(e.value) == message
+    with pytest.raises(RunError, match=rf"^{workload} on dask: the Dask engine is not connected$"):
+        dask_client(engine, f"{workload} on dask")

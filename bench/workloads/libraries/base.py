@@ -1,5 +1,8 @@
 """What the ``libraries`` tier's workloads share: importing each framework's own library with
-a one-line error naming the package, and which framework family a run is on.
+a one-line error naming the package (:func:`require`), which framework family a run is on
+(:func:`family`), the ray/dask dispatch of the workloads that run on exactly those two clusters
+(:func:`dispatch`), the Dask client (:func:`dask_client`) and a scratch folder for Ray's
+trainers (:func:`scratch_dir`).
 
 A library workload runs each framework's own library (Ray Data, Ray Train, Dask DataFrame,
 ``xgboost.dask``, ...), so unlike the ``core`` tier it has one code path per family:
@@ -12,12 +15,18 @@ A library workload runs each framework's own library (Ray Data, Ray Train, Dask 
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import import_module
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
+from bench.engines.base import Engine
 from bench.errors import RunError
 from bench.frameworks import cluster_kind, dask_scheduler, is_baseline
+from bench.workloads.base import Outcome, Params, State
 
 Family = Literal["local", "ray", "dask"]
 
@@ -42,3 +51,35 @@ def require(module: str, package: str, workload: str) -> ModuleType:
         raise RunError(f"{workload} needs the Python package {package!r}: {module} cannot be "
                        f"imported here ({type(e).__name__}: {e}); install the 'libraries' "
                        "extra (pip install 'testbed[libraries]')") from None
+
+
+Runner = Callable[[Engine, State, Params], Outcome]
+
+
+def dispatch(workload: str, engine: Engine, state: State, params: Params,
+             ray: tuple[str, Runner], dask: tuple[str, Runner]) -> Outcome:
+    """Run a workload's ``ray`` or ``dask`` runner (``(library, runner)``) on its framework;
+    any other framework is one line naming what runs where."""
+    runners = {"ray": ray, "dask": dask}
+    if engine.framework in runners:
+        return runners[engine.framework][1](engine, state, params)
+    raise RunError(f"{workload} runs on local, ray ({ray[0]}) and dask ({dask[0]}), "
+                   f"not on {engine.framework}")
+
+
+def dask_client(engine: Engine, what: str) -> Any:
+    """The Dask engine's ``distributed.Client``, or one line: ``<what>: ... not connected``."""
+    client = getattr(engine, "client", None)
+    if client is None:
+        raise RunError(f"{what}: the Dask engine is not connected")
+    return client
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[str]:
+    """A temporary folder (a Ray Train/Tune run's ``storage_path``), removed afterwards."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

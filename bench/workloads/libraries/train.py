@@ -15,8 +15,6 @@ seconds of training until rank 0's test accuracy first reached ``target_accuracy
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import uuid
 from typing import Any, ClassVar
@@ -28,7 +26,7 @@ from bench.errors import RunError
 from bench.frameworks import is_baseline
 from bench.workloads.base import Outcome, Params, State, Tolerance, Workload
 
-from .needs import need
+from .base import dask_client, dispatch, require, scratch_dir
 
 TIMEOUT_S = 600  # gloo rendezvous and collectives: fail a wedged rank instead of hanging
 
@@ -65,12 +63,8 @@ class Train(Workload):
         return _outcome(fit(cfg, state["data"], 0, 1), 0.0)
 
     def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
-        if engine.framework == "ray":
-            return _ray(engine, state, params)
-        if engine.framework == "dask":
-            return _dask(engine, state, params)
-        raise RunError(f"train runs on local, ray (Ray Train) and dask (DDP on the workers), "
-                       f"not on {engine.framework}")
+        return dispatch(self.name, engine, state, params, ray=("Ray Train", _ray),
+                        dask=("DDP on the workers", _dask))
 
 
 def _outcome(out: dict[str, Any], setup_s: float) -> Outcome:
@@ -82,7 +76,7 @@ def _outcome(out: dict[str, Any], setup_s: float) -> Outcome:
 
 
 def _ray(engine: Engine, state: State, params: Params) -> Outcome:
-    need("ray.train.torch", "ray[train]", "train on ray")
+    require("ray.train.torch", "ray[train]", "train on ray")
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -99,22 +93,23 @@ def _ray(engine: Engine, state: State, params: Params) -> Outcome:
                default=engine.cpus_per_worker)
     # No checkpoint is reported (see ddp.ray_loop), so nothing is written under the storage
     # path but Ray Train's own markers; each node creates the directory locally.
-    storage = tempfile.mkdtemp(prefix="tb-train-")
     t0 = time.perf_counter()
     inbox: Any = ray.remote(num_cpus=0)(Inbox).remote()  # (Ray's actor typing is partial)
     try:
-        trainer = TorchTrainer(
-            ray_loop, train_loop_config={"cfg": cfg, "data": state["handles"], "inbox": inbox},
-            torch_config=TorchConfig(backend="gloo", timeout_s=TIMEOUT_S),
-            scaling_config=ScalingConfig(num_workers=world, use_gpu=False,
-                                         resources_per_worker={"CPU": cpus},
-                                         placement_strategy="SPREAD"),
-            run_config=RunConfig(name=f"train-{uuid.uuid4().hex[:8]}", storage_path=storage))
-        result = trainer.fit()
+        with scratch_dir("tb-train-") as storage:
+            trainer = TorchTrainer(
+                ray_loop,
+                train_loop_config={"cfg": cfg, "data": state["handles"], "inbox": inbox},
+                torch_config=TorchConfig(backend="gloo", timeout_s=TIMEOUT_S),
+                scaling_config=ScalingConfig(num_workers=world, use_gpu=False,
+                                             resources_per_worker={"CPU": cpus},
+                                             placement_strategy="SPREAD"),
+                run_config=RunConfig(name=f"train-{uuid.uuid4().hex[:8]}",
+                                     storage_path=storage))
+            result = trainer.fit()
         out: dict[str, Any] | None = ray.get(inbox.get.remote())
     finally:
         ray.kill(inbox)
-        shutil.rmtree(storage, ignore_errors=True)
     wall = time.perf_counter() - t0
     if out is None:
         raise RunError(f"train on ray: rank 0 reported nothing ({result.error!r})")
@@ -123,12 +118,10 @@ def _ray(engine: Engine, state: State, params: Params) -> Outcome:
 
 
 def _dask(engine: Engine, state: State, params: Params) -> Outcome:
-    need("torch.distributed", "torch", "train on dask")
+    require("torch.distributed", "torch", "train on dask")
     from .ddp import dask_rank, free_port
 
-    client: Any = getattr(engine, "client", None)
-    if client is None:
-        raise RunError("train on dask: the Dask engine is not connected")
+    client = dask_client(engine, "train on dask")
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])[: engine.workers]
     world = len(workers)
     cfg = _config(engine, params, world)

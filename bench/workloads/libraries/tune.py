@@ -15,31 +15,27 @@ inside its own ``_incremental._fit`` (``dask.persist`` under its asynchronous cl
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import uuid
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from bench.datasets import Dataset
 from bench.engines.base import Engine
 from bench.errors import RunError
-from bench.workloads.base import Outcome, Params, State, Tolerance, Workload
+from bench.workloads.base import Outcome, Params, State
+from bench.workloads.gridsearch import GridSearch, _grid, cv_folds, fit_score
 
-from .needs import need
+from .base import dask_client, dispatch, require, scratch_dir
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
 def cv_score(config: dict[str, Any], X: np.ndarray, y: np.ndarray, folds: Folds) -> float:
     """Mean accuracy of ``SVC(C, gamma)`` over ``folds``, in fold order (as GridSearchCV)."""
-    from sklearn.svm import SVC
-
-    scores = [SVC(C=config["C"], gamma=config["gamma"]).fit(X[tr], y[tr]).score(X[te], y[te])
-              for tr, te in folds]
-    return float(np.mean(scores))
+    point = (config["C"], config["gamma"])
+    return float(np.mean([fit_score((point, tr, te), X, y) for tr, te in folds]))
 
 
 def ray_trial(config: dict[str, Any], X: np.ndarray, y: np.ndarray, folds: Folds
@@ -48,16 +44,14 @@ def ray_trial(config: dict[str, Any], X: np.ndarray, y: np.ndarray, folds: Folds
     return {"score": cv_score(config, X, y, folds)}
 
 
-class Tune(Workload):
+class Tune(GridSearch):
+    """The core tier's grid search (its quality figure, tolerance, grid and folds) run by each
+    framework's own search library; the data stays on the driver (the libraries ship it)."""
+
     name = "tune"
-    quality_metric = "best_score"
-    tolerance: ClassVar[Tolerance] = {"best_score": (1e-9, 0.0)}
 
     def distribute(self, engine: Engine, data: Dataset, params: Params) -> State:
-        from sklearn.model_selection import StratifiedKFold
-
-        folds = list(StratifiedKFold(params["cv"]).split(data.X_train, data.y_train))
-        return {"X": data.X_train, "y": data.y_train, "folds": folds}
+        return {"X": data.X_train, "y": data.y_train, "folds": cv_folds(data, params)}
 
     def release(self, engine: Engine, state: State) -> None:
         pass
@@ -73,16 +67,8 @@ class Tune(Workload):
         return _from_cv_results(gs.cv_results_, params, time.perf_counter() - t0)
 
     def run_distributed(self, engine: Engine, state: State, params: Params) -> Outcome:
-        if engine.framework == "ray":
-            return _ray(engine, state, params)
-        if engine.framework == "dask":
-            return _dask(engine, state, params)
-        raise RunError(f"tune runs on local, ray (Ray Tune) and dask (Dask-ML), "
-                       f"not on {engine.framework}")
-
-
-def _grid(params: Params) -> dict[str, list[float]]:
-    return {"C": list(params["C"]), "gamma": list(params["gamma"])}
+        return dispatch(self.name, engine, state, params, ray=("Ray Tune", _ray),
+                        dask=("Dask-ML", _dask))
 
 
 def _outcome(scores: list[tuple[float, dict[str, Any]]], params: Params,
@@ -101,12 +87,11 @@ def _from_cv_results(res: dict[str, Any], params: Params, seconds: float) -> Out
 
 
 def _ray(engine: Engine, state: State, params: Params) -> Outcome:
-    need("ray.tune", "ray[tune]", "tune on ray")
+    require("ray.tune", "ray[tune]", "tune on ray")
     from ray import tune
 
-    storage = tempfile.mkdtemp(prefix="tb-tune-")
     t0 = time.perf_counter()
-    try:
+    with scratch_dir("tb-tune-") as storage:
         trainable = tune.with_parameters(ray_trial, X=state["X"], y=state["y"],
                                          folds=state["folds"])
         tuner = tune.Tuner(
@@ -119,8 +104,6 @@ def _ray(engine: Engine, state: State, params: Params) -> Outcome:
             run_config=tune.RunConfig(name=f"tune-{uuid.uuid4().hex[:8]}",
                                       storage_path=storage, verbose=0))
         grid = tuner.fit()
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
     seconds = time.perf_counter() - t0
     results = [grid[i] for i in range(len(grid))]
     errors = [r.error for r in results if r.error is not None]
@@ -133,12 +116,10 @@ def _ray(engine: Engine, state: State, params: Params) -> Outcome:
 
 
 def _dask(engine: Engine, state: State, params: Params) -> Outcome:
-    dms = need("dask_ml.model_selection", "dask-ml", "tune on dask")
+    dms = require("dask_ml.model_selection", "dask-ml", "tune on dask")
     from sklearn.svm import SVC
 
-    client: Any = getattr(engine, "client", None)
-    if client is None:
-        raise RunError("tune on dask: the Dask engine is not connected")
+    client = dask_client(engine, "tune on dask")
     t0 = time.perf_counter()
     # Dask-ML collects its futures with as_completed, which needs the client as the current
     # one (dask_ml/model_selection/_search.py, GridSearchCV.fit).
