@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from importlib import import_module
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 from bench.errors import RunError
 from bench.frameworks import cluster_kind, dask_scheduler, is_baseline
@@ -42,3 +42,20 @@ def require(module: str, package: str, workload: str) -> ModuleType:
         raise RunError(f"{workload} needs the Python package {package!r}: {module} cannot be "
                        f"imported here ({type(e).__name__}: {e}); install the 'libraries' "
                        "extra (pip install 'testbed[libraries]')") from None
+
+
+class Inbox:
+    """A Ray actor (``num_cpus=0``) holding what rank 0 of a Ray Train run reports, for the
+    driver to read.  Ray Train 2.x (Train V2) hands the driver only metrics reported with a
+    checkpoint (ray/train/v2/api/result.py, ``Result._from_checkpoint_manager``), and a
+    checkpoint needs a storage path every node shares (ray/train/v2/_internal/execution/
+    storage.py, ``persist_current_checkpoint``): a RayJob's pods share none."""
+
+    def __init__(self) -> None:
+        self.value: dict[str, Any] | None = None
+
+    def put(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+    def get(self) -> dict[str, Any] | None:
+        return self.value
