@@ -5,9 +5,9 @@ What runs where:
 
 * the cluster: ``scripts/cluster.sh build`` (cached after the first, ~13 min cold), ``up``
   (~10 s) and, always, ``down`` at the end (also when a test or the set-up fails);
-* the images: the slim runner and the operator (tests/support/image_build.py, the session's build shared
-  with tests/images/test_images.py), ``docker save``d and ``scripts/cluster.sh import``ed (there is no
-  registry: every pod uses ``IfNotPresent`` with a non-``latest`` tag);
+* the images: the slim runner and the operator (tests/support/image_build.py, the session's
+  build shared with tests/images/test_images.py), ``docker save``d and ``scripts/cluster.sh
+  import``ed (there is no registry: every pod uses ``IfNotPresent`` with a non-``latest`` tag);
 * the testbed operator: **a pod** of the chart's Deployment (rendered by helm-python-sdk with
   the Benchmark CRD, as tests/chart/test_chart.py does), under the chart's ServiceAccount, Role and
   RoleBinding, watching the namespace ``bench``; the runner's ServiceAccount and Role there too;
@@ -58,8 +58,9 @@ from typing import Any
 
 import pytest
 import yaml
-from support.image_build import OPERATOR, RUNNER, TAG
+
 from support import free_port
+from support.image_build import OPERATOR, RUNNER, TAG
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = ROOT / "scripts" / "cluster.sh"
@@ -1186,3 +1187,35 @@ def test_the_operator_hit_no_permission_error(stack):
     bad = [line for line in log.splitlines() if "Forbidden" in line or " 403" in line]
     assert not bad, "\n".join(bad[:10])
     assert stack.operator_pod()["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_libraries_etl_and_xgboost_on_s3_through_ray_and_dask(stack, monkeypatch,
+                                                               record_property):
+    """The libraries tier through the operator (tests/support/cluster_libraries.py): ``etl``
+    (Ray Data against Dask DataFrame, output on S3) and ``xgboost`` (Ray Train's
+    XGBoostTrainer against xgboost.dask) on partitioned datasets in S3 that the worker pods read
+    themselves with the Benchmark's credentialsSecret; the quality agrees across frameworks."""
+    from support import cluster_libraries as lib
+
+    for key, value in lib.KEYS.items():
+        monkeypatch.setenv(key, value)
+    lib.make_datasets(BUCKET, stack.s3.url)
+    stack.kube.apply([lib.secret(NS)])
+    out = f"s3://{BUCKET}/{lib.PREFIX}/etl-out"
+    for kind, workload in (("transactions", {"name": "etl", "params": {"output": out}}),
+                           ("classification", {"name": "xgboost", "params": {"rounds": 10}})):
+        name = f"bench-lib-{workload['name']}"
+        spec = lib.spec(kind, workload, BUCKET, stack.s3.url, RESOURCES)
+        bm, seconds, pods, configmaps = run_benchmark(stack, name, spec)
+        pods.stop()
+        configmaps.stop()
+        TIMINGS[f"{workload['name']} ray+dask x1 to Succeeded"] = seconds
+        record_property(f"{workload['name']} seconds to Succeeded", seconds)
+        lib.assert_quality_equal(lib.results_by_framework(bm, workload["name"]))
+        assert_children_gone(stack, name)
+        delete_benchmark(stack, name)
+    # Each etl run checked its output and removed it (no keep_output): no run-<id>/ object is
+    # left, only the prefix's own directory marker (pyarrow's create_dir makes one).
+    listed = stack.s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{lib.PREFIX}/etl-out/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert keys and not [k for k in keys if "/run-" in k], keys
