@@ -34,6 +34,9 @@ What runs where:
 Then small Benchmarks (KNN and ``tasks`` on digits; ray, dask and dask-on-ray; 1 and 2 workers;
 one with a worker pod deleted mid-run) must succeed on real pods, with results in the status,
 the result ConfigMap written by the runner, the records in S3, and every child gone afterwards.
+The libraries tier too: ``etl`` and ``xgboost`` on ray and dask at 1 worker, reading
+partitioned datasets from the same S3 server with the Benchmark's ``credentialsSecret``, with
+the same quality on both (tests/support/cluster_libraries.py).
 
 Skipped, with one printed line naming what is missing, only when not root, without Go >= 1.26,
 or when the cluster must be built and the Go module proxy is unreachable.
