@@ -247,6 +247,22 @@ def kube(request, cluster_binaries, built_images) -> Kube:
         assert not problem, f"scripts/cluster.sh down failed: {problem}"
 
 
+def wait_established(kube: Kube, crds: list[dict[str, Any]], timeout: float = 60) -> None:
+    """Until every CRD is Established. Not ``kubectl wait --for=condition=Established``: on a
+    CRD the API server has not given a status yet it exits 1 at once (".status.conditions
+    accessor error: <nil> is of the type <nil>"), seen on a busy machine."""
+    names = {c["metadata"]["name"] for c in crds}
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = {c["metadata"]["name"] for c in kube.json("get", "crd").get("items", [])
+                 if any(k["type"] == "Established" and k["status"] == "True"
+                        for k in (c.get("status") or {}).get("conditions") or [])}
+        if names <= ready:
+            return
+        assert time.monotonic() < deadline, f"CRDs not Established in {timeout} s: {names - ready}"
+        time.sleep(0.5)
+
+
 def _import_images(tmp: Path) -> None:
     tar = tmp / "images.tar"
     t0 = time.monotonic()
@@ -294,8 +310,7 @@ def _install_testbed(kube: Kube, s3_url: str) -> None:
     crds, docs = _render(str(ROOT / "charts" / "testbed"), _chart_values(s3_url), RELEASE,
                          SYSTEM_NS)
     kube.apply(crds)
-    kube.run("wait", "--for=condition=Established", "--timeout=60s",
-             *[f"crd/{c['metadata']['name']}" for c in crds])
+    wait_established(kube, crds)
     kube.apply(docs)
 
 
@@ -527,8 +542,7 @@ def _install_dask_controller(kube: Kube, tmp: Path) -> DaskController:
     chart = Path(dask_kubernetes.__file__).parent / DASK_CHART
     crds, docs = _render(str(chart), {}, "dask", DASK_NS)
     kube.apply(crds)
-    kube.run("wait", "--for=condition=Established", "--timeout=60s",
-             *[f"crd/{c['metadata']['name']}" for c in crds])
+    wait_established(kube, crds)
     keep = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
     rbac = [d for d in docs if d["kind"] in keep]
     assert {d["kind"] for d in rbac} == keep, [d["kind"] for d in docs]
