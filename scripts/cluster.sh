@@ -622,7 +622,9 @@ kill_cgroup_procs() {  # SIGKILL every process in the kubelet's pod cgroups
   for f in /sys/fs/cgroup/*/kubepods/cgroup.procs /sys/fs/cgroup/*/kubepods/*/cgroup.procs \
     /sys/fs/cgroup/*/kubepods/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods/*/*/*/cgroup.procs; do
     [[ -f $f ]] || continue
-    while read -r pid; do [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null; done <"$f"
+    # A pod's cgroup may vanish between the test and the read: skip it.
+    { while read -r pid; do [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null; done <"$f"; } \
+      2>/dev/null || true
   done
   return 0
 }

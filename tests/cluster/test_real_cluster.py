@@ -5,9 +5,9 @@ What runs where:
 
 * the cluster: ``scripts/cluster.sh build`` (cached after the first, ~13 min cold), ``up``
   (~10 s) and, always, ``down`` at the end (also when a test or the set-up fails);
-* the images: the slim runner and the operator (tests/support/image_build.py, the session's build shared
-  with tests/images/test_images.py), ``docker save``d and ``scripts/cluster.sh import``ed (there is no
-  registry: every pod uses ``IfNotPresent`` with a non-``latest`` tag);
+* the images: the slim runner and the operator (tests/support/image_build.py, the session's
+  build shared with tests/images/test_images.py), ``docker save``d and ``scripts/cluster.sh
+  import``ed (there is no registry: every pod uses ``IfNotPresent`` with a non-``latest`` tag);
 * the testbed operator: **a pod** of the chart's Deployment (rendered by helm-python-sdk with
   the Benchmark CRD, as tests/chart/test_chart.py does), under the chart's ServiceAccount, Role and
   RoleBinding, watching the namespace ``bench``; the runner's ServiceAccount and Role there too;
@@ -34,6 +34,9 @@ What runs where:
 Then small Benchmarks (KNN and ``tasks`` on digits; ray, dask and dask-on-ray; 1 and 2 workers;
 one with a worker pod deleted mid-run) must succeed on real pods, with results in the status,
 the result ConfigMap written by the runner, the records in S3, and every child gone afterwards.
+The libraries tier too: ``etl`` and ``xgboost`` on ray and dask at 1 worker, reading
+partitioned datasets from the same S3 server with the Benchmark's ``credentialsSecret``, with
+the same quality on both (tests/support/cluster_libraries.py).
 
 Skipped, with one printed line naming what is missing, only when not root, without Go >= 1.26,
 or when the cluster must be built and the Go module proxy is unreachable.
@@ -58,8 +61,9 @@ from typing import Any
 
 import pytest
 import yaml
-from support.image_build import OPERATOR, RUNNER, TAG
+
 from support import free_port
+from support.image_build import OPERATOR, RUNNER, TAG
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = ROOT / "scripts" / "cluster.sh"
@@ -243,6 +247,22 @@ def kube(request, cluster_binaries, built_images) -> Kube:
         assert not problem, f"scripts/cluster.sh down failed: {problem}"
 
 
+def wait_established(kube: Kube, crds: list[dict[str, Any]], timeout: float = 60) -> None:
+    """Until every CRD is Established. Not ``kubectl wait --for=condition=Established``: on a
+    CRD the API server has not given a status yet it exits 1 at once (".status.conditions
+    accessor error: <nil> is of the type <nil>"), seen on a busy machine."""
+    names = {c["metadata"]["name"] for c in crds}
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = {c["metadata"]["name"] for c in kube.json("get", "crd").get("items", [])
+                 if any(k["type"] == "Established" and k["status"] == "True"
+                        for k in (c.get("status") or {}).get("conditions") or [])}
+        if names <= ready:
+            return
+        assert time.monotonic() < deadline, f"CRDs not Established in {timeout} s: {names - ready}"
+        time.sleep(0.5)
+
+
 def _import_images(tmp: Path) -> None:
     tar = tmp / "images.tar"
     t0 = time.monotonic()
@@ -290,8 +310,7 @@ def _install_testbed(kube: Kube, s3_url: str) -> None:
     crds, docs = _render(str(ROOT / "charts" / "testbed"), _chart_values(s3_url), RELEASE,
                          SYSTEM_NS)
     kube.apply(crds)
-    kube.run("wait", "--for=condition=Established", "--timeout=60s",
-             *[f"crd/{c['metadata']['name']}" for c in crds])
+    wait_established(kube, crds)
     kube.apply(docs)
 
 
@@ -523,8 +542,7 @@ def _install_dask_controller(kube: Kube, tmp: Path) -> DaskController:
     chart = Path(dask_kubernetes.__file__).parent / DASK_CHART
     crds, docs = _render(str(chart), {}, "dask", DASK_NS)
     kube.apply(crds)
-    kube.run("wait", "--for=condition=Established", "--timeout=60s",
-             *[f"crd/{c['metadata']['name']}" for c in crds])
+    wait_established(kube, crds)
     keep = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
     rbac = [d for d in docs if d["kind"] in keep]
     assert {d["kind"] for d in rbac} == keep, [d["kind"] for d in docs]
@@ -1186,3 +1204,35 @@ def test_the_operator_hit_no_permission_error(stack):
     bad = [line for line in log.splitlines() if "Forbidden" in line or " 403" in line]
     assert not bad, "\n".join(bad[:10])
     assert stack.operator_pod()["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_libraries_etl_and_xgboost_on_s3_through_ray_and_dask(stack, monkeypatch,
+                                                               record_property):
+    """The libraries tier through the operator (tests/support/cluster_libraries.py): ``etl``
+    (Ray Data against Dask DataFrame, output on S3) and ``xgboost`` (Ray Train's
+    XGBoostTrainer against xgboost.dask) on partitioned datasets in S3 that the worker pods read
+    themselves with the Benchmark's credentialsSecret; the quality agrees across frameworks."""
+    from support import cluster_libraries as lib
+
+    for key, value in lib.KEYS.items():
+        monkeypatch.setenv(key, value)
+    lib.make_datasets(BUCKET, stack.s3.url)
+    stack.kube.apply([lib.secret(NS)])
+    out = f"s3://{BUCKET}/{lib.PREFIX}/etl-out"
+    for kind, workload in (("transactions", {"name": "etl", "params": {"output": out}}),
+                           ("classification", {"name": "xgboost", "params": {"rounds": 10}})):
+        name = f"bench-lib-{workload['name']}"
+        spec = lib.spec(kind, workload, BUCKET, stack.s3.url, RESOURCES)
+        bm, seconds, pods, configmaps = run_benchmark(stack, name, spec)
+        pods.stop()
+        configmaps.stop()
+        TIMINGS[f"{workload['name']} ray+dask x1 to Succeeded"] = seconds
+        record_property(f"{workload['name']} seconds to Succeeded", seconds)
+        lib.assert_quality_equal(lib.results_by_framework(bm, workload["name"]))
+        assert_children_gone(stack, name)
+        delete_benchmark(stack, name)
+    # Each etl run checked its output and removed it (no keep_output): no run-<id>/ object is
+    # left, only the prefix's own directory marker (pyarrow's create_dir makes one).
+    listed = stack.s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{lib.PREFIX}/etl-out/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert keys and not [k for k in keys if "/run-" in k], keys

@@ -2,7 +2,8 @@
 a one-line error naming the package (:func:`require`), which framework family a run is on
 (:func:`family`), the ray/dask dispatch of the workloads that run on exactly those two clusters
 (:func:`dispatch`), the Dask client (:func:`dask_client`) and a scratch folder for Ray's
-trainers (:func:`scratch_dir`).
+trainers (:func:`scratch_dir`) and the actor rank 0 of a Ray Train run reports through
+(:class:`Inbox`).
 
 A library workload runs each framework's own library (Ray Data, Ray Train, Dask DataFrame,
 ``xgboost.dask``, ...), so unlike the ``core`` tier it has one code path per family:
@@ -83,3 +84,20 @@ def scratch_dir(prefix: str) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+class Inbox:
+    """A Ray actor (``num_cpus=0``) holding what rank 0 of a Ray Train run reports, for the
+    driver to read.  Ray Train 2.x (Train V2) hands the driver only metrics reported with a
+    checkpoint (ray/train/v2/api/result.py, ``Result._from_checkpoint_manager``), and a
+    checkpoint needs a storage path every node shares (ray/train/v2/_internal/execution/
+    storage.py, ``persist_current_checkpoint``): a RayJob's pods share none."""
+
+    def __init__(self) -> None:
+        self.value: dict[str, Any] | None = None
+
+    def put(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+    def get(self) -> dict[str, Any] | None:
+        return self.value

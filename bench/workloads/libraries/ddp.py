@@ -148,16 +148,3 @@ def ray_loop(config: dict[str, Any]) -> None:
     # the driver's inbox actor instead.
     if ctx.get_world_rank() == 0:
         ray.get(config["inbox"].put.remote(out))
-
-
-class Inbox:
-    """A Ray actor (``num_cpus=0``) holding what rank 0 reports, for the driver to read."""
-
-    def __init__(self) -> None:
-        self.value: dict[str, Any] | None = None
-
-    def put(self, value: dict[str, Any]) -> None:
-        self.value = value
-
-    def get(self) -> dict[str, Any] | None:
-        return self.value

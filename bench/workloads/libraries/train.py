@@ -81,7 +81,8 @@ def _ray(engine: Engine, state: State, params: Params) -> Outcome:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .ddp import Inbox, ray_loop
+    from .base import Inbox
+    from .ddp import ray_loop
 
     world = engine.workers
     cfg = _config(engine, params, world)

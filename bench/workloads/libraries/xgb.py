@@ -11,9 +11,9 @@ with each framework's own integration; the same parameters and rounds everywhere
   its share of the training files itself and calling ``xgboost.train`` inside Ray Train's
   collective (``XGBoostConfig``). The files are read with pyarrow rather than Ray Data: the
   training workers hold every CPU of the cluster, which Ray Data's read tasks would wait for.
-  Rank 0 reports the metrics with a checkpoint (Ray Train V2 keeps only those), written under
-  a temporary ``storage_path`` on the driver's disk: on a multi-node cluster that path must
-  be shared storage, so this path runs on clusters this run started.
+  Rank 0 hands its metrics to an actor of the driver (``.base.Inbox``) rather than with a
+  checkpoint, which would need a storage path every node shares (a RayJob's pods share
+  none).
 
 The dataset's last ``test_partitions`` partitions are held out; the quality figures are the
 booster's ``logloss`` and ``accuracy`` on them, equal across frameworks within a tolerance
@@ -33,7 +33,7 @@ from bench.engines.base import Engine
 from bench.errors import RunError, UsageError
 from bench.workloads.base import Outcome, Params, State, Tolerance, Workload
 
-from .base import family, require
+from .base import Inbox, family, require
 
 if TYPE_CHECKING:
     from bench.data import PartitionedData
@@ -97,14 +97,11 @@ def _ray_train_loop(config: dict[str, Any]) -> None:
     report: dict[str, Any] = {"train_seconds": seconds, "rows": len(y),
                               **metrics(booster.predict(xgboost.DMatrix(Xt)), yt,
                                         config["classes"])}
-    # Ray Train V2 keeps the metrics reported with a checkpoint (Result.metrics): rank 0's
-    # carries the booster, written under the run's storage_path.
-    with tempfile.TemporaryDirectory() as d:
-        checkpoint = None
-        if rank == 0:
-            booster.save_model(f"{d}/model.ubj")
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(report, checkpoint=checkpoint)
+    ray.train.report(report)
+    # Without a checkpoint Ray Train V2 hands the driver no metrics: rank 0 puts them in the
+    # driver's inbox (a checkpoint would need storage every node shares; see .base.Inbox).
+    if rank == 0:
+        ray.get(config["inbox"].put.remote(report))
 
 
 def _read_part(data: PartitionedData, uri: str, features: list[str], labels: bool
@@ -216,6 +213,7 @@ class Xgboost(Workload):
     def _ray(self, engine: Engine, state: State, params: Params
              ) -> tuple[dict[str, float], float]:
         rx = require("ray.train.xgboost", "ray[train]", self.name)
+        import ray
         from ray.train import RunConfig, ScalingConfig
 
         cpus = max(1.0, engine.cpus_per_worker)
@@ -223,17 +221,22 @@ class Xgboost(Workload):
                   "features": state["features"], "classes": state["classes"],
                   "rounds": params["rounds"],
                   "params": booster_params(params, state["classes"], int(cpus))}
+        # Nothing but Ray Train's own markers goes under the storage path (each node creates
+        # it locally): no checkpoint is reported.
         storage = tempfile.mkdtemp(prefix="testbed-xgb-")
+        inbox: Any = ray.remote(num_cpus=0)(Inbox).remote()  # (Ray's actor typing is partial)
+        config["inbox"] = inbox
         try:
             trainer = rx.XGBoostTrainer(
                 _ray_train_loop, train_loop_config=config,
                 scaling_config=ScalingConfig(num_workers=engine.workers,
                                              resources_per_worker={"CPU": cpus}),
                 run_config=RunConfig(storage_path=storage, name="xgboost"))
-            result = trainer.fit()
+            trainer.fit()
+            m = dict(ray.get(inbox.get.remote()) or {})
         finally:
+            ray.kill(inbox)
             shutil.rmtree(storage, ignore_errors=True)
-        m = dict(result.metrics or {})
         if "logloss" not in m:
             raise RunError(f"xgboost on ray: the training workers reported no metrics ({m})")
         engine.tasks += engine.workers
