@@ -40,7 +40,7 @@ def test_data_per_worker_rows_and_the_reasons_for_missing_figures():
            "read_tasks_by_worker": {"10.0.0.1": 1}, "read_seconds_by_worker": {"10.0.0.1": 2.0},
            "peak_rss_by_worker": None, "peak_uss_by_worker": {"10.0.0.1": 100_000_000},
            "unavailable": {"partitions_by_worker": "not reported"}}
-    (headers, body), notes = data_grid([_rec("dask", data=dask), _rec("ray", data=ray)])
+    (_headers, body), notes = data_grid([_rec("dask", data=dask), _rec("ray", data=ray)])
     cells = [[c for c, _ in row] for row in body]
     assert cells == [["etl", "ray ×2", "10.0.0.1", "—", "—", "1", "2.000", "100.0 USS"],
                      ["etl", "dask ×2", "w0", "2", "2.0", "2", "0.500", "300.0"],
