@@ -27,6 +27,14 @@ sum's rounding error is far below half a cent), items and orders (and, in the ou
 CRC-32 of region and segment), and w is a hash of the key: it does not depend on the order
 of rows or on how they are partitioned, and a value moved to another key changes it.
 ``sorted``: every file is sorted and the files' key ranges do not overlap.
+
+``stages: true`` materializes after each operation (Ray Data ``materialize``, Dask
+``persist`` and ``wait``, pandas as it goes) and records each one's seconds in
+``extra.stage_seconds`` (read, filter, aggregate, join, sort, write): Ray Data vs Dask
+DataFrame per operation. The fused pipeline, where each library overlaps and fuses the
+operations, stays the headline figure. A staged run also fills the record's ``data`` per worker
+from the read's own tasks (:mod:`.reads`); a fused one reads in the tasks that also filter and
+aggregate, and says so in ``data.unavailable``.
 """
 from __future__ import annotations
 
@@ -50,6 +58,7 @@ from bench.errors import UsageError
 from bench.workloads.base import Outcome, Params, State, Tolerance, Workload
 
 from .base import family, require
+from .stages import Laps, dask_keep
 
 if TYPE_CHECKING:
     from bench.data import PartitionedData
@@ -127,59 +136,14 @@ def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
-class Laps:
-    """Seconds per operation of a staged run (``params.stages``): ``lap(name)`` ends operation
-    ``name``, timed since the previous lap (or :meth:`skip`); off, it records nothing (the
-    fused pipeline, where the libraries run every operation in one graph)."""
-
-    def __init__(self, on: bool):
-        self.on = on
-        self.seconds: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        if self.on:
-            self.seconds[name] = now - self._t
-        self._t = now
-
-    def set(self, name: str, seconds: float) -> None:
-        """Operation ``name`` took ``seconds`` (timed by the caller); the next starts now."""
-        if self.on:
-            self.seconds[name] = seconds
-        self._t = time.perf_counter()
-
-    def skip(self) -> None:
-        """Start the next operation's clock now (what ran since is no operation's)."""
-        self._t = time.perf_counter()
-
-
-def _dask_keep(lap: Laps) -> Any:
-    """Staged: materialize a collection on the workers (``persist``; on a distributed
-    cluster ``persist`` returns at once, so wait for its futures; Dask's single-machine
-    schedulers and Dask-on-Ray compute in ``persist`` itself); fused: leave it lazy."""
-    from distributed import futures_of, wait
-
-    def keep(df: Any) -> Any:
-        if not lap.on:
-            return df
-        out = df.persist()
-        futures = futures_of(out)  # type: ignore[no-untyped-call]  # (distributed: unannotated)
-        if futures:
-            wait(futures)  # type: ignore[no-untyped-call]
-        return out
-
-    return keep
-
-
 def _dask(engine: Engine, data: PartitionedData, params: Params, fs: Any, out: str,
           nparts: int, lap: Laps, reads: dict[str, Any]) -> pd.DataFrame:
     from dask.base import compute
 
     dd = require("dask.dataframe", "dask[dataframe]", "etl")
-    keep = _dask_keep(lap)
+    keep = dask_keep(lap)
     with engine.dask_context():
-        tx = _dask_read(engine, data, keep, lap.on, reads)
+        tx = _dask_read(engine, data, lap.on, reads)
         if "lap" in reads:
             lap.set("read", reads.pop("lap"))
         else:
@@ -209,8 +173,8 @@ def _dask(engine: Engine, data: PartitionedData, params: Params, fs: Any, out: s
     return result
 
 
-def _dask_read(engine: Engine, data: PartitionedData, keep: Any, staged: bool,
-               reads: dict[str, Any]) -> Any:
+def _dask_read(engine: Engine, data: PartitionedData, staged: bool, reads: dict[str, Any]
+               ) -> Any:
     """The transactions read. Staged, its partitions are persisted as delayed objects and
     made a DataFrame again (``from_delayed``): persisting the DataFrame itself loses
     partitions when Dask fuses the read of small files (``FusedParquetIO``: the persisted keys
@@ -228,7 +192,7 @@ def _dask_read(engine: Engine, data: PartitionedData, keep: Any, staged: bool,
 
     tx = dask_dataframe(data, COLUMNS)
     if not staged:
-        return keep(tx)
+        return tx
     parts = tx.to_delayed()
     client = getattr(engine, "client", None)
     stream = get_task_stream(client=client) if engine.framework == "dask" and client \
