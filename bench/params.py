@@ -142,6 +142,11 @@ class EtlParams(_Params):
     """Partitions of the aggregate and of the written table; default: the engine's
     parallelism."""
     keep_output: bool = False
+    stages: bool = False
+    """Materialize after each operation (Ray Data ``materialize``, Dask ``persist``) and
+    record its seconds in ``extra.stage_seconds`` (read, filter, aggregate, join, sort,
+    write) and the read's per-worker figures in ``data``; off: the fused pipeline, the
+    headline measurement."""
 
 
 class XgboostParams(_Params):

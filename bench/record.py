@@ -69,6 +69,10 @@ Fields (all JSON):
                          {"uri", "partitions", "partitions_by_worker", "reads", "bytes_read",
                           "read_seconds_by_worker", "peak_rss_by_worker",
                           "spilled": {"ray_spilled_bytes"|"dask_spilled_bytes": int}}
+                         from a library's own read tasks (etl with ``stages``, xgboost;
+                         bench.data.readers.task_data_record) also "bytes_read_by_worker",
+                         "read_tasks_by_worker", "peak_uss_by_worker" (Ray Data) and
+                         "unavailable": {field: why it is null}
 """
 from __future__ import annotations
 

@@ -230,3 +230,70 @@ def dask_dataframe(data: PartitionedData, columns: Sequence[str] | None = None) 
     fs, _ = data.filesystem()
     return dd.read_parquet([data.path(p) for p in data.partitions], filesystem=fs,
                            columns=list(columns) if columns else None)
+
+
+# -- per-worker figures of the libraries that read by themselves ---------------------------------
+
+def projected_bytes(data: PartitionedData, index: int, columns: Sequence[str] | None = None
+                    ) -> int:
+    """The bytes :func:`read_table` counts for partition ``index`` (the file's size, or with
+    ``columns`` their chunks' compressed size), from the footer alone: what a library's own
+    reader of those columns fetches, besides the footer."""
+    import pyarrow.parquet as pq
+
+    fs, _ = data.filesystem()
+    with fs.open_input_file(data.path(data.partitions[index])) as f:
+        if not columns:
+            return int(f.size())
+        meta, wanted = pq.ParquetFile(f).metadata, set(columns)
+        return int(sum(rg.column(j).total_compressed_size
+                       for rg in (meta.row_group(i) for i in range(meta.num_row_groups))
+                       for j in range(rg.num_columns)
+                       if rg.column(j).path_in_schema in wanted))
+
+
+def task_data_record(data: PartitionedData, tasks: Sequence[dict[str, Any]], read: Sequence[int],
+                     sizes: Sequence[int], spilled: dict[str, int] | None = None,
+                     unavailable: dict[str, str] | None = None) -> dict[str, Any]:
+    """The record's ``data`` field from a library's own read tasks (``ray.data``,
+    ``dask.dataframe``, ``xgboost.dask``'s chunks), as the library's task records report them.
+
+    ``tasks``: one per read task, ``{"worker", "partitions": [indices] | None, "seconds",
+    "peak_rss": bytes | None, "peak_uss": bytes | None}``; ``read``: every partition read,
+    ``sizes[i]``: partition ``read[i]``'s bytes. A task whose partitions the library does not
+    report (``None``) leaves ``partitions_by_worker`` and ``bytes_read_by_worker`` null; a
+    figure no task has is null; ``unavailable`` says why, per field."""
+    size = dict(zip(read, sizes, strict=True))
+    by_worker: dict[str, list[int]] | None = {}
+    seconds: dict[str, float] = {}
+    rss: dict[str, int] = {}
+    uss: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for t in tasks:
+        w = t["worker"]
+        count[w] = count.get(w, 0) + 1
+        seconds[w] = seconds.get(w, 0.0) + float(t["seconds"])
+        if t.get("peak_rss") is not None:
+            rss[w] = max(rss.get(w, 0), int(t["peak_rss"]))
+        if t.get("peak_uss") is not None:
+            uss[w] = max(uss.get(w, 0), int(t["peak_uss"]))
+        if by_worker is not None and t.get("partitions") is not None:
+            by_worker.setdefault(w, []).extend(t["partitions"])
+        else:
+            by_worker = None
+    parts = {w: sorted(set(p)) for w, p in sorted(by_worker.items())} \
+        if by_worker is not None else None
+    out: dict[str, Any] = {
+        "uri": data.uri, "partitions": sorted(set(read)), "partitions_by_worker": parts,
+        "reads": len(read), "bytes_read": int(sum(sizes)),
+        "bytes_read_by_worker": {w: sum(size[i] for i in p) for w, p in parts.items()}
+        if parts is not None else None,
+        "read_tasks_by_worker": dict(sorted(count.items())),
+        "read_seconds_by_worker": dict(sorted(seconds.items())),
+        "peak_rss_by_worker": dict(sorted(rss.items())) if rss else None,
+        "spilled": spilled or {}}
+    if uss:
+        out["peak_uss_by_worker"] = dict(sorted(uss.items()))
+    if unavailable:
+        out["unavailable"] = dict(unavailable)
+    return out

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from bench.results import latest_records, summarize
 
-from . import summary
+from . import operations, summary
 from .cost import TrialCost, costs
 from .formatting import FLAG
 from .stats import ReportOptions, trial_flags
@@ -212,6 +212,18 @@ def faults_section(ctx: Context) -> Iterable[Section]:
             "the first; Dask tasks that ran more than once.", faults, 4)
 
 
+def operations_section(ctx: Context) -> Iterable[Section]:
+    """Staged etl runs' seconds per operation, and what each worker read (operations.py)."""
+    stages = operations.stage_grid(ctx.records)
+    if stages is not None:
+        yield Section("Per operation: Ray Data vs Dask DataFrame", operations.STAGES_INTRO,
+                      stages, 2)
+    data = operations.data_grid(ctx.records)
+    if data is not None:
+        yield Section("Data read per worker", operations.DATA_INTRO, data[0], 3,
+                      sentences=tuple(data[1]), wrap=True)
+
+
 def environment_section(ctx: Context) -> Iterable[Section]:
     yield Section("Environment", "Where and with what the results were measured (distinct "
                   "values across trials; lists one item per line).",
@@ -226,6 +238,7 @@ SECTION_BUILDERS: list[tuple[str, Builder]] = [
     ("quality", quality_section),
     ("cost", cost_section),
     ("faults", faults_section),
+    ("operations", operations_section),
     ("environment", environment_section),
 ]
 """The report's parts in order, by name. To add one, write ``def my_section(ctx: Context) ->

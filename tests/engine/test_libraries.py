@@ -72,6 +72,7 @@ def test_xgboost_metric_within_tolerance_of_the_baseline(cluster, datasets, loca
     matches = get_workload("xgboost").matches(out.quality, local["xgboost"].quality)
     assert matches == {"logloss": True, "accuracy": True}, (out.quality, local["xgboost"].quality)
     assert out.extra["rounds_per_second"] > 0
+    _xgboost_reads_add_up(out.data, datasets["xgboost"], cluster.framework)
 
 
 @pytest.mark.parametrize("framework", ["dask-threads", "dask-synchronous"])
@@ -92,3 +93,79 @@ def test_the_core_dataframe_workload_runs_on_dask_single_machine_schedulers(fram
             engine.stop()
     assert all(get_workload("dataframe").matches(quality[framework], quality["local"]).values())
     assert quality[framework]["sorted"] == 1.0
+
+
+# -- etl's stages and the per-worker data figures (issue 14) ---------------------------------
+STAGED = WorkloadSpec(name="etl", params={"output_partitions": 2, "stages": True}).params
+OPERATIONS = ["read", "filter", "aggregate", "join", "sort", "write"]
+
+
+def _manifest_bytes(data, columns=None):
+    from bench.data.readers import read_table
+
+    return sum(read_table(data, i, columns)[1] for i in range(len(data.partitions)))
+
+
+def _adds_up(block, data, sizes_total, reads=None):
+    """The per-worker figures of a data block cover every partition, once, and its bytes."""
+    n = len(data.partitions)
+    assert block["partitions"] == list(range(n))
+    assert block["reads"] == (n if reads is None else reads)
+    assert block["bytes_read"] == sizes_total
+    assert all(s > 0 for s in block["read_seconds_by_worker"].values())
+    assert set(block["read_seconds_by_worker"]) == set(block["read_tasks_by_worker"])
+    if block["partitions_by_worker"] is not None:
+        parts = [p for ps in block["partitions_by_worker"].values() for p in ps]
+        assert sorted(set(parts)) == list(range(n))
+        assert sum(block["bytes_read_by_worker"].values()) >= sizes_total
+
+
+def test_etl_stages_time_each_operation_with_the_fused_checksums(cluster, datasets, local):
+    data = datasets["etl"]
+    out = _run(cluster.framework, "etl", data, STAGED, cluster)
+    assert out.quality == local["etl"].quality  # the same checksums as the fused runs
+    stages = out.extra["stage_seconds"]
+    assert list(stages) == OPERATIONS and all(s > 0 for s in stages.values()), stages
+    assert sum(stages.values()) <= out.extra["pipeline_seconds"]
+    block = out.data
+    if cluster.framework == "dask-on-ray":  # Dask on Ray's scheduler: no task stream
+        assert block["read_seconds_by_worker"] is None and "task stream" in \
+            block["unavailable"]["per_worker"]
+        return
+    _adds_up(block, data, _manifest_bytes(data, ["customer", "amount", "quantity"]))
+    if cluster.framework == "ray":  # Ray Data: no task's files, USS rather than RSS
+        assert block["partitions_by_worker"] is None and block["peak_rss_by_worker"] is None
+        assert set(block["unavailable"]) == {"partitions_by_worker", "bytes_read_by_worker",
+                                             "peak_rss_by_worker"}
+        assert all(b > 0 for b in block["peak_uss_by_worker"].values())
+    else:
+        assert set(block["partitions_by_worker"]) <= {"w0", "w1"}
+        assert sum(block["bytes_read_by_worker"].values()) == block["bytes_read"]
+        assert all(b > 0 for b in block["peak_rss_by_worker"].values())
+
+
+def test_etl_fused_says_why_it_has_no_per_worker_figures(local, datasets):
+    block = local["etl"].data
+    assert block["bytes_read"] == _manifest_bytes(datasets["etl"],
+                                                  ["customer", "amount", "quantity"])
+    assert block["partitions_by_worker"] is None and "stages" in \
+        block["unavailable"]["per_worker"]
+
+
+def _xgboost_reads_add_up(block, data, framework):
+    """Every file read once (Ray Train: the held-out one by every rank), on 2 workers."""
+    test = len(data.partitions) - 1
+    ranks = len(block["partitions_by_worker"])
+    reads = len(data.partitions) + (ranks - 1 if framework == "ray" else 0)
+    columns = [f["name"] for f in data.manifest["schema"]]  # read by name: every column
+    sizes = [_manifest_bytes_of(data, i, columns) for i in range(len(data.partitions))]
+    total = sum(sizes) + (reads - len(data.partitions)) * sizes[test]
+    _adds_up(block, data, total, reads)
+    assert sum(block["bytes_read_by_worker"].values()) == total
+    assert ranks == 2 and all(b > 0 for b in block["peak_rss_by_worker"].values())
+
+
+def _manifest_bytes_of(data, index, columns):
+    from bench.data.readers import read_table
+
+    return read_table(data, index, columns)[1]

@@ -27,6 +27,14 @@ sum's rounding error is far below half a cent), items and orders (and, in the ou
 CRC-32 of region and segment), and w is a hash of the key: it does not depend on the order
 of rows or on how they are partitioned, and a value moved to another key changes it.
 ``sorted``: every file is sorted and the files' key ranges do not overlap.
+
+``stages: true`` materializes after each operation (Ray Data ``materialize``, Dask
+``persist`` and ``wait``, pandas as it goes) and records each one's seconds in
+``extra.stage_seconds`` (read, filter, aggregate, join, sort, write): Ray Data vs Dask
+DataFrame per operation. The fused pipeline, where each library overlaps and fuses the
+operations, stays the headline figure. A staged run also fills the record's ``data`` per worker
+from the read's own tasks (:mod:`.reads`); a fused one reads in the tasks that also filter and
+aggregate, and says so in ``data.unavailable``.
 """
 from __future__ import annotations
 
@@ -38,16 +46,19 @@ import tempfile
 import time
 import uuid
 import zlib
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from bench.data.readers import peak_rss, projected_bytes
 from bench.engines.base import Engine
 from bench.errors import UsageError
 from bench.workloads.base import Outcome, Params, State, Tolerance, Workload
 
 from .base import family, require
+from .stages import Laps, dask_keep
 
 if TYPE_CHECKING:
     from bench.data import PartitionedData
@@ -87,23 +98,30 @@ def _combine(parts: pd.DataFrame) -> tuple[int, int]:
 
 
 # -- the pipeline, once per library -------------------------------------------------------------
-def _local(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int
-           ) -> pd.DataFrame:
+def _local(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int,
+           lap: Laps) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     tables = [pq.read_table(data.path(p), columns=COLUMNS, filesystem=fs)
               for p in data.partitions]
     df = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
     del tables
+    lap("read")
     df = df[df["amount"] > params["min_amount"]]
+    lap("filter")
     agg = df.groupby("customer").agg(total=("amount", "sum"), items=("quantity", "sum"),
                                      orders=("amount", "count")).reset_index()
+    lap("aggregate")
     dim = pq.read_table(data.path(_dimension(data)), filesystem=fs).to_pandas()
-    joined = agg.merge(dim, on="customer", how="inner").sort_values("customer", kind="stable")
+    joined = agg.merge(dim, on="customer", how="inner")
+    lap("join")
+    joined = joined.sort_values("customer", kind="stable")
+    lap("sort")
     fs.create_dir(out, recursive=True)
     for i, (lo, hi) in enumerate(_bounds(len(joined), nparts)):
         part = joined.iloc[lo:hi]
         pq.write_table(_to_arrow(part), f"{out}/part-{i:05d}.parquet", filesystem=fs)
+    lap("write")
     return frame_checksum(agg)
 
 
@@ -119,40 +137,91 @@ def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def _dask(engine: Engine, data: PartitionedData, params: Params, fs: Any, out: str,
-          nparts: int) -> pd.DataFrame:
+          nparts: int, lap: Laps, reads: dict[str, Any]) -> pd.DataFrame:
     from dask.base import compute
 
-    from bench.data.readers import dask_dataframe
-
     dd = require("dask.dataframe", "dask[dataframe]", "etl")
+    keep = dask_keep(lap)
     with engine.dask_context():
-        tx = dask_dataframe(data, COLUMNS)
-        tx = tx[tx["amount"] > params["min_amount"]]
-        agg = tx.groupby("customer").agg(total=("amount", "sum"), items=("quantity", "sum"),
-                                         orders=("amount", "count"),
-                                         split_out=nparts).reset_index()
+        tx = _dask_read(engine, data, lap.on, reads)
+        if "lap" in reads:
+            lap.set("read", reads.pop("lap"))
+        else:
+            lap("read")
+        tx = keep(tx[tx["amount"] > params["min_amount"]])
+        lap("filter")
+        agg = keep(tx.groupby("customer").agg(total=("amount", "sum"), items=("quantity", "sum"),
+                                              orders=("amount", "count"),
+                                              split_out=nparts).reset_index())
+        lap("aggregate")
         dim = dd.read_parquet(data.path(_dimension(data)), filesystem=fs)
-        joined = agg.merge(dim, on="customer", how="inner")
-        ordered = joined.sort_values("customer", npartitions=nparts)
+        joined = keep(agg.merge(dim, on="customer", how="inner"))
+        lap("join")
+        ordered = keep(joined.sort_values("customer", npartitions=nparts))
+        lap("sort")
         write = ordered.to_parquet(out, filesystem=fs, write_index=False, compute=False)
         sums = agg.map_partitions(frame_checksum, meta={"rows": "i8", "checksum": "i8"})
         # dask.base.compute is unannotated
-        parts, _ = compute(sums, write)  # type: ignore[no-untyped-call]
+        if lap.on:
+            compute(write)  # type: ignore[no-untyped-call]
+            lap("write")
+            (parts,) = compute(sums)  # type: ignore[no-untyped-call]
+        else:
+            parts, _ = compute(sums, write)  # type: ignore[no-untyped-call]
     engine.tasks += tx.npartitions * 6
     result: pd.DataFrame = parts
     return result
+
+
+def _dask_read(engine: Engine, data: PartitionedData, staged: bool, reads: dict[str, Any]
+               ) -> Any:
+    """The transactions read. Staged, its partitions are persisted as delayed objects and
+    made a DataFrame again (``from_delayed``): persisting the DataFrame itself loses
+    partitions when Dask fuses the read of small files (``FusedParquetIO``: the persisted keys
+    are the fused ones, the collection expects one per file; dask 2026.8), while
+    ``to_delayed`` gives one read task per file. On a distributed cluster the read runs under
+    the scheduler's task stream, whose read tasks give ``reads["tasks"]``, and the read's
+    seconds ``reads["lap"]`` (the stream's fetch after it is no operation's time)."""
+    import dask.dataframe as dd
+    from dask.base import persist
+    from distributed import futures_of, get_task_stream, wait
+
+    from bench.data.readers import dask_dataframe
+
+    from .reads import dask_read_keys, dask_read_tasks
+
+    tx = dask_dataframe(data, COLUMNS)
+    if not staged:
+        return tx
+    parts = tx.to_delayed()
+    client = getattr(engine, "client", None)
+    stream = get_task_stream(client=client) if engine.framework == "dask" and client \
+        else nullcontext()
+    t0 = time.perf_counter()
+    with stream as ts:
+        done = persist(*parts)  # type: ignore[no-untyped-call]  # (dask: unannotated)
+        futures = futures_of(done)  # type: ignore[no-untyped-call]
+        if futures:
+            wait(futures)  # type: ignore[no-untyped-call]
+        reads["lap"] = time.perf_counter() - t0
+    if ts is not None:
+        reads["tasks"] = dask_read_tasks(client, ts.data, dask_read_keys(parts,
+                                                                         len(data.partitions)))
+    return dd.from_delayed(list(done), meta=tx._meta, verify_meta=False)
 
 
 def _ray_checksum(batch: pd.DataFrame) -> pd.DataFrame:
     return frame_checksum(batch)
 
 
-def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int
-         ) -> pd.DataFrame:
+def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int, lap: Laps,
+         reads: dict[str, Any]) -> pd.DataFrame:
     from bench.data.readers import ray_dataset
 
     rd = require("ray.data", "ray[data]", "etl")
     from ray.data.aggregate import Count, Sum
+
+    from .reads import ray_data_read_tasks
 
     rd.DataContext.get_current().enable_progress_bars = False
     # Ray Data logs every Dataset's plan and finish at INFO on the console
@@ -160,11 +229,22 @@ def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     from ray.data.expressions import col
 
-    tx = ray_dataset(data, COLUMNS).filter(expr=col("amount") > float(params["min_amount"]))
+    def keep(ds: Any) -> Any:
+        return ds.materialize() if lap.on else ds
+
+    read = keep(ray_dataset(data, COLUMNS))
+    lap("read")
+    tx = keep(read.filter(expr=col("amount") > float(params["min_amount"])))
+    lap("filter")
     agg = tx.groupby("customer", num_partitions=nparts).aggregate(
         Sum("amount", alias_name="total"), Sum("quantity", alias_name="items"),
         Count(alias_name="orders")).materialize()
+    lap("aggregate")
     sums = pd.DataFrame(agg.map_batches(_ray_checksum, batch_format="pandas").take_all())
+    if lap.on:
+        # the read ran alone, in its own Dataset: its tasks are the read's only
+        reads["tasks"] = ray_data_read_tasks(read)
+    lap.skip()
     import pyarrow.parquet as pq
     import ray
 
@@ -173,9 +253,13 @@ def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int
     # customers table is one small file, as Dask's merge broadcasts a one-partition side.
     dim = ray.put(pq.read_table(data.path(_dimension(data)), filesystem=data.filesystem()[0]
                                 ).to_pandas())
-    joined = agg.map_batches(_join_batch, batch_format="pandas", fn_args=(dim,))
+    joined = keep(agg.map_batches(_join_batch, batch_format="pandas", fn_args=(dim,)))
+    lap("join")
     # repartition without a shuffle splits and merges blocks in order: the files stay sorted.
-    joined.sort("customer").repartition(nparts).write_parquet(out, filesystem=fs)
+    ordered = keep(joined.sort("customer"))
+    lap("sort")
+    ordered.repartition(nparts).write_parquet(out, filesystem=fs)
+    lap("write")
     return sums
 
 
@@ -234,10 +318,12 @@ class Etl(Workload):
             raise UsageError(f"dataset.uri {data.uri}: etl needs a transactions dataset "
                              f"(testbed data make --kind transactions); this one is {data.kind}")
         _dimension(data)
+        # the bytes a projected read of each file fetches, for the record's data field
+        sizes = [projected_bytes(data, i, COLUMNS) for i in range(len(data.partitions))]
         if params["output"] is None and not engine.started_cluster and engine.address:
             raise UsageError("workloads: etl's params.output: a cluster this run did not start "
                              "need not share this machine's disk; give an s3:// prefix")
-        return {"data": data}
+        return {"data": data, "sizes": sizes}
 
     def release(self, engine: Engine, state: State) -> None:
         state.clear()
@@ -254,14 +340,20 @@ class Etl(Workload):
         fs, out = filesystem_for(out_uri, data.s3)
         nparts = params["output_partitions"] or engine.parallelism
         path = family(engine.framework)
+        lap, reads = Laps(params["stages"]), {}
         try:
             t0 = time.perf_counter()
+            lap.skip()
             if path == "local":
-                parts = _local(data, params, data.filesystem()[0], out, nparts)
+                parts = _local(data, params, data.filesystem()[0], out, nparts, lap)
+                if lap.on:
+                    reads["tasks"] = [{"worker": "driver", "seconds": lap.seconds["read"],
+                                       "partitions": list(range(len(data.partitions))),
+                                       "peak_rss": peak_rss()}]
             elif path == "ray":
-                parts = _ray(data, params, fs, out, nparts)
+                parts = _ray(data, params, fs, out, nparts, lap, reads)
             else:
-                parts = _dask(engine, data, params, fs, out, nparts)
+                parts = _dask(engine, data, params, fs, out, nparts, lap, reads)
             pipeline = time.perf_counter() - t0
             agg_rows, agg_sum = _combine(parts)
             t1 = time.perf_counter()
@@ -279,7 +371,38 @@ class Etl(Workload):
                  "bytes_per_second": data.total_bytes / pipeline,
                  "output": out_uri if params["keep_output"] else None,
                  "output_partitions": nparts}
-        return Outcome(quality, extra)
+        if lap.on:
+            extra["stage_seconds"] = dict(lap.seconds)
+        return Outcome(quality, extra, _data_field(engine, state, path, reads.get("tasks"),
+                                                     lap.on))
+
+
+def _data_field(engine: Engine, state: State, path: str,
+                tasks: list[dict[str, Any]] | None, staged: bool) -> dict[str, Any]:
+    """The record's ``data``: every partition read once, each worker's share from the
+    library's own read tasks (see :mod:`.reads`) where a staged run has them; null figures
+    say why in ``unavailable``."""
+    from bench.data.readers import spilled, task_data_record
+
+    from .reads import RAY_DATA_FILES, RAY_DATA_RSS
+
+    data: PartitionedData = state["data"]
+    unavailable: dict[str, str] = {}
+    if tasks is None:
+        unavailable["per_worker"] = (
+            "the fused pipeline reads in the tasks that also filter and aggregate (Dask's "
+            "blockwise fusion, Ray Data's operator fusion): params.stages times the read alone"
+            if not staged else
+            "Dask's single-machine schedulers and Dask-on-Ray keep no task stream")
+    elif path == "ray":
+        unavailable = {"partitions_by_worker": RAY_DATA_FILES,
+                       "bytes_read_by_worker": RAY_DATA_FILES, "peak_rss_by_worker": RAY_DATA_RSS}
+    out = task_data_record(data, tasks or [], list(range(len(data.partitions))), state["sizes"],
+                           spilled(engine), unavailable)
+    if tasks is None:
+        out.update(dict.fromkeys(("partitions_by_worker", "bytes_read_by_worker",
+                                  "read_tasks_by_worker", "read_seconds_by_worker"), None))
+    return out
 
 
 def _remove(fs: Any, path: str) -> None:
