@@ -243,7 +243,7 @@ class Etl(Workload):
         state.clear()
 
     def run(self, engine: Engine, state: State, params: Params) -> Outcome:
-        from bench.data import filesystem_for
+        from bench.data import filesystem_for, spilled
 
         data: PartitionedData = state["data"]
         root = params["output"]
@@ -278,7 +278,9 @@ class Etl(Workload):
                  "bytes_read": data.total_bytes, "rows_per_second": rows / pipeline,
                  "bytes_per_second": data.total_bytes / pipeline,
                  "output": out_uri if params["keep_output"] else None,
-                 "output_partitions": nparts}
+                 "output_partitions": nparts,
+                 # object-store / worker spill of the cluster so far (issue 14 section 3)
+                 "spilled": spilled(engine)}
         return Outcome(quality, extra)
 
 
