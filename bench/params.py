@@ -147,6 +147,13 @@ class EtlParams(_Params):
     record its seconds in ``extra.stage_seconds`` (read, filter, aggregate, join, sort,
     write) and the read's per-worker figures in ``data``; off: the fused pipeline, the
     headline measurement."""
+    ray_shuffle: Literal["shuffle_v2", "hash_shuffle", "sort_shuffle_pull_based",
+                         "sort_shuffle_push_based"] | None = None
+    """Ray Data's shuffle for the group-by and the sort (``DataContext.shuffle_strategy``);
+    default: Ray Data's own (``shuffle_v2`` in Ray 2.60). Its hash shuffles reserve ``memory``
+    of twice a block per shuffle task, which a node with under about 1 GiB cannot grant:
+    with 512 MiB workers the run stalls until its timeout. ``sort_shuffle_pull_based``
+    reserves none. Dask ignores it."""
 
 
 class XgboostParams(_Params):

@@ -224,12 +224,29 @@ def ray_dataset(data: PartitionedData, columns: Sequence[str] | None = None) -> 
 
 
 def dask_dataframe(data: PartitionedData, columns: Sequence[str] | None = None) -> Any:
-    """``dask.dataframe.read_parquet`` of the partition files, one Dask partition per file."""
+    """``dask.dataframe.read_parquet`` of the partition files, one Dask partition per file
+    when computed under :func:`dask_one_task_per_file`."""
     import dask.dataframe as dd
 
     fs, _ = data.filesystem()
     return dd.read_parquet([data.path(p) for p in data.partitions], filesystem=fs,
                            columns=list(columns) if columns else None)
+
+
+def dask_one_task_per_file() -> Any:
+    """The Dask config under which :func:`dask_dataframe` computes one read task per file.
+
+    Otherwise Dask's "tune" pass merges the reads of several files into one task when only
+    some columns are read (``FusedParquetIO``, sized by the projected share of the bytes and
+    ``dataframe.parquet.minimum-partition-size``: dask/dataframe/dask_expr/io/parquet.py,
+    ``ReadParquetPyarrowFS._fusion_compression_factor``). Such a task holds several
+    partitions, more than a worker sized for one has: at 512 MiB per worker the nanny killed
+    it (docs/performance.md, section 7). The pass runs only under ``optimization.tune.active``
+    (dask/_expr.py, ``optimize_until``); it also picks a group-by's ``split_out`` when none is
+    given."""
+    import dask
+
+    return dask.config.set({"optimization.tune.active": False})
 
 
 # -- per-worker figures of the libraries that read by themselves ---------------------------------

@@ -61,6 +61,9 @@ def test_etl_checksums_equal_the_baseline(cluster, datasets, local):
     out = _run(cluster.framework, "etl", datasets["etl"], ETL, cluster)
     assert get_workload("etl").matches(out.quality, local["etl"].quality) == dict.fromkeys(
         ("agg_rows", "agg_checksum", "out_rows", "out_checksum", "sorted"), True), out.quality
+    # Ray Data's own default shuffle, recorded (Ray 2.60: ray/data/context.py,
+    # DEFAULT_SHUFFLE_STRATEGY); Dask has none to record.
+    assert out.extra["ray_shuffle"] == ("shuffle_v2" if cluster.framework == "ray" else None)
 
 
 def test_xgboost_metric_within_tolerance_of_the_baseline(cluster, datasets, local):
@@ -121,9 +124,19 @@ def _adds_up(block, data, sizes_total, reads=None):
 
 
 def test_etl_stages_time_each_operation_with_the_fused_checksums(cluster, datasets, local):
+    """Ray runs it with the sort-based shuffle (``ray_shuffle``: what the scaling run needs
+    on 512 MiB nodes), which gives the same checksums; the driver's DataContext is left as it
+    was."""
+    from ray.data import DataContext
+
     data = datasets["etl"]
-    out = _run(cluster.framework, "etl", data, STAGED, cluster)
+    before = DataContext.get_current().shuffle_strategy
+    params = {**STAGED, "ray_shuffle": "sort_shuffle_pull_based"}
+    out = _run(cluster.framework, "etl", data, params, cluster)
     assert out.quality == local["etl"].quality  # the same checksums as the fused runs
+    assert DataContext.get_current().shuffle_strategy == before
+    if cluster.framework == "ray":
+        assert out.extra["ray_shuffle"] == "sort_shuffle_pull_based"
     stages = out.extra["stage_seconds"]
     assert list(stages) == OPERATIONS and all(s > 0 for s in stages.values()), stages
     assert sum(stages.values()) <= out.extra["pipeline_seconds"]

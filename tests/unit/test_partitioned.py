@@ -299,3 +299,27 @@ def test_a_run_of_knn_and_dataframe_on_partitioned_datasets(tmp_path):
     assert df["state"] == "succeeded" and df["quality"]["sorted_rows"] == 900
     assert df["quality"]["groups"] == 40 and df["quality"]["sorted"] == 1
     assert df["data"]["partitions_by_worker"] == {"driver": [0, 1, 2]}
+
+
+def test_dask_reads_one_file_per_task_only_under_the_testbeds_config(tmp_path):
+    """Pins Dask's behaviour that etl works around: when a computation needs fewer columns
+    than the files hold, Dask's tune pass fuses the reads of several files into one task
+    (dask_expr FusedParquetIO), so a worker sized for one partition gets several. Under
+    dask_one_task_per_file each file is its own read task."""
+    from bench.data.readers import dask_dataframe, dask_one_task_per_file
+
+    make_dataset("transactions", str(tmp_path), rows=8000, partitions=8)
+    data = open_dataset(str(tmp_path))
+
+    def read_tasks(collection):
+        plan = collection.optimize(fuse=False).expr.walk()
+        return [(type(e).__name__, e.npartitions) for e in plan if "Parquet" in type(e).__name__]
+
+    total = dask_dataframe(data, ["customer", "amount", "quantity"])["amount"].sum()
+    fused = read_tasks(total)
+    # The day Dask stops fusing, this fails and the workaround can go.
+    assert [name for name, _ in fused] == ["FusedParquetIO"] and fused[0][1] < 8
+    with dask_one_task_per_file():
+        assert read_tasks(total) == [("ReadParquetPyarrowFS", 8)]
+        assert float(total.compute(scheduler="sync")) == pytest.approx(
+            float(dask_dataframe(data, ["amount"])["amount"].sum().compute(scheduler="sync")))

@@ -46,7 +46,8 @@ import tempfile
 import time
 import uuid
 import zlib
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -140,9 +141,12 @@ def _dask(engine: Engine, data: PartitionedData, params: Params, fs: Any, out: s
           nparts: int, lap: Laps, reads: dict[str, Any]) -> pd.DataFrame:
     from dask.base import compute
 
+    from bench.data.readers import dask_one_task_per_file
+
     dd = require("dask.dataframe", "dask[dataframe]", "etl")
     keep = dask_keep(lap)
-    with engine.dask_context():
+    # One Dask partition per file (see dask_one_task_per_file): a worker is sized for one.
+    with engine.dask_context(), dask_one_task_per_file():
         tx = _dask_read(engine, data, lap.on, reads)
         if "lap" in reads:
             lap.set("read", reads.pop("lap"))
@@ -208,6 +212,20 @@ def _dask_read(engine: Engine, data: PartitionedData, staged: bool, reads: dict[
         reads["tasks"] = dask_read_tasks(client, ts.data, dask_read_keys(parts,
                                                                          len(data.partitions)))
     return dd.from_delayed(list(done), meta=tx._meta, verify_meta=False)
+
+
+@contextmanager
+def _ray_shuffle(name: str | None) -> Iterator[str]:
+    """Ray Data's shuffle strategy for the run (``name``, or Ray Data's default when None),
+    restored afterwards: the DataContext is the driver process's. Yields the strategy used."""
+    ctx = require("ray.data", "ray[data]", "etl").DataContext.get_current()
+    before = ctx.shuffle_strategy
+    if name is not None:
+        ctx.shuffle_strategy = name
+    try:
+        yield str(ctx.shuffle_strategy.value)
+    finally:
+        ctx.shuffle_strategy = before
 
 
 def _ray_checksum(batch: pd.DataFrame) -> pd.DataFrame:
@@ -341,6 +359,7 @@ class Etl(Workload):
         nparts = params["output_partitions"] or engine.parallelism
         path = family(engine.framework)
         lap, reads = Laps(params["stages"]), {}
+        strategy: str | None = None
         try:
             t0 = time.perf_counter()
             lap.skip()
@@ -351,7 +370,8 @@ class Etl(Workload):
                                        "partitions": list(range(len(data.partitions))),
                                        "peak_rss": peak_rss()}]
             elif path == "ray":
-                parts = _ray(data, params, fs, out, nparts, lap, reads)
+                with _ray_shuffle(params["ray_shuffle"]) as strategy:
+                    parts = _ray(data, params, fs, out, nparts, lap, reads)
             else:
                 parts = _dask(engine, data, params, fs, out, nparts, lap, reads)
             pipeline = time.perf_counter() - t0
@@ -370,7 +390,8 @@ class Etl(Workload):
                  "bytes_read": data.total_bytes, "rows_per_second": rows / pipeline,
                  "bytes_per_second": data.total_bytes / pipeline,
                  "output": out_uri if params["keep_output"] else None,
-                 "output_partitions": nparts}
+                 "output_partitions": nparts,
+                 "ray_shuffle": strategy}
         if lap.on:
             extra["stage_seconds"] = dict(lap.seconds)
         return Outcome(quality, extra, _data_field(engine, state, path, reads.get("tasks"),
