@@ -66,6 +66,24 @@ def test_etl_checksums_equal_the_baseline(cluster, datasets, local):
     assert out.extra["ray_shuffle"] == ("shuffle_v2" if cluster.framework == "ray" else None)
 
 
+@pytest.mark.parametrize("cluster", ["ray"], indirect=True)
+def test_ray_etl_writes_sorted_files_from_many_small_blocks(cluster, datasets, local):
+    """With 256-byte blocks every partition is many blocks, as on real data: the files Ray Data
+    writes stay sorted and disjoint (a repartition after the sort merged blocks out of order;
+    the scaling run caught it at 2 workers)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    before = ctx.target_max_block_size
+    ctx.target_max_block_size = 256
+    try:
+        out = _run("ray", "etl", datasets["etl"], {**ETL, "ray_shuffle": "sort_shuffle_pull_based"},
+                   cluster)
+    finally:
+        ctx.target_max_block_size = before
+    assert out.quality == local["etl"].quality, out.quality
+
+
 def test_xgboost_metric_within_tolerance_of_the_baseline(cluster, datasets, local):
     if cluster.framework == "dask-on-ray":
         with pytest.raises(RunError, match=r"xgboost\.dask needs a distributed Dask cluster"):

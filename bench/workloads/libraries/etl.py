@@ -215,13 +215,13 @@ def _dask_read(engine: Engine, data: PartitionedData, staged: bool, reads: dict[
 
 
 @contextmanager
-def _ray_shuffle(name: str | None) -> Iterator[str]:
-    """Ray Data's shuffle strategy for the run (``name``, or Ray Data's default when None),
-    restored afterwards: the DataContext is the driver process's. Yields the strategy used."""
+def _ray_context(shuffle: str | None) -> Iterator[str]:
+    """Ray Data's shuffle strategy for the run (``shuffle``, or Ray Data's default when
+    None; yielded), restored afterwards: the DataContext is the driver process's."""
     ctx = require("ray.data", "ray[data]", "etl").DataContext.get_current()
     before = ctx.shuffle_strategy
-    if name is not None:
-        ctx.shuffle_strategy = name
+    if shuffle is not None:
+        ctx.shuffle_strategy = shuffle
     try:
         yield str(ctx.shuffle_strategy.value)
     finally:
@@ -273,10 +273,12 @@ def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int, 
                                 ).to_pandas())
     joined = keep(agg.map_batches(_join_batch, batch_format="pandas", fn_args=(dim,)))
     lap("join")
-    # repartition without a shuffle splits and merges blocks in order: the files stay sorted.
-    ordered = keep(joined.sort("customer"))
+    # Ray's sort range-partitions its input into as many blocks as it gets, each block one
+    # sorted key range: nparts blocks in, nparts sorted files out. (A repartition after the
+    # sort merged blocks out of order: the written files were not sorted at 2 workers.)
+    ordered = keep(joined.repartition(nparts).sort("customer"))
     lap("sort")
-    ordered.repartition(nparts).write_parquet(out, filesystem=fs)
+    ordered.write_parquet(out, filesystem=fs)
     lap("write")
     return sums
 
@@ -370,7 +372,7 @@ class Etl(Workload):
                                        "partitions": list(range(len(data.partitions))),
                                        "peak_rss": peak_rss()}]
             elif path == "ray":
-                with _ray_shuffle(params["ray_shuffle"]) as strategy:
+                with _ray_context(params["ray_shuffle"]) as strategy:
                     parts = _ray(data, params, fs, out, nparts, lap, reads)
             else:
                 parts = _dask(engine, data, params, fs, out, nparts, lap, reads)
