@@ -102,8 +102,12 @@ def test_ray_survives_a_killed_worker_node(tmp_path, workload):
     assert obs["failed_by_error"].get("NODE_DIED", 0) >= 1
     assert obs["retried_tasks"] >= 1
     assert 0 <= obs["detected_after_seconds"] <= obs["node_dead_after_seconds"] + 1
-    # Every attempt is a workload task: one per task, plus the retries.
-    assert obs["task_attempts"] == obs["retried_tasks"] + rec["tasks"]
+    # Every attempt is a workload task or a retry of one. The count can fall short, never
+    # over: each worker buffers its task events and sends them about once a second
+    # (src/ray/core_worker/task_event_buffer.cc, task_events_report_interval_ms = 1000), so
+    # the events of a task the victim ran just before the kill can die with it (a CI run on
+    # a loaded machine listed 27 attempts for 27 tasks and 1 retry).
+    assert rec["tasks"] // 2 < obs["task_attempts"] <= obs["retried_tasks"] + rec["tasks"]
     # Nothing brings a local Ray node back (on Kubernetes KubeRay would: see
     # tests/operator/test_operator_faults.py), and the record says so.
     assert obs["replacement"] == {"by": None, "expected": 0, "arrived": 0}
