@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -85,11 +86,19 @@ def read_table(data: PartitionedData, index: int, columns: Sequence[str] | None 
         pf = pq.ParquetFile(f)
         table = pf.read(columns=list(columns) if columns else None)
         if columns:
-            meta, wanted = pf.metadata, set(columns)
-            size = sum(rg.column(j).total_compressed_size
-                       for rg in (meta.row_group(i) for i in range(meta.num_row_groups))
-                       for j in range(rg.num_columns) if rg.column(j).path_in_schema in wanted)
+            size = chunk_bytes(pf.metadata, columns)
     return table, size
+
+
+def chunk_bytes(meta: Any, columns: Sequence[str] | None, uncompressed: bool = False) -> int:
+    """The compressed (or ``uncompressed``) size of the column chunks of ``columns`` (every
+    column's without) in a Parquet file's metadata."""
+    wanted = set(columns) if columns else None
+    return int(sum(rg.column(j).total_uncompressed_size if uncompressed
+                   else rg.column(j).total_compressed_size
+                   for rg in (meta.row_group(i) for i in range(meta.num_row_groups))
+                   for j in range(rg.num_columns)
+                   if wanted is None or rg.column(j).path_in_schema in wanted))
 
 
 def _read_task(item: tuple[PartitionedData, int, TableFn, Sequence[str] | None]
@@ -214,13 +223,62 @@ def spilled(engine: Engine) -> dict[str, int]:
 
 # -- the libraries' own readers ---------------------------------------------------------------
 
-def ray_dataset(data: PartitionedData, columns: Sequence[str] | None = None) -> Any:
-    """``ray.data.read_parquet`` of the partition files (the read runs on the workers)."""
+def ray_dataset(data: PartitionedData, columns: Sequence[str] | None = None,
+                workers: int = 1) -> Any:
+    """``ray.data.read_parquet`` of the partition files (the read runs on the workers), under
+    :func:`ray_read_settings`: read units of one file, one footer actor per worker node."""
     import ray.data
 
     fs, _ = data.filesystem()
-    ds = ray.data.read_parquet([data.path(p) for p in data.partitions], filesystem=fs)
+    with ray_read_settings(largest_partition_bytes(data, columns), workers):
+        ds = ray.data.read_parquet([data.path(p) for p in data.partitions], filesystem=fs)
     return ds.select_columns(list(columns)) if columns else ds
+
+
+@contextmanager
+def ray_read_settings(unit_bytes: int, workers: int) -> Iterator[dict[str, str]]:
+    """The environment under which Ray Data's Parquet reader (datasource V2, the default in
+    Ray 2.60) plans a read of partitions sized for one worker (yielded; restored after).
+
+    ``read_parquet`` builds its file indexer and partitioner in the calling process and reads
+    both settings there (ray/data/read_api.py, ``_read_datasource_v2``), so setting them around
+    the call is enough, on a local cluster and on a RayJob's alike:
+
+    * ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` (default 32: ray/data/_internal/datasource_v2/
+      formats/parquet/footer_file_indexer.py): the pool of ``FooterReader`` actors that read
+      the files' footers. They ask for no CPU to run, so all 32 start beside the read tasks,
+      each a Python process of ~170 MiB: 28 of them on one 1-CPU node took it to 5.7 GiB of
+      resident memory in the scaling run (docs/performance.md, section 7). One per worker node.
+    * ``RAY_DATA_PARQUET_BIN_PACKING_BYTES`` (default 128 MiB: parquet_datasource_v2.py,
+      ``get_file_partitioner``; ``OnlineBinPacker`` packs row groups by the uncompressed size
+      of the projected columns): a read task's budget. ``unit_bytes``, the largest partition's,
+      makes each file one read task, as Dask reads them (:func:`dask_one_task_per_file`)."""
+    import importlib
+
+    # footer_file_indexer also reads the variable once at import, as the default of every
+    # later indexer: imported under these settings, it would keep them for every read after.
+    importlib.import_module("ray.data._internal.datasource_v2.formats.parquet."
+                            "footer_file_indexer")
+    settings = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": str(max(1, workers)),
+                "RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(max(1, unit_bytes))}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield settings
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def largest_partition_bytes(data: PartitionedData, columns: Sequence[str] | None = None
+                            ) -> int:
+    """The largest partition's uncompressed size of ``columns`` (all without), from the
+    footers: the size Ray Data's partitioner packs by (see :func:`ray_read_settings`)."""
+    return max((footer_bytes(data, i, columns, uncompressed=True)
+                for i in range(len(data.partitions))), default=1)
 
 
 def dask_dataframe(data: PartitionedData, columns: Sequence[str] | None = None) -> Any:
@@ -256,17 +314,21 @@ def projected_bytes(data: PartitionedData, index: int, columns: Sequence[str] | 
     """The bytes :func:`read_table` counts for partition ``index`` (the file's size, or with
     ``columns`` their chunks' compressed size), from the footer alone: what a library's own
     reader of those columns fetches, besides the footer."""
+    return footer_bytes(data, index, columns)
+
+
+def footer_bytes(data: PartitionedData, index: int, columns: Sequence[str] | None = None,
+                 uncompressed: bool = False) -> int:
+    """From partition ``index``'s footer: the compressed (or ``uncompressed``) size of the
+    chunks of ``columns``; without ``columns``, the file's size (compressed) or every
+    column's."""
     import pyarrow.parquet as pq
 
     fs, _ = data.filesystem()
     with fs.open_input_file(data.path(data.partitions[index])) as f:
-        if not columns:
+        if not columns and not uncompressed:
             return int(f.size())
-        meta, wanted = pq.ParquetFile(f).metadata, set(columns)
-        return int(sum(rg.column(j).total_compressed_size
-                       for rg in (meta.row_group(i) for i in range(meta.num_row_groups))
-                       for j in range(rg.num_columns)
-                       if rg.column(j).path_in_schema in wanted))
+        return chunk_bytes(pq.ParquetFile(f).metadata, columns, uncompressed)
 
 
 def task_data_record(data: PartitionedData, tasks: Sequence[dict[str, Any]], read: Sequence[int],

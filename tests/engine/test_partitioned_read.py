@@ -12,7 +12,7 @@ import pytest
 
 from bench.cli import main
 from bench.data import data_record, make_dataset, open_dataset, read_partitions, spilled
-from bench.data.readers import dask_dataframe, ray_dataset
+from bench.data.readers import dask_dataframe, largest_partition_bytes, ray_dataset
 from bench.data.upload import upload
 from bench.engines import make_engine
 from bench.errors import UsageError
@@ -276,3 +276,37 @@ def test_dataframe_partitioned_mode_reads_on_the_workers(engine, local_dataset,
         rec = dataframe_baseline[fw].data
         assert rec["partitions_by_worker"] == {"driver": list(range(6))} and rec["reads"] == 6
         assert rec["bytes_read"] == dataframe_baseline["column_bytes"]
+
+
+def _operators(op, name):
+    """The logical plan's operators of type ``name`` (a Ray Data plan is a DAG of them)."""
+    found, stack = [], [op]
+    while stack:
+        o = stack.pop()
+        found += [o] if type(o).__name__ == name else []
+        stack.extend(o.input_dependencies)
+    return found
+
+
+@pytest.mark.parametrize("engine", ["ray"], indirect=True)
+def test_ray_data_reads_one_file_per_task_with_a_footer_actor_per_node(engine, local_dataset):
+    """Pins what bench.data.readers.ray_read_settings relies on in Ray Data 2.60's Parquet
+    reader (datasource V2): read_parquet builds the file indexer and partitioner in the calling
+    process from RAY_DATA_PARQUET_FOOTER_NUM_ACTORS (default 32) and
+    RAY_DATA_PARQUET_BIN_PACKING_BYTES (default 128 MiB, which packs these six small files
+    into one read task)."""
+    import ray.data
+
+    columns = ["customer", "amount"]
+    paths = [local_dataset.path(p) for p in local_dataset.partitions]
+    ds = ray_dataset(local_dataset, columns, workers=engine.workers)
+    (listing,) = _operators(ds._logical_plan.dag, "ListFiles")
+    assert listing.file_indexer._num_actors == engine.workers == 2
+    assert listing.file_partitioner._cap == largest_partition_bytes(local_dataset, columns)
+    assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ  # restored after the call
+    assert ds.materialize().num_blocks() == 6  # one read task (and block) per file
+    default = ray.data.read_parquet(paths).select_columns(columns)
+    (listing,) = _operators(default._logical_plan.dag, "ListFiles")
+    assert listing.file_indexer._num_actors == 32
+    assert default.materialize().num_blocks() == 1
+    assert ds.sum("amount") == pytest.approx(default.sum("amount"))

@@ -12,7 +12,8 @@ The pipeline, the same everywhere::
       → Parquet files under ``output``                                        (write)
 
 * ``local``: pandas over pyarrow, one process: the baseline every checksum must equal;
-* ``ray``: Ray Data (``read_parquet`` → ``filter(expr=)`` → ``groupby().aggregate`` →
+* ``ray``: Ray Data (``read_parquet``, one read task per file and one footer actor per node
+  under :func:`bench.data.readers.ray_read_settings` → ``filter(expr=)`` → ``groupby().aggregate`` →
   a broadcast join in ``map_batches`` → ``sort`` → ``write_parquet``), blocks read by the
   workers (``Dataset.join`` needs polars, which the libraries extra does not carry);
 * ``dask``, ``dask-on-ray``, ``dask-threads``/``-processes``/``-synchronous``: the same Dask
@@ -233,7 +234,7 @@ def _ray_checksum(batch: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int, lap: Laps,
-         reads: dict[str, Any]) -> pd.DataFrame:
+         reads: dict[str, Any], workers: int) -> pd.DataFrame:
     from bench.data.readers import ray_dataset
 
     rd = require("ray.data", "ray[data]", "etl")
@@ -250,7 +251,7 @@ def _ray(data: PartitionedData, params: Params, fs: Any, out: str, nparts: int, 
     def keep(ds: Any) -> Any:
         return ds.materialize() if lap.on else ds
 
-    read = keep(ray_dataset(data, COLUMNS))
+    read = keep(ray_dataset(data, COLUMNS, workers))
     lap("read")
     tx = keep(read.filter(expr=col("amount") > float(params["min_amount"])))
     lap("filter")
@@ -373,7 +374,7 @@ class Etl(Workload):
                                        "peak_rss": peak_rss()}]
             elif path == "ray":
                 with _ray_context(params["ray_shuffle"]) as strategy:
-                    parts = _ray(data, params, fs, out, nparts, lap, reads)
+                    parts = _ray(data, params, fs, out, nparts, lap, reads, engine.workers)
             else:
                 parts = _dask(engine, data, params, fs, out, nparts, lap, reads)
             pipeline = time.perf_counter() - t0
