@@ -35,6 +35,13 @@ _TREE_REFRESH = 1.0
 class TreeSampler:
     """Samples CPU (percent of one core) and RSS (bytes) of a process and its descendants.
 
+    RSS summed over a tree counts a page shared by several of its processes once per process
+    (the libraries, a Ray node's object store mapped into every worker): each time the sum
+    reaches a new peak the sampler also reads the tree's PSS (each shared page divided among
+    the processes that map it, from ``/proc/<pid>/smaps_rollup``), ``pss_at_rss_peak``: closer
+    to what a container's memory limit charges. Read at new peaks only, as a PSS read walks
+    every mapping of the process.
+
     Adaptive: its first ``BURST_SAMPLES`` samples come every ``BURST_INTERVAL``, then every
     ``min(interval, FIRST_INTERVAL)``, so that even a short compute phase gets 10 samples
     (the tree it samples is rescanned once a second only: a tick reads a few /proc files per
@@ -54,6 +61,7 @@ class TreeSampler:
         self._cpu_sum = self._rss_sum = 0.0
         self._cpu_peak = 0.0
         self._rss_peak = 0
+        self._pss_at_peak: int | None = None
         self._last: dict[int, float] = {}
         self._last_t = self._t0 = 0.0
         self._tree: list[psutil.Process] = []
@@ -88,6 +96,8 @@ class TreeSampler:
         if record and self._last_t:
             dt = now - self._last_t
             if dt > 0:
+                if rss_total > self._rss_peak:
+                    self._pss_at_peak = _tree_pss(self._tree)
                 self._add(now - self._t0, 100.0 * cpu_total / dt, rss_total)
         self._last, self._last_t = seen, now
 
@@ -111,6 +121,7 @@ class TreeSampler:
         self._points, self._n = [], 0
         self._cpu_sum = self._rss_sum = self._cpu_peak = 0.0
         self._rss_peak = 0
+        self._pss_at_peak = None
         self._stop.clear()
         self._t0 = time.perf_counter()
         self._tick(record=False)
@@ -129,10 +140,25 @@ class TreeSampler:
             "cpu_peak": self._cpu_peak if n else None,
             "rss_mean": int(self._rss_sum / n) if n else None,
             "rss_peak": self._rss_peak if n else None,
+            "pss_at_rss_peak": self._pss_at_peak if n else None,
             "samples": n,
             "interval_s": self.interval,
             "timeline": downsample(self._points, TIMELINE_POINTS),
         }
+
+
+def _tree_pss(procs: list[psutil.Process]) -> int | None:
+    """The summed PSS of ``procs`` (None where the kernel does not report it: no
+    ``smaps_rollup``, or a process this user may not read)."""
+    total = 0
+    for p in procs:
+        try:
+            total += int(getattr(p.memory_full_info(), "pss", None) or 0)
+        except psutil.NoSuchProcess:
+            continue  # ended since the scan: it holds nothing now
+        except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            return None
+    return total
 
 
 def downsample(points: list[list[float]], limit: int) -> list[list[float]]:
@@ -169,6 +195,7 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
     cpu = [w["cpu_mean"] for w in workers if w.get("cpu_mean") is not None]
     peak = [w["cpu_peak"] for w in workers if w.get("cpu_peak") is not None]
     rss = [w["rss_peak"] for w in workers if w.get("rss_peak") is not None]
+    pss = [w["pss_at_rss_peak"] for w in workers if w.get("pss_at_rss_peak") is not None]
     intervals = [w["interval_s"] for w in workers if w.get("interval_s") is not None]
     samples = [int(w.get("samples") or 0) for w in workers]
     each = max(20, min(TIMELINE_POINTS, TIMELINE_TOTAL // max(1, len(workers))))
@@ -181,6 +208,7 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_peak_sum_of_workers": sum(peak) if peak else None,
         "rss_peak_max_worker": max(rss) if rss else None,
         "rss_peak_sum_of_workers": sum(rss) if rss else None,
+        "pss_at_rss_peak_max_worker": max(pss) if pss else None,
         "samples_min_worker": min(samples) if samples else 0,
         "interval_s": max(intervals) if intervals else None,
     }

@@ -33,11 +33,12 @@ Fields (all JSON):
     quality       dict   e.g. {"accuracy": 0.97}; ``quality_metric`` names the headline figure
     tasks         int    tasks submitted per repeat (0 for the baseline)
     resources     dict   {"workers": [{"id", "pid"|"node", "cpu_mean", "cpu_peak",
-                          "rss_mean", "rss_peak", "samples", "interval_s", "timeline"}],
+                          "rss_mean", "rss_peak", "pss_at_rss_peak", "samples", "interval_s",
+                          "timeline"}],
                           "cpu_mean", "cpu_peak", "rss_peak", "rss_total_peak",
                           "cpu_mean_sum_of_workers", "cpu_peak_sum_of_workers",
                           "rss_peak_max_worker", "rss_peak_sum_of_workers",
-                          "samples_min_worker", "interval_s"}
+                          "pss_at_rss_peak_max_worker", "samples_min_worker", "interval_s"}
                          (cpu in percent of one core, rss in bytes). Sampled during the
                          timed repeats only. Per worker: ``samples`` taken, ``interval_s``
                          its last interval (adaptive: ten samples 0.01 s apart, then 0.05 s,
@@ -47,7 +48,10 @@ Fields (all JSON):
                          the ``*_sum_of_workers`` / ``*_max_worker`` keys say how workers
                          combine; ``cpu_mean``, ``cpu_peak``, ``rss_peak``,
                          ``rss_total_peak`` are the same figures under their old names;
-                         ``interval_s``: the largest worker interval.
+                         ``interval_s``: the largest worker interval. ``pss_at_rss_peak``:
+                         the worker tree's PSS (bytes; shared pages divided among their
+                         processes) read when its RSS sum peaked; null where the kernel
+                         gives none.
     machine       dict|null  the machine around the trial (distribute to the end of the
                          faulted run): {"before": {"load1", "load5", "steal_percent"},
                          "after": {...}, "other_cpu_percent", "busy", "busy_reason",

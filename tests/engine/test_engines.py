@@ -148,6 +148,10 @@ def test_a_trial_records_timelines_the_machine_and_artifacts(cluster, digits, tm
     assert res["cpu_mean_sum_of_workers"] == res["cpu_mean"]
     assert res["rss_peak_max_worker"] == res["rss_peak"] == max(
         w["rss_peak"] for w in res["workers"])
+    # PSS counts the pages a worker shares (libraries, with its own processes and the others')
+    # once: never above the RSS sum
+    assert all(0 < w["pss_at_rss_peak"] <= w["rss_peak"] for w in res["workers"]), res
+    assert res["pss_at_rss_peak_max_worker"] == max(w["pss_at_rss_peak"] for w in res["workers"])
     assert res["interval_s"] > 0
     compute = sum(rec["seconds"]) + 5  # (the closing sample, and a loaded machine)
     for w in res["workers"]:

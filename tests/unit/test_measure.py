@@ -47,6 +47,9 @@ def test_cluster_figures_say_how_workers_combine():
     assert out["cpu_peak_sum_of_workers"] == out["cpu_peak"] == 190.0
     assert out["rss_peak_max_worker"] == out["rss_peak"] == 500
     assert out["rss_peak_sum_of_workers"] == out["rss_total_peak"] == 800
+    assert out["pss_at_rss_peak_max_worker"] is None  # no worker read one
+    w[0]["pss_at_rss_peak"], w[1]["pss_at_rss_peak"] = 250, 200
+    assert combine_workers(w)["pss_at_rss_peak_max_worker"] == 250
     assert out["samples_min_worker"] == 10 and out["interval_s"] == 0.1
     assert combine_workers([])["cpu_mean"] is None
     # Many workers: their timelines together stay small enough for a result ConfigMap.
@@ -158,3 +161,33 @@ def test_a_local_trial_records_the_machine_and_no_artifacts(tmp_path):
     assert rec["artifacts"] == {}
     assert not (tmp_path / "r-artifacts" / "local-x1-0-noop").exists()
     assert rec["resources"]["workers"][0]["timeline"]  # the closing sample at least
+
+
+def test_the_sampler_counts_shared_pages_once_by_pss():
+    """A 64 MiB shared mapping touched by this process and a forked child: the tree's RSS sum
+    counts it twice, its PSS once (the kernel splits each shared page between the two)."""
+    import mmap
+    import multiprocessing as mp
+
+    size = 64 * 2**20
+    shared = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS
+    shared.write(b"x" * size)
+    ready, done = mp.get_context("fork").Event(), mp.get_context("fork").Event()
+
+    def child():
+        assert shared[size - 1:size] == b"x" and sum(shared[i] for i in range(0, size, 4096))
+        ready.set()
+        done.wait(60)
+
+    proc = mp.get_context("fork").Process(target=child)
+    proc.start()
+    try:
+        assert ready.wait(60)
+        sampler = TreeSampler(interval=0.05)
+        sampler.start()
+        out = sampler.stop()  # its closing sample sees both processes holding the mapping
+    finally:
+        done.set()
+        proc.join(30)
+    assert out["rss_peak"] - out["pss_at_rss_peak"] > 60 * 2**20, out
+    assert out["pss_at_rss_peak"] > size, out
