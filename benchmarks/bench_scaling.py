@@ -24,10 +24,14 @@
    ``--worker-memory`` (Dask: ``--memory-limit``; Ray: the node's ``--memory`` and object
    store). Per trial: seconds, rows/s (rows × passes over the data), GB/s read (bytes read
    from disk), the peak resident memory of the largest worker
-   (``resources.rss_peak_max_worker``), spilled bytes (Ray's object spilling, Dask's worker
-   spill to disk, cumulative over the trial's cluster) and the goal
-   ``peak per worker < 1.5 × (data in memory / workers) + idle footprint``; then the quality
-   check across trials (etl: every checksum equal; kmeans: inertia within the workload's 2 %).
+   (``resources.rss_peak_max_worker``) and its PSS at that peak
+   (``resources.pss_at_rss_peak_max_worker``: a page shared by the worker's processes counted
+   once, as a container's limit would charge it, where the RSS sum counts it in each), spilled
+   bytes (Ray's object spilling, Dask's worker spill to disk, cumulative over the trial's
+   cluster) and the goal ``peak per worker < 1.5 × (data in memory / workers) + idle
+   footprint``, judged by RSS and by PSS (each against the idle footprint by the same
+   measure); then the quality check across trials (etl: every checksum equal; kmeans:
+   inertia within the workload's 2 %).
 
 The dataset must be at least 4× one worker's memory limit (``--allow-small`` for trying the
 script at a small size). Every figure printed comes from this one run; the table is also
@@ -157,10 +161,10 @@ def dataset(workload: str, root: Path, rows: int, partitions: int) -> str:
     return uri
 
 
-def idle_footprint(framework: str, workers: int, memory: int) -> int | None:
-    """The largest worker's peak resident memory, sampled the way a trial samples it, over
-    3 s of a started cluster that has run nothing (a start that fails, as a Ray node's can
-    on a loaded machine, is tried again, up to 3 times)."""
+def idle_footprint(framework: str, workers: int, memory: int) -> dict[str, int] | None:
+    """The largest worker's peak resident memory (``rss``) and its PSS then (``pss``), sampled
+    the way a trial samples them, over 3 s of a started cluster that has run nothing (a start
+    that fails, as a Ray node's can on a loaded machine, is tried again, up to 3 times)."""
     for attempt in range(3):
         try:
             with make_engine(framework, workers, memory_per_worker=memory) as engine:
@@ -168,7 +172,8 @@ def idle_footprint(framework: str, workers: int, memory: int) -> int | None:
                 engine.start_sampling(0.1)
                 time.sleep(3)
                 res = combine_workers(engine.stop_sampling())
-            return int(res["rss_peak_max_worker"] or 0)
+            return {"rss": int(res["rss_peak_max_worker"] or 0),
+                    "pss": int(res["pss_at_rss_peak_max_worker"] or 0)}
         except RunError as e:
             print(f"{framework}: start failed ({attempt + 1} of 3): {str(e).splitlines()[0]}")
     return None  # no goal for this framework's trials, said in their lines
@@ -202,7 +207,8 @@ def run(framework: str, workers: int, workload: str, uri: str, memory: str, args
     return rec
 
 
-def figures(rec: dict[str, Any], size: int, rows: int, idle: int | None) -> dict[str, Any]:
+def figures(rec: dict[str, Any], size: int, rows: int, idle: dict[str, int] | None
+            ) -> dict[str, Any]:
     """One trial's line of the table (see the module docstring); ``size``: the data's bytes
     in memory."""
     row: dict[str, Any] = {"workload": rec["workload"], "framework": rec["framework"],
@@ -217,12 +223,17 @@ def figures(rec: dict[str, Any], size: int, rows: int, idle: int | None) -> dict
     else:  # kmeans: every pass reads every partition
         passes = data["reads"] / max(1, len(data["partitions"]))
         read = int(data["bytes_read"])
-    peak = int((rec.get("resources") or {}).get("rss_peak_max_worker") or 0)
-    goal = 1.5 * size / rec["workers"] + idle if idle is not None else math.nan
+    res = rec.get("resources") or {}
+    peak = int(res.get("rss_peak_max_worker") or 0)
+    pss = int(res.get("pss_at_rss_peak_max_worker") or 0)
+    share = 1.5 * size / rec["workers"]
+    goal = share + idle["rss"] if idle is not None else math.nan
+    pss_goal = share + idle["pss"] if idle is not None else math.nan
     return {**row, "seconds": median, "passes": passes, "rows_per_s": rows * passes / median,
             "gb_per_s": read / median / 1e9, "peak": peak, "goal": goal,
-            "pass": peak < goal if idle is not None else None, "spilled": spilled,
-            "quality": rec.get("quality") or {}}
+            "pass": peak < goal if idle is not None else None, "pss": pss,
+            "pss_goal": pss_goal, "pss_pass": pss < pss_goal if idle is not None else None,
+            "spilled": spilled, "quality": rec.get("quality") or {}}
 
 
 def show(r: dict[str, Any]) -> str:
@@ -234,6 +245,8 @@ def show(r: dict[str, Any]) -> str:
     return head + (f"{r['seconds']:7.1f} s  {r['rows_per_s'] / 1e6:6.2f} M rows/s  "
                    f"{r['gb_per_s']:5.3f} GB/s  peak/worker {r['peak'] / MIB:5.0f} MiB  "
                    f"goal < {r['goal'] / MIB:5.0f} MiB {VERDICT[r['pass']]}  "
+                   f"PSS {r['pss'] / MIB:5.0f} < {r['pss_goal'] / MIB:5.0f} MiB "
+                   f"{VERDICT[r['pss_pass']]}  "
                    f"spilled {r['spilled'] / MIB:.0f} MiB  ({q})")
 
 
@@ -256,26 +269,28 @@ def quality(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def markdown(rows: list[dict[str, Any]], idle: dict[str, int | None]) -> str:
+def markdown(rows: list[dict[str, Any]], idle: dict[str, dict[str, int] | None]) -> str:
     out = [("| workload | framework | workers | seconds | speed-up vs 1 | M rows/s | GB/s read "
-            "| peak/worker MiB | goal MiB | | spilled MiB |"), "|" + "---|" * 11]
+            "| peak/worker MiB (RSS) | goal MiB | | PSS MiB | goal MiB | | spilled MiB |"),
+           "|" + "---|" * 14]
     one = {(r["workload"], r["framework"]): r["seconds"] for r in rows
            if r["state"] == "succeeded" and r["workers"] == 1}
     for r in rows:
         if r["state"] != "succeeded":
             out.append(f"| {r['workload']} | {r['framework']} | {r['workers']} | failed: "
-                       f"{r['error'][:80]} |" + " |" * 7)
+                       f"{r['error'][:80]} |" + " |" * 10)
             continue
         base = one.get((r["workload"], r["framework"]))
         ratio = f"{base / r['seconds']:.2f}×" if base else "–"
         out.append(f"| {r['workload']} | {r['framework']} | {r['workers']} | "
                    f"{r['seconds']:.1f} | {ratio} | {r['rows_per_s'] / 1e6:.2f} | "
                    f"{r['gb_per_s']:.3f} | {r['peak'] / MIB:.0f} | {r['goal'] / MIB:.0f} | "
-                   f"{VERDICT[r['pass']]} | {r['spilled'] / MIB:.0f} |")
+                   f"{VERDICT[r['pass']]} | {r['pss'] / MIB:.0f} | {r['pss_goal'] / MIB:.0f} | "
+                   f"{VERDICT[r['pss_pass']]} | {r['spilled'] / MIB:.0f} |")
     out.append("")
     out.append("Idle footprint of one worker: " + ", ".join(
-        f"{f} {b / MIB:.0f} MiB" if b is not None else f"{f} not measured (no start)"
-        for f, b in idle.items()))
+        f"{f} {b['rss'] / MIB:.0f} MiB (PSS {b['pss'] / MIB:.0f} MiB)" if b is not None
+        else f"{f} not measured (no start)" for f, b in idle.items()))
     return "\n".join(out) + "\n"
 
 
@@ -349,8 +364,8 @@ def main() -> int:
     section(f"3. idle footprint of one worker ({args.worker_memory} limit)")
     idle = {f: idle_footprint(f, 2, memory) for f in frameworks}
     for f, b in idle.items():
-        print(f"{f:6s} {b / MIB:6.0f} MiB" if b is not None else f"{f:6s} not measured",
-              flush=True)
+        print(f"{f:6s} {b['rss'] / MIB:6.0f} MiB (PSS {b['pss'] / MIB:.0f} MiB)" if b is not None
+              else f"{f:6s} not measured", flush=True)
 
     section("4. trials")
     rows: list[dict[str, Any]] = []
