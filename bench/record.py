@@ -10,8 +10,9 @@ record to the current shape, so code past :func:`upgrade` sees one version only.
 
 * 1: every record written before the version was recorded (no ``schema_version`` key).
 * 2: the same fields, with ``schema_version``.
-* 3: adds ``machine``, ``artifacts``, ``data`` and the per-worker ``timeline`` and explicit
-  ``*_sum_of_workers`` / ``*_max_worker`` keys of ``resources`` (issues 14 and 15). A version 2
+* 3: adds ``machine``, ``artifacts``, ``data`` and the per-worker ``timeline``,
+  ``pss_at_rss_peak`` and explicit ``*_sum_of_workers`` / ``*_max_worker`` keys of
+  ``resources`` (issues 14 and 15). A version 2
   record simply lacks them: every reader treats them as absent.
 
 Fields (all JSON):
