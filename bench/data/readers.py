@@ -14,8 +14,10 @@ The record's ``data`` field (:func:`data_record`)::
      "bytes_read", "read_seconds_by_worker": {worker: s}, "peak_rss_by_worker": {worker: B},
      "spilled": {"ray_spilled_bytes" | "dask_spilled_bytes": int}}
 
-A worker is a Ray node (its IP), a Dask worker (its name) or ``driver`` (the baseline's
-threads); its peak RSS is the largest ``ru_maxrss`` of its processes that read.
+A worker is a Ray node (its IP), a Dask worker (its name), ``process-<pid>`` (a process of
+the pool Dask's ``processes`` scheduler starts) or ``driver`` (the baseline's threads, Dask's
+``threads`` and ``synchronous`` schedulers); its peak RSS is the largest ``ru_maxrss`` of its
+processes that read.
 """
 from __future__ import annotations
 
@@ -65,6 +67,11 @@ def worker_id() -> str:
             return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
     except ImportError:
         pass
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        # a process pool's worker (Dask's ``processes`` scheduler): each is its own reader
+        return f"process-{os.getpid()}"
     return "driver"
 
 

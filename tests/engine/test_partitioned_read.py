@@ -243,7 +243,7 @@ def dataframe_baseline(local_dataset):
     """The dataframe workload on the baseline and on Dask's in-process schedulers, and the
     bytes its three columns take in the files (from the Parquet footers)."""
     out = {fw: _run_partitioned(fw, "dataframe", local_dataset, {})
-           for fw in ("local", "dask-threads", "dask-synchronous")}
+           for fw in ("local", "dask-threads", "dask-synchronous", "dask-processes")}
     columns = {"customer", "amount", "quantity"}
     out["column_bytes"] = sum(
         rg.column(j).total_compressed_size
@@ -268,7 +268,8 @@ def test_dataframe_partitioned_mode_reads_on_the_workers(engine, local_dataset,
                                            "sorted_rows": 6000, "sorted": 1.0}, rel=1e-12)
     out = _run_partitioned(engine, "dataframe", local_dataset, {})
     for quality in (out.quality, dataframe_baseline["dask-threads"].quality,
-                    dataframe_baseline["dask-synchronous"].quality):
+                    dataframe_baseline["dask-synchronous"].quality,
+                    dataframe_baseline["dask-processes"].quality):
         assert quality == pytest.approx(local.quality, rel=1e-12)
     _assert_each_worker_read_its_own(out.data, engine, list(range(6)))
     assert out.data["bytes_read"] == dataframe_baseline["column_bytes"]
@@ -276,6 +277,13 @@ def test_dataframe_partitioned_mode_reads_on_the_workers(engine, local_dataset,
         rec = dataframe_baseline[fw].data
         assert rec["partitions_by_worker"] == {"driver": list(range(6))} and rec["reads"] == 6
         assert rec["bytes_read"] == dataframe_baseline["column_bytes"]
+    # Dask's processes scheduler reads in its pool's processes: each one a reader of its own
+    rec = dataframe_baseline["dask-processes"].data
+    pool = rec["partitions_by_worker"]
+    assert pool and all(w.startswith("process-") and w != f"process-{os.getpid()}" for w in pool)
+    assert sorted(p for ps in pool.values() for p in ps) == list(range(6)) and rec["reads"] == 6
+    assert set(rec["peak_rss_by_worker"]) == set(pool)
+    assert rec["bytes_read"] == dataframe_baseline["column_bytes"]
 
 
 def _operators(op, name):
