@@ -200,3 +200,48 @@ def _manifest_bytes_of(data, index, columns):
     from bench.data.readers import read_table
 
     return read_table(data, index, columns)[1]
+
+
+def test_etl_on_data_larger_than_a_workers_memory_limit(tmp_path, monkeypatch):
+    """The issue's point, small: a transactions table of ~650 MiB in memory (the three columns
+    etl reads) on 2 workers limited to 512 MiB each, through the runner as a user runs it.
+    Dask's nanny enforces the limit (it kills a worker past 95 %); Ray's limit is its
+    scheduling resource and its object store (128 MiB), which the shuffle overflows to disk.
+    Both finish with the pandas baseline's checksums; no Dask worker passes its limit and Ray
+    says it spilled."""
+    import pyarrow.parquet as pq
+
+    from bench.runner import run_benchmark
+    from bench.spec import parse_spec
+
+    # What Dask's nanny sets for its workers (MALLOC_TRIM_THRESHOLD_), and Arrow's buffers on
+    # the same allocator, so freed memory goes back (benchmarks/bench_scaling.py, MEMORY_ENV).
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    limit = 512 * 2**20
+    uri = str(tmp_path / "tx")
+    make_dataset("transactions", uri, rows=33_000_000, partitions=32, seed=5)
+    data = open_dataset(uri)
+    in_memory = sum(pq.read_table(data.path(p), columns=["customer", "amount", "quantity"]
+                                  ).nbytes for p in data.partitions[:1]) * len(data.partitions)
+    assert in_memory > limit * 1.2, in_memory
+    spec = parse_spec({
+        "name": "beyond-memory", "frameworks": ["ray", "dask"], "workers": [2], "repeats": 1,
+        "warmup": 0, "baselines": True, "timeoutSeconds": 600,
+        "workerResources": {"cpu": 1, "memory": "512Mi"},
+        "dataset": {"name": "parquet", "uri": uri},
+        "workloads": [{"name": "etl", "params": {"ray_shuffle": "sort_shuffle_pull_based"}}]})
+    recs = {(r["framework"], r["workers"]): r
+            for r in run_benchmark(spec, str(tmp_path / "r.jsonl")).records}
+    assert all(r["state"] == "succeeded" for r in recs.values()), \
+        {k: r.get("error") for k, r in recs.items()}
+    baseline = recs[("local", 1)]["quality"]
+    wl = get_workload("etl")
+    for fw in ("ray", "dask"):
+        quality = recs[(fw, 2)]["quality"]
+        assert set(wl.matches(quality, baseline)) == set(wl.tolerance), quality
+        assert all(wl.matches(quality, baseline).values()), (fw, quality, baseline)
+        assert quality["sorted"] == 1.0 and quality["out_rows"] > 0
+    dask = recs[("dask", 2)]["resources"]
+    assert 0 < dask["rss_peak_max_worker"] < limit, dask["rss_peak_max_worker"]
+    assert recs[("ray", 2)]["data"]["spilled"]["ray_spilled_bytes"] > 0
