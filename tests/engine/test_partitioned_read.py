@@ -84,7 +84,12 @@ def test_workers_read_their_own_partitions(engine, dataset, local_dataset):
     rec = data_record(dataset, read.reads, spilled(engine))
     assert rec["uri"] == dataset.uri and rec["partitions"] == list(range(6))
     by_worker = rec["partitions_by_worker"]
-    assert set(by_worker) == set(engine.worker_names())  # both workers read, nothing else did
+    if engine.framework == "dask-on-ray":
+        # Ray's default scheduling (which ray_dask_get keeps) may run every one of these short
+        # tasks in the one worker process it leased first: only workers' names, none other.
+        assert by_worker and set(by_worker) <= set(engine.worker_names())
+    else:  # Ray tasks here are SPREAD; Dask's scheduler gives both idle workers root tasks
+        assert set(by_worker) == set(engine.worker_names())  # both read, nothing else did
     assert sorted(p for ps in by_worker.values() for p in ps) == list(range(6))
     assert 0 < rec["bytes_read"] < dataset.total_bytes / 3  # the amount column only
     assert set(rec["read_seconds_by_worker"]) == set(rec["peak_rss_by_worker"]) == set(by_worker)
