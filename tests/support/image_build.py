@@ -6,6 +6,11 @@ tests run KNN on digits) and the operator, tagged ``testbed-runner:TAG-slim`` an
 ``testbed-operator:TAG``. TAG is ``$TESTBED_TEST_IMAGE_TAG`` (default ``test``): two clones
 building on one Docker engine at once give each its own tag.
 
+``TESTBED_TEST_RUNNER_VARIANT=full`` builds the full runner (PyPI's torch with its CUDA
+libraries: 6.4 GB, about 7 minutes to build here and 3 more to import into the cluster),
+tagged ``testbed-runner:TAG``, so that the cluster tier also runs ``train`` through the
+operator. CI keeps the slim one (see tests/cluster/test_real_cluster.py).
+
 Used by tests/images/test_images.py (the images in Docker containers) and
 tests/cluster/test_real_cluster.py (the same images imported into the real cluster): the
 conftest's session fixture ``built_images`` builds them once when both run.
@@ -21,7 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BASE = os.environ.get("TESTBED_TEST_BASE_IMAGE", "testbed-base:bookworm")
 TAG = os.environ.get("TESTBED_TEST_IMAGE_TAG", "test")
-RUNNER, OPERATOR = f"testbed-runner:{TAG}-slim", f"testbed-operator:{TAG}"
+VARIANT = os.environ.get("TESTBED_TEST_RUNNER_VARIANT", "slim")
+if VARIANT not in ("slim", "full"):
+    raise ValueError(f"TESTBED_TEST_RUNNER_VARIANT={VARIANT!r}: expected 'slim' or 'full'")
+RUNNER = f"testbed-runner:{TAG}-slim" if VARIANT == "slim" else f"testbed-runner:{TAG}"
+OPERATOR = f"testbed-operator:{TAG}"
 
 
 def engine_problem() -> str | None:
@@ -65,9 +74,9 @@ def build_images() -> dict[str, float]:
 
         pytest.skip(problem)
     t0 = time.monotonic()
-    p = subprocess.run([str(ROOT / "scripts" / "build-images.sh"), "--variant", "slim",
+    p = subprocess.run([str(ROOT / "scripts" / "build-images.sh"), "--variant", VARIANT,
                         "--base", BASE, "--tag", TAG, "--quiet"],
-                       capture_output=True, text=True, timeout=1500)
+                       capture_output=True, text=True, timeout=3000)
     assert p.returncode == 0, f"build-images.sh failed:\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
     print(p.stdout)
     return {"build_seconds": time.monotonic() - t0}
