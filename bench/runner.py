@@ -322,10 +322,10 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: LoadedData, spec: Be
     if t.is_alive():
         ABANDONED.append(t)
         # Stop the cluster so the abandoned run's tasks die with it; partial timings are kept.
-        startup = engine.startup_seconds or 0.0
-        msg = (f"timed out after {startup + time.perf_counter() - started:.0f}s "
+        startup, trial = engine.startup_seconds or 0.0, time.perf_counter() - started
+        msg = (f"timed out after {startup + trial:.0f}s "
                f"(timeoutSeconds={spec.timeout_seconds}: cluster start-up {startup:.0f}s, "
-               f"the trial {time.perf_counter() - started:.0f}s; {len(rec['seconds'])} of "
+               f"the trial {trial:.0f}s; {len(rec['seconds'])} of "
                f"{spec.repeats} repeats done)")
         if in_process(engine.framework):
             raise RunError(f"{wl_spec.name} on {engine.framework} x{engine.workers}: {msg}; a "
