@@ -20,6 +20,9 @@ price is that nothing else would stop them if ``testbed`` died, so:
 * **Leftovers.** ``testbed run`` first removes marked processes whose owner is gone (a watchdog
   that was itself killed), and says so.  Processes without our marker, or whose owner still
   runs (another ``testbed run``), are never touched.
+* **Timeouts.** A trial runs in a thread of its own; when its time is up, :func:`cancel_thread`
+  raises :class:`TrialCancelled` in that thread, so that the framework's own clean-up runs
+  (Ray Data shuts its executor down and cancels its tasks) while the cluster is still there.
 """
 from __future__ import annotations
 
@@ -54,6 +57,30 @@ class Interrupted(BaseException):
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name
+
+
+class TrialCancelled(BaseException):
+    """Raised inside a timed-out trial's thread by :func:`cancel_thread`. A BaseException, like
+    KeyboardInterrupt, so that framework code which handles ``Exception`` lets it through while
+    its ``finally`` and ``except BaseException`` clean-ups still run."""
+
+
+def cancel_thread(thread: threading.Thread, grace: float) -> bool:
+    """Raise :class:`TrialCancelled` in ``thread`` and wait up to ``grace`` seconds for it to
+    end. True if it ended. The exception arrives at the thread's next Python instruction: a
+    thread inside one long call into C (a blocking ``ray.get``, a BLAS kernel) sees it only
+    when that call returns, so it may still be running after ``grace``."""
+    import ctypes
+
+    if thread.ident is None or not thread.is_alive():
+        return not thread.is_alive()
+    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    n = set_async_exc(ctypes.c_ulong(thread.ident), ctypes.py_object(TrialCancelled))
+    if n > 1:  # CPython's documented contract: undo if more than one thread state matched
+        set_async_exc(ctypes.c_ulong(thread.ident), None)
+        return False
+    thread.join(grace)
+    return not thread.is_alive()
 
 
 def _identity(pid: int) -> str | None:

@@ -35,7 +35,7 @@ from .engines.base import VictimSource
 from .errors import RunError, TestbedError, UsageError
 from .faults import faulted_run
 from .frameworks import dask_scheduler, in_process
-from .lifecycle import Interrupted
+from .lifecycle import Interrupted, cancel_thread
 from .measure import MachineWatch, combine_workers, environment
 from .params import WORKLOADS
 from .record import ResultRecord, new_record
@@ -66,6 +66,9 @@ class TrialOutcome:
 # Trial threads abandoned on timeout: Python cannot stop a thread; the CLI exits hard when any
 # is still running, after every record is on disk.
 ABANDONED: list[threading.Thread] = []
+# How long a timed-out trial's thread gets to end after TrialCancelled is raised in it, before
+# it is abandoned and its cluster stopped under it.
+CANCEL_GRACE_SECONDS = 30.0
 
 
 def new_run_id() -> str:
@@ -320,9 +323,13 @@ def _run_trial(engine: Engine, wl_spec: WorkloadSpec, data: LoadedData, spec: Be
     t.join(budget)
     rec["machine"] = watch.stop()
     if t.is_alive():
-        ABANDONED.append(t)
-        # Stop the cluster so the abandoned run's tasks die with it; partial timings are kept.
         startup, trial = engine.startup_seconds or 0.0, time.perf_counter() - started
+        # Cancel the run in its thread, so that the framework cleans up its own work (Ray
+        # Data's executor cancels its tasks) while the cluster is still there; a thread that
+        # does not end in time is abandoned, and the caller stops the cluster under it. Either
+        # way the cluster is restarted; partial timings are kept.
+        if in_process(engine.framework) or not cancel_thread(t, CANCEL_GRACE_SECONDS):
+            ABANDONED.append(t)
         msg = (f"timed out after {startup + trial:.0f}s "
                f"(timeoutSeconds={spec.timeout_seconds}: cluster start-up {startup:.0f}s, "
                f"the trial {trial:.0f}s; {len(rec['seconds'])} of "

@@ -53,6 +53,19 @@ def _gcs_host_port(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def _no_auto_init() -> None:
+    """Turn off Ray's auto-init in this driver. Ray wraps its public API (``ray.put``,
+    ``ray.get``, ``ray.cancel``, ...) so that a call while disconnected runs ``ray.init()`` with
+    no address (ray/_private/auto_init_hook.py, which reads ``RAY_ENABLE_AUTO_CONNECT`` once, at
+    import): that connects to the newest cluster recorded under /tmp/ray, a user's own or
+    another run's, or starts a new one. A timed-out trial's Ray Data executor did exactly that
+    after its cluster was stopped. The testbed always connects explicitly, so a call after
+    ``ray.shutdown()`` must fail instead."""
+    from ray._private import auto_init_hook
+
+    auto_init_hook.enable_auto_connect = False
+
+
 class RayEngine(Engine):
     framework = "ray"
     counts_tasks = True
@@ -125,6 +138,7 @@ class RayEngine(Engine):
 
         if ray.is_initialized():
             ray.shutdown()
+        _no_auto_init()
         auth = auth if auth is not None else ray_auth.auth_from_environment()
         self._saved_env = {k: os.environ.get(k) for k in auth}
         self.auth_mode = ray_auth.use_driver_auth(auth)

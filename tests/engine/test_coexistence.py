@@ -146,3 +146,32 @@ def test_a_run_beside_the_users_own_clusters(tmp_path, bystanders):
     assert _gcs_accepts(f"{RAY_IP}:6379", bystanders["token"])
     assert _dask_workers() == ["bystander"]
     assert all(_open(ip, port) for ip, port in PORTS.values() if port != 8787)
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_ray_calls_after_the_engine_stopped_never_reach_the_users_cluster(bystanders,
+                                                                          monkeypatch):
+    """Ray's API runs ``ray.init()`` by itself when called while disconnected
+    (ray/_private/auto_init_hook.py), and a user's shell often names their own cluster in
+    RAY_ADDRESS, with their token in ~/.ray. A call that outlives our cluster (an abandoned
+    trial's clean-up) must fail saying Ray is not started, not join the user's cluster."""
+    import ray
+
+    from bench.engines import make_engine
+
+    monkeypatch.setenv("RAY_ADDRESS", f"{RAY_IP}:6379")
+    monkeypatch.setenv("HOME", str(bystanders["home"]))
+    ray_before = _ray_nodes(bystanders)
+    engine = make_engine("ray", 1)
+    engine.start()
+    try:
+        assert engine.map(_square, [-1, 2]) == [1, 4]
+    finally:
+        engine.stop()
+    with pytest.raises(ray.exceptions.RaySystemError, match="Ray has not been started yet"):
+        ray.put(1)
+    assert not ray.is_initialized()
+    assert _ray_nodes(bystanders) == ray_before

@@ -1,6 +1,8 @@
 """The libraries tier on real local clusters: etl and xgboost on tiny partitioned datasets
 (written by ``bench.data.make_dataset``), their quality figures equal to the single-process
 baseline's; Dask's single-machine schedulers run etl's Dask graph in this process."""
+import threading
+
 import pytest
 
 from bench.data import make_dataset, open_dataset
@@ -245,3 +247,35 @@ def test_etl_on_data_larger_than_a_workers_memory_limit(tmp_path, monkeypatch):
     dask = recs[("dask", 2)]["resources"]
     assert 0 < dask["rss_peak_max_worker"] < limit, dask["rss_peak_max_worker"]
     assert recs[("ray", 2)]["data"]["spilled"]["ray_spilled_bytes"] > 0
+
+
+def test_a_timed_out_ray_data_trial_is_cancelled_while_its_cluster_is_up(tmp_path, capfd):
+    """A Ray ``etl`` trial that runs out of time mid-pipeline. The runner raises TrialCancelled
+    in the trial's thread, Ray Data's executor shuts down (cancelling its tasks) while the
+    cluster is still up, and the thread ends: nothing is left running against the stopped
+    cluster. Before, the abandoned executor's clean-up ran after the cluster was gone and
+    Ray's auto-init tried to connect to whatever cluster /tmp/ray named, with pages of
+    tracebacks on the console."""
+    import ray
+
+    from bench import runner
+    from bench.spec import parse_spec
+
+    uri = str(tmp_path / "tx")
+    # ~10 s per etl run on one Ray worker here: 20 repeats cannot finish in the time given.
+    make_dataset("transactions", uri, rows=2_000_000, partitions=16, seed=3)
+    spec = parse_spec({
+        "name": "etl-timeout", "frameworks": ["ray"], "workers": [1], "repeats": 20,
+        "warmup": 0, "baselines": False, "timeoutSeconds": 45,
+        "dataset": {"name": "parquet", "uri": uri}, "workloads": [{"name": "etl"}]})
+    abandoned_before = list(runner.ABANDONED)
+    [rec] = runner.run_benchmark(spec, str(tmp_path / "r.jsonl")).records
+    assert rec["state"] == "failed" and "timed out after" in rec["error"], rec.get("error")
+    left = [t.name for t in runner.ABANDONED if t not in abandoned_before]
+    assert not left, f"the trial's thread did not end when cancelled: {left}"
+    assert not [t for t in threading.enumerate() if t.name.startswith("trial-etl")]
+    assert not ray.is_initialized()
+    console = capfd.readouterr()
+    text = console.out + console.err
+    assert "Exception occurred in Ray Data" not in text, text[-4000:]
+    assert "Traceback" not in text, text[-4000:]
