@@ -1208,6 +1208,23 @@ def test_the_operator_hit_no_permission_error(stack):
     assert stack.operator_pod()["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
+def _run_library_benchmark(stack: Stack, name: str, spec: dict[str, Any], record_property,
+                           timeout: float = 480) -> None:
+    """Run one libraries-tier Benchmark (one workload on ray and dask, 1 worker) to Succeeded,
+    check that both frameworks' quality agrees, then that its children go with it."""
+    from support import cluster_libraries as lib
+
+    workload = spec["workloads"][0]["name"]
+    bm, seconds, pods, configmaps = run_benchmark(stack, name, spec, timeout=timeout)
+    pods.stop()
+    configmaps.stop()
+    TIMINGS[f"{workload} ray+dask x1 to Succeeded"] = seconds
+    record_property(f"{workload} seconds to Succeeded", seconds)
+    lib.assert_quality_equal(lib.results_by_framework(bm, workload))
+    assert_children_gone(stack, name)
+    delete_benchmark(stack, name)
+
+
 def test_libraries_etl_xgboost_tune_through_ray_and_dask(stack, monkeypatch, record_property):
     """The libraries tier through the operator (tests/support/cluster_libraries.py): ``etl``
     (Ray Data against Dask DataFrame, output on S3) and ``xgboost`` (Ray Train's
@@ -1225,16 +1242,8 @@ def test_libraries_etl_xgboost_tune_through_ray_and_dask(stack, monkeypatch, rec
     for kind, workload in (("transactions", {"name": "etl", "params": {"output": out}}),
                            ("classification", {"name": "xgboost", "params": {"rounds": 10}}),
                            (None, tune)):
-        name = f"bench-lib-{workload['name']}"
         spec = lib.spec(kind, workload, BUCKET, stack.s3.url, RESOURCES)
-        bm, seconds, pods, configmaps = run_benchmark(stack, name, spec)
-        pods.stop()
-        configmaps.stop()
-        TIMINGS[f"{workload['name']} ray+dask x1 to Succeeded"] = seconds
-        record_property(f"{workload['name']} seconds to Succeeded", seconds)
-        lib.assert_quality_equal(lib.results_by_framework(bm, workload["name"]))
-        assert_children_gone(stack, name)
-        delete_benchmark(stack, name)
+        _run_library_benchmark(stack, f"bench-lib-{workload['name']}", spec, record_property)
     # Each etl run checked its output and removed it (no keep_output): no run-<id>/ object is
     # left, only the prefix's own directory marker (pyarrow's create_dir makes one).
     listed = stack.s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{lib.PREFIX}/etl-out/")
@@ -1261,12 +1270,4 @@ def test_libraries_train_through_ray_and_dask(stack, record_property):
     # DDP on one 400m worker: Ray's trial peaked at 1.4 GB, Dask's at 0.8 GB here.
     spec = lib.spec(None, workload, BUCKET, stack.s3.url, {"cpu": "400m", "memory": "3Gi"})
     spec["timeoutSeconds"] = 900
-    name = "bench-lib-train"
-    bm, seconds, pods, configmaps = run_benchmark(stack, name, spec, timeout=1500)
-    pods.stop()
-    configmaps.stop()
-    TIMINGS["train ray+dask x1 to Succeeded"] = seconds
-    record_property("train seconds to Succeeded", seconds)
-    lib.assert_quality_equal(lib.results_by_framework(bm, "train"))
-    assert_children_gone(stack, name)
-    delete_benchmark(stack, name)
+    _run_library_benchmark(stack, "bench-lib-train", spec, record_property, timeout=1500)
