@@ -68,7 +68,7 @@ class TrialOutcome:
 ABANDONED: list[threading.Thread] = []
 # How long a timed-out trial's thread gets to end after TrialCancelled is raised in it, before
 # it is abandoned and its cluster stopped under it.
-CANCEL_GRACE_SECONDS = 30.0
+CANCEL_GRACE_SECONDS = 10.0
 
 
 def new_run_id() -> str:
