@@ -72,12 +72,13 @@ def cancel_thread(thread: threading.Thread, grace: float) -> bool:
     when that call returns, so it may still be running after ``grace``."""
     import ctypes
 
-    if thread.ident is None or not thread.is_alive():
-        return not thread.is_alive()
+    ident = thread.ident
+    if ident is None or not thread.is_alive():  # never started or ended: nothing to raise in
+        return True
     set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-    n = set_async_exc(ctypes.c_ulong(thread.ident), ctypes.py_object(TrialCancelled))
+    n = set_async_exc(ctypes.c_ulong(ident), ctypes.py_object(TrialCancelled))
     if n > 1:  # CPython's documented contract: undo if more than one thread state matched
-        set_async_exc(ctypes.c_ulong(thread.ident), None)
+        set_async_exc(ctypes.c_ulong(ident), None)
         return False
     thread.join(grace)
     return not thread.is_alive()

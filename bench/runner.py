@@ -63,8 +63,8 @@ class TrialOutcome:
     restart: bool = False
 
 
-# Trial threads abandoned on timeout: Python cannot stop a thread; the CLI exits hard when any
-# is still running, after every record is on disk.
+# Timed-out trial threads that did not end when cancelled (in-process frameworks are never
+# cancelled): the CLI exits hard when any is still running, after every record is on disk.
 ABANDONED: list[threading.Thread] = []
 # How long a timed-out trial's thread gets to end after TrialCancelled is raised in it, before
 # it is abandoned and its cluster stopped under it.
