@@ -19,7 +19,8 @@ price is that nothing else would stop them if ``testbed`` died, so:
   129).  A second signal kills every marked process at once and exits immediately.
 * **Leftovers.** ``testbed run`` first removes marked processes whose owner is gone (a watchdog
   that was itself killed), and says so.  Processes without our marker, or whose owner still
-  runs (another ``testbed run``), are never touched.
+  runs (another ``testbed run``), or in another PID namespace (a ``testbed run`` in a
+  container on this host), are never touched.
 * **Timeouts.** A trial runs in a thread of its own; when its time is up, :func:`cancel_thread`
   raises :class:`TrialCancelled` in that thread, so that the framework's own clean-up runs
   (Ray Data shuts its executor down and cancels its tasks) while the cluster is still there.
@@ -118,12 +119,28 @@ def owner_alive(marker: str) -> bool:
     return pid.isdigit() and _identity(int(pid)) == marker
 
 
+def _pid_namespace(pid: int | str) -> str | None:
+    """The PID namespace of ``pid`` (``pid:[inode]``), or None where /proc cannot tell."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def marked_processes(marker: str | None = None) -> list[tuple[psutil.Process, str]]:
-    """Processes on this host that carry a marker (``marker``'s only, if given), but not us."""
+    """Processes on this host that carry a marker (``marker``'s only, if given), but not us.
+
+    Only those in our own PID namespace: a marker's pid means nothing outside the namespace of
+    the run that wrote it. A ``testbed run`` in a container (or a runner in a pod) on this host
+    is seen here under other pids, so its owner would look gone and its cluster would be taken
+    for leftovers."""
     me = os.getpid()
+    ours = _pid_namespace("self")
     out = []
     for p in psutil.process_iter(["pid"]):
         if p.pid == me:
+            continue
+        if ours is not None and _pid_namespace(p.pid) != ours:
             continue
         try:
             value = p.environ().get(MARKER_ENV)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.lifecycle import MARKER_ENV, marked_processes
+from bench.lifecycle import MARKER_ENV, marked_processes, owner_alive, remove_leftovers
 from bench.results import read_records
 
 pytestmark = pytest.mark.slow
@@ -165,3 +166,31 @@ def test_the_next_run_removes_leftovers_and_nothing_else(tmp_path):
         for p in (bystander, other_run):
             p.kill()
             p.wait()
+
+
+def test_a_marked_process_in_another_pid_namespace_is_not_a_leftover():
+    """A `testbed run` in a container on this host marks its processes with pids of the
+    container's PID namespace; seen from here, that owner looks gone. The leftover sweep must
+    leave them alone. A real PID namespace (util-linux ``unshare``, as a container runtime makes
+    one): inside it, the marker names pid 1, its own init."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no `unshare` (util-linux) to make a PID namespace")
+    if os.geteuid() != 0:
+        pytest.skip("making a PID namespace needs root (CI runs as root)")
+    marker = "1:1"  # the container's pid 1; here, pid 1 started long before 1 ms past the epoch
+    # Only the process inside the namespace carries the marker, as in a container.
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "env",
+                              f"{MARKER_ENV}={marker}", sys.executable, "-c",
+                              "import time; time.sleep(600)"])
+    try:
+        _until(lambda: psutil.Process(outer.pid).children(), 30, "the namespaced process")
+        (inner,) = psutil.Process(outer.pid).children()
+        _until(lambda: inner.environ().get(MARKER_ENV) == marker, 30, "its exec with the marker")
+        assert os.readlink(f"/proc/{inner.pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+        assert not owner_alive(marker), "seen from here, its owner is gone"
+        removed = remove_leftovers()
+        assert inner.is_running() and inner.status() != psutil.STATUS_ZOMBIE, removed
+        assert inner.pid not in {p.pid for p, _ in marked_processes()}
+    finally:
+        outer.kill()
+        outer.wait()
