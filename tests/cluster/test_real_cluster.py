@@ -1032,10 +1032,13 @@ def test_a_worker_pod_deleted_mid_run_is_replaced_by_the_real_controllers(stack)
     replaced the worker and when it registered."""
     name = "bench-fault"
     # Not digits: KNN on it takes 0.1 s, over before the deletion (API, kubelet) kills anything.
-    # 160,000 x 20 takes ~10 s on two 400m workers (128 tasks of ~300 MiB distance blocks).
+    # KNN is quadratic in the samples: 160,000 x 20 took 112-118 s a run on two 400m workers
+    # here (2026-12-03), and each trial runs twice (the reference run, then the faulted one);
+    # 80,000 takes about a quarter of that, still many seconds after the deletion at 40 %
+    # (Ray marked the node dead 3.2 s after it; Dask noticed in 0.07 s). 128 tasks.
     spec = bench_spec(["ray", "dask"], (2,),
                       ({"name": "knn", "params": {"chunks_per_worker": 64}},),
-                      dataset={"name": "synthetic", "samples": 160000, "features": 20},
+                      dataset={"name": "synthetic", "samples": 80000, "features": 20},
                       repeats=1,
                       faults={"killWorkers": 1, "afterTasksFraction": 0.4, "seed": 2,
                               "detectTimeoutSeconds": 120},
