@@ -7,13 +7,16 @@ and timeline travel back to the driver.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import re
 import socket
 import threading
 import time
 from typing import Any
 
+import numpy as np
 import psutil
 
 BURST_INTERVAL, BURST_SAMPLES = 0.01, 10
@@ -30,6 +33,9 @@ a record must fit, with the run's others, in the runner's result ConfigMap (900 
 bench.kube.channel)."""
 _TREE_REFRESH = 1.0
 """Seconds between rescans of the sampled process tree (a scan reads every /proc entry)."""
+_READ_EVERY, _READ_GROWTH = 1.0, 1.1
+"""PSS and unique memory are read at a new RSS peak at most once a second, unless the RSS sum
+has grown by 10 % since their last reading."""
 
 
 class TreeSampler:
@@ -38,9 +44,16 @@ class TreeSampler:
     RSS summed over a tree counts a page shared by several of its processes once per process
     (the libraries, a Ray node's object store mapped into every worker): each time the sum
     reaches a new peak the sampler also reads the tree's PSS (each shared page divided among
-    the processes that map it, from ``/proc/<pid>/smaps_rollup``), ``pss_at_rss_peak``: closer
-    to what a container's memory limit charges. Read at new peaks only, as a PSS read walks
-    every mapping of the process.
+    the processes that map it, from ``/proc/<pid>/smaps_rollup``), ``pss_at_rss_peak``, and
+    its unique resident memory, ``unique_at_rss_peak``: every physical page mapped by any of
+    its processes counted once (:func:`tree_unique`), which is what a memory cgroup charges
+    for the tree's mapped memory when the tree is alone in it (a container's limit). PSS can
+    only undercount that (a library page shared with a process outside the tree is divided
+    with it), the RSS sum only overcount it. Both walk every mapping of every process (a Ray
+    node: ~0.2 s of CPU), so they are read at a new peak only, and at most once every
+    ``_READ_EVERY`` seconds unless the sum has grown by ``_READ_GROWTH`` since the last
+    reading: each figure belongs to a peak at most that far below the RSS peak or that
+    little before it.
 
     Adaptive: its first ``BURST_SAMPLES`` samples come every ``BURST_INTERVAL``, then every
     ``min(interval, FIRST_INTERVAL)``, so that even a short compute phase gets 10 samples
@@ -62,6 +75,8 @@ class TreeSampler:
         self._cpu_peak = 0.0
         self._rss_peak = 0
         self._pss_at_peak: int | None = None
+        self._unique_at_peak: int | None = None
+        self._read_rss, self._read_t = 0, -_READ_EVERY  # the RSS sum and time of that reading
         self._last: dict[int, float] = {}
         self._last_t = self._t0 = 0.0
         self._tree: list[psutil.Process] = []
@@ -96,8 +111,11 @@ class TreeSampler:
         if record and self._last_t:
             dt = now - self._last_t
             if dt > 0:
-                if rss_total > self._rss_peak:
-                    self._pss_at_peak = _tree_pss(self._tree)
+                if rss_total > self._rss_peak and (
+                        now - self._read_t >= _READ_EVERY
+                        or rss_total > _READ_GROWTH * self._read_rss):
+                    self._pss_at_peak, self._unique_at_peak = tree_memory(self._tree)
+                    self._read_rss, self._read_t = rss_total, now
                 self._add(now - self._t0, 100.0 * cpu_total / dt, rss_total)
         self._last, self._last_t = seen, now
 
@@ -121,7 +139,8 @@ class TreeSampler:
         self._points, self._n = [], 0
         self._cpu_sum = self._rss_sum = self._cpu_peak = 0.0
         self._rss_peak = 0
-        self._pss_at_peak = None
+        self._pss_at_peak = self._unique_at_peak = None
+        self._read_rss, self._read_t = 0, -_READ_EVERY
         self._stop.clear()
         self._t0 = time.perf_counter()
         self._tick(record=False)
@@ -141,24 +160,86 @@ class TreeSampler:
             "rss_mean": int(self._rss_sum / n) if n else None,
             "rss_peak": self._rss_peak if n else None,
             "pss_at_rss_peak": self._pss_at_peak if n else None,
+            "unique_at_rss_peak": self._unique_at_peak if n else None,
             "samples": n,
             "interval_s": self.interval,
             "timeline": downsample(self._points, TIMELINE_POINTS),
         }
 
 
-def _tree_pss(procs: list[psutil.Process]) -> int | None:
-    """The summed PSS of ``procs`` (None where the kernel does not report it: no
-    ``smaps_rollup``, or a process this user may not read)."""
-    total = 0
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PRESENT = np.uint64(1 << 63)  # /proc/<pid>/pagemap: bit 63 page present, bits 0-54 its PFN
+_PFN = np.uint64((1 << 55) - 1)
+# A mapping in /proc/<pid>/smaps: its header line ("start-end perms ..."), then field lines (each
+# "Name: value") down to its resident kilobytes.
+_MAPPING_RSS = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) [^\n]*\n(?:[A-Z][^\n]*\n)*?Rss:\s+(\d+)",
+                          re.M)
+
+
+
+
+def tree_memory(procs: list[psutil.Process]) -> tuple[int | None, int | None]:
+    """(PSS, unique) of ``procs``, read process by process (each process's two figures a
+    moment apart). PSS: the summed PSS from ``/proc/<pid>/smaps_rollup``; None where the kernel
+    does not report it, or a process this user may not read. Unique: the bytes of the distinct
+    physical pages ``procs`` map (each counted once however many of them map it), from
+    ``/proc/<pid>/pagemap`` (Documentation/admin-guide/mm/pagemap.rst) over the mappings
+    ``/proc/<pid>/smaps`` shows resident; None where the kernel withholds page frame numbers
+    (since Linux 4.2 only a reader with CAP_SYS_ADMIN gets them: a non-root user, an
+    unprivileged container) or a process cannot be read."""
+    pss: int | None = 0
+    frames: list[Any] | None = [] if _pfns_visible() else None
     for p in procs:
         try:
-            total += int(getattr(p.memory_full_info(), "pss", None) or 0)
-        except psutil.NoSuchProcess:
+            if pss is not None:
+                pss += int(getattr(p.memory_full_info(), "pss", None) or 0)
+            if frames is not None:
+                frames.extend(_frames(p.pid))
+        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             continue  # ended since the scan: it holds nothing now
         except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            return None
-    return total
+            return None, None
+    if not frames:
+        return pss, None
+    pfns = np.concatenate(frames)
+    pfns.sort()
+    return pss, (1 + int(np.count_nonzero(pfns[1:] != pfns[:-1]))) * _PAGE if pfns.size else 0
+
+
+@functools.cache
+def _pfns_visible() -> bool:
+    """Whether pagemap shows this process page frame numbers (it zeroes them for a reader
+    without CAP_SYS_ADMIN): read for a page of its own just written."""
+    page = np.ones(_PAGE // 8 * 2, np.uint64)  # two pages' worth: one is wholly inside
+    addr = page.ctypes.data // _PAGE * _PAGE + _PAGE
+    try:
+        with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
+            pagemap.seek(addr // _PAGE * 8)
+            entry = int.from_bytes(pagemap.read(8), "little")
+    except OSError:
+        return False
+    return bool(entry & int(_PRESENT)) and entry & int(_PFN) != 0
+
+
+def tree_unique(procs: list[psutil.Process]) -> int | None:
+    """The unique memory of ``procs`` (see :func:`tree_memory`)."""
+    return tree_memory(procs)[1]
+
+
+def _frames(pid: int) -> list[Any]:
+    """The PFNs of the resident pages of ``pid``'s mappings (one array per mapping)."""
+    out = []
+    with open(f"/proc/{pid}/smaps", "rb") as smaps:
+        text = smaps.read()
+    with open(f"/proc/{pid}/pagemap", "rb", buffering=0) as pagemap:
+        for m in _MAPPING_RSS.finditer(text):
+            if m.group(3) == b"0":
+                continue
+            start, end = int(m.group(1), 16), int(m.group(2), 16)
+            pagemap.seek(start // _PAGE * 8)
+            entries = np.frombuffer(pagemap.read((end - start) // _PAGE * 8), np.uint64)
+            out.append(entries[(entries & _PRESENT) != 0] & _PFN)
+    return out
 
 
 def downsample(points: list[list[float]], limit: int) -> list[list[float]]:
@@ -196,6 +277,8 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
     peak = [w["cpu_peak"] for w in workers if w.get("cpu_peak") is not None]
     rss = [w["rss_peak"] for w in workers if w.get("rss_peak") is not None]
     pss = [w["pss_at_rss_peak"] for w in workers if w.get("pss_at_rss_peak") is not None]
+    unique = [w["unique_at_rss_peak"] for w in workers
+              if w.get("unique_at_rss_peak") is not None]
     intervals = [w["interval_s"] for w in workers if w.get("interval_s") is not None]
     samples = [int(w.get("samples") or 0) for w in workers]
     each = max(20, min(TIMELINE_POINTS, TIMELINE_TOTAL // max(1, len(workers))))
@@ -209,6 +292,7 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
         "rss_peak_max_worker": max(rss) if rss else None,
         "rss_peak_sum_of_workers": sum(rss) if rss else None,
         "pss_at_rss_peak_max_worker": max(pss) if pss else None,
+        "unique_at_rss_peak_max_worker": max(unique) if unique else None,
         "samples_min_worker": min(samples) if samples else 0,
         "interval_s": max(intervals) if intervals else None,
     }

@@ -14,6 +14,8 @@ record to the current shape, so code past :func:`upgrade` sees one version only.
   ``pss_at_rss_peak`` and explicit ``*_sum_of_workers`` / ``*_max_worker`` keys of
   ``resources`` (issues 14 and 15). A version 2
   record simply lacks them: every reader treats them as absent.
+* 4: adds ``unique_at_rss_peak`` (per worker) and ``unique_at_rss_peak_max_worker`` to
+  ``resources``; an older record lacks them, read as absent.
 
 Fields (all JSON):
 
@@ -34,12 +36,13 @@ Fields (all JSON):
     quality       dict   e.g. {"accuracy": 0.97}; ``quality_metric`` names the headline figure
     tasks         int    tasks submitted per repeat (0 for the baseline)
     resources     dict   {"workers": [{"id", "pid"|"node", "cpu_mean", "cpu_peak",
-                          "rss_mean", "rss_peak", "pss_at_rss_peak", "samples", "interval_s",
-                          "timeline"}],
+                          "rss_mean", "rss_peak", "pss_at_rss_peak", "unique_at_rss_peak",
+                          "samples", "interval_s", "timeline"}],
                           "cpu_mean", "cpu_peak", "rss_peak", "rss_total_peak",
                           "cpu_mean_sum_of_workers", "cpu_peak_sum_of_workers",
                           "rss_peak_max_worker", "rss_peak_sum_of_workers",
-                          "pss_at_rss_peak_max_worker", "samples_min_worker", "interval_s"}
+                          "pss_at_rss_peak_max_worker", "unique_at_rss_peak_max_worker",
+                          "samples_min_worker", "interval_s"}
                          (cpu in percent of one core, rss in bytes). Sampled during the
                          timed repeats only. Per worker: ``samples`` taken, ``interval_s``
                          its last interval (adaptive: ten samples 0.01 s apart, then 0.05 s,
@@ -52,7 +55,10 @@ Fields (all JSON):
                          ``interval_s``: the largest worker interval. ``pss_at_rss_peak``:
                          the worker tree's PSS (bytes; shared pages divided among their
                          processes) read when its RSS sum peaked; null where the kernel
-                         gives none.
+                         gives none. ``unique_at_rss_peak``: read with it, the bytes of the
+                         distinct physical pages the tree maps (each page once, as a memory
+                         cgroup charges it; bench.measure.tree_unique); null without
+                         CAP_SYS_ADMIN (a non-root user, a pod).
     machine       dict|null  the machine around the trial (distribute to the end of the
                          faulted run): {"before": {"load1", "load5", "steal_percent"},
                          "after": {...}, "other_cpu_percent", "busy", "busy_reason",
@@ -83,7 +89,7 @@ from __future__ import annotations
 
 from typing import Any, Required, TypedDict
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version :func:`new_record` writes and :func:`upgrade` returns."""
 
 
@@ -168,7 +174,8 @@ def upgrade(data: object) -> ResultRecord | None:
         return None
     record: ResultRecord = data  # type: ignore[assignment]  # (checked above, as far as reading needs)
     if record.get("schema_version", 1) < SCHEMA_VERSION:
-        # 1 -> 2: only the version itself was added; 2 -> 3: optional fields only.
+        # 1 -> 2: only the version itself was added; 2 -> 3 and 3 -> 4: optional
+        # fields only.
         record["schema_version"] = SCHEMA_VERSION
     return record
 

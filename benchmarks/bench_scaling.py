@@ -23,13 +23,14 @@
 4. Every workload with 1, 2 and 4 workers per framework, each worker limited to
    ``--worker-memory`` (Dask: ``--memory-limit``; Ray: the node's ``--memory`` and object
    store). Per trial: seconds, rows/s (rows × passes over the data), GB/s read (bytes read
-   from disk), the peak resident memory of the largest worker
-   (``resources.rss_peak_max_worker``) and its PSS at that peak
-   (``resources.pss_at_rss_peak_max_worker``: a page shared by the worker's processes counted
-   once, as a container's limit would charge it, where the RSS sum counts it in each), spilled
+   from disk), the memory of the largest worker three ways, read at its RSS peak (see
+   ``MEASURES``): the RSS sum of its processes (``resources.rss_peak_max_worker``), their PSS
+   (``resources.pss_at_rss_peak_max_worker``) and their unique memory, each physical page
+   counted once as a container's memory cgroup charges it
+   (``resources.unique_at_rss_peak_max_worker``; needs root), spilled
    bytes (Ray's object spilling, Dask's worker spill to disk, cumulative over the trial's
    cluster) and the goal ``peak per worker < 1.5 × (data in memory / workers) + idle
-   footprint``, judged by RSS and by PSS (each against the idle footprint by the same
+   footprint``, judged by each measure (against the idle footprint by the same
    measure); then the quality check across trials (etl: every checksum equal; kmeans:
    inertia within the workload's 2 %).
 
@@ -162,9 +163,10 @@ def dataset(workload: str, root: Path, rows: int, partitions: int) -> str:
 
 
 def idle_footprint(framework: str, workers: int, memory: int) -> dict[str, int] | None:
-    """The largest worker's peak resident memory (``rss``) and its PSS then (``pss``), sampled
-    the way a trial samples them, over 3 s of a started cluster that has run nothing (a start
-    that fails, as a Ray node's can on a loaded machine, is tried again, up to 3 times)."""
+    """The largest worker's figure by each of ``MEASURES`` (0 where one is unavailable),
+    sampled the way a trial samples them, over 3 s of a started cluster that has run nothing
+    (a start that fails, as a Ray node's can on a loaded machine, is tried again, up to 3
+    times)."""
     for attempt in range(3):
         try:
             with make_engine(framework, workers, memory_per_worker=memory) as engine:
@@ -172,14 +174,22 @@ def idle_footprint(framework: str, workers: int, memory: int) -> dict[str, int] 
                 engine.start_sampling(0.1)
                 time.sleep(3)
                 res = combine_workers(engine.stop_sampling())
-            return {"rss": int(res["rss_peak_max_worker"] or 0),
-                    "pss": int(res["pss_at_rss_peak_max_worker"] or 0)}
+            return {m: int(res[key] or 0) for m, key, _ in MEASURES}
         except RunError as e:
             print(f"{framework}: start failed ({attempt + 1} of 3): {str(e).splitlines()[0]}")
     return None  # no goal for this framework's trials, said in their lines
 
 
 VERDICT = {True: "PASS", False: "FAIL", None: "no idle figure"}
+# The measures the goal is judged by: (name, key in the record's ``resources``, label). The RSS
+# sum counts a page that several of a worker's processes map once per process (an overcount);
+# PSS divides it among every process on the machine that maps it (an undercount: a library
+# page shared with another worker is split with it); unique memory counts each physical page
+# the worker's processes map once, as a container's memory cgroup charges mapped memory
+# (bench.measure.tree_unique: needs root, else 0 and "n/a").
+MEASURES = (("rss", "rss_peak_max_worker", "RSS"),
+            ("pss", "pss_at_rss_peak_max_worker", "PSS"),
+            ("unique", "unique_at_rss_peak_max_worker", "unique"))
 STARTUP_FAILURES = ("during start-up", "timed out during startup", "to join", "to connect")
 
 
@@ -224,16 +234,23 @@ def figures(rec: dict[str, Any], size: int, rows: int, idle: dict[str, int] | No
         passes = data["reads"] / max(1, len(data["partitions"]))
         read = int(data["bytes_read"])
     res = rec.get("resources") or {}
-    peak = int(res.get("rss_peak_max_worker") or 0)
-    pss = int(res.get("pss_at_rss_peak_max_worker") or 0)
     share = 1.5 * size / rec["workers"]
-    goal = share + idle["rss"] if idle is not None else math.nan
-    pss_goal = share + idle["pss"] if idle is not None else math.nan
-    return {**row, "seconds": median, "passes": passes, "rows_per_s": rows * passes / median,
-            "gb_per_s": read / median / 1e9, "peak": peak, "goal": goal,
-            "pass": peak < goal if idle is not None else None, "pss": pss,
-            "pss_goal": pss_goal, "pss_pass": pss < pss_goal if idle is not None else None,
-            "spilled": spilled, "quality": rec.get("quality") or {}}
+    row.update(seconds=median, passes=passes, rows_per_s=rows * passes / median,
+               gb_per_s=read / median / 1e9, spilled=spilled, quality=rec.get("quality") or {})
+    for m, key, _ in MEASURES:
+        value = int(res.get(key) or 0)
+        known = idle is not None and value > 0 and idle[m] > 0
+        row[m] = value
+        row[f"{m}_goal"] = share + idle[m] if idle is not None and idle[m] > 0 else math.nan
+        row[f"{m}_pass"] = value < row[f"{m}_goal"] if known else None
+    return row
+
+
+def verdict(r: dict[str, Any], m: str) -> str:
+    """``peak < goal VERDICT`` in MiB, or why there is none."""
+    if not r[m]:
+        return "n/a (needs root)" if m == "unique" else "n/a"
+    return f"{r[m] / MIB:.0f} < {r[f'{m}_goal'] / MIB:.0f} {VERDICT[r[f'{m}_pass']]}"
 
 
 def show(r: dict[str, Any]) -> str:
@@ -243,11 +260,9 @@ def show(r: dict[str, Any]) -> str:
     q = ", ".join(f"{k} {v:.6g}" for k, v in sorted(r["quality"].items())
                   if k in ("inertia", "agg_checksum", "out_checksum"))
     return head + (f"{r['seconds']:7.1f} s  {r['rows_per_s'] / 1e6:6.2f} M rows/s  "
-                   f"{r['gb_per_s']:5.3f} GB/s  peak/worker {r['peak'] / MIB:5.0f} MiB  "
-                   f"goal < {r['goal'] / MIB:5.0f} MiB {VERDICT[r['pass']]}  "
-                   f"PSS {r['pss'] / MIB:5.0f} < {r['pss_goal'] / MIB:5.0f} MiB "
-                   f"{VERDICT[r['pss_pass']]}  "
-                   f"spilled {r['spilled'] / MIB:.0f} MiB  ({q})")
+                   f"{r['gb_per_s']:5.3f} GB/s  peak/worker MiB: "
+                   + "  ".join(f"{label} {verdict(r, m)}" for m, _, label in MEASURES)
+                   + f"  spilled {r['spilled'] / MIB:.0f} MiB  ({q})")
 
 
 def quality(rows: list[dict[str, Any]]) -> list[str]:
@@ -271,27 +286,32 @@ def quality(rows: list[dict[str, Any]]) -> list[str]:
 
 def markdown(rows: list[dict[str, Any]], idle: dict[str, dict[str, int] | None]) -> str:
     out = [("| workload | framework | workers | seconds | speed-up vs 1 | M rows/s | GB/s read "
-            "| peak/worker MiB (RSS) | goal MiB | | PSS MiB | goal MiB | | spilled MiB |"),
-           "|" + "---|" * 14]
+            "| peak/worker MiB: RSS < goal | PSS < goal | unique < goal | spilled MiB |"),
+           "|" + "---|" * 11]
     one = {(r["workload"], r["framework"]): r["seconds"] for r in rows
            if r["state"] == "succeeded" and r["workers"] == 1}
     for r in rows:
         if r["state"] != "succeeded":
             out.append(f"| {r['workload']} | {r['framework']} | {r['workers']} | failed: "
-                       f"{r['error'][:80]} |" + " |" * 10)
+                       f"{r['error'][:80]} |" + " |" * 7)
             continue
         base = one.get((r["workload"], r["framework"]))
         ratio = f"{base / r['seconds']:.2f}×" if base else "–"
         out.append(f"| {r['workload']} | {r['framework']} | {r['workers']} | "
                    f"{r['seconds']:.1f} | {ratio} | {r['rows_per_s'] / 1e6:.2f} | "
-                   f"{r['gb_per_s']:.3f} | {r['peak'] / MIB:.0f} | {r['goal'] / MIB:.0f} | "
-                   f"{VERDICT[r['pass']]} | {r['pss'] / MIB:.0f} | {r['pss_goal'] / MIB:.0f} | "
-                   f"{VERDICT[r['pss_pass']]} | {r['spilled'] / MIB:.0f} |")
+                   f"{r['gb_per_s']:.3f} | "
+                   + " | ".join(verdict(r, m) for m, _, _ in MEASURES)
+                   + f" | {r['spilled'] / MIB:.0f} |")
     out.append("")
     out.append("Idle footprint of one worker: " + ", ".join(
-        f"{f} {b['rss'] / MIB:.0f} MiB (PSS {b['pss'] / MIB:.0f} MiB)" if b is not None
-        else f"{f} not measured (no start)" for f, b in idle.items()))
+        f"{f} {idle_text(b)}" if b is not None else f"{f} not measured (no start)"
+        for f, b in idle.items()))
     return "\n".join(out) + "\n"
+
+
+def idle_text(b: dict[str, int]) -> str:
+    return ", ".join(f"{label} {b[m] / MIB:.0f} MiB" if b[m] else f"{label} n/a"
+                     for m, _, label in MEASURES)
 
 
 def parse_args() -> argparse.Namespace:
@@ -364,8 +384,7 @@ def main() -> int:
     section(f"3. idle footprint of one worker ({args.worker_memory} limit)")
     idle = {f: idle_footprint(f, 2, memory) for f in frameworks}
     for f, b in idle.items():
-        print(f"{f:6s} {b['rss'] / MIB:6.0f} MiB (PSS {b['pss'] / MIB:.0f} MiB)" if b is not None
-              else f"{f:6s} not measured", flush=True)
+        print(f"{f:6s} {idle_text(b)}" if b is not None else f"{f:6s} not measured", flush=True)
 
     section("4. trials")
     rows: list[dict[str, Any]] = []

@@ -152,6 +152,20 @@ def test_a_trial_records_timelines_the_machine_and_artifacts(cluster, digits, tm
     # once: never above the RSS sum
     assert all(0 < w["pss_at_rss_peak"] <= w["rss_peak"] for w in res["workers"]), res
     assert res["pss_at_rss_peak_max_worker"] == max(w["pss_at_rss_peak"] for w in res["workers"])
+    # unique memory (each page the worker's processes map, once): read with the PSS, never
+    # below it (PSS splits a page with processes outside the worker), never above the RSS sum
+    # (which counts a page once per process mapping it); 1 MiB of leeway, as a process's RSS,
+    # PSS and pages are read one after the other. It needs CAP_SYS_ADMIN, which a root run has.
+    if os.geteuid() == 0:
+        slack = 2**20
+        assert all(w["pss_at_rss_peak"] - slack <= w["unique_at_rss_peak"]
+                   <= w["rss_peak"] + slack for w in res["workers"]), res
+        assert all(w["unique_at_rss_peak"] < w["rss_peak"] for w in res["workers"]
+                   if cluster.framework.startswith("ray")), res  # (a node: many processes)
+        assert res["unique_at_rss_peak_max_worker"] == max(
+            w["unique_at_rss_peak"] for w in res["workers"])
+    else:
+        assert res["unique_at_rss_peak_max_worker"] is None, res
     assert res["interval_s"] > 0
     compute = sum(rec["seconds"]) + 5  # (the closing sample, and a loaded machine)
     for w in res["workers"]:

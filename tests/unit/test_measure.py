@@ -1,5 +1,9 @@
 """The measurement's own rules: the busy rule, timeline merging, the cluster figures, and the
 sampler and the machine watch on this very process (no cluster needed)."""
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +18,7 @@ from bench.measure import (
     busy_rule,
     combine_workers,
     downsample,
+    tree_unique,
 )
 
 
@@ -50,6 +55,9 @@ def test_cluster_figures_say_how_workers_combine():
     assert out["pss_at_rss_peak_max_worker"] is None  # no worker read one
     w[0]["pss_at_rss_peak"], w[1]["pss_at_rss_peak"] = 250, 200
     assert combine_workers(w)["pss_at_rss_peak_max_worker"] == 250
+    assert out["unique_at_rss_peak_max_worker"] is None
+    w[0]["unique_at_rss_peak"], w[1]["unique_at_rss_peak"] = 260, None  # (one without PFNs)
+    assert combine_workers(w)["unique_at_rss_peak_max_worker"] == 260
     assert out["samples_min_worker"] == 10 and out["interval_s"] == 0.1
     assert combine_workers([])["cpu_mean"] is None
     # Many workers: their timelines together stay small enough for a result ConfigMap.
@@ -191,3 +199,73 @@ def test_the_sampler_counts_shared_pages_once_by_pss():
         proc.join(30)
     assert out["rss_peak"] - out["pss_at_rss_peak"] > 60 * 2**20, out
     assert out["pss_at_rss_peak"] > size, out
+    if os.geteuid() == 0:  # (page frame numbers are for CAP_SYS_ADMIN: see the next tests)
+        # each of the mapping's pages once, like PSS here: never below PSS, never above RSS
+        assert out["pss_at_rss_peak"] <= out["unique_at_rss_peak"], out
+        assert out["rss_peak"] - out["unique_at_rss_peak"] > 60 * 2**20, out
+
+
+def _shared_with_a_child(size: int):
+    """A ``size``-byte MAP_SHARED mapping this process touched, and a forked child that touched
+    it too and waits: (the mapping, the child, the event that ends it)."""
+    import mmap
+    import multiprocessing as mp
+
+    shared = mmap.mmap(-1, size)
+    shared.write(b"x" * size)
+    ready, done = mp.get_context("fork").Event(), mp.get_context("fork").Event()
+
+    def child():
+        assert sum(shared[i] for i in range(0, size, 4096))
+        ready.set()
+        done.wait(60)
+
+    proc = mp.get_context("fork").Process(target=child)
+    proc.start()
+    assert ready.wait(60)
+    return shared, proc, done
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="page frame numbers need CAP_SYS_ADMIN (root)")
+def test_unique_memory_counts_a_page_shared_outside_the_tree_whole():
+    """The child alone is the tree: its PSS holds half of the 64 MiB it shares with this
+    process (outside the tree), while a container holding only the child would be charged
+    all of it; ``tree_unique`` counts it whole, and both processes together count it once."""
+    size = 64 * 2**20
+    shared, proc, done = _shared_with_a_child(size)
+    try:
+        child = psutil.Process(proc.pid)
+        rss, pss = child.memory_info().rss, child.memory_full_info().pss
+        unique = tree_unique([child])
+        both = tree_unique([psutil.Process(), child])
+        own = tree_unique([psutil.Process()])
+    finally:
+        done.set()
+        proc.join(30)
+        shared.close()
+    assert unique is not None and both is not None and own is not None
+    assert pss < rss - 28 * 2**20, (rss, pss)  # the kernel splits the shared pages in two
+    assert unique > pss + 28 * 2**20 and unique > size, (unique, pss)
+    assert abs(unique - rss) < 8 * 2**20, (unique, rss)  # alone, unique is its RSS
+    # together: the mapping once, not twice
+    assert both < own + unique - size + 8 * 2**20, (both, own, unique)
+
+
+def test_unique_memory_is_none_without_page_frame_numbers():
+    """A reader without CAP_SYS_ADMIN (a user, an unprivileged container) gets zeroed page
+    frame numbers from pagemap: no figure rather than a wrong one. As root the check runs in a
+    child whose capability bounding set lacks CAP_SYS_ADMIN (util-linux ``setpriv``)."""
+    code = ("import psutil; from bench.measure import tree_unique; "
+            "print(tree_unique([psutil.Process()]))")
+    if os.geteuid() != 0:
+        assert tree_unique([psutil.Process()]) is None
+        return
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is missing: cannot drop CAP_SYS_ADMIN")
+    out = subprocess.run(["setpriv", "--bounding-set", "-sys_admin", sys.executable, "-c", code],
+                         capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "None", out
+    # and with it, the same code reads a figure
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert int(out.stdout) > 10 * 2**20, out
