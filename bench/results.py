@@ -185,7 +185,9 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     value), ``quality_local`` (the same metric of the local baseline with most threads, else
     1 thread) and ``quality_delta`` (``quality - quality_local``), ``speedup``, ``efficiency``,
     ``vs_local_1``, ``vs_local_all``, ``startup``, ``load``, ``distribute`` (seconds of the
-    one-off phases), ``cpu_mean`` (percent of one core) and ``rss_peak`` (bytes).
+    one-off phases), ``cpu_mean`` (percent of one core), ``rss_peak`` (bytes) and
+    ``unique_peak`` (bytes: the largest worker's unique memory at its RSS peak, each physical
+    page its processes map once; None where not measured, bench.measure.tree_memory).
 
     * ``speedup`` = median at the framework's smallest worker count for that workload (normally
       1) / this median; ``efficiency`` = speedup / (workers / that smallest count).
@@ -227,7 +229,7 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             row.update(dict.fromkeys((
                 "median", "iqr", "min", "quality", "quality_local", "quality_delta",
                 "speedup", "efficiency", "vs_local_1", "vs_local_all",
-                "startup", "load", "distribute", "cpu_mean", "rss_peak")))
+                "startup", "load", "distribute", "cpu_mean", "rss_peak", "unique_peak")))
             row["n"] = len(rec.get("seconds") or [])
             rows.append(row)
             continue
@@ -268,6 +270,7 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         resources = rec.get("resources") or {}
         row["cpu_mean"] = resources.get("cpu_mean")
         row["rss_peak"] = resources.get("rss_peak")
+        row["unique_peak"] = resources.get("unique_at_rss_peak_max_worker")
         rows.append(row)
     return rows
 

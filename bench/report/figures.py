@@ -276,19 +276,30 @@ def _resources(rows: list[dict[str, Any]]) -> Figure | None:
         ys = list(range(len(wrows)))
         for j, (field, xlabel, scale, unit) in enumerate((
             ("cpu_mean", "CPU: SUM over workers of each one's mean (% of one core)", 1.0, "%"),
-            ("rss_peak", "memory: MAXIMUM over workers of each one's peak RSS (MiB)",
+            ("rss_peak", ("memory: MAXIMUM over workers of each one's peak RSS (MiB);\n"
+                          "hatched: its unique memory then, each page once (as a container "
+                          "is charged)"),
              1 / 2**20, " MiB"),
         )):
             ax = fig.add_subplot(gs[i, j])
             vals = [(r.get(field) or 0.0) * scale for r in wrows]
             ax.barh(ys, vals, color=colors, height=0.7)
             xmax = max(vals) if vals and max(vals) > 0 else 1.0
-            for y, r, v in zip(ys, wrows, vals, strict=True):
+            unique = [None if j == 0 or r.get("unique_peak") is None
+                      else r["unique_peak"] * scale for r in wrows]
+            # Inside the RSS bar, the same worker's unique memory (each page once), where
+            # measured: the RSS sum counts a page once per process that maps it.
+            ax.barh([y for y, u in zip(ys, unique, strict=True) if u is not None],
+                    [u for u in unique if u is not None], height=0.3, color="white",
+                    alpha=0.55, edgecolor="black", linewidth=0.6, hatch="//")
+            for y, r, v, u in zip(ys, wrows, vals, unique, strict=True):
                 text = "FAILED" if r["state"] != "succeeded" else (
                     MISSING if r.get(field) is None else f"{v:.0f}{unit}")
+                if u is not None and text not in ("FAILED", MISSING):
+                    text += f" (unique {u:.0f})"
                 ax.text(v + xmax * 0.01, y, text, va="center", fontsize=8,
                         color="#b00000" if text == "FAILED" else "black")
-            ax.set_xlim(0, xmax * 1.2)
+            ax.set_xlim(0, xmax * (1.2 if j == 0 else 1.45))
             ax.set_yticks(ys, labels if j == 0 else [""] * len(ys))
             ax.invert_yaxis()
             ax.set_xlabel(xlabel)

@@ -140,6 +140,26 @@ def test_make_figures_skips_resources_without_samples(tmp_path):
     assert "time_vs_workers.png" in names
 
 
+def test_the_memory_chart_shows_unique_memory_inside_the_rss_bar():
+    """A worker's unique memory (each page once) is drawn inside its RSS bar and labelled,
+    where the record has it; a record without it (older, or no CAP_SYS_ADMIN) shows RSS only."""
+    from bench.report.figures import _resources
+
+    def res(rss, unique):
+        return {"workers": [], "cpu_mean": 90.0, "cpu_peak": 100.0, "rss_peak": rss,
+                "unique_at_rss_peak_max_worker": unique}
+
+    recs = [make_record(framework="ray", workers=2, resources=res(2070 * 2**20, 974 * 2**20)),
+            make_record(framework="dask", workers=2, resources=res(329 * 2**20, None))]
+    rows = summarize(recs)
+    assert {r["framework"]: r["unique_peak"] for r in rows} == {"ray": 974 * 2**20, "dask": None}
+    fig = _resources(rows)
+    memory = fig.axes[1]
+    assert sorted(t.get_text() for t in memory.texts) == ["2070 MiB (unique 974)", "329 MiB"]
+    bars = sorted(round(b.get_width()) for b in memory.patches)
+    assert bars == [329, 974, 2070], bars  # the two RSS bars and one unique bar
+
+
 # ---- reports -----------------------------------------------------------------------------
 
 def test_html_report(tmp_path):
