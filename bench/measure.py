@@ -176,8 +176,6 @@ _MAPPING_RSS = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) [^\n]*\n(?:[A-Z][^\n]*\n)*
                           re.M)
 
 
-
-
 def tree_memory(procs: list[psutil.Process]) -> tuple[int | None, int | None]:
     """(PSS, unique) of ``procs``, read process by process (each process's two figures a
     moment apart). PSS: the summed PSS from ``/proc/<pid>/smaps_rollup``; None where the kernel
@@ -193,17 +191,22 @@ def tree_memory(procs: list[psutil.Process]) -> tuple[int | None, int | None]:
         try:
             if pss is not None:
                 pss += int(getattr(p.memory_full_info(), "pss", None) or 0)
-            if frames is not None:
-                frames.extend(_frames(p.pid))
-        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+        except psutil.NoSuchProcess:
             continue  # ended since the scan: it holds nothing now
         except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            return None, None
-    if not frames:
+            pss = None
+        try:
+            if frames is not None:
+                frames.extend(_frames(p.pid))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended between the two reads
+        except OSError:
+            frames = None  # (its PSS may still count)
+    if frames is None:
         return pss, None
-    pfns = np.concatenate(frames)
+    pfns = np.concatenate(frames) if frames else np.empty(0, np.uint64)
     pfns.sort()
-    return pss, (1 + int(np.count_nonzero(pfns[1:] != pfns[:-1]))) * _PAGE if pfns.size else 0
+    return pss, int(pfns.size and 1 + np.count_nonzero(pfns[1:] != pfns[:-1])) * _PAGE
 
 
 @functools.cache
