@@ -50,10 +50,11 @@ class TreeSampler:
     for the tree's mapped memory when the tree is alone in it (a container's limit). PSS can
     only undercount that (a library page shared with a process outside the tree is divided
     with it), the RSS sum only overcount it. Both walk every mapping of every process (a Ray
-    node: ~0.2 s of CPU), so they are read at a new peak only, and at most once every
-    ``_READ_EVERY`` seconds unless the sum has grown by ``_READ_GROWTH`` since the last
-    reading: each figure belongs to a peak at most that far below the RSS peak or that
-    little before it.
+    node: ~0.2 s of CPU), so they are read at a new peak only, not during the first
+    ``BURST_SAMPLES`` samples, and at most once every ``_READ_EVERY`` seconds unless the sum
+    has grown by ``_READ_GROWTH`` since the last reading; a peak left unread is read by the
+    closing sample. So a figure belongs to a peak at most that far below or before the RSS
+    peak, or to the end of a phase that peaked in its burst.
 
     Adaptive: its first ``BURST_SAMPLES`` samples come every ``BURST_INTERVAL``, then every
     ``min(interval, FIRST_INTERVAL)``, so that even a short compute phase gets 10 samples
@@ -77,6 +78,7 @@ class TreeSampler:
         self._pss_at_peak: int | None = None
         self._unique_at_peak: int | None = None
         self._read_rss, self._read_t = 0, -_READ_EVERY  # the RSS sum and time of that reading
+        self._peak_unread = False
         self._last: dict[int, float] = {}
         self._last_t = self._t0 = 0.0
         self._tree: list[psutil.Process] = []
@@ -94,7 +96,7 @@ class TreeSampler:
         self._tree_t = now
         return self._tree
 
-    def _tick(self, record: bool) -> None:
+    def _tick(self, record: bool, closing: bool = False) -> None:
         now = time.perf_counter()
         cpu_total, rss_total, seen = 0.0, 0, {}
         for p in self._procs(now):
@@ -111,11 +113,17 @@ class TreeSampler:
         if record and self._last_t:
             dt = now - self._last_t
             if dt > 0:
-                if rss_total > self._rss_peak and (
-                        now - self._read_t >= _READ_EVERY
-                        or rss_total > _READ_GROWTH * self._read_rss):
+                if rss_total > self._rss_peak:
+                    self._peak_unread = True
+                # Not during the burst (a read takes longer than its 0.01 s ticks), nor more
+                # often than the limits; a peak left unread is read by the closing sample.
+                if self._peak_unread and (closing or (
+                        rss_total > self._rss_peak and self._n >= BURST_SAMPLES
+                        and (now - self._read_t >= _READ_EVERY
+                             or rss_total > _READ_GROWTH * self._read_rss))):
                     self._pss_at_peak, self._unique_at_peak = tree_memory(self._tree)
                     self._read_rss, self._read_t = rss_total, now
+                    self._peak_unread = False
                 self._add(now - self._t0, 100.0 * cpu_total / dt, rss_total)
         self._last, self._last_t = seen, now
 
@@ -141,6 +149,7 @@ class TreeSampler:
         self._rss_peak = 0
         self._pss_at_peak = self._unique_at_peak = None
         self._read_rss, self._read_t = 0, -_READ_EVERY
+        self._peak_unread = False
         self._stop.clear()
         self._t0 = time.perf_counter()
         self._tick(record=False)
@@ -152,7 +161,7 @@ class TreeSampler:
             self._stop.set()
             self._thread.join()
             self._thread = None
-        self._tick(record=True)  # one closing sample so short runs still get a figure
+        self._tick(record=True, closing=True)  # so short runs still get a figure
         n = self._n
         return {
             "cpu_mean": self._cpu_sum / n if n else None,
