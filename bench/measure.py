@@ -113,12 +113,12 @@ class TreeSampler:
         if record and self._last_t:
             dt = now - self._last_t
             if dt > 0:
-                if rss_total > self._rss_peak:
-                    self._peak_unread = True
+                new_peak = rss_total > self._rss_peak
+                self._peak_unread |= new_peak
                 # Not during the burst (a read takes longer than its 0.01 s ticks), nor more
                 # often than the limits; a peak left unread is read by the closing sample.
                 if self._peak_unread and (closing or (
-                        rss_total > self._rss_peak and self._n >= BURST_SAMPLES
+                        new_peak and self._n >= BURST_SAMPLES
                         and (now - self._read_t >= _READ_EVERY
                              or rss_total > _READ_GROWTH * self._read_rss))):
                     self._pss_at_peak, self._unique_at_peak = tree_memory(self._tree)
