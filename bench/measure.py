@@ -38,6 +38,84 @@ _READ_EVERY, _READ_GROWTH = 1.0, 1.1
 has grown by 10 % since their last reading."""
 
 
+WORKER_CONTAINER_ENV = "TESTBED_WORKER_CONTAINER"  # = bench.kube.names.WORKER_CONTAINER_ENV
+"""Set to ``1`` by the operator in the containers of the worker pods it creates (a Ray worker
+node, a Dask worker with its nanny): there the container's memory cgroup holds that one worker,
+and the samplers also read its working set (:class:`CgroupMemory`)."""
+
+
+class CgroupMemory:
+    """A memory cgroup's working set, as Kubernetes counts a container's memory: usage minus
+    the inactive file pages (cAdvisor's ``setMemoryStats``, container/libcontainer/handler.go:
+    ``memory.usage_in_bytes`` less ``total_inactive_file`` of ``memory.stat`` on cgroup v1,
+    ``memory.current`` less ``inactive_file`` on v2, never below 0). It is the
+    ``container_memory_working_set_bytes`` of ``kubectl top pod`` and what the kubelet evicts
+    by; unlike an RSS sum it counts a page shared by the container's processes once, and
+    unlike the unique memory of :func:`tree_memory` it needs no privilege."""
+
+    def __init__(self, directory: str, v2: bool):
+        self.directory = directory
+        self._usage = os.path.join(directory, "memory.current" if v2 else "memory.usage_in_bytes")
+        self._stat = os.path.join(directory, "memory.stat")
+        self._inactive = b"inactive_file" if v2 else b"total_inactive_file"
+
+    @classmethod
+    def of_this_process(cls) -> CgroupMemory | None:
+        """The memory cgroup this process is in, or None: its path in ``/proc/self/cgroup``
+        (the unified v2 hierarchy's, or the v1 ``memory`` controller's), found under the
+        mount of that hierarchy in ``/proc/self/mountinfo`` relative to the mount's root (a
+        container's mount shows only its own cgroup: its root is the container's path)."""
+        try:
+            with open("/proc/self/cgroup") as f:
+                own = dict(_own_cgroups(f.read()))
+            with open("/proc/self/mountinfo") as f:
+                mounts = f.read().splitlines()
+        except OSError:
+            return None
+        for line in mounts:
+            fields, _, fs = line.partition(" - ")
+            root, point = fields.split()[3:5]
+            fstype, _source, options = [*fs.split(), "", ""][:3]
+            v2 = fstype == "cgroup2"
+            if not v2 and not (fstype == "cgroup" and "memory" in options.split(",")):
+                continue
+            path = own.get("" if v2 else "memory")
+            if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
+                continue
+            directory = os.path.join(point, os.path.relpath(path, root))
+            if os.path.isfile(os.path.join(directory, "memory.current" if v2
+                                           else "memory.usage_in_bytes")):
+                return cls(os.path.normpath(directory), v2)
+        return None
+
+    @classmethod
+    def of_worker_container(cls) -> CgroupMemory | None:
+        """This process's cgroup where the operator said it is a worker's container."""
+        return cls.of_this_process() if os.environ.get(WORKER_CONTAINER_ENV) == "1" else None
+
+    def working_set(self) -> int | None:
+        """Bytes now, or None where the files cannot be read."""
+        try:
+            with open(self._usage, "rb") as f:
+                usage = int(f.read())
+            with open(self._stat, "rb") as f:
+                stat = f.read()
+        except (OSError, ValueError):
+            return None
+        inactive = re.search(rb"^" + self._inactive + rb" (\d+)$", stat, re.M)
+        return max(0, usage - (int(inactive.group(1)) if inactive else 0))
+
+
+def _own_cgroups(text: str) -> list[tuple[str, str]]:
+    """(controller, path) pairs of a ``/proc/<pid>/cgroup``: ``""`` for the v2 hierarchy, each
+    controller of a v1 one (``4:memory:/a/b``, ``7:cpu,cpuacct:/a``)."""
+    out = []
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        out += [(c, path) for c in controllers.split(",")] if controllers else [("", path)]
+    return out
+
+
 class TreeSampler:
     """Samples CPU (percent of one core) and RSS (bytes) of a process and its descendants.
 
@@ -61,11 +139,17 @@ class TreeSampler:
     (the tree it samples is rescanned once a second only: a tick reads a few /proc files per
     process); each time it holds ``MAX_POINTS`` points it merges neighbours
     and doubles the interval, so a long one stays cheap and bounded. The summary figures
-    (mean, peak) are kept over every sample taken, not over the merged points."""
+    (mean, peak) are kept over every sample taken, not over the merged points.
+
+    ``cgroup``: the memory cgroup that holds the tree (a worker's container,
+    :meth:`CgroupMemory.of_worker_container`): every sample also reads its working set (two
+    small files), and ``container_working_set_peak`` is the highest; None without one."""
 
     def __init__(self, root_pid: int | None = None, interval: float = 0.1,
-                 include_root: bool = True):
+                 include_root: bool = True, cgroup: CgroupMemory | None = None):
         self.root_pid = root_pid or os.getpid()
+        self.cgroup = cgroup
+        self._ws_peak: int | None = None
         self.interval = min(interval, FIRST_INTERVAL)
         self.include_root = include_root
         self._stop = threading.Event()
@@ -125,6 +209,9 @@ class TreeSampler:
                     self._read_rss, self._read_t = rss_total, now
                     self._peak_unread = False
                 self._add(now - self._t0, 100.0 * cpu_total / dt, rss_total)
+                ws = self.cgroup.working_set() if self.cgroup is not None else None
+                if ws is not None and (self._ws_peak is None or ws > self._ws_peak):
+                    self._ws_peak = ws
         self._last, self._last_t = seen, now
 
     def _add(self, t: float, cpu: float, rss: int) -> None:
@@ -147,7 +234,7 @@ class TreeSampler:
         self._points, self._n = [], 0
         self._cpu_sum = self._rss_sum = self._cpu_peak = 0.0
         self._rss_peak = 0
-        self._pss_at_peak = self._unique_at_peak = None
+        self._pss_at_peak = self._unique_at_peak = self._ws_peak = None
         self._read_rss, self._read_t = 0, -_READ_EVERY
         self._peak_unread = False
         self._stop.clear()
@@ -170,6 +257,7 @@ class TreeSampler:
             "rss_peak": self._rss_peak if n else None,
             "pss_at_rss_peak": self._pss_at_peak if n else None,
             "unique_at_rss_peak": self._unique_at_peak if n else None,
+            "container_working_set_peak": self._ws_peak if n else None,
             "samples": n,
             "interval_s": self.interval,
             "timeline": downsample(self._points, TIMELINE_POINTS),
@@ -291,6 +379,8 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
     pss = [w["pss_at_rss_peak"] for w in workers if w.get("pss_at_rss_peak") is not None]
     unique = [w["unique_at_rss_peak"] for w in workers
               if w.get("unique_at_rss_peak") is not None]
+    ws = [w["container_working_set_peak"] for w in workers
+          if w.get("container_working_set_peak") is not None]
     intervals = [w["interval_s"] for w in workers if w.get("interval_s") is not None]
     samples = [int(w.get("samples") or 0) for w in workers]
     each = max(20, min(TIMELINE_POINTS, TIMELINE_TOTAL // max(1, len(workers))))
@@ -305,6 +395,7 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
         "rss_peak_sum_of_workers": sum(rss) if rss else None,
         "pss_at_rss_peak_max_worker": max(pss) if pss else None,
         "unique_at_rss_peak_max_worker": max(unique) if unique else None,
+        "container_working_set_peak_max_worker": max(ws) if ws else None,
         "samples_min_worker": min(samples) if samples else 0,
         "interval_s": max(intervals) if intervals else None,
     }
@@ -322,7 +413,8 @@ def worker_start_sampling(interval: float = 0.1, dask_worker: Any = None) -> int
     old = _WORKER_SAMPLER.pop("sampler", None)
     if old is not None:
         old.stop()
-    s = _WORKER_SAMPLER["sampler"] = TreeSampler(os.getpid(), interval)
+    s = _WORKER_SAMPLER["sampler"] = TreeSampler(os.getpid(), interval,
+                                                 cgroup=CgroupMemory.of_worker_container())
     s.start()
     return os.getpid()
 

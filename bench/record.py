@@ -16,6 +16,8 @@ record to the current shape, so code past :func:`upgrade` sees one version only.
   record simply lacks them: every reader treats them as absent.
 * 4: adds ``unique_at_rss_peak`` (per worker) and ``unique_at_rss_peak_max_worker`` to
   ``resources``; an older record lacks them, read as absent.
+* 5: adds ``container_working_set_peak`` (per worker) and
+  ``container_working_set_peak_max_worker`` to ``resources``; read as absent before.
 
 Fields (all JSON):
 
@@ -37,11 +39,13 @@ Fields (all JSON):
     tasks         int    tasks submitted per repeat (0 for the baseline)
     resources     dict   {"workers": [{"id", "pid"|"node", "cpu_mean", "cpu_peak",
                           "rss_mean", "rss_peak", "pss_at_rss_peak", "unique_at_rss_peak",
+                          "container_working_set_peak",
                           "samples", "interval_s", "timeline"}],
                           "cpu_mean", "cpu_peak", "rss_peak", "rss_total_peak",
                           "cpu_mean_sum_of_workers", "cpu_peak_sum_of_workers",
                           "rss_peak_max_worker", "rss_peak_sum_of_workers",
                           "pss_at_rss_peak_max_worker", "unique_at_rss_peak_max_worker",
+                          "container_working_set_peak_max_worker",
                           "samples_min_worker", "interval_s"}
                          (cpu in percent of one core, rss in bytes). Sampled during the
                          timed repeats only. Per worker: ``samples`` taken, ``interval_s``
@@ -59,6 +63,11 @@ Fields (all JSON):
                          distinct physical pages the tree maps (each page once, as a memory
                          cgroup charges it; bench.measure.tree_unique); null without
                          CAP_SYS_ADMIN (a non-root user, a pod).
+                         ``container_working_set_peak``: on Kubernetes, the peak working set
+                         of the worker's container (its memory cgroup: usage less inactive
+                         file pages, as ``kubectl top pod`` shows it; the Dask nanny and a
+                         Ray node's ``ray start`` process included; bench.measure.CgroupMemory);
+                         null outside the operator's worker pods.
     machine       dict|null  the machine around the trial (distribute to the end of the
                          faulted run): {"before": {"load1", "load5", "steal_percent"},
                          "after": {...}, "other_cpu_percent", "busy", "busy_reason",
@@ -89,7 +98,7 @@ from __future__ import annotations
 
 from typing import Any, Required, TypedDict
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version :func:`new_record` writes and :func:`upgrade` returns."""
 
 

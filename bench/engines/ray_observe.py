@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from bench.errors import RunError, error_summary
-from bench.measure import TreeSampler, summarize_samples
+from bench.measure import CgroupMemory, TreeSampler, summarize_samples
 
 from .base import FaultWatch, _replacement, wait_until
 
@@ -28,7 +28,8 @@ class NodeSampler:
 
     def start(self, interval: float) -> None:
         raylet = psutil.Process(os.getpid()).parent()
-        self._sampler = TreeSampler(raylet.pid if raylet else os.getpid(), interval)
+        self._sampler = TreeSampler(raylet.pid if raylet else os.getpid(), interval,
+                                    cgroup=CgroupMemory.of_worker_container())
         self._sampler.start()
 
     def stop(self) -> dict[str, Any]:

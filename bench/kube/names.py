@@ -20,6 +20,10 @@ FAULT_PODS_ENV = "TESTBED_FAULT_PODS"
 STARTUP_TIMEOUT_ENV = "TESTBED_STARTUP_TIMEOUT_SECONDS"
 """How long the runner may wait for its cluster (seconds): the runner command reads it and
 passes it to the engine as ``connect_timeout`` (the engines do not import this package)."""
+WORKER_CONTAINER_ENV = "TESTBED_WORKER_CONTAINER"
+"""``1`` on the containers of the worker pods (a Ray worker node, a Dask worker): each holds one
+worker, so its samplers also read the container's memory cgroup. bench.measure reads it under
+the same name (it does not import this package; tests/unit pins the two equal)."""
 
 # -- the result ConfigMap ---------------------------------------------------------------------
 RESULT_DATA_KEY = "records.json"

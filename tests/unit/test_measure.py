@@ -287,3 +287,82 @@ def test_unique_memory_is_none_without_page_frame_numbers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert int(out.stdout) > 10 * 2**20, out
+
+
+# A real memory cgroup of this machine holds a process and its child that both map the same
+# 128 MiB of shared memory, as a worker's container holds its processes (bench.measure
+# CgroupMemory): the cgroup's working set counts those pages once, the RSS sum twice.
+_IN_A_CGROUP = """
+import json, mmap, os, sys, time
+sys.path.insert(0, sys.argv[1])
+with open(os.path.join(sys.argv[2], "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))  # first: what it allocates from here on is charged there
+from bench.measure import CgroupMemory, TreeSampler
+size, page = 128 << 20, mmap.PAGESIZE
+shared = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: shmem pages, one copy
+for i in range(0, size, page):
+    shared[i] = 1
+ready_r, ready_w = os.pipe()
+child = os.fork()
+if child == 0:
+    total = sum(shared[i] for i in range(0, size, page))  # maps the same pages
+    os.write(ready_w, str(total).encode())
+    time.sleep(120)
+    os._exit(0)
+assert int(os.read(ready_r, 16)) == size // page
+cgroup = CgroupMemory.of_worker_container()
+s = TreeSampler(interval=0.05, cgroup=cgroup)
+s.start()
+time.sleep(0.5)
+out = s.stop()
+os.kill(child, 9)
+os.waitpid(child, 0)
+print(json.dumps({"dir": cgroup and cgroup.directory, "out": out}))
+"""
+
+
+def _cgroup_run(tmp_path, env_value: str | None) -> tuple[str, dict]:
+    from bench.measure import WORKER_CONTAINER_ENV, CgroupMemory
+
+    own = CgroupMemory.of_this_process()
+    if os.geteuid() != 0 or own is None or own.directory.startswith("/sys/fs/cgroup/unified"):
+        pytest.skip(f"needs root and a memory cgroup of its own to create one under "
+                    f"(euid {os.geteuid()}, own memory cgroup {own and own.directory})")
+    cg = os.path.join(own.directory, f"testbed-test-{os.getpid()}-{tmp_path.name}")
+    try:
+        os.mkdir(cg)
+    except OSError as e:
+        pytest.skip(f"cannot create a memory cgroup under {own.directory}: {e}")
+    try:
+        env = {k: v for k, v in os.environ.items() if k != WORKER_CONTAINER_ENV}
+        if env_value is not None:
+            env[WORKER_CONTAINER_ENV] = env_value
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        done = subprocess.run([sys.executable, "-c", _IN_A_CGROUP, root, cg], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout)
+    finally:
+        os.rmdir(cg)
+    return cg, out
+
+
+def test_a_worker_containers_working_set_counts_shared_pages_once(tmp_path):
+    from bench.kube.names import WORKER_CONTAINER_ENV as operator_sets
+    from bench.measure import WORKER_CONTAINER_ENV as sampler_reads
+
+    assert sampler_reads == operator_sets
+    cg, res = _cgroup_run(tmp_path, "1")
+    out, mib = res["out"], 2**20
+    assert res["dir"] == cg  # found from /proc/self/cgroup and the mount, not guessed
+    ws, rss = out["container_working_set_peak"], out["rss_peak"]
+    assert rss >= 256 * mib  # the shared pages in both processes' RSS
+    # Once in the cgroup, however many of its processes map them.
+    assert 128 * mib <= ws <= rss - 96 * mib, (ws / mib, rss / mib)
+    assert combine_workers([out])["container_working_set_peak_max_worker"] == ws
+
+
+def test_no_working_set_outside_a_worker_container(tmp_path):
+    _, res = _cgroup_run(tmp_path, None)
+    assert res["dir"] is None and res["out"]["container_working_set_peak"] is None
+    assert res["out"]["rss_peak"] >= 256 * 2**20
