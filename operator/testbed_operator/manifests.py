@@ -38,6 +38,7 @@ from bench.kube.names import (
     RUNNER_ACCOUNT,
     STARTUP_TIMEOUT_ENV,
     TRIAL_LABEL,
+    WORKER_CONTAINER_ENV,
     label_value,
     trial_name,
 )
@@ -128,6 +129,12 @@ def _container(name: str, image: str, args: list[str], spec: BenchmarkSpec,
     if ports:
         c["ports"] = ports
     return c
+
+
+def _one_worker(container: dict[str, Any]) -> None:
+    """The container holds one worker (a Ray worker node, a Dask worker and its nanny): its
+    samplers also record the container's memory working set (bench.measure.CgroupMemory)."""
+    container["env"].append({"name": WORKER_CONTAINER_ENV, "value": "1"})
 
 
 def _pod(containers: list[dict[str, Any]], restart: str | None = None) -> dict[str, Any]:
@@ -225,6 +232,7 @@ def ray_cluster_spec(spec: BenchmarkSpec, workers: int, image: str,
     head["env"] += [{"name": k, "value": v} for k, v in spec.ray.head_env().items()]
     worker = _container("ray-worker", image, [], spec,
                         [{"containerPort": RAY_METRICS_PORT, "name": "metrics"}])
+    _one_worker(worker)
     if spec.ray.auth_mode == "disabled":
         for c in (head, worker):
             c["env"].append({"name": "RAY_AUTH_MODE", "value": "disabled"})
@@ -356,6 +364,7 @@ def build_daskcluster_manifest(benchmark: dict[str, Any], spec: BenchmarkSpec, w
         spec, [{"name": "http-dashboard", "containerPort": DASK_WORKER_DASHBOARD_PORT,
                 "protocol": "TCP"}])
     _credentials(benchmark, worker)  # workers read partitioned S3 datasets themselves
+    _one_worker(worker)
     # The Dask operator copies the DaskCluster's labels to its pods as well; these say so
     # explicitly (and win over them).
     pod_meta = {"labels": labels(benchmark["metadata"]["name"], "dask", workers)}

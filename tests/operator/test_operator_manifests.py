@@ -470,3 +470,23 @@ def test_no_fault_targets_without_faults():
         assert names.FAULT_PODS_ENV not in _env(c)
     dc = m.build_daskcluster_manifest(BENCHMARK, spec, 2, IMAGE)
     assert "--nanny" in dc["spec"]["worker"]["spec"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("framework", ["ray", "dask-on-ray", "dask"])
+def test_only_the_worker_containers_are_marked_as_one_workers(framework):
+    """Each worker pod's container holds one worker, so its samplers read the container's memory
+    cgroup (bench.measure.CgroupMemory); the head, the scheduler and the runner hold more (the
+    GCS, the driver) or no worker, and are not marked."""
+    spec = parse_spec(BENCHMARK)
+    env = names.WORKER_CONTAINER_ENV
+    runner = m.build_runner_job_manifest(BENCHMARK, spec, "dask", 2, IMAGE, "tcp://x:8786")
+    assert env not in _env(runner["spec"]["template"]["spec"]["containers"][0])
+    if framework == "dask":
+        dc = m.build_daskcluster_manifest(BENCHMARK, spec, 2, IMAGE)["spec"]
+        worker, other = (dc[role]["spec"]["containers"][0] for role in ("worker", "scheduler"))
+    else:
+        rcs = m.build_rayjob_manifest(BENCHMARK, spec, 2, IMAGE, framework)["spec"][
+            "rayClusterSpec"]
+        worker = rcs["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+        other = rcs["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert _env(worker)[env] == "1" and env not in _env(other)
