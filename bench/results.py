@@ -187,7 +187,9 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ``vs_local_1``, ``vs_local_all``, ``startup``, ``load``, ``distribute`` (seconds of the
     one-off phases), ``cpu_mean`` (percent of one core), ``rss_peak`` (bytes) and
     ``unique_peak`` (bytes: the largest worker's unique memory at its RSS peak, each physical
-    page its processes map once; None where not measured, bench.measure.tree_memory).
+    page its processes map once; None where not measured, bench.measure.tree_memory) and
+    ``container_peak`` (bytes: on Kubernetes, the largest worker pod's peak working set,
+    bench.measure.CgroupMemory; None elsewhere).
 
     * ``speedup`` = median at the framework's smallest worker count for that workload (normally
       1) / this median; ``efficiency`` = speedup / (workers / that smallest count).
@@ -229,7 +231,8 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             row.update(dict.fromkeys((
                 "median", "iqr", "min", "quality", "quality_local", "quality_delta",
                 "speedup", "efficiency", "vs_local_1", "vs_local_all",
-                "startup", "load", "distribute", "cpu_mean", "rss_peak", "unique_peak")))
+                "startup", "load", "distribute", "cpu_mean", "rss_peak", "unique_peak",
+                "container_peak")))
             row["n"] = len(rec.get("seconds") or [])
             rows.append(row)
             continue
@@ -271,6 +274,7 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row["cpu_mean"] = resources.get("cpu_mean")
         row["rss_peak"] = resources.get("rss_peak")
         row["unique_peak"] = resources.get("unique_at_rss_peak_max_worker")
+        row["container_peak"] = resources.get("container_working_set_peak_max_worker")
         rows.append(row)
     return rows
 

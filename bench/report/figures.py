@@ -269,6 +269,7 @@ def _resources(rows: list[dict[str, Any]]) -> Figure | None:
     names = workloads(rows)
     fig, gs = _bar_grid(names, rows, width=12, pad=0.6, ncols=2)
     extra_colors: dict[str, str] = {}
+    pods = any(r.get("container_peak") is not None for r in rows)
     for i, workload in enumerate(names):
         wrows = [r for r in rows if r["workload"] == workload]
         labels = [column_label(r["framework"], r["workers"]) for r in wrows]
@@ -278,7 +279,9 @@ def _resources(rows: list[dict[str, Any]]) -> Figure | None:
             ("cpu_mean", "CPU: SUM over workers of each one's mean (% of one core)", 1.0, "%"),
             ("rss_peak", ("memory: MAXIMUM over workers of each one's peak RSS (MiB);\n"
                           "hatched: its unique memory then, each page once (as a container "
-                          "is charged)"),
+                          "is charged)"
+                          + (";\n|: the peak working set of its pod (Kubernetes' count)"
+                             if pods else "")),
              1 / 2**20, " MiB"),
         )):
             ax = fig.add_subplot(gs[i, j])
@@ -292,12 +295,21 @@ def _resources(rows: list[dict[str, Any]]) -> Figure | None:
             ax.barh([y for y, u in zip(ys, unique, strict=True) if u is not None],
                     [u for u in unique if u is not None], height=0.3, color="white",
                     alpha=0.55, edgecolor="black", linewidth=0.6, hatch="//")
-            for y, r, v, u in zip(ys, wrows, vals, unique, strict=True):
+            # On Kubernetes, the worker pod's working set (its memory cgroup) as a mark.
+            pod = [None if j == 0 or r.get("container_peak") is None
+                   else r["container_peak"] * scale for r in wrows]
+            if any(p is not None for p in pod):
+                ax.scatter([p for p in pod if p is not None],
+                           [y for y, p in zip(ys, pod, strict=True) if p is not None],
+                           marker="|", s=300, color="black", linewidths=2, zorder=3)
+                xmax = max([xmax] + [p for p in pod if p is not None])
+            for y, r, v, u, p in zip(ys, wrows, vals, unique, pod, strict=True):
                 text = "FAILED" if r["state"] != "succeeded" else (
                     MISSING if r.get(field) is None else f"{v:.0f}{unit}")
-                if u is not None and text not in ("FAILED", MISSING):
-                    text += f" (unique {u:.0f})"
-                ax.text(v + xmax * 0.01, y, text, va="center", fontsize=8,
+                if text not in ("FAILED", MISSING):
+                    text += "".join(f" ({name} {x:.0f})" for name, x in
+                                    (("unique", u), ("pod", p)) if x is not None)
+                ax.text(max(v, p or 0) + xmax * 0.01, y, text, va="center", fontsize=8,
                         color="#b00000" if text == "FAILED" else "black")
             ax.set_xlim(0, xmax * (1.2 if j == 0 else 1.45))
             ax.set_yticks(ys, labels if j == 0 else [""] * len(ys))

@@ -160,6 +160,33 @@ def test_the_memory_chart_shows_unique_memory_inside_the_rss_bar():
     assert bars == [329, 974, 2070], bars  # the two RSS bars and one unique bar
 
 
+def test_the_memory_chart_marks_a_worker_pods_working_set():
+    """On Kubernetes a record has its worker pods' working set (no unique memory there): the
+    chart marks it on the RSS bar's row and labels it, and says what the mark is."""
+    from bench.report.figures import _resources
+
+    def res(rss, pod):
+        return {"workers": [], "cpu_mean": 90.0, "cpu_peak": 100.0, "rss_peak": rss,
+                "container_working_set_peak_max_worker": pod}
+
+    recs = [make_record(framework="ray", workers=1, resources=res(1500 * 2**20, 700 * 2**20)),
+            make_record(framework="dask", workers=1, resources=res(300 * 2**20, 410 * 2**20))]
+    rows = summarize(recs)
+    assert {r["framework"]: r["container_peak"] for r in rows} == {"ray": 700 * 2**20,
+                                                                   "dask": 410 * 2**20}
+    memory = _resources(rows).axes[1]
+    assert sorted(t.get_text() for t in memory.texts) == ["1500 MiB (pod 700)",
+                                                          "300 MiB (pod 410)"]
+    (marks,) = memory.collections
+    assert sorted(round(x) for x, _ in marks.get_offsets()) == [410, 700]
+    assert "working set of its pod" in memory.get_xlabel()
+    # A pod's working set above its RSS sum (the nanny, page cache) still fits the axes.
+    assert memory.get_xlim()[1] > 410
+    local = [make_record(framework="ray", workers=1, resources=res(1500 * 2**20, None))]
+    memory = _resources(summarize(local)).axes[1]
+    assert not memory.collections and "pod" not in memory.get_xlabel()
+
+
 # ---- reports -----------------------------------------------------------------------------
 
 def test_html_report(tmp_path):
