@@ -64,6 +64,8 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.quantities import parse_quantity
+
 from support import free_port
 from support.image_build import OPERATOR, RUNNER, TAG, VARIANT
 
@@ -93,15 +95,19 @@ RESOURCES = {"cpu": "400m", "memory": "2Gi"}
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 TIMINGS: dict[str, float] = {}
+POD_MEMORY: dict[str, str] = {}  # trial and workload: its worker pods' peak working sets
 
 
 def _say(config: pytest.Config, line: str) -> None:
-    """One line on the terminal, also under -q and output capture."""
+    """One line on the terminal, also under -q and output capture (a fixture's teardown runs
+    with capture on: without lifting it, the line went to the capture and was never seen)."""
     tr = config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(line)
-    else:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if tr is None:
         sys.stderr.write(line + "\n")
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        tr.write_line(line)
 
 
 # ------------------------------------------------------------------------------- kubectl
@@ -246,6 +252,10 @@ def kube(request, cluster_binaries, built_images) -> Kube:
         problem = _down()
         _say(request.config, "test_real_cluster.py timings: " +
              ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()))
+        if POD_MEMORY:
+            _say(request.config, "worker pods' peak working set (and the RSS sum of each "
+                 "worker's processes) in MiB, by trial and workload: "
+                 + ", ".join(f"{k} {v}" for k, v in POD_MEMORY.items()))
         assert not problem, f"scripts/cluster.sh down failed: {problem}"
 
 
@@ -737,6 +747,15 @@ def assert_result_configmap(configmaps: Watch, bm: dict[str, Any], trial: str,
         assert rec["state"] == "succeeded", rec.get("error")
         if rec["workload"] == "knn":
             assert rec["quality"]["accuracy"] > 0.9
+        # Each worker pod's memory as Kubernetes counts it: its container's working set, read
+        # from the pod's own memory cgroup (bench.measure.CgroupMemory), within the pod's limit.
+        limit = parse_quantity(RESOURCES["memory"])
+        sets = [w["container_working_set_peak"] for w in rec["resources"]["workers"]]
+        assert sets and all(ws is not None and 32 * 2**20 < ws < limit for ws in sets), sets
+        assert rec["resources"]["container_working_set_peak_max_worker"] == max(sets)
+        POD_MEMORY[f"{trial} {rec['workload']}"] = "/".join(
+            f"{w['container_working_set_peak'] / 2**20:.0f} (RSS sum {w['rss_peak'] / 2**20:.0f})"
+            for w in rec["resources"]["workers"])
     managers = {m["manager"] for m in cm["metadata"].get("managedFields", [])}
     assert any(m.startswith("testbed-runner") for m in managers), managers
 
