@@ -82,10 +82,9 @@ class CgroupMemory:
             path = own.get("" if v2 else "memory")
             if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
                 continue
-            directory = os.path.join(point, os.path.relpath(path, root))
-            if os.path.isfile(os.path.join(directory, "memory.current" if v2
-                                           else "memory.usage_in_bytes")):
-                return cls(os.path.normpath(directory), v2)
+            found = cls(os.path.normpath(os.path.join(point, os.path.relpath(path, root))), v2)
+            if os.path.isfile(found._usage):
+                return found
         return None
 
     @classmethod
@@ -149,7 +148,6 @@ class TreeSampler:
                  include_root: bool = True, cgroup: CgroupMemory | None = None):
         self.root_pid = root_pid or os.getpid()
         self.cgroup = cgroup
-        self._ws_peak: int | None = None
         self.interval = min(interval, FIRST_INTERVAL)
         self.include_root = include_root
         self._stop = threading.Event()
@@ -161,6 +159,7 @@ class TreeSampler:
         self._rss_peak = 0
         self._pss_at_peak: int | None = None
         self._unique_at_peak: int | None = None
+        self._ws_peak: int | None = None
         self._read_rss, self._read_t = 0, -_READ_EVERY  # the RSS sum and time of that reading
         self._peak_unread = False
         self._last: dict[int, float] = {}
@@ -373,15 +372,10 @@ def combine_workers(workers: list[dict[str, Any]]) -> dict[str, Any]:
     ``cpu_peak``, ``rss_peak``, ``rss_total_peak``) are kept for older readers and equal them:
     CPU summed over workers (each worker's mean, each worker's peak), RSS the highest worker's
     peak and the sum of the workers' peaks."""
-    cpu = [w["cpu_mean"] for w in workers if w.get("cpu_mean") is not None]
-    peak = [w["cpu_peak"] for w in workers if w.get("cpu_peak") is not None]
-    rss = [w["rss_peak"] for w in workers if w.get("rss_peak") is not None]
-    pss = [w["pss_at_rss_peak"] for w in workers if w.get("pss_at_rss_peak") is not None]
-    unique = [w["unique_at_rss_peak"] for w in workers
-              if w.get("unique_at_rss_peak") is not None]
-    ws = [w["container_working_set_peak"] for w in workers
-          if w.get("container_working_set_peak") is not None]
-    intervals = [w["interval_s"] for w in workers if w.get("interval_s") is not None]
+    cpu, peak, rss, pss, unique, ws, intervals = (
+        [w[key] for w in workers if w.get(key) is not None]
+        for key in ("cpu_mean", "cpu_peak", "rss_peak", "pss_at_rss_peak", "unique_at_rss_peak",
+                    "container_working_set_peak", "interval_s"))
     samples = [int(w.get("samples") or 0) for w in workers]
     each = max(20, min(TIMELINE_POINTS, TIMELINE_TOTAL // max(1, len(workers))))
     for w in workers:

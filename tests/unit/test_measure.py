@@ -22,6 +22,9 @@ from bench.measure import (
     tree_unique,
 )
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+"""The repository root: the subprocesses below import bench from it."""
+
 
 @pytest.mark.parametrize(("other", "steal", "busy", "reason"), [
     (0.0, 0.0, False, None),
@@ -92,8 +95,7 @@ print(json.dumps(s.stop()))
 
 
 def test_sampler_gets_ten_samples_of_a_short_phase_and_a_timeline():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    done = subprocess.run([sys.executable, "-c", _SHORT_PHASE, root], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", _SHORT_PHASE, ROOT], capture_output=True,
                           text=True, timeout=120, check=True)
     out = json.loads(done.stdout)
     assert out["samples"] >= 10 and len(out["timeline"]) == out["samples"]
@@ -337,8 +339,7 @@ def _cgroup_run(tmp_path, env_value: str | None) -> tuple[str, dict]:
         env = {k: v for k, v in os.environ.items() if k != WORKER_CONTAINER_ENV}
         if env_value is not None:
             env[WORKER_CONTAINER_ENV] = env_value
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        done = subprocess.run([sys.executable, "-c", _IN_A_CGROUP, root, cg], env=env,
+        done = subprocess.run([sys.executable, "-c", _IN_A_CGROUP, ROOT, cg], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
         out = json.loads(done.stdout)
