@@ -201,7 +201,7 @@ def worker_timelines(records: Sequence[dict[str, Any]]) -> list[Any]:
                     "resident MiB", x_range=cpu.x_range, width=580)
         for i, line in enumerate(t.lines):
             src = {"t": line.t, "cpu": line.cpu, "rss": [v / 2**20 for v in line.rss],
-                   "worker": [line.id] * line.samples}
+                   "worker": [line.id] * len(line.t)}
             color = _EXTRA[i % len(_EXTRA)] if i >= 3 else ("#1f77b4", "#ff7f0e", "#2ca02c")[i]
             cpu.line("t", "cpu", source=src, color=color, legend_label=f"worker {line.id}")
             mem.line("t", "rss", source=src, color=color, legend_label=f"worker {line.id}")

@@ -225,6 +225,23 @@ def test_interactive_html_is_self_contained_with_hover(tmp_path):
     assert re.search(r"n = 20\S{1,8}23 samples per worker", text)
 
 
+def test_worker_timelines_hold_one_worker_name_per_point():
+    """A timeline merges points as they accumulate (bench.measure), so it can hold fewer
+    points than the samples taken: each plotted column has one value per point."""
+    from bench.report.interactive import worker_timelines
+
+    recs = usl_records(ns=(1, 2))
+    for rec in recs:
+        for w in rec["resources"]["workers"]:
+            w["samples"] = 2 * len(w["timeline"])  # as after one merge
+    sources = [r.data_source.data for fig in worker_timelines(recs)
+               for plot in fig.children for r in plot.renderers]
+    assert sources
+    for data in sources:
+        assert len({len(column) for column in data.values()}) == 1, {
+            k: len(v) for k, v in data.items()}
+
+
 def test_report_command_with_reference(tmp_path):
     results = tmp_path / "r.jsonl"
     from bench.results import append_record
