@@ -228,7 +228,12 @@ class StatusResult(TypedDict, total=False):
     cpu: float | None
     """Mean CPU of the trial's workers, percent of one core (``resources.cpu_mean``)."""
     memory: float | None
-    """Peak RSS of the trial's workers, bytes (``resources.rss_peak``)."""
+    """Peak RSS of the trial's largest worker (the RSS sum of its processes), bytes
+    (``resources.rss_peak``)."""
+    podMemory: float | None
+    """Peak working set of the trial's largest worker pod (its container's memory cgroup, as
+    ``kubectl top pod`` and the kubelet count it), bytes
+    (``resources.container_working_set_peak_max_worker``); None outside worker pods."""
     tasks: int | None
     perTaskMicros: dict[str, float]
     """The tasks workload's per-task cost by mode (``extra.per_task_us_<mode>``)."""
@@ -250,7 +255,8 @@ def to_status_result(r: ResultRecord) -> StatusResult:
                    if not isinstance(v, list)},  # (the one-off phases: floats or None)
         "qualityMetric": metric,
         "quality": (r.get("quality") or {}).get(metric or "", None),
-        "cpu": res.get("cpu_mean"), "memory": res.get("rss_peak"), "tasks": r.get("tasks"),
+        "cpu": res.get("cpu_mean"), "memory": res.get("rss_peak"),
+        "podMemory": res.get("container_working_set_peak_max_worker"), "tasks": r.get("tasks"),
     }
     if any(k.startswith(_PER_TASK) for k in extra):
         out["perTaskMicros"] = {k[len(_PER_TASK):]: v for k, v in extra.items()
@@ -303,4 +309,5 @@ def from_status_result(framework: str, workers: int, res: StatusResult) -> Resul
             "seconds": res.get("seconds") or [],
             "phases": res.get("phases") or {},  # type: ignore[typeddict-item]
             "quality_metric": metric, "quality": {metric: res.get("quality")},
-            "resources": {"cpu_mean": res.get("cpu"), "rss_peak": res.get("memory")}}
+            "resources": {"cpu_mean": res.get("cpu"), "rss_peak": res.get("memory"),
+                          "container_working_set_peak_max_worker": res.get("podMemory")}}

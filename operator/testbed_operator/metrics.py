@@ -10,7 +10,10 @@ Metric names (all prefixed ``testbed_``):
 * ``trial_duration_seconds``   median compute seconds per benchmark/framework/workload/workers
 * ``trial_speedup``, ``trial_efficiency_ratio``   against 1 worker of the same framework
 * ``trial_cpu_cores``          mean CPU of the trial's worker processes (1 = one core)
-* ``trial_memory_bytes``       peak RSS of the trial's worker processes
+* ``trial_memory_bytes``       peak RSS of the trial's largest worker (its processes' sum)
+* ``trial_pod_memory_bytes``   peak working set of the trial's largest worker pod: its
+  container's memory cgroup, as ``kubectl top pod`` and the kubelet count it (a page shared
+  by the pod's processes once); only trials whose workers ran in the operator's pods
 * ``task_overhead_seconds``    per-task cost of the ``tasks`` workload (mode async | sync)
 * ``fault_penalty_seconds``    faulted run minus the fault-free median (``spec.faults``)
 * ``fault_detection_seconds``  from the kill to the framework's first record of the failure
@@ -81,7 +84,11 @@ class OperatorMetrics:
                                      DEPRECATED + "testbed_trial_cpu_cores (x 100)",
                                      TRIAL_LABELS, registry=r)
         self.memory = Gauge("testbed_trial_memory_bytes",
-                            "Peak RSS of the trial's worker processes", TRIAL_LABELS, registry=r)
+                            "Peak RSS of the trial's largest worker (its processes' sum)",
+                            TRIAL_LABELS, registry=r)
+        self.pod_memory = Gauge("testbed_trial_pod_memory_bytes",
+                                "Peak working set of the trial's largest worker pod (its memory "
+                                "cgroup, as kubectl top pod counts it)", TRIAL_LABELS, registry=r)
         self.overhead = Gauge("testbed_task_overhead_seconds",
                               "Per-task cost measured by the tasks workload",
                               (*TRIAL_LABELS, "mode"), registry=r)
@@ -150,7 +157,8 @@ class OperatorMetrics:
         seen: set[tuple[str, ...]] = set()
         cpu = res.get("cpu")  # percent of one core, as the runner samples it (bench.measure)
         for gauge, figure in ((self.cpu, None if cpu is None else cpu / 100),
-                              (self.cpu_percent_old, cpu), (self.memory, res.get("memory"))):
+                              (self.cpu_percent_old, cpu), (self.memory, res.get("memory")),
+                              (self.pod_memory, res.get("podMemory"))):
             if figure is not None:
                 seen.add(labels)
                 gauge.labels(*labels).set(figure)
@@ -190,7 +198,8 @@ class OperatorMetrics:
         else:
             targets = [(g, labels) for g in (self.duration, self.speedup, self.efficiency,
                                              self.efficiency_old, self.cpu,
-                                             self.cpu_percent_old, self.memory)]
+                                             self.cpu_percent_old, self.memory,
+                                             self.pod_memory)]
         for gauge, values in targets:
             with contextlib.suppress(KeyError):
                 gauge.remove(*values)

@@ -144,7 +144,8 @@ def operator_status():
                          "state": "succeeded", "seconds": [base, base * 1.01, base * 0.99],
                          "phases": {"startup": 1.0}, "quality_metric": "accuracy",
                          "quality": {"accuracy": 0.98},
-                         "resources": {"cpu_mean": 95.0, "rss_peak": 2**28},
+                         "resources": {"cpu_mean": 95.0, "rss_peak": 2**28,
+                                       "container_working_set_peak_max_worker": 3 * 2**26},
                          "extra": ({"per_task_us_async": 900.0, "per_task_us_sync": 3000.0}
                                    if wl == "tasks" else {}),
                          # The faulted run as bench.faults records it (see test_faults.py).

@@ -59,6 +59,10 @@ def test_trial_results_are_scraped_from_the_status(served, records):  # noqa: F8
     assert (_sample(got, "testbed_trial_cpu_cores", **lbl, workers="2")
             == pytest.approx(res["cpu"] / 100))  # the status keeps percent of one core
     assert _sample(got, "testbed_trial_memory_bytes", **lbl, workers="2") == res["memory"] > 0
+    # Run by the runner on this machine, not in a worker pod: no pod figure, so no series
+    # (not a 0 that a dashboard would plot).
+    assert res["podMemory"] is None
+    assert not [k for k in got if k[0] == "testbed_trial_pod_memory_bytes"]
     assert _sample(got, "testbed_trial_attempts", namespace="bench", benchmark="digits",
                    framework="ray", workers="2", trial="digits-ray-2") == 1
     assert _sample(got, "testbed_benchmarks", phase="Running") == 1
@@ -107,6 +111,37 @@ def test_per_task_overhead_of_the_tasks_workload_is_exported():
     m.forget("ns", "t")
     assert not [k for k in ((x.name, x.labels) for fam in m.registry.collect() for x in fam.samples)
                 if k[0].startswith(("testbed_task", "testbed_trial"))]
+
+
+def test_a_worker_pods_working_set_is_in_the_status_and_exported():
+    """A trial whose workers ran in the operator's pods: the largest pod's working set
+    (bench.measure.CgroupMemory) reaches the status as ``podMemory`` and the metrics as
+    ``testbed_trial_pod_memory_bytes``, beside the RSS figure; deleting the Benchmark drops
+    both series."""
+    from bench.spec import parse_spec
+
+    spec = parse_spec({"frameworks": ["ray"], "workers": [2], "workload": {"name": "knn"}})
+    mib = 2**20
+    workers = [{"id": f"w{i}", "rss_peak": rss * mib, "container_working_set_peak": ws * mib}
+               for i, (rss, ws) in enumerate(((650, 490), (659, 503)))]
+    rec = make_record(workload="knn", framework="ray", workers=2, seconds=[1.0, 1.1],
+                      resources={"workers": workers, "cpu_mean": 150.0,
+                                 "rss_peak": 659 * mib,
+                                 "container_working_set_peak_max_worker": 503 * mib})
+    s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
+    res = s["trials"][0]["results"][0]
+    assert (res["memory"], res["podMemory"]) == (659 * mib, 503 * mib)
+    m = OperatorMetrics()
+    m.observe_status("ns", "p", s)
+    got = {(x.name, tuple(sorted(x.labels.items()))): x.value
+           for fam in m.registry.collect() for x in fam.samples}
+    lbl = {"namespace": "ns", "benchmark": "p", "framework": "ray", "workload": "knn",
+           "workers": "2"}
+    assert _sample(got, "testbed_trial_pod_memory_bytes", **lbl) == 503 * mib
+    assert _sample(got, "testbed_trial_memory_bytes", **lbl) == 659 * mib
+    m.forget("ns", "p")
+    assert not [x for fam in m.registry.collect() for x in fam.samples
+                if x.name == "testbed_trial_pod_memory_bytes"]
 
 
 def test_a_faulted_run_is_summarised_in_the_status_and_exported():

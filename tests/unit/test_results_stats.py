@@ -292,13 +292,20 @@ def test_the_status_projection_keeps_what_the_summary_needs():
     records = [make_record(framework="local", workers=1, seconds=[4.0, 4.2]),
                make_record(framework="ray", workers=1, seconds=[3.0, 3.1]),
                make_record(framework="ray", workers=2, seconds=[1.5, 1.6]),
-               make_record(framework="dask", workers=2, state="failed", error="boom")]
+               make_record(framework="dask", workers=2, state="failed", error="boom"),
+               # Run in the operator's worker pods: the largest pod's working set too.
+               make_record(framework="dask", workers=1, resources={
+                   "cpu_mean": 80.0, "rss_peak": 270 * 2**20,
+                   "container_working_set_peak_max_worker": 245 * 2**20})]
     rebuilt = [from_status_result(r["framework"], r["workers"], to_status_result(r))
                for r in records]
     assert summarize(rebuilt) == summarize(records)
     res = to_status_result(records[1])
     assert res["qualityMetric"] == "accuracy" and res["quality"] == 0.95
-    assert res["cpu"] == 90.0 and res["memory"] == 200 * 2**20
+    assert res["cpu"] == 90.0 and res["memory"] == 200 * 2**20 and res["podMemory"] is None
+    assert to_status_result(records[-1])["podMemory"] == 245 * 2**20
+    (row,) = [r for r in summarize(rebuilt) if (r["framework"], r["workers"]) == ("dask", 1)]
+    assert row["container_peak"] == 245 * 2**20
     assert set(res["phases"]) == {"startup", "load", "distribute"}  # no per-repeat lists
     assert "fault" not in res and "perTaskMicros" not in res
 
