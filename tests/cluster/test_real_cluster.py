@@ -733,9 +733,11 @@ def assert_succeeded(bm: dict[str, Any], framework: str, workers: tuple[int, ...
     return trials
 
 
-def assert_result_configmap(configmaps: Watch, bm: dict[str, Any], trial: str,
+def assert_result_configmap(configmaps: Watch, bm: dict[str, Any], status: dict[str, Any],
                             workloads: tuple[str, ...] = ("knn",)) -> None:
-    """The runner wrote ``<trial>-result`` with its records, owned by the Benchmark."""
+    """The runner wrote ``<trial>-result`` with its records, owned by the Benchmark; the
+    trial's ``status`` (its entry in ``status.trials``) projects them."""
+    trial = status["cluster"].split("/")[1]
     seen = [c for c in configmaps.objects() if c["metadata"]["name"] == f"{trial}-result"]
     assert seen, [c["metadata"]["name"] for c in configmaps.objects()]
     cm = seen[-1]
@@ -753,6 +755,10 @@ def assert_result_configmap(configmaps: Watch, bm: dict[str, Any], trial: str,
         sets = [w["container_working_set_peak"] for w in rec["resources"]["workers"]]
         assert sets and all(ws is not None and 32 * 2**20 < ws < limit for ws in sets), sets
         assert rec["resources"]["container_working_set_peak_max_worker"] == max(sets)
+        # ... and the status carries the largest (the operator exports it as
+        # testbed_trial_pod_memory_bytes).
+        (res,) = [r for r in status["results"] if r["workload"] == rec["workload"]]
+        assert res["podMemory"] == max(sets), res
         POD_MEMORY[f"{trial} {rec['workload']}"] = "/".join(
             f"{w['container_working_set_peak'] / 2**20:.0f} (RSS sum {w['rss_peak'] / 2**20:.0f})"
             for w in rec["resources"]["workers"])
@@ -925,8 +931,7 @@ def test_dask_knn_and_tasks_one_and_two_workers(stack, record_property):
         record_property("dask x1+x2 seconds to Succeeded", seconds)
         for trial in assert_succeeded(bm, "dask", (1, 2), ("knn", "tasks")):
             assert trial["clusterCreatedAt"]
-            assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1],
-                                    ("knn", "tasks"))
+            assert_result_configmap(configmaps, bm, trial, ("knn", "tasks"))
             assert_startup_includes_the_workers(pods, trial)
             _assert_uploaded(stack, name, trial)
         seen = pods.objects()
@@ -1002,8 +1007,7 @@ def test_ray_knn_and_tasks_one_and_two_workers(stack, record_property):
         TIMINGS["ray x1+x2 (knn, tasks) to Succeeded"] = seconds
         record_property("ray x1+x2 seconds to Succeeded", seconds)
         for trial in assert_succeeded(bm, "ray", (1, 2), ("knn", "tasks")):
-            assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1],
-                                    ("knn", "tasks"))
+            assert_result_configmap(configmaps, bm, trial, ("knn", "tasks"))
             assert_startup_includes_the_workers(pods, trial)
         seen = pods.objects()
         heads = [p for p in seen if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
@@ -1033,8 +1037,7 @@ def test_dask_on_ray_knn_and_tasks_one_and_two_workers(stack):
         TIMINGS["dask-on-ray x1+x2 (knn, tasks) to Succeeded"] = seconds
         for trial in assert_succeeded(bm, "dask-on-ray", (1, 2), ("knn", "tasks")):
             assert trial["cluster"].startswith("RayJob/")
-            assert_result_configmap(configmaps, bm, trial["cluster"].split("/")[1],
-                                    ("knn", "tasks"))
+            assert_result_configmap(configmaps, bm, trial, ("knn", "tasks"))
             assert_startup_includes_the_workers(pods, trial)
     finally:
         pods.stop()
@@ -1189,14 +1192,22 @@ def test_prometheus_scraped_the_operator_and_the_trials_pods_by_their_pod_ips(st
     assert target["labels"]["namespace"] == SYSTEM_NS and target["labels"]["service"] == \
         f"{OPERATOR_NAME}-metrics", target
     # What it exported while the Benchmarks lived: their trial results.
-    got = prom.query('max by (benchmark, framework, workers, workload) '
-                     '(last_over_time(testbed_trial_duration_seconds{namespace="bench"}[1h]))')
-    rows = {(r["metric"]["benchmark"], r["metric"]["framework"], r["metric"]["workers"],
-             r["metric"]["workload"]) for r in got}
-    assert {("bench-dask", "dask", w, wl) for w in ("1", "2") for wl in ("knn",
-                                                                         "tasks")} <= rows, rows
-    assert {("bench-ray", "ray", w, wl) for w in ("1", "2") for wl in ("knn",
-                                                                       "tasks")} <= rows, rows
+    def exported(metric: str) -> dict[tuple[str, ...], float]:
+        got = prom.query('max by (benchmark, framework, workers, workload) '
+                         f'(last_over_time({metric}{{namespace="bench"}}[1h]))')
+        return {(r["metric"]["benchmark"], r["metric"]["framework"], r["metric"]["workers"],
+                 r["metric"]["workload"]): float(r["value"][1]) for r in got}
+
+    trials = {(b, fw, w, wl) for b, fw in (("bench-dask", "dask"), ("bench-ray", "ray"))
+              for w in ("1", "2") for wl in ("knn", "tasks")}
+    durations = exported("testbed_trial_duration_seconds")
+    assert trials <= set(durations), durations
+    # Each trial's largest worker pod's working set, as the runner read it from the pod's
+    # memory cgroup: a figure within the pod's limit for each of those trials.
+    pod_memory = exported("testbed_trial_pod_memory_bytes")
+    assert trials <= set(pod_memory), pod_memory
+    limit = parse_quantity(RESOURCES["memory"])
+    assert all(32 * 2**20 < v < limit for v in pod_memory.values()), pod_memory
 
     def scraped(match: str) -> dict[str, str]:
         """pod -> instance of every pod with series matching ``match`` in the last hour."""
