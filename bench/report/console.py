@@ -66,7 +66,8 @@ def render_summary(ctx: Context, console: Console | None = None) -> None:
     if ctx.costs:
         console.print(rich_table(cost_grid(ctx.costs, summary.money_label(ctx.options)),
                                  "Cost per run — median compute seconds × cores held; memory: "
-                                 "peak resident, summed over workers", numeric_from=2))
+                                 "peak, summed over workers (a pod's working set, else RSS)",
+                                 numeric_from=2))
 
 
 def render_faults(records: Iterable[dict[str, Any]], console: Console | None = None) -> None:

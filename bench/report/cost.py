@@ -12,8 +12,12 @@ different repeat counts compare fairly.
   over the samples taken during the timed repeats, of the CPU use summed over every worker's
   processes in percent of one core (``bench.measure.TreeSampler`` / ``combine_workers``);
   unknown with fewer than 2 samples per worker (one sample measures no interval).
-* memory GB-seconds = peak resident memory summed over the workers
-  (``resources.rss_total_peak``, else ``rss_peak``) in GB (10⁹ bytes) × median seconds.
+* memory GB-seconds = peak memory summed over the workers in GB (10⁹ bytes) × median
+  seconds. Where every worker ran in one of the operator's pods, a worker's peak is its pod's
+  working set (``resources.workers[].container_working_set_peak``: its memory cgroup, what the
+  pod is charged, each page once); otherwise its peak resident memory
+  (``resources.rss_total_peak``, else ``rss_peak``), which counts a page its processes share
+  once per process.
 * money = allocated core-hours × price per core-hour + memory GB-hours × price per GB-hour.
 """
 from __future__ import annotations
@@ -82,6 +86,17 @@ def _used_cores(resources: dict[str, Any]) -> float | None:
     return cpu / 100
 
 
+def _peak_memory(resources: dict[str, Any]) -> float | None:
+    """Bytes: the workers' pod working sets summed where every worker has one, else the
+    peak RSS summed over the workers (see the module docstring)."""
+    workers = [w for w in resources.get("workers") or [] if isinstance(w, dict)]
+    pods = [_number(w.get("container_working_set_peak")) for w in workers]
+    if pods and all(p is not None for p in pods):
+        return sum(p for p in pods if p is not None)
+    rss = _number(resources.get("rss_total_peak"))
+    return rss if rss is not None else _number(resources.get("rss_peak"))
+
+
 def trial_cost(record: dict[str, Any], options: ReportOptions | None = None) -> TrialCost | None:
     """The cost of one run of a succeeded trial; None when it did not succeed or has no
     timings."""
@@ -96,10 +111,8 @@ def trial_cost(record: dict[str, Any], options: ReportOptions | None = None) -> 
     resources = record.get("resources") or {}
     cores = allocated_cores(record)
     used = _used_cores(resources)
-    rss = _number(resources.get("rss_total_peak"))
-    if rss is None:
-        rss = _number(resources.get("rss_peak"))
-    memory_gb = rss / GB if rss is not None else None
+    memory = _peak_memory(resources)
+    memory_gb = memory / GB if memory is not None else None
     gb_seconds = memory_gb * median if memory_gb is not None else None
     money: float | None = None
     if options.priced:

@@ -191,8 +191,9 @@ def cost_section(ctx: Context) -> Iterable[Section]:
              "× CPUs per worker (local baseline: its threads); core-s held = cores held × "
              "median s; core-s used = the workers' measured mean CPU (summed over their "
              "processes, 100 % = one core) × median s, — with too few samples; peak memory = "
-             "peak resident memory summed over the workers, in GB (10⁹ bytes); GB-s = peak "
-             "memory × median s.")
+             "peak memory summed over the workers, in GB (10⁹ bytes): each worker pod's "
+             "working set where the workers ran in the operator's pods, else each worker's "
+             "peak resident memory; GB-s = peak memory × median s.")
     label = summary.money_label(ctx.options)
     if label:
         intro += " Cost = core-hours held × the core price + GB-hours × the memory price."

@@ -140,6 +140,20 @@ def test_cost_fallbacks_and_the_local_baseline():
     assert trial_cost(make_record("knn", "ray", 2, state="failed", error="x")) is None
 
 
+def test_cost_counts_a_worker_pods_working_set_where_every_worker_has_one():
+    """On Kubernetes a worker pod is charged its memory cgroup, each page once: the cost sums
+    the pods' working sets, not the RSS sums (which count a Ray node's shared pages once per
+    process); with a worker lacking the figure it falls back to the RSS sum."""
+    pods = priced_record()
+    pods["resources"]["workers"][0]["container_working_set_peak"] = 5e8
+    pods["resources"]["workers"][1]["container_working_set_peak"] = 7e8
+    c = trial_cost(pods)
+    assert c is not None and c.memory_gb == pytest.approx(1.2) and c.gb_seconds == \
+        pytest.approx(3.6)
+    del pods["resources"]["workers"][1]["container_working_set_peak"]
+    assert trial_cost(pods).memory_gb == pytest.approx(2.0)  # type: ignore[union-attr]
+
+
 def test_cheapest_framework_per_workload():
     recs = [make_record("knn", "ray", 2, seconds=[1.0] * 3),    # 2 core-s
             make_record("knn", "dask", 1, seconds=[1.5] * 3),   # 1.5 core-s
