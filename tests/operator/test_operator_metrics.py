@@ -31,6 +31,19 @@ def _sample(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+def _one_trial(benchmark, spec, rec):
+    """The status of one trial finished with ``rec``, metrics that observed it, their samples
+    and the trial's labels."""
+    s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
+    m = OperatorMetrics()
+    m.observe_status("ns", benchmark, s)
+    got = {(x.name, tuple(sorted(x.labels.items()))): x.value
+           for fam in m.registry.collect() for x in fam.samples}
+    lbl = {"namespace": "ns", "benchmark": benchmark, "framework": rec["framework"],
+           "workload": rec["workload"], "workers": str(rec["workers"])}
+    return s, m, got, lbl
+
+
 def test_trial_results_are_scraped_from_the_status(served, records):  # noqa: F811
     m, port = served
     s = tr.initial_status(SPEC)
@@ -97,14 +110,8 @@ def test_per_task_overhead_of_the_tasks_workload_is_exported():
                       resources={"cpu_mean": 90.0, "rss_peak": 10},
                       extra={"per_task_us_async": 2000.0, "per_task_us_sync": 12000.0,
                              "tasks_per_s": 500})
-    s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
+    s, m, got, lbl = _one_trial("t", spec, rec)
     assert s["trials"][0]["results"][0]["perTaskMicros"] == {"async": 2000.0, "sync": 12000.0}
-    m = OperatorMetrics()
-    m.observe_status("ns", "t", s)
-    got = {(x.name, tuple(sorted(x.labels.items()))): x.value
-           for fam in m.registry.collect() for x in fam.samples}
-    lbl = {"namespace": "ns", "benchmark": "t", "framework": "dask", "workload": "tasks",
-           "workers": "1"}
     assert (_sample(got, "testbed_task_overhead_seconds", **lbl, mode="async")
             == pytest.approx(0.002))
     assert _sample(got, "testbed_task_overhead_seconds", **lbl, mode="sync") == pytest.approx(0.012)
@@ -128,15 +135,9 @@ def test_a_worker_pods_working_set_is_in_the_status_and_exported():
                       resources={"workers": workers, "cpu_mean": 150.0,
                                  "rss_peak": 659 * mib,
                                  "container_working_set_peak_max_worker": 503 * mib})
-    s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
+    s, m, got, lbl = _one_trial("p", spec, rec)
     res = s["trials"][0]["results"][0]
     assert (res["memory"], res["podMemory"]) == (659 * mib, 503 * mib)
-    m = OperatorMetrics()
-    m.observe_status("ns", "p", s)
-    got = {(x.name, tuple(sorted(x.labels.items()))): x.value
-           for fam in m.registry.collect() for x in fam.samples}
-    lbl = {"namespace": "ns", "benchmark": "p", "framework": "ray", "workload": "knn",
-           "workers": "2"}
     assert _sample(got, "testbed_trial_pod_memory_bytes", **lbl) == 503 * mib
     assert _sample(got, "testbed_trial_memory_bytes", **lbl) == 659 * mib
     m.forget("ns", "p")
@@ -158,17 +159,11 @@ def test_a_faulted_run_is_summarised_in_the_status_and_exported():
                            "failed_by_error": {"NODE_DIED": 1}}}
     rec = make_record(workload="knn", framework="ray", workers=2, seconds=[1.0], phases={},
                       quality=0.9, resources={}, faults=faults)
-    s = tr.finish_trial(tr.start_trial(tr.initial_status(spec), 0), 0, [rec])
+    s, m, got, lbl = _one_trial("f", spec, rec)
     assert s["trials"][0]["results"][0]["fault"] == {
         "killed": ["10.1.2.3", "h (RunError: HTTP 403)"], "finished": False,
         "error": faults["error"], "seconds": 0.52, "penaltySeconds": -0.48,
         "detectedAfterSeconds": 0.04, "retriedTasks": 0, "settings": {"max_retries": 0}}
-    m = OperatorMetrics()
-    m.observe_status("ns", "f", s)
-    got = {(x.name, tuple(sorted(x.labels.items()))): x.value
-           for fam in m.registry.collect() for x in fam.samples}
-    lbl = {"namespace": "ns", "benchmark": "f", "framework": "ray", "workload": "knn",
-           "workers": "2"}
     assert _sample(got, "testbed_fault_penalty_seconds", **lbl) == pytest.approx(-0.48)
     assert _sample(got, "testbed_fault_detection_seconds", **lbl) == pytest.approx(0.04)
     assert _sample(got, "testbed_fault_retried_tasks", **lbl) == 0
