@@ -152,6 +152,12 @@ def finish_trial(status: dict[str, Any], index: int, records: Iterable[ResultRec
     return refresh(status, policy)
 
 
+# A ``status.summary`` row: its keys and the ``bench.results.summarize`` fields they show.
+SUMMARY = {**{k: k for k in ("workload", "framework", "workers", "median", "iqr", "speedup",
+                             "efficiency", "quality", "state")},
+           "memory": "rss_peak", "podMemory": "container_peak"}
+
+
 def refresh(status: dict[str, Any], policy: str) -> dict[str, Any]:
     """Derive phase, progress, message, conditions and summary from the trials."""
     trials = status["trials"]
@@ -179,11 +185,8 @@ def refresh(status: dict[str, Any], policy: str) -> dict[str, Any]:
     status["currentTrial"] = f"{current['framework']} x{current['workers']}" if current else ""
     records = [from_status_result(t["framework"], t["workers"], res)
                for t in trials for res in t.get("results", [])]
-    status["summary"] = [
-        {k: row.get(k) for k in ("workload", "framework", "workers", "median", "iqr",
-                                 "speedup", "efficiency", "quality", "state")}
-        for row in summarize(records)
-    ] if records else []
+    status["summary"] = [{key: row.get(field) for key, field in SUMMARY.items()}
+                         for row in summarize(records)] if records else []
     set_conditions(status, phase, "TrialFailed" if phase == FAILED else None)
     return status
 

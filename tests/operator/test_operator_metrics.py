@@ -138,6 +138,8 @@ def test_a_worker_pods_working_set_is_in_the_status_and_exported():
     s, m, got, lbl = _one_trial("p", spec, rec)
     res = s["trials"][0]["results"][0]
     assert (res["memory"], res["podMemory"]) == (659 * mib, 503 * mib)
+    (row,) = s["summary"]
+    assert (row["memory"], row["podMemory"]) == (659 * mib, 503 * mib)
     assert _sample(got, "testbed_trial_pod_memory_bytes", **lbl) == 503 * mib
     assert _sample(got, "testbed_trial_memory_bytes", **lbl) == 659 * mib
     m.forget("ns", "p")

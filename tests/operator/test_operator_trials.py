@@ -61,6 +61,9 @@ def test_results_land_in_the_status_with_a_summary(records):
     two = rows[("knn", "ray", 2)]
     assert two["speedup"] == pytest.approx(rows[("knn", "ray", 1)]["median"] / two["median"])
     assert two["efficiency"] == pytest.approx(two["speedup"] / 2)
+    # Memory as the result keeps it: the largest worker's RSS peak; no pod figure off Kubernetes.
+    res = next(r for r in s["trials"][1]["results"] if r["workload"] == "knn")
+    assert two["memory"] == res["memory"] > 0 and two["podMemory"] is None
     # Delivering the same result twice changes nothing; a restart recomputes the same summary.
     assert tr.finish_trial(s, 1, records[2])["trials"] == s["trials"]
     reread = tr.refresh(json.loads(json.dumps(s)), "continue")
