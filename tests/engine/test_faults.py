@@ -242,6 +242,7 @@ def test_kill_after_a_fraction_of_the_tasks(tmp_path, framework):
     rec = _faulted(tmp_path, framework, "knn", faults={"afterFraction": None,
                                                        "afterTasksFraction": 0.5})
     f = rec["faults"]
+    assert rec["state"] == "succeeded", (rec["error"], f)
     assert rec["tasks"] == 16 and f["tasks_per_run"] == 16 and f["kill_after_tasks"] == 8
     (victim,) = f["killed"]
     # Killed once 8 of the 16 tasks had finished (a few more may finish while it happens)
