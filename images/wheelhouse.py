@@ -8,8 +8,11 @@
     python images/wheelhouse.py project        the project's own wheel, built from this tree
                                                into images/wheelhouse/project/
     python images/wheelhouse.py stage IMAGE    images/wheelhouse/IMAGE/: the build context of
-                                               that image (requirements.txt, deps/, project/),
-                                               hard links into the cache
+                                               that image (requirements.txt, deps/, project/;
+                                               for runner also requirements-torch.txt and
+                                               deps-torch/, what the full lock adds to the slim
+                                               one; for both runners check.sh), hard links
+                                               into the cache
     python images/wheelhouse.py cache-dir      print the wheel cache's path
 
 IMAGE is one of runner (with torch), runner-slim (without torch) or operator; LOCK is one of
@@ -248,14 +251,29 @@ def stage(image: str) -> None:
         sys.exit("wheelhouse.py stage: no project wheel: run `images/wheelhouse.py project`")
     context = os.path.join(CONTEXTS, image)
     shutil.rmtree(context, ignore_errors=True)
-    for sub in ("deps", "project"):
+    # The full runner is slim's layers plus one of torch's (runner.Dockerfile): slim's packages
+    # go to deps/ and requirements.txt, the same files as in the slim context (so that Docker's
+    # cache serves both), and what the full lock adds to requirements-torch.txt and deps-torch/.
+    base_lock = "runner-slim" if image == "runner" else image
+    base = read_lock(base_lock)
+    for sub in ("deps", "project", *(("deps-torch",) if image == "runner" else ())):
         os.makedirs(os.path.join(context, sub))
     for item in items:
         url = item["download_info"]["url"]
         assert url.startswith("file://"), url
-        _link(url2pathname(urlparse(url).path), os.path.join(context, "deps"))
+        sub = "deps" if norm(item["metadata"]["name"]) in base else "deps-torch"
+        _link(url2pathname(urlparse(url).path), os.path.join(context, sub))
     _link(wheels[0], os.path.join(context, "project"))
-    shutil.copy(lock_path(image), os.path.join(context, "requirements.txt"))
+    shutil.copy(lock_path(base_lock), os.path.join(context, "requirements.txt"))
+    if image == "runner":
+        with open(lock_path("runner")) as f, \
+                open(os.path.join(context, "requirements-torch.txt"), "w") as out:
+            out.write("# What images/requirements-runner.txt adds to requirements-runner-slim.txt"
+                      " (staged by images/wheelhouse.py).\n")
+            out.writelines(line for line in f if not line.startswith("#")
+                           and requirement_name(line) not in base)
+    if image.startswith("runner"):
+        shutil.copy(os.path.join(HERE, "runner-check.sh"), os.path.join(context, "check.sh"))
     size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(context, "*", "*.whl")))
     print(f"{_rel(context)}/: {len(items)} wheels + the project, {size / 2**20:.0f} MiB")
 

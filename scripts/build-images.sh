@@ -5,7 +5,9 @@
 #
 #   --variant V   the runner image's variant: full (default: torch from PyPI, the CUDA build with
 #                 its nvidia-* wheels, several GB; every workload) tagged testbed-runner:TAG, or
-#                 slim (no torch: every workload but cnn and resnet18) tagged testbed-runner:TAG-slim
+#                 slim (no torch: every workload but cnn, resnet18 and train) tagged
+#                 testbed-runner:TAG-slim. Both are targets of images/runner.Dockerfile and share
+#                 its lower layers: building one after the other adds only the other's layers.
 #   --base IMAGE  base of both images (default python:3.11-slim; testbed-base:bookworm is the
 #                 debootstrap base made by scripts/provision-docker.sh, no registry needed)
 #   --tag TAG     tags testbed-runner:TAG[-slim] and testbed-operator:TAG (default 0.1.0, the chart's)
@@ -28,7 +30,7 @@ VARIANT=full
 RELOCK=""
 QUIET=""
 
-usage() { sed -n '2,14s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
 
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -90,8 +92,7 @@ build() {  # build IMAGE_TAG DOCKERFILE CONTEXT [docker build arguments...]
   fi
 }
 
-build "$RUNNER_TAG" images/runner.Dockerfile "images/wheelhouse/$RUNNER" \
-  --build-arg "VARIANT=$VARIANT"
+build "$RUNNER_TAG" images/runner.Dockerfile "images/wheelhouse/$RUNNER" --target "$VARIANT"
 build "testbed-operator:$TAG" images/operator.Dockerfile images/wheelhouse/operator
 
 echo "image sizes:"

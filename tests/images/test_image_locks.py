@@ -8,7 +8,8 @@
   `pip install --no-index` from its own pins, though CI never builds that image.
 * Every lock is what the tested .venv runs, and scripts/setup.sh installs with the venv lock.
 * The wheel cache lives outside the clone; the Dockerfiles keep their contract (base as a build
-  argument, offline install, non-root, only /opt/venv copied, torch only in the full variant).
+  argument, offline install, non-root, only installed packages copied, the testbed last, torch
+  only in the full variant's stages).
 """
 from __future__ import annotations
 
@@ -173,31 +174,54 @@ def test_build_images_rejects_an_unknown_variant():
     assert p.returncode == 2 and "--variant must be full or slim" in p.stderr, p.stderr
 
 
+STAGES = {
+    # slim's stages all come before torch's: `docker build --target slim` with the classic builder
+    # builds every stage up to the target, and the slim context has no torch wheels.
+    "runner": ["${BASE} AS deps", "deps AS project-slim", "${BASE} AS runtime", "runtime AS slim",
+               "deps AS torch", "torch AS project-full", "runtime AS full"],
+    "operator": ["${BASE} AS deps", "deps AS project", "${BASE}"],
+}
+# What the images themselves are made of (a stage holding the installer or wheels never is one).
+FINAL = {"runner": ("runtime", "slim", "full"), "operator": ("",)}
+
+
+def _stages(text: str) -> dict[str, str]:
+    """``{stage name ('' for an unnamed one): its instructions}`` (comments left out)."""
+    parts = re.split(r"^FROM (.+)$", re.sub(r"^#.*\n", "", text, flags=re.M), flags=re.M)
+    return {head.split(" AS ")[1] if " AS " in head else "": body
+            for head, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
 @pytest.mark.parametrize("image", ["runner", "operator"])
 def test_dockerfile_contract(image):
     text = (ROOT / "images" / f"{image}.Dockerfile").read_text()
     assert re.search(r"^ARG BASE=python:3\.11-slim$", text, re.M)
-    froms = re.findall(r"^FROM (.+)$", text, re.M)
-    assert froms == ["${BASE} AS build", "${BASE}"]
-    build, final = text.split("\nFROM ${BASE}\n", 1)
-    # Only the venv reaches the final stage: no wheels, no installer, no pip cache.
-    assert re.findall(r"^COPY .*$", final, re.M) == ["COPY --from=build /opt/venv /opt/venv"]
+    assert re.findall(r"^FROM (.+)$", text, re.M) == STAGES[image]
+    stages = _stages(text)
+    # The images get only installed packages: copied from the build stages into /opt/venv (the
+    # packages, then the testbed on top: a code change rebuilds only that small layer). No wheels,
+    # no installer, no pip cache.
+    copies = [c for name in FINAL[image] for c in re.findall(r"^COPY .*$", stages[name], re.M)]
+    assert copies and all(re.fullmatch(r"COPY --from=[\w-]+ /opt/\w+/? /opt/venv/?", c)
+                          for c in copies), copies
+    assert [c for c in copies if "project" in c] == [
+        c for name in FINAL[image] for c in re.findall(r"^COPY .*$", stages[name], re.M)[-1:]
+        if name != "runtime"], "the testbed's own layer must come last"
+    final = "".join(stages[name] for name in FINAL[image])
     assert "USER 1000:1000" in final and "PATH=/opt/venv/bin:" in final
-    if image == "runner":
-        assert "RAY_USAGE_STATS_ENABLED=0" in final and 'CMD ["testbed", "--help"]' in final
-        for stage in (build, final):
-            assert re.search(r"^ARG VARIANT=full$", stage, re.M)
-        assert "LABEL org.raydask-testbed.variant=${VARIANT}" in final
-        # torch is imported in the full variant's arm only; the slim arm checks it is absent.
-        arms = re.search(r'case "\$VARIANT" in(.*?)esac', build, re.S).group(1)
-        full, slim = arms.split(";;")[:2]
-        assert '-c "import torch"' in full and "! /opt/venv/bin/python -c \"import torch\"" in slim
-        assert "torch" not in build.split("esac", 1)[1]
-    else:
-        assert 'ENTRYPOINT ["testbed-operator"]' in final
     installs = re.findall(r"pip --python /opt/venv/bin/python install ([^\n]*)", text)
     assert installs and all("--no-index" in i for i in installs)
     assert "--without-pip /opt/venv" in text
     # The pinned packages are consistent among themselves before the project is added.
     assert re.search(r"-r /wheels/requirements\.txt \\\n \&\& /opt/pip/bin/pip --python "
-                     r"/opt/venv/bin/python check\n", build)
+                     r"/opt/venv/bin/python check\n", stages["deps"])
+    if image == "runner":
+        assert "RAY_USAGE_STATS_ENABLED=0" in final and 'CMD ["testbed", "--help"]' in final
+        for variant in ("slim", "full"):
+            assert f"LABEL org.raydask-testbed.variant={variant}" in stages[variant]
+            assert f"sh /wheels/check.sh {variant}" in stages[f"project-{variant}"]
+        # torch only in the full variant's own stages, its packages from their own list.
+        assert "torch" not in "".join(stages[s] for s in ("deps", "project-slim", "slim"))
+        assert "-r /wheels/requirements-torch.txt" in stages["torch"]
+    else:
+        assert 'ENTRYPOINT ["testbed-operator"]' in final

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = sorted([*ROOT.glob("scripts/*.sh"), ROOT / ".ci" / "run"])
+SCRIPTS = sorted([*ROOT.glob("scripts/*.sh"), *ROOT.glob("images/*.sh"), ROOT / ".ci" / "run"])
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None,
