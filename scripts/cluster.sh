@@ -7,6 +7,7 @@
 #   scripts/cluster.sh status   one line per component
 #   scripts/cluster.sh kuberay  also run the KubeRay operator (CRDs, RBAC, own identity) on the cluster
 #   scripts/cluster.sh import TARBALL...   import docker-archive/OCI image tarballs into its containerd
+#                                          (- for one on standard input)
 #
 # Binaries, Go caches and the cluster's state live outside the clone, in
 # ${TESTBED_CLUSTER_CACHE:-$HOME/.cache/raydask-testbed/cluster}. Needs root (network, mounts, cgroups).
@@ -769,10 +770,15 @@ cmd_kuberay() {  # start the KubeRay operator (CRDs, RBAC, its own identity) on 
 }
 
 cmd_import() {  # import TARBALL...: docker-archive/OCI tarballs into the cluster's containerd
-  [[ $# -gt 0 ]] || die "usage: $0 import TARBALL..."
+  # "-" reads one from standard input (`docker save IMAGE... | scripts/cluster.sh import -`:
+  # no tarball on disk).
+  [[ $# -gt 0 ]] || die "usage: $0 import TARBALL... (- for standard input)"
   pid_alive containerd || die "the cluster is not up"
   local f
-  for f in "$@"; do [[ -f $f ]] || die "no such file: $f"; ctr_ images import "$f" >/dev/null || die "importing $f failed"; done
+  for f in "$@"; do
+    [[ $f == - || -f $f ]] || die "no such file: $f"
+    ctr_ images import "$f" >/dev/null || die "importing ${f/#-/standard input} failed"
+  done
 }
 
 main() {
@@ -785,7 +791,7 @@ main() {
     status) cmd_status ;;
     import) cmd_import "$@" ;;
     kuberay) cmd_kuberay ;;
-    *) die "usage: $0 build|up|down|status|kuberay|import TARBALL..." ;;
+    *) die "usage: $0 build|up|down|status|kuberay|import TARBALL...|-" ;;
   esac
 }
 main "$@"; exit $?

@@ -34,7 +34,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 @pytest.fixture(scope="session")
 def built_images():
-    """The slim runner and the operator image (tests/support/image_build.py), built once per
+    """The runner images and the operator image (tests/support/image_build.py), built once per
     session for every tier that runs them (images/test_images.py, cluster/test_real_cluster.py)."""
     from support.image_build import build_images
 

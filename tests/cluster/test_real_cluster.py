@@ -5,11 +5,11 @@ What runs where:
 
 * the cluster: ``scripts/cluster.sh build`` (cached after the first, ~13 min cold), ``up``
   (~10 s) and, always, ``down`` at the end (also when a test or the set-up fails);
-* the images: the slim runner and the operator (tests/support/image_build.py, the session's
-  build shared with tests/images/test_images.py), ``docker save``d and ``scripts/cluster.sh
-  import``ed (there is no registry: every pod uses ``IfNotPresent`` with a non-``latest`` tag);
-  ``TESTBED_TEST_RUNNER_VARIANT=full`` uses the full runner (torch) instead, which the
-  ``train`` test needs;
+* the images: the full runner (torch: the ``train`` test needs it) and the operator
+  (tests/support/image_build.py, the session's build shared with tests/images/test_images.py),
+  ``docker save``d straight into ``scripts/cluster.sh import -`` (there is no registry: every
+  pod uses ``IfNotPresent`` with a non-``latest`` tag); ``TESTBED_TEST_RUNNER_VARIANT=slim``
+  imports the slim runner instead, and ``train`` then skips;
 * the testbed operator: **a pod** of the chart's Deployment (rendered by helm-python-sdk with
   the Benchmark CRD, as tests/chart/test_chart.py does), under the chart's ServiceAccount, Role and
   RoleBinding, watching the namespace ``bench``; the runner's ServiceAccount and Role there too;
@@ -275,19 +275,24 @@ def wait_established(kube: Kube, crds: list[dict[str, Any]], timeout: float = 60
         time.sleep(0.5)
 
 
-def _import_images(tmp: Path) -> None:
-    tar = tmp / "images.tar"
+def _import_images() -> None:
+    """Both images into the cluster's containerd, streamed: `docker save` piped into
+    `cluster.sh import -`, no tarball written (6.4 GB for the full runner)."""
     t0 = time.monotonic()
-    p = subprocess.run(["docker", "save", "-o", str(tar), RUNNER, OPERATOR], capture_output=True,
-                       text=True, timeout=600)
-    assert p.returncode == 0, p.stderr
-    TIMINGS["docker save"] = time.monotonic() - t0
-    t0 = time.monotonic()
-    p = subprocess.run([str(CLUSTER_SH), "import", str(tar)], capture_output=True, text=True,
-                       timeout=900)
-    TIMINGS["image import"] = time.monotonic() - t0
-    tar.unlink()
-    assert p.returncode == 0, p.stderr
+    with tempfile.TemporaryFile() as save_err:
+        save = subprocess.Popen(["docker", "save", RUNNER, OPERATOR], stdout=subprocess.PIPE,
+                                stderr=save_err)
+        try:
+            p = subprocess.run([str(CLUSTER_SH), "import", "-"], stdin=save.stdout,
+                               capture_output=True, text=True, timeout=900)
+        finally:
+            save.stdout.close()
+            save_rc = save.wait(timeout=60)
+        save_err.seek(0)
+        save_stderr = save_err.read().decode(errors="replace")
+    TIMINGS["docker save | image import"] = time.monotonic() - t0
+    assert p.returncode == 0, f"cluster.sh import - failed: {p.stderr}\n{save_stderr[-2000:]}"
+    assert save_rc == 0, f"docker save failed: {save_stderr[-2000:]}"
 
 
 def _render(chart: str, values: dict[str, Any], release: str,
@@ -614,7 +619,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(kube: Kube, tmp_path_factory) -> Stack:
     tmp = tmp_path_factory.mktemp("real-cluster")
-    _import_images(tmp)
+    _import_images()
     t0 = time.monotonic()
     with contextlib.ExitStack() as cleanup:
         s3 = S3Server(tmp / "moto.log")
@@ -1290,13 +1295,11 @@ def test_libraries_train_through_ray_and_dask(stack, record_property):
     torch DDP on the DaskCluster's workers, the same small CNN, seed and steps on digits; the
     accuracy agrees across frameworks.
 
-    It needs torch, which only the full runner image has (6.4 GB: about 7 minutes to build
-    here and 3 more to save and import). CI builds the slim one: on a new machine its run takes
-    about 70 of its 90 minutes already."""
+    It needs torch, which only the full runner image has: the default (CI's too). Importing
+    it takes about 3 minutes, 2 more than the slim one."""
     if VARIANT != "full":
-        pytest.skip("train needs torch, which only the full runner image has; CI builds the "
-                    "slim one (the full one adds about 10 minutes): run "
-                    "`TESTBED_TEST_RUNNER_VARIANT=full make test-cluster`")
+        pytest.skip("train needs torch, which only the full runner image has; this session "
+                    "imported the slim one (TESTBED_TEST_RUNNER_VARIANT=slim)")
     from support import cluster_libraries as lib
 
     stack.kube.apply([lib.secret(NS)])

@@ -1,14 +1,15 @@
 """Tier 4: the container images, built and run on a real Docker engine.
 
-The slim runner (no torch: these tests run KNN on digits) and the operator are built once per
-session (``scripts/build-images.sh --variant slim``, tests/support/image_build.py; shared with
+The images are built once per session (tests/support/image_build.py; shared with
 tests/cluster/test_real_cluster.py) on the debootstrap base ``testbed-base:bookworm``
-(scripts/provision-docker.sh makes it; no registry needed), tagged
-``testbed-runner:test-slim`` and ``testbed-operator:test`` (``$TESTBED_TEST_IMAGE_TAG``
-replaces ``test``). The full runner (PyPI's torch with its nvidia-* wheels, several GB) is not
-built here: tests/images/test_image_locks.py checks that its lock is closed and is what the
-tested .venv runs. Every container runs with ``--network=host`` and talks to loopback addresses
-only:
+(scripts/provision-docker.sh makes it; no registry needed): the slim runner, the full runner
+on its layers (PyPI's torch with its nvidia-* wheels) and the operator, tagged
+``testbed-runner:test-slim``, ``testbed-runner:test`` and ``testbed-operator:test``
+(``$TESTBED_TEST_IMAGE_TAG`` replaces ``test``). The containers below run the slim runner (no
+torch: they run KNN on digits); the full one is checked for its layers and for torch training
+on the CPU (the cluster tier runs it). tests/images/test_image_locks.py checks that every lock
+is closed and is what the tested .venv runs. Every container runs with ``--network=host`` and
+talks to loopback addresses only:
 
 * a Ray cluster (head + 2 workers, each node on its own 127.0.9.x, explicit ports, token auth
   with one shared token) and the runner as the driver on the head's "pod": it shares the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import socket
@@ -37,7 +39,7 @@ import uuid
 import pytest
 
 import support
-from support.image_build import OPERATOR, RUNNER, VARIANT, engine_problem
+from support.image_build import FULL, OPERATOR, SLIM, VARIANT, engine_problem
 
 NS = "ns1"
 KNN = json.dumps({"workload": {"name": "knn"}, "repeats": 2, "warmup": 0})
@@ -135,42 +137,82 @@ def assert_knn_succeeded(records: list[dict], framework: str) -> None:
 # ------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def images(built_images) -> dict[str, float]:
-    """The slim runner and the operator on the debootstrap base (the session's build, see
+    """The runners and the operator on the debootstrap base (the session's build, see
     tests/support/image_build.py); returns the build's seconds."""
     return built_images
 
 
 # ------------------------------------------------------------------------------- tests
 def test_image_sizes(images, record_property):
-    if VARIANT != "slim":
-        pytest.skip("pins the slim runner's size and contents; this session built the full one "
-                    "(TESTBED_TEST_RUNNER_VARIANT=full)")
     sizes = {img: int(docker("image", "inspect", "-f", "{{.Size}}", img).stdout)
-             for img in (RUNNER, OPERATOR)}
+             for img in (SLIM, OPERATOR)}
     for img, size in sizes.items():
         record_property(f"{img} bytes", size)
         print(f"{img}: {size / 1e6:.0f} MB (built in {images['build_seconds']:.0f} s)")
     # Ray, pyarrow, scikit-learn, scipy... on a 155 MB base: about 1.28 GB. The operator has
     # none of those: about 0.37 GB.
-    assert 0.8e9 < sizes[RUNNER] < 2.0e9, sizes
+    assert 0.8e9 < sizes[SLIM] < 2.0e9, sizes
     assert sizes[OPERATOR] < 0.6e9, sizes
     heavy = "('ray', 'torch', 'triton', 'dask', 'sklearn', 'pandas', 'distributed')"
     find = f"import importlib.util as u; print([m for m in {heavy} if u.find_spec(m)])"
     p = docker("run", "--rm", "--network=host", "--entrypoint", "python", OPERATOR, "-c", find)
     assert p.stdout.strip() == "[]", p.stdout
-    p = docker("run", "--rm", "--network=host", RUNNER, "python", "-c", find)
+    p = docker("run", "--rm", "--network=host", SLIM, "python", "-c", find)
     assert p.stdout.strip() == "['ray', 'dask', 'sklearn', 'pandas', 'distributed']", p.stdout
-    p = docker("run", "--rm", "--network=host", RUNNER, "sh", "-c",
+    p = docker("run", "--rm", "--network=host", SLIM, "sh", "-c",
                "ls /opt/venv/lib/python3.11/site-packages"
                " | grep -ciE '^(nvidia|triton|torch)' || true")
     assert p.stdout.strip() == "0", p.stdout
     label = docker("image", "inspect", "-f",
                    '{{index .Config.Labels "org.raydask-testbed.variant"}}',
-                   RUNNER).stdout.strip()
+                   SLIM).stdout.strip()
     assert label == "slim"
 
 
-@pytest.mark.parametrize("image", [RUNNER, OPERATOR])
+@pytest.mark.parametrize("image", [SLIM, OPERATOR])
+def test_the_testbed_is_a_small_layer_on_top_of_its_packages(images, image):
+    """A change to the testbed's code rebuilds one small layer, not the packages' (the
+    Dockerfiles install it apart and copy it last): the top layer holds the testbed alone, the
+    one below it every pinned package."""
+    p = docker("history", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", image)
+    layers = [(int(size), created) for size, created in
+              (line.split("\t", 1) for line in p.stdout.splitlines()) if int(size) > 0]
+    (top, top_by), (packages, packages_by) = layers[:2]
+    assert "COPY" in top_by and top < 10e6, layers[:3]
+    assert "COPY" in packages_by and packages > 150e6, layers[:3]
+    p = docker("run", "--rm", "--network=host", "--entrypoint", "python", image, "-c",
+               "import bench, importlib.metadata as m; print(bench.__file__, "
+               "m.version('raydask-testbed'))")
+    assert p.stdout.split() == ["/opt/venv/lib/python3.11/site-packages/bench/__init__.py",
+                                importlib.metadata.version("raydask-testbed")], p.stdout
+
+
+def test_the_full_runner_is_the_slim_ones_packages_plus_torch(images):
+    """The full runner shares the slim one's layers up to its packages, then adds torch's and
+    the testbed's: two layers, and torch imports and trains on the CPU there."""
+    if VARIANT != "full":
+        pytest.skip("this session built only the slim runner (TESTBED_TEST_RUNNER_VARIANT=slim)")
+    layers = {img: json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}",
+                                     img).stdout) for img in (SLIM, FULL)}
+    assert layers[FULL][:-2] == layers[SLIM][:-1], layers
+    label = docker("image", "inspect", "-f",
+                   '{{index .Config.Labels "org.raydask-testbed.variant"}}', FULL).stdout.strip()
+    assert label == "full"
+    p = docker("run", "--rm", "--network=host", FULL, "python", "-c",
+               "import torch; torch.manual_seed(0); m = torch.nn.Linear(4, 1); "
+               "x = torch.randn(64, 4); y = x.sum(1, keepdim=True); "
+               "o = torch.optim.SGD(m.parameters(), lr=0.1); "
+               "[(o.zero_grad(), torch.nn.functional.mse_loss(m(x), y).backward(), o.step()) "
+               "for _ in range(200)]; "
+               "print(torch.__version__, torch.cuda.is_available(), "
+               "round(torch.nn.functional.mse_loss(m(x), y).item(), 4), "
+               "torch.distributed.is_gloo_available())", timeout=300)
+    version, cuda, loss, gloo = p.stdout.split()
+    assert (version, cuda, gloo) == ("2.13.0+cu130", "False", "True"), p.stdout
+    assert float(loss) < 1e-3, p.stdout
+
+
+@pytest.mark.parametrize("image", [SLIM, OPERATOR])
 def test_non_root_no_build_tools(images, image):
     script = ("id -u; id -g; test -w \"$HOME\" && echo home-writable; "
               "for t in gcc cc c++ make pip pip3; do command -v $t; done; "
@@ -182,10 +224,10 @@ def test_non_root_no_build_tools(images, image):
 
 
 def test_entry_points(images):
-    p = docker("run", "--rm", "--network=host", RUNNER)  # default CMD: testbed --help
+    p = docker("run", "--rm", "--network=host", SLIM)  # default CMD: testbed --help
     assert "runner" in p.stdout and "usage: testbed" in p.stdout, p.stdout
     for tool in ("ray", "dask"):
-        docker("run", "--rm", "--network=host", RUNNER, tool, "--help")
+        docker("run", "--rm", "--network=host", SLIM, tool, "--help")
     p = docker("run", "--rm", "--network=host", OPERATOR, "--help")  # ENTRYPOINT testbed-operator
     assert "--max-concurrent-trials" in p.stdout, p.stdout
 
@@ -219,7 +261,7 @@ def test_ray_cluster_and_runner_in_containers(images, tmp_path):
         ports = _ray_node_ports()
         agents[head_ip] = _agent_port(ports)
         head = c.run_detached(
-            "ray-head", RUNNER, "ray", "start", "--head", f"--node-ip-address={head_ip}",
+            "ray-head", SLIM, "ray", "start", "--head", f"--node-ip-address={head_ip}",
             f"--port={port}", "--num-cpus=0", f"--memory={512 * 2**20}",
             "--include-dashboard=false", *ports, *common,
             opts=("--ipc=shareable", "--shm-size=256m", "-v", f"{shared}:/tmp/ray", *auth))
@@ -229,7 +271,7 @@ def test_ray_cluster_and_runner_in_containers(images, tmp_path):
             ports = _ray_node_ports()
             agents[ip] = _agent_port(ports)
             workers.append(c.run_detached(
-                f"ray-worker{i}", RUNNER, "ray", "start", f"--address={gcs}",
+                f"ray-worker{i}", SLIM, "ray", "start", f"--address={gcs}",
                 f"--node-ip-address={ip}", "--num-cpus=1", f"--memory={2**30}", *ports, *common,
                 opts=("--shm-size=256m", *auth)))
         _kuberay_probes_pass(agents, head, workers)
@@ -275,7 +317,7 @@ def run_runner(c, framework: str, address: str, *opts: str) -> None:
     """The runner container against a containerized cluster: KNN on digits must succeed."""
     t0 = time.monotonic()
     p = docker("run", "--rm", "--name", c.name(f"{framework}-runner"), "--network=host", *opts,
-               RUNNER, "testbed", "runner", "--framework", framework, "--workers", "2",
+               SLIM, "testbed", "runner", "--framework", framework, "--workers", "2",
                "--address", address, "--spec-json", KNN, timeout=600, check=False)
     print(f"{framework} runner container: {time.monotonic() - t0:.1f} s")
     try:
@@ -289,12 +331,12 @@ def test_dask_cluster_and_runner_in_containers(images):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     with containers() as c:
-        scheduler = c.run_detached("dask-scheduler", RUNNER, "dask", "scheduler", "--host",
+        scheduler = c.run_detached("dask-scheduler", SLIM, "dask", "scheduler", "--host",
                                    "127.0.0.1", "--port", str(port), "--dashboard-address",
                                    f"127.0.0.1:{free_port()}")
         wait_port("127.0.0.1", port, 60, scheduler)
         for i in range(2):
-            c.run_detached(f"dask-worker{i}", RUNNER, "dask", "worker", address, "--nthreads", "1",
+            c.run_detached(f"dask-worker{i}", SLIM, "dask", "worker", address, "--nthreads", "1",
                            "--host", "127.0.0.1", "--name", f"w{i}", "--memory-limit", "1GiB",
                            "--dashboard-address", "127.0.0.1:0", "--local-directory", "/tmp/dask")
         run_runner(c, "dask", address)

@@ -2,8 +2,8 @@
 datasets written to the cluster's S3 server, the Benchmarks that read them through the
 operator, and what their results must show.
 
-The runner image the cluster tier builds is the slim one (no torch) unless
-``TESTBED_TEST_RUNNER_VARIANT=full``: ``etl``, ``xgboost`` and ``tune`` run on either, ``train``
+The runner image the cluster tier imports is the full one (torch) unless
+``TESTBED_TEST_RUNNER_VARIANT=slim``: ``etl``, ``xgboost`` and ``tune`` run on either, ``train``
 (Ray Train's TorchTrainer against DDP on Dask workers) only on the full one.
 """
 from __future__ import annotations
