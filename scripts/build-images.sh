@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Build the runner and operator images (images/*.Dockerfile) and print their sizes.
 #
-#   scripts/build-images.sh [--variant full|slim] [--base IMAGE] [--tag TAG] [--relock] [--quiet]
+#   scripts/build-images.sh [--variant full|slim|both] [--base IMAGE] [--tag TAG] [--relock] [--quiet]
 #
 #   --variant V   the runner image's variant: full (default: torch from PyPI, the CUDA build with
 #                 its nvidia-* wheels, several GB; every workload) tagged testbed-runner:TAG, or
 #                 slim (no torch: every workload but cnn, resnet18 and train) tagged
-#                 testbed-runner:TAG-slim. Both are targets of images/runner.Dockerfile and share
-#                 its lower layers: building one after the other adds only the other's layers.
+#                 testbed-runner:TAG-slim, or both (one staging, one operator build). Both are
+#                 targets of images/runner.Dockerfile and share its lower layers: building one
+#                 after the other adds only the other's layers.
 #   --base IMAGE  base of both images (default python:3.11-slim; testbed-base:bookworm is the
 #                 debootstrap base made by scripts/provision-docker.sh, no registry needed)
 #   --tag TAG     tags testbed-runner:TAG[-slim] and testbed-operator:TAG (default 0.1.0, the chart's)
@@ -30,7 +31,7 @@ VARIANT=full
 RELOCK=""
 QUIET=""
 
-usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
 
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -47,10 +48,20 @@ while [ "$#" -gt 0 ]; do
   esac
 done
 case "$VARIANT" in
-  full) RUNNER=runner; RUNNER_TAG="testbed-runner:$TAG" ;;
-  slim) RUNNER=runner-slim; RUNNER_TAG="testbed-runner:$TAG-slim" ;;
-  *) echo "build-images.sh: --variant must be full or slim, not '$VARIANT'" >&2; exit 2 ;;
+  full|slim) TARGETS=("$VARIANT") ;;
+  both) TARGETS=(slim full) ;;
+  *) echo "build-images.sh: --variant must be full or slim (or both), not '$VARIANT'" >&2
+     exit 2 ;;
 esac
+# Per target: its build context (images/wheelhouse/CONTEXT) and its tag.
+context_of() { if [ "$1" = full ]; then echo runner; else echo runner-slim; fi; }
+tag_of() { if [ "$1" = full ]; then echo "testbed-runner:$TAG"; else echo "testbed-runner:$TAG-slim"; fi; }
+RUNNERS=()
+RUNNER_TAGS=()
+for target in "${TARGETS[@]}"; do
+  RUNNERS+=("$(context_of "$target")")
+  RUNNER_TAGS+=("$(tag_of "$target")")
+done
 
 [ -x .venv/bin/python ] || scripts/setup.sh
 PY=.venv/bin/python
@@ -65,9 +76,9 @@ if [ -n "$RELOCK" ]; then
   "$PY" images/wheelhouse.py lock
 fi
 t0=$(now)
-"$PY" images/wheelhouse.py fetch "$RUNNER" operator
+"$PY" images/wheelhouse.py fetch "${RUNNERS[@]}" operator
 "$PY" images/wheelhouse.py project
-for image in "$RUNNER" operator; do
+for image in "${RUNNERS[@]}" operator; do
   "$PY" images/wheelhouse.py stage "$image"
 done
 cache=$("$PY" images/wheelhouse.py cache-dir)
@@ -92,11 +103,14 @@ build() {  # build IMAGE_TAG DOCKERFILE CONTEXT [docker build arguments...]
   fi
 }
 
-build "$RUNNER_TAG" images/runner.Dockerfile "images/wheelhouse/$RUNNER" --target "$VARIANT"
+for target in "${TARGETS[@]}"; do
+  build "$(tag_of "$target")" images/runner.Dockerfile "images/wheelhouse/$(context_of "$target")" \
+    --target "$target"
+done
 build "testbed-operator:$TAG" images/operator.Dockerfile images/wheelhouse/operator
 
 echo "image sizes:"
-for tag in "$RUNNER_TAG" "testbed-operator:$TAG"; do
+for tag in "${RUNNER_TAGS[@]}" "testbed-operator:$TAG"; do
   bytes=$(docker image inspect -f '{{.Size}}' "$tag")
   echo "  $tag  $(( bytes / 1000000 )) MB"
 done
